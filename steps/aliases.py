@@ -1,0 +1,140 @@
+"""The alias contract: ``model@alias`` names exactly one version, or fails clearly.
+
+Writes are verified: the alias is read back after it is set, and an optional expected
+current version turns a write into a compare-and-set that refuses when someone else moved
+the alias first. (MLflow has no server-side compare-and-set; the read-check-write window is
+closed by a per-model lock in ``promote`` and by Argo's mutex in the cluster.)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import BadInput, ConcurrentChange
+
+ALIAS_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,254}$")
+# ``v1``/``v2``... are reserved by MLflow as version references, never alias names.
+RESERVED_RE = re.compile(r"^[vV]\d+$")
+
+UNSET = object()  # "no expectation" for compare-and-set (``None`` means "expect unset")
+
+
+@dataclass(frozen=True)
+class Ref:
+    model: str
+    alias: str
+
+    def __str__(self) -> str:
+        return f"{self.model}@{self.alias}"
+
+
+def check_alias_name(alias: str) -> str:
+    if not ALIAS_RE.match(alias or "") or RESERVED_RE.match(alias) or alias.lower() == "latest":
+        raise BadInput(
+            f"invalid alias name {alias!r}: use letters, digits, '_' and '-', starting with a "
+            "letter ('latest' and names like 'v3' are reserved by MLflow)"
+        )
+    return alias
+
+
+def parse_ref(text: str) -> Ref:
+    """``"resnet@live"`` -> ``Ref("resnet", "live")``."""
+    model, sep, alias = (text or "").rpartition("@")
+    if not sep or not model or not alias:
+        raise BadInput(f"expected MODEL@ALIAS, got {text!r}")
+    return Ref(model, check_alias_name(alias))
+
+
+def _is_missing(exc: Exception) -> bool:
+    code = getattr(exc, "error_code", "")
+    return code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
+
+
+def get_model(client, name: str):
+    """The registered model ``name``; BadInput naming close matches when it does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    if not name or not name.strip():
+        raise BadInput("model name is empty")
+    try:
+        return client.get_registered_model(name)
+    except MlflowException as exc:
+        if not _is_missing(exc):
+            raise
+    try:
+        known = [m.name for m in client.search_registered_models(max_results=200)]
+    except MlflowException:
+        known = []
+    hint = f" (registered models: {', '.join(sorted(known)[:20])})" if known else ""
+    raise BadInput(f"registered model {name!r} does not exist{hint}") from None
+
+
+def aliases_of(client, name: str) -> dict[str, str]:
+    """Every alias of model ``name`` -> version (as a string)."""
+    return {alias: str(version) for alias, version in get_model(client, name).aliases.items()}
+
+
+def resolve(client, name: str, alias: str) -> str:
+    """The version ``name@alias`` names; BadInput listing the aliases that do exist."""
+    check_alias_name(alias)
+    current = aliases_of(client, name)
+    if alias not in current:
+        listed = ", ".join(f"{a}=v{v}" for a, v in sorted(current.items())) or "none"
+        raise BadInput(f"model {name!r} has no alias {alias!r} (its aliases: {listed})")
+    return current[alias]
+
+
+def get_version(client, name: str, version: str | int):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version(name, str(version))
+    except MlflowException as exc:
+        if _is_missing(exc):
+            raise BadInput(f"model {name!r} has no version {version}") from None
+        raise
+
+
+def _check_expected(name: str, alias: str, actual: str | None, expected) -> None:
+    if expected is UNSET:
+        return
+    expected = None if expected is None else str(expected)
+    if actual != expected:
+        raise ConcurrentChange(
+            f"{name}@{alias} is {_v(actual)}, expected {_v(expected)}: it was moved by someone "
+            "else; nothing was changed"
+        )
+
+
+def _v(version: str | None) -> str:
+    return "unset" if version is None else f"v{version}"
+
+
+def set_alias(client, name: str, alias: str, version: str | int, *, expect_current=UNSET) -> None:
+    """Point ``name@alias`` at ``version``, refusing if it does not currently hold
+    ``expect_current``; read back and verify."""
+    check_alias_name(alias)
+    version = str(version)
+    get_version(client, name, version)
+    _check_expected(name, alias, aliases_of(client, name).get(alias), expect_current)
+    client.set_registered_model_alias(name, alias, version)
+    after = aliases_of(client, name).get(alias)
+    if after != version:
+        raise ConcurrentChange(
+            f"{name}@{alias} reads {_v(after)} right after being set to v{version}: "
+            "a concurrent writer moved it"
+        )
+
+
+def delete_alias(client, name: str, alias: str, *, expect_current=UNSET) -> None:
+    """Remove ``name@alias`` (no-op when unset), with the same compare-and-set and check."""
+    check_alias_name(alias)
+    current = aliases_of(client, name).get(alias)
+    _check_expected(name, alias, current, expect_current)
+    if current is None:
+        return
+    client.delete_registered_model_alias(name, alias)
+    after = aliases_of(client, name).get(alias)
+    if after is not None:
+        raise ConcurrentChange(f"{name}@{alias} reads v{after} right after being removed")

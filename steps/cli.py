@@ -1,0 +1,274 @@
+"""``mlcp``: the one command-line entry for people and for the Argo templates.
+
+Every subcommand returns an exit code from :mod:`steps.errors` (0 ok, 2 bad input, 3 a gate
+said no, 1 anything else). Heavy libraries are imported inside the handlers only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_OK, MlcpError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors exit with the bad-input code (2) and a one-line hint."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range: {port}")
+    return port
+
+
+def _version(text: str) -> str:
+    if text.lower() == "none":
+        return "none"
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a model version number: {text!r}")
+    return str(int(text))
+
+
+# ------------------------------------------------------------------------------ handlers
+
+
+def _print_outcome(outcome, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(outcome.to_dict(), indent=2))
+        return
+    prefix = "[dry-run] would move" if outcome.dry_run else "moved"
+    for move in outcome.moves:
+        print(f"{outcome.model} {prefix} {move.describe()}")
+    if outcome.gate_runs:
+        print(f"gate decisions relied on: {', '.join(outcome.gate_runs)}")
+
+
+def cmd_promote(args) -> int:
+    from . import promote
+
+    expect_current = promote.aliases.UNSET
+    if args.expect_current is not None:
+        expect_current = None if args.expect_current == "none" else args.expect_current
+    outcome = promote.promote(
+        args.model_name, args.source_alias, args.target_alias,
+        expect_version=args.expect_version, expect_current=expect_current,
+        require_gates=args.require_gates, force=args.force, reason=args.reason or "",
+        dry_run=args.dry_run,
+    )
+    _print_outcome(outcome, args.json)
+    return EXIT_OK
+
+
+def cmd_rollback(args) -> int:
+    from . import promote
+
+    outcome = promote.rollback(
+        args.model_name, expect_version=args.expect_version,
+        require_gates=args.require_gates, reason=args.reason or "rollback",
+        dry_run=args.dry_run,
+    )
+    _print_outcome(outcome, args.json)
+    return EXIT_OK
+
+
+def cmd_history(args) -> int:
+    from dataclasses import asdict
+
+    from . import aliases, promote, tracking
+
+    client = tracking.client()
+    aliases.get_model(client, args.model_name)
+    if args.alias:
+        aliases.check_alias_name(args.alias)
+    records = promote.history(client, args.model_name, args.alias)
+    if args.json:
+        print(json.dumps([asdict(r) for r in records], indent=2))
+        return EXIT_OK
+    if not records:
+        print(f"no recorded alias moves for {args.model_name}")
+        return EXIT_OK
+    print(f"{'time (UTC)':<25} {'alias':<12} {'from':>5} -> {'to':<5} {'action':<9} "
+          f"{'actor':<20} reason")
+    for r in records:
+        mark = "" if r.status == "FINISHED" else f" [{r.status.lower()}: unconfirmed]"
+        workflow = f" (workflow {r.workflow_name})" if r.workflow_name else ""
+        forced = " [forced]" if r.forced else ""
+        print(
+            f"{r.time:<25} {r.alias:<12} {_ver(r.from_version):>5} -> {_ver(r.to_version):<5} "
+            f"{r.action:<9} {r.actor[:20]:<20} {r.reason}{forced}{workflow}{mark}"
+        )
+    return EXIT_OK
+
+
+def _ver(version: str | None) -> str:
+    return "-" if version is None else f"v{version}"
+
+
+def cmd_lineage(args) -> int:
+    from . import aliases, promote, tracking
+
+    ref = aliases.parse_ref(args.ref)
+    client = tracking.client()
+    aliases.get_model(client, ref.model)
+    report = promote.lineage(client, ref.model, ref.alias)
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+        return EXIT_OK
+    print(f"{ref} = version {report['version']} (aliases: {', '.join(report['aliases'])})")
+    print(f"  registered {report['created']} from {report['source']}")
+    training = report["training_run"]
+    if training:
+        print(f"  training run {training['run_name']} ({training['run_id']})")
+        for key, value in sorted(training["params"].items()):
+            print(f"    {key} = {value}")
+    else:
+        print("  training run: none recorded")
+    print("  datasets:" if report["datasets"] else "  datasets: none recorded")
+    for ds in report["datasets"]:
+        rows = f", {ds['rows']} rows" if ds["rows"] is not None else ""
+        print(f"    [{ds['stage'] or '?'}/{ds['context']}] {ds['name']} digest {ds['digest']} "
+              f"from {ds['source']}{rows}")
+    print("  prompts:" if report["prompts"] else "  prompts: none recorded")
+    for prompt in report["prompts"]:
+        print(f"    [{prompt['stage']}] {prompt['name']} sha256 {prompt['sha256']}")
+    print("  gate decisions:" if report["gates"] else "  gate decisions: none recorded")
+    for gate in report["gates"]:
+        print(f"    {gate['name']}: {gate['verdict'] or 'unverified'} (run {gate['run_id']})")
+    became = report["became"]
+    if became:
+        forced = " [forced]" if became["forced"] else ""
+        print(f"  became {ref.alias} at {became['time']} by {became['actor']} "
+              f"({became['action']} from {_ver(became['from_version'])}): "
+              f"{became['reason'] or 'no reason given'}{forced}")
+    else:
+        print(f"  no recorded move made it {ref.alias}")
+    return EXIT_OK
+
+
+def cmd_stack(args) -> int:
+    from pathlib import Path
+
+    from . import stack
+
+    home = Path(args.home) if args.home else None
+    if args.action == "up":
+        ports = {k: v for k, v in (("mlflow", args.mlflow_port), ("s3", args.s3_port)) if v}
+        values = stack.up(home, ports=ports, bucket=args.bucket)
+        for key in ("MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL", "MLCP_DATA_ROOT"):
+            print(f"{key}={values[key]}")
+    elif args.action == "down":
+        stack.down(home)
+    else:
+        rows = stack.status(home)
+        for row in rows:
+            print(f"{row['service']:<8} {row['state']:<10} {row['url']:<24} {row['pid']}")
+        return EXIT_OK if all(r["state"] == "running" for r in rows) else EXIT_ERROR
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------ parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="mlcp",
+        description="MLflow as the control plane: promote, roll back and trace models by alias.",
+        epilog="Exit codes: 0 success, 2 bad input, 3 a quality gate said no, 1 anything else.",
+    )
+    parser.add_argument("--version", action="version", version=f"mlcp {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("promote", help="point one alias at the version another alias names")
+    p.add_argument("--model-name", required=True, help="registered model name")
+    p.add_argument("--source-alias", required=True, help="alias naming the version to promote")
+    p.add_argument("--target-alias", required=True, help="alias to move (e.g. live)")
+    p.add_argument("--expect-version", type=_version, default=None,
+                   help="refuse unless the source alias names this version")
+    p.add_argument("--expect-current", type=_version, default=None,
+                   help="refuse unless the target alias names this version now ('none': unset)")
+    p.add_argument("--require-gates", type=_csv, default=[],
+                   help="comma-separated gates that must have a passing decision on the version")
+    p.add_argument("--force", action="store_true", help="promote despite missing gates")
+    p.add_argument("--reason", default="", help="why (required with --force; recorded)")
+    p.add_argument("--dry-run", action="store_true", help="show the moves, change nothing")
+    p.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    p.set_defaults(handler=cmd_promote)
+
+    p = sub.add_parser("rollback", help="restore the previous live version (no swap)")
+    p.add_argument("--model-name", required=True, help="registered model name")
+    p.add_argument("--expect-version", type=_version, default=None,
+                   help="refuse unless 'previous' names this version")
+    p.add_argument("--require-gates", type=_csv, default=[],
+                   help="gates the restored version must have passed (default: none)")
+    p.add_argument("--reason", default="", help="why (recorded; default 'rollback')")
+    p.add_argument("--dry-run", action="store_true", help="show the moves, change nothing")
+    p.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    p.set_defaults(handler=cmd_rollback)
+
+    p = sub.add_parser("history", help="the timeline of a model's alias moves")
+    p.add_argument("--model-name", required=True, help="registered model name")
+    p.add_argument("--alias", default=None, help="only this alias (e.g. live)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_history)
+
+    p = sub.add_parser("lineage", help="what MODEL@ALIAS is made of and how it got there")
+    p.add_argument("ref", metavar="MODEL@ALIAS")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_lineage)
+
+    p = sub.add_parser("stack", help="start, stop or inspect the local stack (.mlcp/)")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("--home", default=None, help="stack folder (default $MLCP_HOME or ./.mlcp)")
+    p.add_argument("--mlflow-port", type=_port, default=None, help="MLflow port (default 5000)")
+    p.add_argument("--s3-port", type=_port, default=None, help="S3 endpoint port (default 9000)")
+    p.add_argument("--bucket", default="mlcp", help="bucket to create (default mlcp)")
+    p.set_defaults(handler=cmd_stack)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from . import settings
+
+    if args.command != "stack":
+        settings.load_env()
+    # Fail fast when the tracking server is down, instead of MLflow's two-minute retries.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    try:
+        return args.handler(args)
+    except MlcpError as exc:
+        print(f"mlcp: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("mlcp: interrupted", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:  # a server that cannot be reached, a refused request, a bug
+        kind = type(exc).__name__
+        print(f"mlcp: error: {kind}: {exc}", file=sys.stderr)
+        if os.environ.get("MLCP_DEBUG"):
+            raise
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Where the steps find their services, and who and what is running them.
+
+The local stack (``mlcp stack up``) writes every variable the steps need into one file,
+``.mlcp/env``. ``load_env`` reads it for the variables the process does not already set,
+so a command run next to the stack just works, and an explicit environment (the Argo
+ConfigMap and Secret, or a user's shell) always wins.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from pathlib import Path
+
+# Alias names of the default chain (DESIGN.md). Stages take them as parameters; these are
+# the defaults and the two names promote treats specially.
+LIVE = "live"
+PREVIOUS = "previous"
+CHAIN = ("candidate", "staged", "evaluated", "benchmarked", "live", "previous")
+
+ENV_FILE_NAME = "env"
+
+
+def stack_home() -> Path:
+    """The folder of the local stack: ``$MLCP_HOME``, else ``./.mlcp``."""
+    return Path(os.environ.get("MLCP_HOME") or Path.cwd() / ".mlcp").resolve()
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :]
+        key, sep, value = line.partition("=")
+        if sep:
+            values[key.strip()] = value.strip().strip("'\"")
+    return values
+
+
+def load_env(home: Path | None = None) -> Path | None:
+    """Fill unset variables from the stack's env file; return the file used, if any."""
+    path = (home or stack_home()) / ENV_FILE_NAME
+    if not path.is_file():
+        return None
+    for key, value in read_env_file(path).items():
+        os.environ.setdefault(key, value)
+    return path
+
+
+def tracking_uri() -> str:
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        from .errors import BadInput
+
+        raise BadInput(
+            "MLFLOW_TRACKING_URI is not set: start the local stack with `mlcp stack up` "
+            "or point it at your MLflow server"
+        )
+    return uri
+
+
+def actor() -> str:
+    """Who is acting: ``$MLCP_ACTOR`` (the templates set it), else user@host."""
+    explicit = os.environ.get("MLCP_ACTOR")
+    if explicit:
+        return explicit
+    try:
+        user = getpass.getuser()
+    except Exception:  # no passwd entry, e.g. an arbitrary uid in a container
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+def argo_context() -> dict[str, str]:
+    """The Argo workflow this process runs in, when the template passed it down."""
+    found = {}
+    for key, env in (("workflow_name", "ARGO_WORKFLOW_NAME"), ("workflow_uid", "ARGO_WORKFLOW_UID")):
+        value = os.environ.get(env)
+        if value:
+            found[key] = value
+    return found

@@ -1,0 +1,131 @@
+"""Tracking conventions shared by every stage.
+
+- one experiment per pipeline and stage, named ``<pipeline>/<stage>`` (``cv/train``);
+- run names that say what ran: ``resnet18-lr0.05-bs64-e3-data-1a2b3c4d``;
+- system metrics on for stage runs;
+- tags ``mlcp.pipeline``, ``mlcp.stage``, ``mlcp.model`` (and ``mlcp.version`` once known),
+  plus the Argo workflow name and uid when the template passed them down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from . import settings
+from .errors import MlcpError
+
+TAG = "mlcp."
+KIND = TAG + "kind"  # stage | decision | alias-move
+
+
+def client():
+    """An MlflowClient on the configured tracking server (lazy import)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    quiet_mlflow()
+    uri = settings.tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri)
+
+
+def quiet_mlflow() -> None:
+    """Keep MLflow's chatter (run links, registry waits) out of the commands' output."""
+    for name in ("mlflow", "alembic", "urllib3"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
+
+def experiment_name(pipeline: str, stage: str) -> str:
+    return f"{pipeline}/{stage}"
+
+
+def ensure_experiment(mlflow_client, name: str) -> str:
+    """Return the id of experiment ``name``, creating it; safe when many processes race."""
+    from mlflow.exceptions import MlflowException
+
+    found = mlflow_client.get_experiment_by_name(name)
+    if found is not None:
+        if found.lifecycle_stage == "deleted":
+            mlflow_client.restore_experiment(found.experiment_id)
+        return found.experiment_id
+    try:
+        return mlflow_client.create_experiment(name)
+    except MlflowException:
+        # Another process created it between our look-up and our create.
+        found = mlflow_client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def run_name(model: str, params: Mapping[str, Any] | None = None, data_digest: str | None = None) -> str:
+    """``resnet18`` + ``{"lr": 0.05, "bs": 64}`` + digest -> ``resnet18-lr0.05-bs64-data-1a2b3c4d``."""
+    parts = [model]
+    parts += [f"{key}{_fmt(value)}" for key, value in (params or {}).items()]
+    if data_digest:
+        parts.append(f"data-{data_digest[:8]}")
+    return "-".join(parts)
+
+
+def context_tags(
+    pipeline: str, stage: str, model_name: str, version: str | int | None = None
+) -> dict[str, str]:
+    tags = {
+        TAG + "pipeline": pipeline,
+        TAG + "stage": stage,
+        TAG + "model": model_name,
+        TAG + "actor": settings.actor(),
+    }
+    if version is not None:
+        tags[TAG + "version"] = str(version)
+    for key, value in settings.argo_context().items():
+        tags[f"{TAG}argo.{key}"] = value
+    return tags
+
+
+@contextlib.contextmanager
+def stage_run(
+    pipeline: str,
+    stage: str,
+    model_name: str,
+    name: str,
+    *,
+    version: str | int | None = None,
+    params: Mapping[str, Any] | None = None,
+    tags: Mapping[str, str] | None = None,
+    system_metrics: bool = True,
+) -> Iterator[Any]:
+    """Open the stage's run in ``<pipeline>/<stage>``; the run ends FAILED on an exception."""
+    import mlflow
+
+    mlflow_client = client()
+    experiment_id = ensure_experiment(mlflow_client, experiment_name(pipeline, stage))
+    all_tags = context_tags(pipeline, stage, model_name, version)
+    all_tags[KIND] = "stage"
+    all_tags.update(tags or {})
+    if system_metrics:
+        mlflow.set_system_metrics_sampling_interval(2)
+    try:
+        run = mlflow.start_run(
+            experiment_id=experiment_id,
+            run_name=name,
+            tags=all_tags,
+            log_system_metrics=system_metrics,
+        )
+    except Exception as exc:  # the server is down or refuses: say so plainly
+        raise MlcpError(f"cannot start an MLflow run on {settings.tracking_uri()}: {exc}") from exc
+    with run:
+        if params:
+            mlflow.log_params({k: _fmt(v) for k, v in params.items()})
+        yield run
