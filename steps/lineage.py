@@ -114,6 +114,11 @@ def _dataset_class():
         def profile(self):
             return {"num_rows": self._num_rows}
 
+        def to_dict(self):
+            import json
+
+            return {**super().to_dict(), "profile": json.dumps(self.profile)}
+
     return CountedDataset
 
 

@@ -270,7 +270,7 @@ def plan(
     current = aliases.aliases_of(client, model)
     version = aliases.resolve(client, model, source_alias)
     if expect_version is not None and str(expect_version) != version:
-        raise ConcurrentChange(
+        raise BadInput(
             f"{model}@{source_alias} is v{version}, not the expected v{expect_version}; "
             "nothing was changed"
         )
@@ -278,8 +278,9 @@ def plan(
     if expect_current is not aliases.UNSET:
         wanted = None if expect_current in (None, NONE) else str(expect_current)
         if target_now != wanted:
-            raise ConcurrentChange(
-                f"{model}@{target_alias} is {_v(target_now)}, expected {_v(wanted)}; "
+            raise BadInput(
+                f"{model}@{target_alias} is {aliases._v(target_now)}, expected "
+                f"{aliases._v(wanted)}; "
                 "nothing was changed"
             )
     rollback = source_alias == settings.PREVIOUS and target_alias == settings.LIVE

@@ -145,7 +145,7 @@ def _start(name: str, port: int, home: Path, timeout: float) -> Service:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     (home / "mlflow").mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, **LOCAL_CREDENTIALS)
-    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             _command(name, port, home),

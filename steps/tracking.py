@@ -24,10 +24,10 @@ KIND = TAG + "kind"  # stage | decision | alias-move
 
 def client():
     """An MlflowClient on the configured tracking server (lazy import)."""
+    quiet_mlflow()
     import mlflow
     from mlflow import MlflowClient
 
-    quiet_mlflow()
     uri = settings.tracking_uri()
     mlflow.set_tracking_uri(uri)
     return MlflowClient(tracking_uri=uri)
@@ -38,6 +38,7 @@ def quiet_mlflow() -> None:
     for name in ("mlflow", "alembic", "urllib3"):
         logging.getLogger(name).setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # nothing leaves the machine
 
 
 def experiment_name(pipeline: str, stage: str) -> str:

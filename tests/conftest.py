@@ -1,0 +1,122 @@
+"""One real local stack for the whole test session.
+
+The session starts the project's own stack (``steps.stack.up``): a real MLflow tracking
+server (sqlite backend, proxied artifacts) and a real S3-compatible endpoint (moto's
+server), on free loopback ports in a temporary folder. Nothing here mocks MLflow or S3.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def stack_env(tmp_path_factory):
+    from steps import stack
+
+    home = tmp_path_factory.mktemp("mlcp-home")
+    ports = {"mlflow": stack.free_port(), "s3": stack.free_port()}
+    saved = dict(os.environ)
+    values = stack.up(home, ports=ports, bucket="mlcp-test")
+    os.environ.update(values)
+    os.environ["MLCP_HOME"] = str(home)
+    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    os.environ.pop("ARGO_WORKFLOW_NAME", None)
+    os.environ.pop("ARGO_WORKFLOW_UID", None)
+    try:
+        yield {**values, "home": home}
+    finally:
+        stack.down(home)
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def client(stack_env):
+    from steps import tracking
+
+    return tracking.client()
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def run_mlcp(*args: str, env: dict | None = None, timeout: float = 120) -> Result:
+    """Run the real CLI in a new process, as Argo or a person would."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "steps.cli", *args],
+        capture_output=True, text=True, cwd=ROOT, timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def mlcp(stack_env):
+    return run_mlcp
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+class ModelFactory:
+    """Registers real model versions: each from a training run that logged a small file."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def create(self, versions: int = 1, *, pipeline: str = "test", prefix: str = "model") -> str:
+        name = unique(prefix)
+        self.client.create_registered_model(name, tags={"mlcp.pipeline": pipeline})
+        for _ in range(versions):
+            self.add_version(name, pipeline=pipeline)
+        return name
+
+    def add_version(self, name: str, *, pipeline: str = "test", lr: float = 0.1) -> str:
+        import mlflow
+
+        from steps import tracking
+
+        with tracking.stage_run(
+            pipeline, "train", name, tracking.run_name("tiny", {"lr": lr}),
+            params={"lr": lr}, system_metrics=False,
+        ) as run:
+            mlflow.log_text(f"weights of {name}", "model/weights.txt")
+            mv = self.client.create_model_version(
+                name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id
+            )
+            self.client.set_tag(run.info.run_id, "mlcp.version", str(mv.version))
+        return str(mv.version)
+
+    def pass_gate(self, name: str, version: str, gate: str = "quality", value: float = 0.9):
+        from steps import gates
+
+        return gates.evaluate(
+            gates.Gate(gate, "accuracy", ">=", 0.5), model=name, version=version, value=value,
+            pipeline="test", stage="evaluate",
+        )
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        self.client.set_registered_model_alias(name, alias, version)
+
+    def aliases(self, name: str) -> dict[str, str]:
+        return {a: str(v) for a, v in self.client.get_registered_model(name).aliases.items()}
+
+
+@pytest.fixture
+def models(client):
+    return ModelFactory(client)
