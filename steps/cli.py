@@ -67,9 +67,14 @@ def cmd_promote(args) -> int:
     if args.expect_current is not None:
         expect_current = None if args.expect_current == "none" else args.expect_current
     outcome = promote.promote(
-        args.model_name, args.source_alias, args.target_alias,
-        expect_version=args.expect_version, expect_current=expect_current,
-        require_gates=args.require_gates, force=args.force, reason=args.reason or "",
+        args.model_name,
+        args.source_alias,
+        args.target_alias,
+        expect_version=args.expect_version,
+        expect_current=expect_current,
+        require_gates=args.require_gates,
+        force=args.force,
+        reason=args.reason or "",
         dry_run=args.dry_run,
     )
     _print_outcome(outcome, args.json)
@@ -80,8 +85,10 @@ def cmd_rollback(args) -> int:
     from . import promote
 
     outcome = promote.rollback(
-        args.model_name, expect_version=args.expect_version,
-        require_gates=args.require_gates, reason=args.reason or "rollback",
+        args.model_name,
+        expect_version=args.expect_version,
+        require_gates=args.require_gates,
+        reason=args.reason or "rollback",
         dry_run=args.dry_run,
     )
     _print_outcome(outcome, args.json)
@@ -104,8 +111,10 @@ def cmd_history(args) -> int:
     if not records:
         print(f"no recorded alias moves for {args.model_name}")
         return EXIT_OK
-    print(f"{'time (UTC)':<25} {'alias':<12} {'from':>5} -> {'to':<5} {'action':<9} "
-          f"{'actor':<20} reason")
+    print(
+        f"{'time (UTC)':<25} {'alias':<12} {'from':>5} -> {'to':<5} {'action':<9} "
+        f"{'actor':<20} reason"
+    )
     for r in records:
         mark = "" if r.status == "FINISHED" else f" [{r.status.lower()}: unconfirmed]"
         workflow = f" (workflow {r.workflow_name})" if r.workflow_name else ""
@@ -143,8 +152,10 @@ def cmd_lineage(args) -> int:
     print("  datasets:" if report["datasets"] else "  datasets: none recorded")
     for ds in report["datasets"]:
         rows = f", {ds['rows']} rows" if ds["rows"] is not None else ""
-        print(f"    [{ds['stage'] or '?'}/{ds['context']}] {ds['name']} digest {ds['digest']} "
-              f"from {ds['source']}{rows}")
+        print(
+            f"    [{ds['stage'] or '?'}/{ds['context']}] {ds['name']} digest {ds['digest']} "
+            f"from {ds['source']}{rows}"
+        )
     print("  prompts:" if report["prompts"] else "  prompts: none recorded")
     for prompt in report["prompts"]:
         print(f"    [{prompt['stage']}] {prompt['name']} sha256 {prompt['sha256']}")
@@ -154,9 +165,11 @@ def cmd_lineage(args) -> int:
     became = report["became"]
     if became:
         forced = " [forced]" if became["forced"] else ""
-        print(f"  became {ref.alias} at {became['time']} by {became['actor']} "
-              f"({became['action']} from {_ver(became['from_version'])}): "
-              f"{became['reason'] or 'no reason given'}{forced}")
+        print(
+            f"  became {ref.alias} at {became['time']} by {became['actor']} "
+            f"({became['action']} from {_ver(became['from_version'])}): "
+            f"{became['reason'] or 'no reason given'}{forced}"
+        )
     else:
         print(f"  no recorded move made it {ref.alias}")
     return EXIT_OK
@@ -199,12 +212,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-name", required=True, help="registered model name")
     p.add_argument("--source-alias", required=True, help="alias naming the version to promote")
     p.add_argument("--target-alias", required=True, help="alias to move (e.g. live)")
-    p.add_argument("--expect-version", type=_version, default=None,
-                   help="refuse unless the source alias names this version")
-    p.add_argument("--expect-current", type=_version, default=None,
-                   help="refuse unless the target alias names this version now ('none': unset)")
-    p.add_argument("--require-gates", type=_csv, default=[],
-                   help="comma-separated gates that must have a passing decision on the version")
+    p.add_argument(
+        "--expect-version",
+        type=_version,
+        default=None,
+        help="refuse unless the source alias names this version",
+    )
+    p.add_argument(
+        "--expect-current",
+        type=_version,
+        default=None,
+        help="refuse unless the target alias names this version now ('none': unset)",
+    )
+    p.add_argument(
+        "--require-gates",
+        type=_csv,
+        default=[],
+        help="comma-separated gates that must have a passing decision on the version",
+    )
     p.add_argument("--force", action="store_true", help="promote despite missing gates")
     p.add_argument("--reason", default="", help="why (required with --force; recorded)")
     p.add_argument("--dry-run", action="store_true", help="show the moves, change nothing")
@@ -213,10 +238,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("rollback", help="restore the previous live version (no swap)")
     p.add_argument("--model-name", required=True, help="registered model name")
-    p.add_argument("--expect-version", type=_version, default=None,
-                   help="refuse unless 'previous' names this version")
-    p.add_argument("--require-gates", type=_csv, default=[],
-                   help="gates the restored version must have passed (default: none)")
+    p.add_argument(
+        "--expect-version",
+        type=_version,
+        default=None,
+        help="refuse unless 'previous' names this version",
+    )
+    p.add_argument(
+        "--require-gates",
+        type=_csv,
+        default=[],
+        help="gates the restored version must have passed (default: none)",
+    )
     p.add_argument("--reason", default="", help="why (recorded; default 'rollback')")
     p.add_argument("--dry-run", action="store_true", help="show the moves, change nothing")
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
@@ -238,7 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--home", default=None, help="stack folder (default $MLCP_HOME or ./.mlcp)")
     p.add_argument("--mlflow-port", type=_port, default=None, help="MLflow port (default 5000)")
     p.add_argument("--s3-port", type=_port, default=None, help="S3 endpoint port (default 9000)")
-    p.add_argument("--bucket", default="mlcp", help="bucket to create (default mlcp)")
+    p.add_argument(
+        "--bucket", default=None, help="bucket to create (default: the stack's own, else mlcp)"
+    )
     p.set_defaults(handler=cmd_stack)
     return parser
 

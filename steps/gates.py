@@ -117,7 +117,9 @@ class Decision:
         return data
 
 
-def live_baseline(client, model: str, gate_name: str, metric: str) -> tuple[str | None, float | None]:
+def live_baseline(
+    client, model: str, gate_name: str, metric: str
+) -> tuple[str | None, float | None]:
     """The live version and the value its own recorded decision for ``gate_name`` measured."""
     from mlflow.exceptions import MlflowException
 
@@ -174,7 +176,9 @@ def evaluate(
         evidence=dict(evidence or {}),
     )
     try:
-        experiment_id = tracking.ensure_experiment(client, tracking.experiment_name(pipeline, stage))
+        experiment_id = tracking.ensure_experiment(
+            client, tracking.experiment_name(pipeline, stage)
+        )
         tags = tracking.context_tags(pipeline, stage, model, version)
         tags.update(
             {
@@ -199,7 +203,10 @@ def evaluate(
             Param("metric", gate.metric),
             Param("op", gate.op),
             Param("threshold", f"{gate.threshold:g}"),
-            Param("max_regression", "none" if gate.max_regression is None else f"{gate.max_regression:g}"),
+            Param(
+                "max_regression",
+                "none" if gate.max_regression is None else f"{gate.max_regression:g}",
+            ),
             Param("model", model),
             Param("version", version),
             Param("live_version", live_version or "none"),

@@ -103,8 +103,17 @@ def _v(version: str | None) -> str:
 
 
 def _open_record(
-    client, experiment_id: str, model: str, move: Move, *, operation: str, reason: str,
-    source_alias: str, gate_runs: Iterable[str], forced: bool, pipeline: str,
+    client,
+    experiment_id: str,
+    model: str,
+    move: Move,
+    *,
+    operation: str,
+    reason: str,
+    source_alias: str,
+    gate_runs: Iterable[str],
+    forced: bool,
+    pipeline: str,
 ) -> str:
     tags = tracking.context_tags(pipeline, "promote", model, move.to_version)
     tags.update(
@@ -259,7 +268,12 @@ def _check_gates(client, model: str, version: str, required: list[str]) -> list[
 
 
 def plan(
-    client, model: str, source_alias: str, target_alias: str, *, expect_version=None,
+    client,
+    model: str,
+    source_alias: str,
+    target_alias: str,
+    *,
+    expect_version=None,
     expect_current=aliases.UNSET,
 ) -> tuple[str, list[Move], dict[str, str]]:
     """Work out the moves without writing anything; BadInput for an impossible request."""
@@ -328,9 +342,13 @@ def promote(
     client = client or tracking.client()
     aliases.get_model(client, model)
     with model_lock(model):
-        version, moves, current = plan(
-            client, model, source_alias, target_alias,
-            expect_version=expect_version, expect_current=expect_current,
+        version, moves, _ = plan(
+            client,
+            model,
+            source_alias,
+            target_alias,
+            expect_version=expect_version,
+            expect_current=expect_current,
         )
         is_noop = moves[0].action == "noop"
         gate_runs: list[str] = []
@@ -343,11 +361,11 @@ def promote(
         outcome = Outcome(model, version, moves, gate_runs=gate_runs, dry_run=dry_run)
         if dry_run:
             return outcome
-        _apply(client, model, source_alias, outcome, reason, force, current)
+        _apply(client, model, source_alias, outcome, reason, force)
         return outcome
 
 
-def _apply(client, model, source_alias, outcome: Outcome, reason, force, current) -> None:
+def _apply(client, model, source_alias, outcome: Outcome, reason, force) -> None:
     pipeline = _pipeline_of(client, model)
     operation = uuid.uuid4().hex
     try:
@@ -356,8 +374,15 @@ def _apply(client, model, source_alias, outcome: Outcome, reason, force, current
         )
         run_ids = [
             _open_record(
-                client, experiment_id, model, move, operation=operation, reason=reason,
-                source_alias=source_alias, gate_runs=outcome.gate_runs, forced=force,
+                client,
+                experiment_id,
+                model,
+                move,
+                operation=operation,
+                reason=reason,
+                source_alias=source_alias,
+                gate_runs=outcome.gate_runs,
+                forced=force,
                 pipeline=pipeline,
             )
             for move in outcome.moves
@@ -394,6 +419,23 @@ def _apply(client, model, source_alias, outcome: Outcome, reason, force, current
             ("mlcp.rolled_back_run", run_ids[0]),
         ):
             client.set_model_version_tag(model, rolled.from_version, key, value)
+
+
+def assign(model: str, alias: str, version: str | int, *, reason: str = "", client=None) -> Outcome:
+    """A stage writes its output alias for the version it produced, recorded like any move.
+    ``live`` and ``previous`` move only through :func:`promote` and :func:`rollback`."""
+    aliases.check_alias_name(alias)
+    if alias in (settings.LIVE, settings.PREVIOUS):
+        raise BadInput(f"{alias!r} moves only through `mlcp promote` / `mlcp rollback`")
+    client = client or tracking.client()
+    version = str(version)
+    with model_lock(model):
+        aliases.get_version(client, model, version)
+        now = aliases.aliases_of(client, model).get(alias)
+        action = "noop" if now == version else "assign"
+        outcome = Outcome(model, version, [Move(alias, now, version, action)])
+        _apply(client, model, f"version {version}", outcome, reason, False)
+        return outcome
 
 
 def rollback(model: str, **kwargs) -> Outcome:
@@ -467,20 +509,32 @@ def lineage(client, model: str, alias: str) -> dict:
             except (TypeError, ValueError, AttributeError):
                 rows = None
             datasets.append(
-                {"stage": stage, "run_id": run.info.run_id, "name": ds.name, "digest": ds.digest,
-                 "source": source, "context": context, "rows": rows}
+                {
+                    "stage": stage,
+                    "run_id": run.info.run_id,
+                    "name": ds.name,
+                    "digest": ds.digest,
+                    "source": source,
+                    "context": context,
+                    "rows": rows,
+                }
             )
         for key, value in run.data.tags.items():
             if key.startswith("mlcp.prompt.") and key.endswith(".sha256"):
                 prompts_used.append(
-                    {"stage": stage, "run_id": run.info.run_id,
-                     "name": key[len("mlcp.prompt.") : -len(".sha256")], "sha256": value}
+                    {
+                        "stage": stage,
+                        "run_id": run.info.run_id,
+                        "name": key[len("mlcp.prompt.") : -len(".sha256")],
+                        "sha256": value,
+                    }
                 )
     report["datasets"] = datasets
     report["prompts"] = prompts_used
     report["gates"] = [asdict(s) for s in gates.decisions_of(client, model, version)]
     moves = [
-        r for r in history(client, model, alias)
+        r
+        for r in history(client, model, alias)
         if r.to_version == version and r.status == "FINISHED" and r.action != "noop"
     ]
     report["became"] = asdict(moves[-1]) if moves else None

@@ -47,7 +47,8 @@ def load_env(home: Path | None = None) -> Path | None:
     if not path.is_file():
         return None
     for key, value in read_env_file(path).items():
-        os.environ.setdefault(key, value)
+        if not os.environ.get(key):  # set and non-empty wins
+            os.environ[key] = value
     return path
 
 
@@ -78,7 +79,10 @@ def actor() -> str:
 def argo_context() -> dict[str, str]:
     """The Argo workflow this process runs in, when the template passed it down."""
     found = {}
-    for key, env in (("workflow_name", "ARGO_WORKFLOW_NAME"), ("workflow_uid", "ARGO_WORKFLOW_UID")):
+    for key, env in (
+        ("workflow_name", "ARGO_WORKFLOW_NAME"),
+        ("workflow_uid", "ARGO_WORKFLOW_UID"),
+    ):
         value = os.environ.get(env)
         if value:
             found[key] = value

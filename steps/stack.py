@@ -116,12 +116,21 @@ def healthy(service: Service) -> bool:
 def _command(name: str, port: int, home: Path) -> list[str]:
     if name == "mlflow":
         return [
-            sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
-            "--artifacts-destination", str(home / "mlflow" / "artifacts"),
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(home / "mlflow" / "artifacts"),
             "--serve-artifacts",
-            "--host", HOST, "--port", str(port),
-            "--workers", "2",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--workers",
+            "2",
         ]
     if name == "s3":
         return [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)]
@@ -149,8 +158,12 @@ def _start(name: str, port: int, home: Path, timeout: float) -> Service:
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             _command(name, port, home),
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env, cwd=home, start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=home,
+            start_new_session=True,
         )
     service = Service(name, port, process.pid)
     started = time.monotonic()
@@ -213,7 +226,9 @@ def _ensure_bucket(endpoint: str, bucket: str) -> None:
     import boto3
 
     client = boto3.client(
-        "s3", endpoint_url=endpoint, region_name=LOCAL_CREDENTIALS["AWS_DEFAULT_REGION"],
+        "s3",
+        endpoint_url=endpoint,
+        region_name=LOCAL_CREDENTIALS["AWS_DEFAULT_REGION"],
         aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
     )
@@ -224,12 +239,20 @@ def _ensure_bucket(endpoint: str, bucket: str) -> None:
 
 
 def up(
-    home: Path | None = None, *, ports: dict[str, int] | None = None, bucket: str = "mlcp",
+    home: Path | None = None,
+    *,
+    ports: dict[str, int] | None = None,
+    bucket: str | None = None,
     timeout: float = 120.0,
 ) -> dict[str, str]:
-    """Start what is not running yet; return the environment written to ``<home>/env``."""
+    """Start what is not running yet; return the environment written to ``<home>/env``.
+    The bucket defaults to the one this stack was started with, else ``mlcp``."""
     home = (home or settings.stack_home()).resolve()
     home.mkdir(parents=True, exist_ok=True)
+    if bucket is None:
+        env_file = home / settings.ENV_FILE_NAME
+        previous = settings.read_env_file(env_file) if env_file.is_file() else {}
+        bucket = previous.get("MLCP_BUCKET", "mlcp")
     wanted = dict(DEFAULT_PORTS, **(ports or {}))
     for name, port in wanted.items():
         if not isinstance(port, int) or not 1 <= port <= 65535:

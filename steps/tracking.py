@@ -70,8 +70,11 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def run_name(model: str, params: Mapping[str, Any] | None = None, data_digest: str | None = None) -> str:
-    """``resnet18`` + ``{"lr": 0.05, "bs": 64}`` + digest -> ``resnet18-lr0.05-bs64-data-1a2b3c4d``."""
+def run_name(
+    model: str, params: Mapping[str, Any] | None = None, data_digest: str | None = None
+) -> str:
+    """A name that says what ran: ``resnet18`` + ``{"lr": 0.05, "bs": 64}`` + a digest
+    -> ``resnet18-lr0.05-bs64-data-1a2b3c4d``."""
     parts = [model]
     parts += [f"{key}{_fmt(value)}" for key, value in (params or {}).items()]
     if data_digest:

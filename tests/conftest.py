@@ -58,7 +58,10 @@ def run_mlcp(*args: str, env: dict | None = None, timeout: float = 120) -> Resul
     """Run the real CLI in a new process, as Argo or a person would."""
     proc = subprocess.run(
         [sys.executable, "-m", "steps.cli", *args],
-        capture_output=True, text=True, cwd=ROOT, timeout=timeout,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
         env={**os.environ, **(env or {})},
     )
     return Result(proc.returncode, proc.stdout, proc.stderr)
@@ -92,8 +95,12 @@ class ModelFactory:
         from steps import tracking
 
         with tracking.stage_run(
-            pipeline, "train", name, tracking.run_name("tiny", {"lr": lr}),
-            params={"lr": lr}, system_metrics=False,
+            pipeline,
+            "train",
+            name,
+            tracking.run_name("tiny", {"lr": lr}),
+            params={"lr": lr},
+            system_metrics=False,
         ) as run:
             mlflow.log_text(f"weights of {name}", "model/weights.txt")
             mv = self.client.create_model_version(
@@ -106,8 +113,12 @@ class ModelFactory:
         from steps import gates
 
         return gates.evaluate(
-            gates.Gate(gate, "accuracy", ">=", 0.5), model=name, version=version, value=value,
-            pipeline="test", stage="evaluate",
+            gates.Gate(gate, "accuracy", ">=", 0.5),
+            model=name,
+            version=version,
+            value=value,
+            pipeline="test",
+            stage="evaluate",
         )
 
     def set_alias(self, name: str, alias: str, version: str) -> None:

@@ -17,8 +17,17 @@ def live_history(client, name):
 
 def promote_to_live(mlcp, models, name, version, *, reason="ship it"):
     models.set_alias(name, "benchmarked", version)
-    result = mlcp("promote", "--model-name", name, "--source-alias", "benchmarked",
-                  "--target-alias", "live", "--reason", reason)
+    result = mlcp(
+        "promote",
+        "--model-name",
+        name,
+        "--source-alias",
+        "benchmarked",
+        "--target-alias",
+        "live",
+        "--reason",
+        reason,
+    )
     assert result.code == 0, result.err
     return result
 
@@ -28,8 +37,17 @@ def test_first_promotion_sets_live_and_no_previous(mlcp, models, client):
     name = models.create(1)
     models.set_alias(name, "benchmarked", "1")
     # when it is promoted
-    result = mlcp("promote", "--model-name", name, "--source-alias", "benchmarked",
-                  "--target-alias", "live", "--reason", "first release")
+    result = mlcp(
+        "promote",
+        "--model-name",
+        name,
+        "--source-alias",
+        "benchmarked",
+        "--target-alias",
+        "live",
+        "--reason",
+        "first release",
+    )
     # then live names it, nothing is previous, and the move is recorded
     assert result.code == 0, result.err
     assert "live: unset -> v1" in result.out
@@ -106,17 +124,26 @@ def test_rollback_without_previous_is_refused_and_moves_nothing(mlcp, models, cl
 def test_unknown_model_and_alias_exit_2_and_move_nothing(mlcp, models, client):
     name = models.create(1)
     models.set_alias(name, "candidate", "1")
-    missing_model = mlcp("promote", "--model-name", name + "-nope", "--source-alias",
-                         "candidate", "--target-alias", "staged")
+    missing_model = mlcp(
+        "promote",
+        "--model-name",
+        name + "-nope",
+        "--source-alias",
+        "candidate",
+        "--target-alias",
+        "staged",
+    )
     assert missing_model.code == 2
     assert f"registered model '{name}-nope' does not exist" in missing_model.err
-    missing_alias = mlcp("promote", "--model-name", name, "--source-alias", "benchmarked",
-                         "--target-alias", "live")
+    missing_alias = mlcp(
+        "promote", "--model-name", name, "--source-alias", "benchmarked", "--target-alias", "live"
+    )
     assert missing_alias.code == 2
     assert "has no alias 'benchmarked'" in missing_alias.err
     assert "candidate=v1" in missing_alias.err  # it lists the aliases that do exist
-    bad_alias = mlcp("promote", "--model-name", name, "--source-alias", "candidate",
-                     "--target-alias", "v2")
+    bad_alias = mlcp(
+        "promote", "--model-name", name, "--source-alias", "candidate", "--target-alias", "v2"
+    )
     assert bad_alias.code == 2
     assert "reserved" in bad_alias.err
     assert mlcp("history", "--model-name", name + "-nope").code == 2
@@ -131,16 +158,31 @@ def test_live_refused_without_required_passing_gates(mlcp, models, client):
 
     name = models.create(2)
     models.set_alias(name, "benchmarked", "1")
-    args = ("promote", "--model-name", name, "--source-alias", "benchmarked",
-            "--target-alias", "live", "--require-gates", "accuracy,latency")
+    args = (
+        "promote",
+        "--model-name",
+        name,
+        "--source-alias",
+        "benchmarked",
+        "--target-alias",
+        "live",
+        "--require-gates",
+        "accuracy,latency",
+    )
     # no decision at all
     none_yet = mlcp(*args)
     assert none_yet.code == 3
     assert "accuracy (no decision recorded)" in none_yet.err
     # one passing, one failing decision
     models.pass_gate(name, "1", "accuracy")
-    gates.evaluate(gates.Gate("latency", "p95_ms", "<=", 50), model=name, version="1",
-                   value=80.0, pipeline="test", stage="perf-test")
+    gates.evaluate(
+        gates.Gate("latency", "p95_ms", "<=", 50),
+        model=name,
+        version="1",
+        value=80.0,
+        pipeline="test",
+        stage="perf-test",
+    )
     failing = mlcp(*args)
     assert failing.code == 3
     assert "latency (fail)" in failing.err
@@ -154,8 +196,14 @@ def test_live_refused_without_required_passing_gates(mlcp, models, client):
     assert promote.history(client, name) == []
     # with both decisions passing, it goes through and the move cites the decision runs
     models.set_alias(name, "benchmarked", "1")
-    passing = gates.evaluate(gates.Gate("latency", "p95_ms", "<=", 100), model=name,
-                             version="1", value=80.0, pipeline="test", stage="perf-test")
+    passing = gates.evaluate(
+        gates.Gate("latency", "p95_ms", "<=", 100),
+        model=name,
+        version="1",
+        value=80.0,
+        pipeline="test",
+        stage="perf-test",
+    )
     ok = mlcp(*args)
     assert ok.code == 0, ok.err
     record = promote.history(client, name)[-1]
@@ -166,8 +214,18 @@ def test_live_refused_without_required_passing_gates(mlcp, models, client):
 def test_force_needs_a_reason_and_is_recorded(mlcp, models, client):
     name = models.create(1)
     models.set_alias(name, "benchmarked", "1")
-    base = ("promote", "--model-name", name, "--source-alias", "benchmarked",
-            "--target-alias", "live", "--require-gates", "accuracy", "--force")
+    base = (
+        "promote",
+        "--model-name",
+        name,
+        "--source-alias",
+        "benchmarked",
+        "--target-alias",
+        "live",
+        "--require-gates",
+        "accuracy",
+        "--force",
+    )
     no_reason = mlcp(*base)
     assert no_reason.code == 2
     assert "--reason" in no_reason.err
@@ -184,17 +242,46 @@ def test_expected_version_mismatch_is_refused(mlcp, models, client):
     name = models.create(2)
     promote_to_live(mlcp, models, name, "1")
     models.set_alias(name, "benchmarked", "2")
-    wrong_source = mlcp("promote", "--model-name", name, "--source-alias", "benchmarked",
-                        "--target-alias", "live", "--expect-version", "1")
+    wrong_source = mlcp(
+        "promote",
+        "--model-name",
+        name,
+        "--source-alias",
+        "benchmarked",
+        "--target-alias",
+        "live",
+        "--expect-version",
+        "1",
+    )
     assert wrong_source.code == 2
     assert "not the expected v1" in wrong_source.err
-    wrong_target = mlcp("promote", "--model-name", name, "--source-alias", "benchmarked",
-                        "--target-alias", "live", "--expect-current", "2")
+    wrong_target = mlcp(
+        "promote",
+        "--model-name",
+        name,
+        "--source-alias",
+        "benchmarked",
+        "--target-alias",
+        "live",
+        "--expect-current",
+        "2",
+    )
     assert wrong_target.code == 2
     assert "live is v1, expected v2" in wrong_target.err
     assert models.aliases(name) == {"benchmarked": "2", "live": "1"}
-    right = mlcp("promote", "--model-name", name, "--source-alias", "benchmarked",
-                 "--target-alias", "live", "--expect-version", "2", "--expect-current", "1")
+    right = mlcp(
+        "promote",
+        "--model-name",
+        name,
+        "--source-alias",
+        "benchmarked",
+        "--target-alias",
+        "live",
+        "--expect-version",
+        "2",
+        "--expect-current",
+        "1",
+    )
     assert right.code == 0, right.err
     assert models.aliases(name) == {"benchmarked": "2", "live": "2", "previous": "1"}
 
@@ -203,8 +290,9 @@ def test_rerun_is_a_recorded_noop(mlcp, models, client):
     name = models.create(2)
     promote_to_live(mlcp, models, name, "1")
     promote_to_live(mlcp, models, name, "2")
-    again = mlcp("promote", "--model-name", name, "--source-alias", "benchmarked",
-                 "--target-alias", "live")
+    again = mlcp(
+        "promote", "--model-name", name, "--source-alias", "benchmarked", "--target-alias", "live"
+    )
     assert again.code == 0, again.err
     assert "no-op" in again.out
     assert models.aliases(name) == {"benchmarked": "2", "live": "2", "previous": "1"}
@@ -217,28 +305,59 @@ def test_dry_run_changes_nothing(mlcp, models, client):
     promote_to_live(mlcp, models, name, "1")
     models.set_alias(name, "benchmarked", "2")
     before = len(promote.history(client, name))
-    result = mlcp("promote", "--model-name", name, "--source-alias", "benchmarked",
-                  "--target-alias", "live", "--dry-run")
+    result = mlcp(
+        "promote",
+        "--model-name",
+        name,
+        "--source-alias",
+        "benchmarked",
+        "--target-alias",
+        "live",
+        "--dry-run",
+    )
     assert result.code == 0, result.err
     assert "[dry-run] would move" in result.out and "live: v1 -> v2" in result.out
     assert models.aliases(name) == {"benchmarked": "2", "live": "1"}
     assert len(promote.history(client, name)) == before
-    gated = mlcp("promote", "--model-name", name, "--source-alias", "benchmarked",
-                 "--target-alias", "live", "--dry-run", "--require-gates", "accuracy")
+    gated = mlcp(
+        "promote",
+        "--model-name",
+        name,
+        "--source-alias",
+        "benchmarked",
+        "--target-alias",
+        "live",
+        "--dry-run",
+        "--require-gates",
+        "accuracy",
+    )
     assert gated.code == 3  # a dry run reports the refusal the real run would meet
 
 
 def test_workflow_identity_and_actor_are_recorded(mlcp, models, client):
     name = models.create(1)
     models.set_alias(name, "benchmarked", "1")
-    result = mlcp("promote", "--model-name", name, "--source-alias", "benchmarked",
-                  "--target-alias", "live",
-                  env={"ARGO_WORKFLOW_NAME": "cv-pipeline-x7k2p", "ARGO_WORKFLOW_UID": "uid-123",
-                       "MLCP_ACTOR": "alice"})
+    result = mlcp(
+        "promote",
+        "--model-name",
+        name,
+        "--source-alias",
+        "benchmarked",
+        "--target-alias",
+        "live",
+        env={
+            "ARGO_WORKFLOW_NAME": "cv-pipeline-x7k2p",
+            "ARGO_WORKFLOW_UID": "uid-123",
+            "MLCP_ACTOR": "alice",
+        },
+    )
     assert result.code == 0, result.err
     record = promote.history(client, name)[-1]
     assert (record.workflow_name, record.workflow_uid, record.actor) == (
-        "cv-pipeline-x7k2p", "uid-123", "alice")
+        "cv-pipeline-x7k2p",
+        "uid-123",
+        "alice",
+    )
     run = client.get_run(record.run_id)
     assert client.get_experiment(run.info.experiment_id).name == "test/promote"
     assert run.data.params["to_version"] == "1"
@@ -252,9 +371,22 @@ def test_eight_concurrent_promoters_lose_no_move(stack_env, models, client):
     # when 8 processes promote them to live at the same moment
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "steps.cli", "promote", "--model-name", name,
-             "--source-alias", f"cand-{version}", "--target-alias", "live"],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "steps.cli",
+                "promote",
+                "--model-name",
+                name,
+                "--source-alias",
+                f"cand-{version}",
+                "--target-alias",
+                "live",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for version in range(1, 9)
     ]
@@ -282,14 +414,16 @@ def test_history_and_lineage_outputs(mlcp, models, client, tmp_path):
     name = models.create(0)
     data_file = tmp_path / "train.csv"
     data_file.write_text("x,y\n1,2\n3,4\n")
-    with tracking.stage_run("test", "train", name, "tiny-lineage", params={"epochs": 3},
-                            system_metrics=False) as run:
+    with tracking.stage_run(
+        "test", "train", name, "tiny-lineage", params={"epochs": 3}, system_metrics=False
+    ) as run:
         read = lineage.read(str(data_file))
         lineage.log(read, name="train", num_rows=2, columns={"x": "long", "y": "long"})
         prompts.use("judge-lineage-test", "Grade the answer: {{answer}}")
         mlflow.log_text("w", "model/w.txt")
-        mv = client.create_model_version(name, f"{run.info.artifact_uri}/model",
-                                         run_id=run.info.run_id)
+        mv = client.create_model_version(
+            name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id
+        )
     models.pass_gate(name, str(mv.version), "accuracy")
     promote_to_live(mlcp, models, name, str(mv.version), reason="initial release")
 

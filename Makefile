@@ -1,0 +1,49 @@
+# Every target that a person runs is listed by `make help` from its `##` comment.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install test lint demo bench stack-up stack-down clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | \
+		awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the package with the dev extras
+
+test: $(STAMP) ## run the whole test suite (it starts its own MLflow and S3 endpoint)
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+lint: $(STAMP) ## ruff check and format check
+	$(PY) -m ruff check steps workflows tests
+	$(PY) -m ruff format --check steps workflows tests
+
+demo: $(STAMP) ## start the local stack and run the demo chain twice (v2 live, v1 previous)
+	$(VENV)/bin/mlcp stack up
+	$(PY) -m steps.demo
+	$(PY) -m steps.demo
+
+bench: $(STAMP) ## time `mlcp --help` and `mlcp rollback` on a fresh local stack; prints a table
+	$(PY) -m tests.bench
+
+stack-up: $(STAMP) ## start the local stack (MLflow + S3 endpoint) under .mlcp/
+	$(VENV)/bin/mlcp stack up
+
+stack-down: $(STAMP) ## stop the local stack
+	$(VENV)/bin/mlcp stack down
+
+clean: ## stop the stack and remove .mlcp/ and the virtual environment
+	-$(VENV)/bin/mlcp stack down
+	rm -rf .mlcp $(VENV)

@@ -1,0 +1,67 @@
+"""CLI conventions: exit codes, clear errors, and a start-up that imports nothing heavy."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from steps import stack
+
+from .conftest import ROOT, run_mlcp
+
+
+def test_help_lists_every_command_and_the_exit_codes():
+    result = run_mlcp("--help")
+    assert result.code == 0
+    for command in ("promote", "rollback", "history", "lineage", "stack"):
+        assert command in result.out
+    assert "3 a quality gate said no" in result.out
+
+
+def test_usage_errors_exit_2():
+    assert run_mlcp().code == 2
+    assert run_mlcp("launch").code == 2
+    missing = run_mlcp("promote", "--model-name", "m")
+    assert missing.code == 2 and "--source-alias" in missing.err
+    bad_version = run_mlcp("rollback", "--model-name", "m", "--expect-version", "abc")
+    assert bad_version.code == 2 and "not a model version number" in bad_version.err
+
+
+def test_no_tracking_server_configured_is_bad_input(tmp_path):
+    result = run_mlcp(
+        "history", "--model-name", "m", env={"MLFLOW_TRACKING_URI": "", "MLCP_HOME": str(tmp_path)}
+    )
+    assert result.code == 2
+    assert "MLFLOW_TRACKING_URI is not set" in result.err
+    assert "mlcp stack up" in result.err
+
+
+def test_unreachable_tracking_server_fails_with_exit_1_and_a_message(tmp_path):
+    port = stack.free_port()  # nothing listens there
+    result = run_mlcp(
+        "rollback",
+        "--model-name",
+        "m",
+        env={
+            "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}",
+            "MLCP_HOME": str(tmp_path),
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        },
+    )
+    assert result.code == 1
+    assert "mlcp: error:" in result.err
+    assert f"127.0.0.1:{port}" in result.err
+    assert "Traceback" not in result.err
+
+
+def test_cli_start_up_imports_no_heavy_library():
+    probe = (
+        "import sys, json; from steps import cli; cli.build_parser();"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('mlflow','boto3','botocore','torch','pandas','numpy','hera','tritonclient'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assert json.loads(out) == []
