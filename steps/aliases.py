@@ -75,10 +75,11 @@ def aliases_of(client, name: str) -> dict[str, str]:
     return {alias: str(version) for alias, version in get_model(client, name).aliases.items()}
 
 
-def resolve(client, name: str, alias: str) -> str:
-    """The version ``name@alias`` names; BadInput listing the aliases that do exist."""
+def resolve(client, name: str, alias: str, current: dict[str, str] | None = None) -> str:
+    """The version ``name@alias`` names; BadInput listing the aliases that do exist.
+    ``current`` is the model's aliases when the caller has just read them."""
     check_alias_name(alias)
-    current = aliases_of(client, name)
+    current = aliases_of(client, name) if current is None else current
     if alias not in current:
         listed = ", ".join(f"{a}=v{v}" for a, v in sorted(current.items())) or "none"
         raise BadInput(f"model {name!r} has no alias {alias!r} (its aliases: {listed})")
@@ -111,12 +112,16 @@ def _v(version: str | None) -> str:
     return "unset" if version is None else f"v{version}"
 
 
-def set_alias(client, name: str, alias: str, version: str | int, *, expect_current=UNSET) -> None:
+def set_alias(
+    client, name: str, alias: str, version: str | int, *, expect_current=UNSET, known=False
+) -> None:
     """Point ``name@alias`` at ``version``, refusing if it does not currently hold
-    ``expect_current``; read back and verify."""
+    ``expect_current``; read back and verify. ``known``: the caller already knows the
+    version exists (it resolved it from an alias), so it is not looked up again."""
     check_alias_name(alias)
     version = str(version)
-    get_version(client, name, version)
+    if not known:
+        get_version(client, name, version)
     _check_expected(name, alias, aliases_of(client, name).get(alias), expect_current)
     client.set_registered_model_alias(name, alias, version)
     after = aliases_of(client, name).get(alias)

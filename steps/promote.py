@@ -94,10 +94,6 @@ def model_lock(model: str, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
 # ---------------------------------------------------------------------------- records
 
 
-def _pipeline_of(client, model: str) -> str:
-    return client.get_registered_model(model).tags.get("mlcp.pipeline", "registry")
-
-
 def _v(version: str | None) -> str:
     return NONE if version is None else str(version)
 
@@ -275,14 +271,23 @@ def plan(
     *,
     expect_version=None,
     expect_current=aliases.UNSET,
-) -> tuple[str, list[Move], dict[str, str]]:
-    """Work out the moves without writing anything; BadInput for an impossible request."""
+) -> tuple[str, list[Move], str]:
+    """Work out the moves without writing anything; BadInput for an impossible request.
+    Returns the version, the moves, and the pipeline the model belongs to."""
     aliases.check_alias_name(source_alias)
     aliases.check_alias_name(target_alias)
     if source_alias == target_alias:
         raise BadInput(f"source and target alias are both {source_alias!r}")
-    current = aliases.aliases_of(client, model)
-    version = aliases.resolve(client, model, source_alias)
+    registered = aliases.get_model(client, model)
+    current = {a: str(v) for a, v in registered.aliases.items()}
+    rollback = source_alias == settings.PREVIOUS and target_alias == settings.LIVE
+    if rollback and settings.PREVIOUS not in current:
+        live = current.get(settings.LIVE)
+        raise BadInput(
+            f"model {model!r} has no previous version to roll back to "
+            f"(live is {aliases._v(live)}); nothing was changed"
+        )
+    version = aliases.resolve(client, model, source_alias, current)
     if expect_version is not None and str(expect_version) != version:
         raise BadInput(
             f"{model}@{source_alias} is v{version}, not the expected v{expect_version}; "
@@ -297,9 +302,9 @@ def plan(
                 f"{aliases._v(wanted)}; "
                 "nothing was changed"
             )
-    rollback = source_alias == settings.PREVIOUS and target_alias == settings.LIVE
+    pipeline = registered.tags.get("mlcp.pipeline", "registry")
     if target_now == version:
-        return version, [Move(target_alias, target_now, version, "noop")], current
+        return version, [Move(target_alias, target_now, version, "noop")], pipeline
     if rollback:
         moves = [Move(settings.LIVE, target_now, version, "rollback")]
         records = history(client, model, settings.LIVE)
@@ -314,12 +319,12 @@ def plan(
             moves.append(Move(settings.PREVIOUS, version, None, "remove"))
         else:
             moves.append(Move(settings.PREVIOUS, version, new_previous, "follow"))
-        return version, moves, current
+        return version, moves, pipeline
     moves = []
     if target_alias == settings.LIVE and target_now is not None:
         moves.append(Move(settings.PREVIOUS, current.get(settings.PREVIOUS), target_now, "follow"))
     moves.append(Move(target_alias, target_now, version, "promote"))
-    return version, moves, current
+    return version, moves, pipeline
 
 
 def promote(
@@ -340,9 +345,8 @@ def promote(
     if force and not reason.strip():
         raise BadInput("--force needs --reason TEXT: a forced promotion is always explained")
     client = client or tracking.client()
-    aliases.get_model(client, model)
     with model_lock(model):
-        version, moves, _ = plan(
+        version, moves, pipeline = plan(
             client,
             model,
             source_alias,
@@ -361,12 +365,11 @@ def promote(
         outcome = Outcome(model, version, moves, gate_runs=gate_runs, dry_run=dry_run)
         if dry_run:
             return outcome
-        _apply(client, model, source_alias, outcome, reason, force)
+        _apply(client, model, pipeline, source_alias, outcome, reason, force)
         return outcome
 
 
-def _apply(client, model, source_alias, outcome: Outcome, reason, force) -> None:
-    pipeline = _pipeline_of(client, model)
+def _apply(client, model, pipeline, source_alias, outcome: Outcome, reason, force) -> None:
     operation = uuid.uuid4().hex
     try:
         experiment_id = tracking.ensure_experiment(
@@ -399,7 +402,12 @@ def _apply(client, model, source_alias, outcome: Outcome, reason, force) -> None
                 aliases.delete_alias(client, model, move.alias, expect_current=move.from_version)
             else:
                 aliases.set_alias(
-                    client, model, move.alias, move.to_version, expect_current=move.from_version
+                    client,
+                    model,
+                    move.alias,
+                    move.to_version,
+                    expect_current=move.from_version,
+                    known=True,
                 )
             client.set_terminated(run_id, "FINISHED")
             done += 1
@@ -431,24 +439,19 @@ def assign(model: str, alias: str, version: str | int, *, reason: str = "", clie
     version = str(version)
     with model_lock(model):
         aliases.get_version(client, model, version)
-        now = aliases.aliases_of(client, model).get(alias)
+        registered = aliases.get_model(client, model)
+        now = registered.aliases.get(alias)
+        now = None if now is None else str(now)
+        pipeline = registered.tags.get("mlcp.pipeline", "registry")
         action = "noop" if now == version else "assign"
         outcome = Outcome(model, version, [Move(alias, now, version, action)])
-        _apply(client, model, f"version {version}", outcome, reason, False)
+        _apply(client, model, pipeline, f"version {version}", outcome, reason, False)
         return outcome
 
 
 def rollback(model: str, **kwargs) -> Outcome:
     """``previous`` -> ``live``, without swapping (see the module docstring)."""
-    client = kwargs.pop("client", None) or tracking.client()
-    current = aliases.aliases_of(client, model)
-    if settings.PREVIOUS not in current:
-        live = current.get(settings.LIVE)
-        raise BadInput(
-            f"model {model!r} has no previous version to roll back to "
-            f"(live is {'unset' if live is None else 'v' + live}); nothing was changed"
-        )
-    return promote(model, settings.PREVIOUS, settings.LIVE, client=client, **kwargs)
+    return promote(model, settings.PREVIOUS, settings.LIVE, **kwargs)
 
 
 # ---------------------------------------------------------------------------- lineage
