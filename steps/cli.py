@@ -28,6 +28,20 @@ def _csv(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def _flag(text: str) -> bool:
+    """``--force`` alone, or ``--force=true|false`` as an Argo template passes it."""
+    value = text.strip().lower()
+    if value in ("true", "yes", "1"):
+        return True
+    if value in ("false", "no", "0", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _add_flag(parser, name: str, help_text: str) -> None:
+    parser.add_argument(name, nargs="?", const=True, default=False, type=_flag, help=help_text)
+
+
 def _port(text: str) -> int:
     try:
         port = int(text)
@@ -38,7 +52,9 @@ def _port(text: str) -> int:
     return port
 
 
-def _version(text: str) -> str:
+def _version(text: str) -> str | None:
+    if text == "":  # an Argo parameter left empty means "not given"
+        return None
     if text.lower() == "none":
         return "none"
     if not text.isdigit() or int(text) < 1:
@@ -50,6 +66,13 @@ def _version(text: str) -> str:
 
 
 def _print_outcome(outcome, as_json: bool) -> None:
+    _write_outputs(
+        {
+            "version": outcome.version,
+            "moves": " ".join(m.describe().replace(" ", "") for m in outcome.moves),
+            "outcome.json": json.dumps(outcome.to_dict()),
+        }
+    )
     if as_json:
         print(json.dumps(outcome.to_dict(), indent=2))
         return
@@ -58,6 +81,19 @@ def _print_outcome(outcome, as_json: bool) -> None:
         print(f"{outcome.model} {prefix} {move.describe()}")
     if outcome.gate_runs:
         print(f"gate decisions relied on: {', '.join(outcome.gate_runs)}")
+
+
+def _write_outputs(values: dict[str, str]) -> None:
+    """Write output values as files under ``$MLCP_OUTPUT_DIR`` (the Argo templates read them
+    as output parameters); nothing when the variable is unset."""
+    folder = os.environ.get("MLCP_OUTPUT_DIR")
+    if not folder:
+        return
+    from pathlib import Path
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    for name, value in values.items():
+        (Path(folder) / name).write_text(value)
 
 
 def cmd_promote(args) -> int:
@@ -230,9 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="comma-separated gates that must have a passing decision on the version",
     )
-    p.add_argument("--force", action="store_true", help="promote despite missing gates")
+    _add_flag(p, "--force", "promote despite missing gates")
     p.add_argument("--reason", default="", help="why (required with --force; recorded)")
-    p.add_argument("--dry-run", action="store_true", help="show the moves, change nothing")
+    _add_flag(p, "--dry-run", "show the moves, change nothing")
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
     p.set_defaults(handler=cmd_promote)
 
@@ -251,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="gates the restored version must have passed (default: none)",
     )
     p.add_argument("--reason", default="", help="why (recorded; default 'rollback')")
-    p.add_argument("--dry-run", action="store_true", help="show the moves, change nothing")
+    _add_flag(p, "--dry-run", "show the moves, change nothing")
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
     p.set_defaults(handler=cmd_rollback)
 

@@ -25,8 +25,9 @@ TARGETS = {"mlcp --help": 1.0, "mlcp rollback": 3.0}
 
 def timed(*args: str) -> float:
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "steps.cli", *args], cwd=ROOT,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "steps.cli", *args], cwd=ROOT, capture_output=True, text=True
+    )
     elapsed = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"mlcp {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
@@ -60,11 +61,25 @@ def main() -> int:
                     raise SystemExit(f"rollback left live at v{live}, expected v{expected}")
             rows.append(("mlcp rollback", rollbacks))
             models.set_alias(name, "benchmarked", "4")
-            rows.append(("mlcp promote (to live)", [timed(
-                "promote", "--model-name", name, "--source-alias", "benchmarked",
-                "--target-alias", "live")]))
-            rows.append(("mlcp history", [timed("history", "--model-name", name)
-                                          for _ in range(3)]))
+            rows.append(
+                (
+                    "mlcp promote (to live)",
+                    [
+                        timed(
+                            "promote",
+                            "--model-name",
+                            name,
+                            "--source-alias",
+                            "benchmarked",
+                            "--target-alias",
+                            "live",
+                        )
+                    ],
+                )
+            )
+            rows.append(
+                ("mlcp history", [timed("history", "--model-name", name) for _ in range(3)])
+            )
         finally:
             stack.down(home)
     print()
@@ -74,8 +89,10 @@ def main() -> int:
         median = statistics.median(samples)
         verdict = "" if target is None else ("meets" if median < target else "MISSES")
         target_text = "" if target is None else f"< {target:g}"
-        print(f"{label:<26} {len(samples):>4} {median:>9.2f} {min(samples):>7.2f} "
-              f"{target_text:>9}  {verdict}")
+        print(
+            f"{label:<26} {len(samples):>4} {median:>9.2f} {min(samples):>7.2f} "
+            f"{target_text:>9}  {verdict}"
+        )
     return 0
 
 
