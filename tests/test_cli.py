@@ -65,3 +65,56 @@ def test_cli_start_up_imports_no_heavy_library():
         [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout
     assert json.loads(out) == []
+
+
+def test_flags_accept_the_values_an_argo_template_passes():
+    from steps.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(
+        [
+            "promote",
+            "--model-name=m",
+            "--source-alias=previous",
+            "--target-alias=live",
+            "--expect-version=",
+            "--require-gates=",
+            "--force=false",
+            "--dry-run=true",
+        ]
+    )
+    assert (args.expect_version, args.require_gates, args.force, args.dry_run) == (
+        None,
+        [],
+        False,
+        True,
+    )
+    assert (
+        parser.parse_args(
+            ["promote", "--model-name=m", "--source-alias=a", "--target-alias=b", "--force"]
+        ).force
+        is True
+    )
+    bad = run_mlcp(
+        "promote", "--model-name=m", "--source-alias=a", "--target-alias=b", "--force=maybe"
+    )
+    assert bad.code == 2 and "expected true or false" in bad.err
+
+
+def test_promote_writes_output_files_for_argo(mlcp, models, tmp_path):
+    name = models.create(1)
+    models.set_alias(name, "benchmarked", "1")
+    out = tmp_path / "outputs"
+    result = mlcp(
+        "promote",
+        "--model-name",
+        name,
+        "--source-alias",
+        "benchmarked",
+        "--target-alias",
+        "live",
+        env={"MLCP_OUTPUT_DIR": str(out)},
+    )
+    assert result.code == 0, result.err
+    assert (out / "version").read_text() == "1"
+    assert json.loads((out / "outcome.json").read_text())["moves"][0]["to_version"] == "1"
