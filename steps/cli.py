@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_OK, MlcpError
+from .errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_OK, BadInput, MlcpError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -232,6 +232,181 @@ def cmd_stack(args) -> int:
     return EXIT_OK
 
 
+def cmd_data(args) -> int:
+    from .cv import data
+
+    uri = data.publish(args.out, seed=args.seed)
+    print(uri)
+    _write_outputs({"uri": uri})
+    return EXIT_OK
+
+
+def _report(result: dict) -> int:
+    print(json.dumps(result, default=str))
+    _write_outputs(
+        {
+            "version": str(result["version"]),
+            "verdict": "pass",
+            "result.json": json.dumps(result, default=str),
+        }
+    )
+    return EXIT_OK
+
+
+def cmd_cv_train(args) -> int:
+    from .cv import data, train
+
+    uri = args.data or data.default_uri()
+    if not uri:
+        raise BadInput("no --data given and MLCP_DATA_ROOT is not set (run `mlcp stack up`)")
+    cfg = train.TrainConfig(
+        model_name=args.model_name,
+        data=uri,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        image_size=args.image_size,
+        seed=args.seed,
+        min_val_accuracy=args.min_val_accuracy,
+        weights=args.weights or None,
+        output_alias=args.output_alias,
+    )
+    return _report(train.train(cfg))
+
+
+def cmd_cv_deploy(args) -> int:
+    from .cv import deploy
+
+    cfg = deploy.DeployConfig(
+        model_name=args.model_name,
+        source_alias=args.input_alias,
+        target_alias=args.output_alias,
+        backend=args.backend,
+        repository=args.repository or None,
+        triton_url=args.triton_url or None,
+        tolerance=args.tolerance,
+        max_batch_size=args.max_batch_size,
+    )
+    return _report(deploy.deploy(cfg))
+
+
+def cmd_cv_evaluate(args) -> int:
+    from .cv import evaluate
+
+    cfg = evaluate.EvaluateConfig(
+        model_name=args.model_name,
+        source_alias=args.input_alias,
+        target_alias=args.output_alias,
+        data=args.data or None,
+        min_accuracy=args.min_accuracy,
+        max_regression=args.max_regression,
+        batch_size=args.batch_size,
+        triton_url=args.triton_url or None,
+    )
+    return _report(evaluate.evaluate(cfg))
+
+
+def cmd_cv_perf(args) -> int:
+    from .cv import perftest
+
+    cfg = perftest.PerfConfig(
+        model_name=args.model_name,
+        source_alias=args.input_alias,
+        target_alias=args.output_alias,
+        users=args.users,
+        duration=args.duration,
+        batch=args.batch,
+        max_p95_ms=args.max_p95_ms,
+        min_rps=args.min_rps,
+        max_error_rate=args.max_error_rate,
+        max_p95_regression_ms=args.max_p95_regression_ms,
+        max_rps_regression=args.max_rps_regression,
+        triton_url=args.triton_url or None,
+    )
+    return _report(perftest.perf_test(cfg))
+
+
+def _stage_parser(sub, name: str, help_text: str, handler, inp: str, out: str):
+    p = sub.add_parser(name, help=help_text)
+    p.add_argument("--model-name", required=True, help="registered model name")
+    if inp:
+        p.add_argument("--input-alias", default=inp, help=f"alias read (default {inp})")
+    p.add_argument("--output-alias", default=out, help=f"alias written (default {out})")
+    p.set_defaults(handler=handler)
+    return p
+
+
+def _add_cv_parsers(sub) -> None:
+    p = sub.add_parser("data", help="build and publish a versioned data set")
+    data_sub = p.add_subparsers(dest="pipeline", metavar="PIPELINE", required=True)
+    d = data_sub.add_parser("cv", help="scikit-learn digits as a split .npz, to S3 or a path")
+    d.add_argument("--out", default=None, help="URI (default $MLCP_DATA_ROOT/cv/digits/...)")
+    d.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    d.set_defaults(handler=cmd_data)
+
+    p = sub.add_parser("cv", help="computer-vision pipeline stages (ResNet-18 on Triton)")
+    cv = p.add_subparsers(dest="stage", metavar="STAGE", required=True)
+    t = _stage_parser(
+        cv, "train", "train ResNet-18; writes candidate on a pass", cmd_cv_train, "", "candidate"
+    )
+    t.add_argument("--data", default="", help="data set URI (default: the published digits)")
+    t.add_argument("--epochs", type=int, default=3)
+    t.add_argument("--lr", type=float, default=0.05)
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--image-size", type=int, default=32)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--min-val-accuracy", type=float, default=0.8)
+    t.add_argument("--weights", default="", help="local ResNet-18 state_dict (never downloaded)")
+    d = _stage_parser(
+        cv,
+        "deploy",
+        "export ONNX, load into Triton's staged slot",
+        cmd_cv_deploy,
+        "candidate",
+        "staged",
+    )
+    d.add_argument("--backend", default="python", help="Triton backend: python | onnxruntime")
+    d.add_argument("--repository", default="", help="model repository (default from env)")
+    d.add_argument("--triton-url", default="", help="Triton HTTP URL (default from env)")
+    d.add_argument("--tolerance", type=float, default=1e-3, help="ONNX vs PyTorch max |diff|")
+    d.add_argument("--max-batch-size", type=int, default=64)
+    e = _stage_parser(
+        cv,
+        "evaluate",
+        "score the test split through Triton",
+        cmd_cv_evaluate,
+        "staged",
+        "evaluated",
+    )
+    e.add_argument("--data", default="", help="data set URI (default: the training set's)")
+    e.add_argument("--min-accuracy", type=float, default=0.8)
+    e.add_argument(
+        "--max-regression",
+        type=float,
+        default=0.02,
+        help="largest accuracy drop allowed against the live version",
+    )
+    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--triton-url", default="")
+    f = _stage_parser(
+        cv,
+        "perf-test",
+        "load-test the staged slot with locust",
+        cmd_cv_perf,
+        "evaluated",
+        "benchmarked",
+    )
+    f.add_argument("--users", type=int, default=4)
+    f.add_argument("--duration", type=float, default=8.0, help="seconds")
+    f.add_argument("--batch", type=int, default=1, help="images per request")
+    f.add_argument("--max-p95-ms", type=float, default=500.0)
+    f.add_argument("--min-rps", type=float, default=5.0)
+    f.add_argument("--max-error-rate", type=float, default=0.01)
+    f.add_argument("--max-p95-regression-ms", type=float, default=100.0)
+    f.add_argument("--max-rps-regression", type=float, default=50.0)
+    f.add_argument("--triton-url", default="")
+
+
 # ------------------------------------------------------------------------------ parser
 
 
@@ -311,6 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--bucket", default=None, help="bucket to create (default: the stack's own, else mlcp)"
     )
     p.set_defaults(handler=cmd_stack)
+    _add_cv_parsers(sub)
     return parser
 
 

@@ -271,9 +271,9 @@ def plan(
     *,
     expect_version=None,
     expect_current=aliases.UNSET,
-) -> tuple[str, list[Move], str]:
+) -> tuple[str, list[Move], dict[str, str]]:
     """Work out the moves without writing anything; BadInput for an impossible request.
-    Returns the version, the moves, and the pipeline the model belongs to."""
+    Returns the version, the moves, and the registered model's tags."""
     aliases.check_alias_name(source_alias)
     aliases.check_alias_name(target_alias)
     if source_alias == target_alias:
@@ -302,9 +302,9 @@ def plan(
                 f"{aliases._v(wanted)}; "
                 "nothing was changed"
             )
-    pipeline = registered.tags.get("mlcp.pipeline", "registry")
+    model_tags = dict(registered.tags)
     if target_now == version:
-        return version, [Move(target_alias, target_now, version, "noop")], pipeline
+        return version, [Move(target_alias, target_now, version, "noop")], model_tags
     if rollback:
         moves = [Move(settings.LIVE, target_now, version, "rollback")]
         records = history(client, model, settings.LIVE)
@@ -319,12 +319,12 @@ def plan(
             moves.append(Move(settings.PREVIOUS, version, None, "remove"))
         else:
             moves.append(Move(settings.PREVIOUS, version, new_previous, "follow"))
-        return version, moves, pipeline
+        return version, moves, model_tags
     moves = []
     if target_alias == settings.LIVE and target_now is not None:
         moves.append(Move(settings.PREVIOUS, current.get(settings.PREVIOUS), target_now, "follow"))
     moves.append(Move(target_alias, target_now, version, "promote"))
-    return version, moves, pipeline
+    return version, moves, model_tags
 
 
 def promote(
@@ -346,7 +346,7 @@ def promote(
         raise BadInput("--force needs --reason TEXT: a forced promotion is always explained")
     client = client or tracking.client()
     with model_lock(model):
-        version, moves, pipeline = plan(
+        version, moves, model_tags = plan(
             client,
             model,
             source_alias,
@@ -365,11 +365,22 @@ def promote(
         outcome = Outcome(model, version, moves, gate_runs=gate_runs, dry_run=dry_run)
         if dry_run:
             return outcome
-        _apply(client, model, pipeline, source_alias, outcome, reason, force)
+        _apply(
+            client,
+            model,
+            model_tags.get("mlcp.pipeline", "registry"),
+            source_alias,
+            outcome,
+            reason,
+            force,
+            serving=model_tags.get("mlcp.serving"),
+        )
         return outcome
 
 
-def _apply(client, model, pipeline, source_alias, outcome: Outcome, reason, force) -> None:
+def _apply(
+    client, model, pipeline, source_alias, outcome: Outcome, reason, force, serving=None
+) -> None:
     operation = uuid.uuid4().hex
     try:
         experiment_id = tracking.ensure_experiment(
@@ -393,6 +404,18 @@ def _apply(client, model, pipeline, source_alias, outcome: Outcome, reason, forc
     except Exception as exc:
         raise RecordFailed(f"could not record the move, so nothing was moved: {exc}") from exc
     outcome.record_run_ids = run_ids
+    live_move = next((m for m in outcome.moves if m.alias == settings.LIVE), None)
+    if live_move is not None and live_move.to_version is not None:
+        try:  # traffic first: the alias moves only once the server serves the version
+            from .serving.follow import follow_live
+
+            follow_live(client, model, live_move.to_version, serving)
+        except Exception as exc:
+            for run_id in run_ids:
+                with contextlib.suppress(Exception):
+                    client.set_tag(run_id, "mlcp.error", str(exc)[:4000])
+                    client.set_terminated(run_id, "FAILED")
+            raise
     done = 0
     try:
         for move, run_id in zip(outcome.moves, run_ids, strict=True):

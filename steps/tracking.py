@@ -37,6 +37,8 @@ def quiet_mlflow() -> None:
     """Keep MLflow's chatter (run links, registry waits) out of the commands' output."""
     for name in ("mlflow", "alembic", "urllib3"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # The pickle format is chosen on purpose (the model loads back as the module it was).
+    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # nothing leaves the machine
 

@@ -1,0 +1,206 @@
+"""``mlcp cv deploy``: reads ``candidate``, serves it in Triton's ``<model>-staged`` slot, writes
+``staged``.
+
+The version is exported to ONNX with a dynamic batch dimension, checked against PyTorch on
+held-out images (the tolerance is a recorded gate), written to the Triton model repository
+as ``<model>-staged/<version>/`` (local folder or ``s3://``), loaded with explicit model
+control and smoke-tested. On any failure the slot keeps serving what it served before and no
+alias moves.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import aliases, gates, promote, tracking
+from ..errors import BadInput, MlcpError
+from . import PIPELINE
+from . import data as cvdata
+
+CHECK_SAMPLES = 64
+
+
+@dataclass
+class DeployConfig:
+    model_name: str
+    source_alias: str = "candidate"
+    target_alias: str = "staged"
+    backend: str = "python"
+    repository: str | None = None  # default $MLCP_TRITON_REPOSITORY
+    triton_url: str | None = None  # default $MLCP_TRITON_URL
+    tolerance: float = 1e-3
+    max_batch_size: int = 64
+
+
+def _say(message: str) -> None:
+    print(f"[cv deploy] {message}", file=sys.stderr, flush=True)
+
+
+def staged_slot(model: str) -> str:
+    return f"{model}-staged"
+
+
+def live_slot(model: str) -> str:
+    return f"{model}-live"
+
+
+def export_onnx(model, image_size: int, path: Path) -> None:
+    import torch
+
+    example = torch.zeros(2, 3, image_size, image_size)
+    torch.onnx.export(
+        model,
+        (example,),
+        str(path),
+        dynamo=False,
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        opset_version=17,
+    )
+
+
+def max_abs_diff(model, onnx_path: Path, x) -> float:
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    got = session.run(["logits"], {"input": x})[0]
+    return float(np.max(np.abs(expected - got)))
+
+
+def load_version(model_name: str, version: str):
+    import mlflow
+
+    model = mlflow.pytorch.load_model(f"models:/{model_name}/{version}", map_location="cpu")
+    model.eval()
+    return model
+
+
+def deploy(cfg: DeployConfig) -> dict:
+    from ..serving import triton
+
+    if cfg.backend not in triton.BACKENDS:
+        raise BadInput(
+            f"unknown Triton backend {cfg.backend!r}; choose one of {', '.join(triton.BACKENDS)}"
+        )
+    repository = cfg.repository or os.environ.get("MLCP_TRITON_REPOSITORY")
+    if not repository:
+        raise BadInput("no --repository given and MLCP_TRITON_REPOSITORY is not set")
+    if not cfg.tolerance > 0:
+        raise BadInput("--tolerance must be > 0")
+    server = triton.Triton(cfg.triton_url)
+    server.require_live()
+    client = tracking.client()
+    version = aliases.resolve(client, cfg.model_name, cfg.source_alias)
+    tags = aliases.get_version(client, cfg.model_name, version).tags
+    image_size = int(tags.get("mlcp.image_size", "32"))
+    num_classes = int(tags.get("mlcp.num_classes", "10"))
+    data_uri = tags.get("mlcp.data.source")
+    if not data_uri:
+        raise BadInput(
+            f"{cfg.model_name} v{version} has no mlcp.data.source tag: "
+            "was it trained by `mlcp cv train`?"
+        )
+    slot = staged_slot(cfg.model_name)
+    name = tracking.run_name(cfg.model_name, {"v": version, "backend": cfg.backend})
+    params = {
+        "source_alias": cfg.source_alias,
+        "backend": cfg.backend,
+        "slot": slot,
+        "repository": repository,
+        "tolerance": cfg.tolerance,
+    }
+    with tracking.stage_run(
+        PIPELINE,
+        "deploy",
+        cfg.model_name,
+        name,
+        version=version,
+        params=params,
+        system_metrics=False,
+    ):
+        import mlflow
+
+        from .. import lineage
+
+        read, images = cvdata.read(data_uri)
+        lineage.log(
+            read,
+            name="images",
+            num_rows=images.rows(),
+            columns={"image": "binary", "label": "long"},
+            context="validation",
+        )
+        x = cvdata.preprocess(images.images["val"][:CHECK_SAMPLES], image_size)
+        _say(f"exporting {cfg.model_name} v{version} to ONNX")
+        model = load_version(cfg.model_name, version)
+        with tempfile.TemporaryDirectory() as tmp:
+            onnx_path = Path(tmp) / "model.onnx"
+            export_onnx(model, image_size, onnx_path)
+            diff = max_abs_diff(model, onnx_path, x)
+            mlflow.log_metric("onnx_max_abs_diff", diff)
+            decision = gates.evaluate(
+                gates.Gate("onnx-parity", "onnx_max_abs_diff", "<=", cfg.tolerance),
+                model=cfg.model_name,
+                version=version,
+                value=diff,
+                pipeline=PIPELINE,
+                stage="deploy",
+                evidence={"samples": len(x)},
+            )
+            _say(f"ONNX vs PyTorch max |diff| {diff:.2e}: {decision.verdict}")
+            gates.enforce([decision])
+            mlflow.log_artifact(str(onnx_path), "onnx")
+            onnx_bytes = onnx_path.read_bytes()
+        run_id = mlflow.active_run().info.run_id
+        client.set_model_version_tag(
+            cfg.model_name, version, "mlcp.onnx_uri", f"runs:/{run_id}/onnx/model.onnx"
+        )
+        client.set_model_version_tag(cfg.model_name, version, "mlcp.triton_backend", cfg.backend)
+        before = server.served_versions(slot)
+        where = triton.write_entry(
+            repository,
+            slot,
+            version,
+            onnx_bytes,
+            backend=cfg.backend,
+            image_size=image_size,
+            num_classes=num_classes,
+            max_batch_size=cfg.max_batch_size,
+        )
+        _say(f"wrote {where}; loading {slot} v{version}")
+        try:
+            server.load(slot, version)
+            logits, answered = server.infer(slot, x[:4])
+            if logits.shape != (4, num_classes) or answered != version:
+                raise MlcpError(
+                    f"smoke inference on {slot}: got shape {logits.shape} from "
+                    f"version {answered}, expected (4, {num_classes}) from v{version}"
+                )
+        except Exception:
+            if before and before != [version]:
+                _say(f"restoring {slot} to v{before[-1]}")
+                try:
+                    server.load(slot, before[-1])
+                except Exception as exc:  # report the first failure, not this one
+                    _say(f"could not restore {slot}: {exc}")
+            raise
+        mlflow.log_metric("smoke_ok", 1.0)
+        _say(f"{slot} serves v{version}")
+    promote.assign(
+        cfg.model_name,
+        cfg.target_alias,
+        version,
+        reason=f"deployed to Triton slot {slot}",
+        client=client,
+    )
+    _say(f"{cfg.model_name}@{cfg.target_alias} -> v{version}")
+    return {"version": version, "slot": slot, "onnx_max_abs_diff": diff}

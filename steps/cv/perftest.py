@@ -1,0 +1,179 @@
+"""``mlcp cv perf-test``: reads ``evaluated``, load-tests Triton's HTTP endpoint of the staged
+slot with a headless locust run, writes ``benchmarked``.
+
+Logged: p50/p95/p99 latency, requests per second, error rate, the raw statistics and a
+latency-distribution picture. Gates: ``p95-latency`` (maximum, and no worse than the live
+version's recorded decision by more than a margin), ``throughput`` (minimum, same), and
+``error-rate`` (maximum).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import aliases, gates, promote, tracking
+from ..errors import BadInput, MlcpError
+from . import PIPELINE
+from . import data as cvdata
+from .deploy import staged_slot
+
+
+@dataclass
+class PerfConfig:
+    model_name: str
+    source_alias: str = "evaluated"
+    target_alias: str = "benchmarked"
+    users: int = 4
+    duration: float = 8.0
+    batch: int = 1
+    max_p95_ms: float = 500.0
+    min_rps: float = 5.0
+    max_error_rate: float = 0.01
+    max_p95_regression_ms: float = 100.0
+    max_rps_regression: float = 50.0
+    triton_url: str | None = None
+
+
+def _say(message: str) -> None:
+    print(f"[cv perf-test] {message}", file=sys.stderr, flush=True)
+
+
+def latency_png(response_times: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = [float(k) for k in response_times]
+    ws = list(response_times.values())
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.hist(xs, bins=40, weights=ws)
+    ax.set_xlabel("latency (ms)")
+    ax.set_ylabel("requests")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def perf_test(cfg: PerfConfig) -> dict:
+    import mlflow
+
+    from ..serving import triton
+
+    if not 1 <= cfg.users <= 64 or not 1 <= cfg.duration <= 600 or not 1 <= cfg.batch <= 64:
+        raise BadInput("--users must be 1..64, --duration 1..600 s and --batch 1..64")
+    server = triton.Triton(cfg.triton_url)
+    server.require_live()
+    client = tracking.client()
+    version = aliases.resolve(client, cfg.model_name, cfg.source_alias)
+    tags = aliases.get_version(client, cfg.model_name, version).tags
+    slot = staged_slot(cfg.model_name)
+    if server.served_versions(slot) != [version]:
+        raise MlcpError(f"Triton slot {slot} does not serve v{version}: deploy it first")
+    image_size = int(tags.get("mlcp.image_size", "32"))
+    _, images = cvdata.read(tags["mlcp.data.source"])
+    x = cvdata.preprocess(images.images["test"][: cfg.batch], image_size)
+    body = {
+        "inputs": [
+            {
+                "name": triton.INPUT_NAME,
+                "shape": list(x.shape),
+                "datatype": "FP32",
+                "data": x.flatten().tolist(),
+            }
+        ],
+        "outputs": [{"name": triton.OUTPUT_NAME}],
+    }
+    name = tracking.run_name(cfg.model_name, {"v": version, "u": cfg.users, "b": cfg.batch})
+    params = {k: v for k, v in vars(cfg).items() if k not in ("model_name", "triton_url")}
+    with (
+        tracking.stage_run(
+            PIPELINE,
+            "perf-test",
+            cfg.model_name,
+            name,
+            version=version,
+            params=params,
+            system_metrics=False,
+        ),
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        body_path, out_path = Path(tmp) / "body.json", Path(tmp) / "stats.json"
+        body_path.write_text(json.dumps(body))
+        _say(f"{cfg.users} users for {cfg.duration:g} s against {slot} v{version}")
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "steps.cv.loadgen",
+                "--url",
+                server.url,
+                "--path",
+                f"/v2/models/{slot}/infer",
+                "--body",
+                str(body_path),
+                "--users",
+                str(cfg.users),
+                "--duration",
+                str(cfg.duration),
+                "--out",
+                str(out_path),
+            ],
+            timeout=cfg.duration + 120,
+        )
+        if proc.returncode != 0 or not out_path.exists():
+            raise MlcpError(f"the load generator failed (exit {proc.returncode})")
+        stats = json.loads(out_path.read_text())
+        metrics = {k: float(stats[k]) for k in ("p50_ms", "p95_ms", "p99_ms", "rps", "error_rate")}
+        metrics["requests"] = float(stats["requests"])
+        mlflow.log_metrics(metrics)
+        mlflow.log_dict(stats, "perf/stats.json")
+        png = Path(tmp) / "latency_distribution.png"
+        latency_png(stats["response_times_ms"], png)
+        mlflow.log_artifact(str(png), "perf")
+        evidence = {"requests": stats["requests"], "errors": stats["errors"]}
+        checks = [
+            (
+                gates.Gate(
+                    "p95-latency", "p95_ms", "<=", cfg.max_p95_ms, cfg.max_p95_regression_ms
+                ),
+                metrics["p95_ms"],
+            ),
+            (
+                gates.Gate("throughput", "rps", ">=", cfg.min_rps, cfg.max_rps_regression),
+                metrics["rps"],
+            ),
+            (
+                gates.Gate("error-rate", "error_rate", "<=", cfg.max_error_rate),
+                metrics["error_rate"],
+            ),
+        ]
+        decisions = [
+            gates.evaluate(
+                gate,
+                model=cfg.model_name,
+                version=version,
+                value=value,
+                pipeline=PIPELINE,
+                stage="perf-test",
+                evidence=evidence,
+            )
+            for gate, value in checks
+        ]
+        for d in decisions:
+            _say(f"gate {d.gate.name}: {d.verdict} ({'; '.join(d.reasons)})")
+        gates.enforce(decisions)
+    promote.assign(
+        cfg.model_name,
+        cfg.target_alias,
+        version,
+        reason=f"p95 {metrics['p95_ms']:.0f} ms at {metrics['rps']:.1f} req/s",
+        client=client,
+    )
+    _say(f"{cfg.model_name}@{cfg.target_alias} -> v{version}")
+    return {"version": version, **metrics}

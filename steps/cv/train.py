@@ -1,0 +1,196 @@
+"""``mlcp cv train``: ResNet-18 on the versioned image set; writes ``candidate`` on a pass.
+
+Reads: the data set (lineage logged). Writes: a registered model version (logged with a
+signature and an input example), the decision of the training gate (minimum validation
+accuracy), and, only when it passes, the alias ``candidate``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+
+from .. import gates, promote, tracking
+from ..errors import BadInput
+from . import PIPELINE
+from . import data as cvdata
+
+
+@dataclass
+class TrainConfig:
+    model_name: str
+    data: str
+    epochs: int = 3
+    lr: float = 0.05
+    batch_size: int = 32
+    image_size: int = 32
+    seed: int = 0
+    min_val_accuracy: float = 0.8
+    weights: str | None = None  # a local state_dict file; never downloaded
+    output_alias: str = "candidate"
+
+    def check(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise BadInput("--epochs and --batch-size must be at least 1")
+        if not 0 < self.lr < 10:
+            raise BadInput(f"--lr must be in (0, 10), got {self.lr}")
+        if not 8 <= self.image_size <= 512:
+            raise BadInput(f"--image-size must be between 8 and 512, got {self.image_size}")
+        if not 0 <= self.min_val_accuracy <= 1:
+            raise BadInput("--min-val-accuracy must be between 0 and 1")
+
+
+def _say(message: str) -> None:
+    print(f"[cv train] {message}", file=sys.stderr, flush=True)
+
+
+def build_model(num_classes: int, weights: str | None = None):
+    import torch
+    from torchvision.models import resnet18
+
+    model = resnet18(weights=None, num_classes=num_classes)
+    if weights:
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise BadInput(f"--weights {weights}: not a readable state_dict file: {exc}") from None
+        # A backbone trained for another number of classes: keep all but the classifier.
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or any(not k.startswith("fc.") for k in missing):
+            raise BadInput(f"--weights {weights} is not a ResNet-18 state_dict")
+    return model
+
+
+def accuracy(model, x, y, batch_size: int = 256) -> float:
+    import torch
+
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(y), batch_size):
+            logits = model(torch.from_numpy(x[start : start + batch_size]))
+            correct += int((logits.argmax(1).numpy() == y[start : start + batch_size]).sum())
+    return correct / max(len(y), 1)
+
+
+def train(cfg: TrainConfig) -> dict:
+    import mlflow
+    import numpy as np
+    import torch
+    from mlflow.models import infer_signature
+
+    cfg.check()
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    read, images = cvdata.read(cfg.data)
+    x_train = cvdata.preprocess(images.images["train"], cfg.image_size)
+    x_val = cvdata.preprocess(images.images["val"], cfg.image_size)
+    y_train, y_val = images.labels["train"], images.labels["val"]
+    hyper = {"lr": cfg.lr, "bs": cfg.batch_size, "e": cfg.epochs, "s": cfg.image_size}
+    name = tracking.run_name("resnet18", hyper, read.digest)
+    params = {
+        "epochs": cfg.epochs,
+        "lr": cfg.lr,
+        "batch_size": cfg.batch_size,
+        "image_size": cfg.image_size,
+        "seed": cfg.seed,
+        "weights": cfg.weights or "none",
+        "min_val_accuracy": cfg.min_val_accuracy,
+        "num_classes": len(images.classes),
+    }
+    client = tracking.client()
+    with tracking.stage_run(PIPELINE, "train", cfg.model_name, name, params=params) as run:
+        from .. import lineage
+
+        lineage.log(
+            read,
+            name="images",
+            num_rows=images.rows(),
+            columns={"image": "binary", "label": "long"},
+            context="training",
+        )
+        torch.manual_seed(cfg.seed)
+        rng = np.random.default_rng(cfg.seed)
+        model = build_model(len(images.classes), cfg.weights)
+        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=5e-4)
+        loss_fn = torch.nn.CrossEntropyLoss()
+        steps_per_epoch = (len(y_train) + cfg.batch_size - 1) // cfg.batch_size
+        _say(f"{name}: {len(y_train)} training images, {steps_per_epoch} steps per epoch")
+        started = time.monotonic()
+        val_acc = 0.0
+        for epoch in range(1, cfg.epochs + 1):
+            model.train()
+            order = rng.permutation(len(y_train))
+            total = 0.0
+            for step in range(steps_per_epoch):
+                index = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+                xb = torch.from_numpy(x_train[index])
+                yb = torch.from_numpy(y_train[index])
+                optimizer.zero_grad()
+                loss = loss_fn(model(xb), yb)
+                loss.backward()
+                optimizer.step()
+                total += loss.item() * len(index)
+            train_loss = total / len(y_train)
+            val_acc = accuracy(model, x_val, y_val)
+            mlflow.log_metrics({"train_loss": train_loss, "val_accuracy": val_acc}, step=epoch)
+            _say(
+                f"epoch {epoch}/{cfg.epochs}: train_loss {train_loss:.4f}, val_accuracy "
+                f"{val_acc:.4f} ({time.monotonic() - started:.0f} s)"
+            )
+        mlflow.log_metric("train_seconds", time.monotonic() - started)
+        model.eval()
+        example = x_val[:2]
+        with torch.no_grad():
+            signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
+        info = mlflow.pytorch.log_model(
+            model,
+            name="model",
+            signature=signature,
+            input_example=example,
+            serialization_format="pickle",
+        )
+        try:
+            client.create_registered_model(
+                cfg.model_name, tags={"mlcp.pipeline": PIPELINE, "mlcp.serving": "triton"}
+            )
+        except Exception:
+            pass  # already registered
+        version = str(mlflow.register_model(info.model_uri, cfg.model_name).version)
+        mlflow.set_tag("mlcp.version", version)
+        for key, value in {
+            "mlcp.pipeline": PIPELINE,
+            "mlcp.image_size": str(cfg.image_size),
+            "mlcp.num_classes": str(len(images.classes)),
+            "mlcp.data.source": read.uri,
+            "mlcp.data.digest": read.digest,
+            "mlcp.train_run": run.info.run_id,
+        }.items():
+            client.set_model_version_tag(cfg.model_name, version, key, value)
+        decision = gates.evaluate(
+            gates.Gate("min-val-accuracy", "val_accuracy", ">=", cfg.min_val_accuracy),
+            model=cfg.model_name,
+            version=version,
+            value=val_acc,
+            pipeline=PIPELINE,
+            stage="train",
+        )
+        _say(
+            f"v{version}: gate min-val-accuracy {decision.verdict} ({'; '.join(decision.reasons)})"
+        )
+        gates.enforce([decision])
+    promote.assign(
+        cfg.model_name,
+        cfg.output_alias,
+        version,
+        reason=f"training gate passed (val_accuracy {val_acc:.4f})",
+        client=client,
+    )
+    _say(f"{cfg.model_name}@{cfg.output_alias} -> v{version}")
+    return {
+        "version": version,
+        "val_accuracy": val_acc,
+        "data_digest": read.digest,
+        "run_id": run.info.run_id,
+    }

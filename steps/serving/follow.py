@@ -1,0 +1,65 @@
+"""Serving follows the ``live`` alias.
+
+A registered model tagged ``mlcp.serving`` names the server that carries its live traffic.
+Before ``promote`` (or ``rollback``) moves ``live``, :func:`follow_live` loads the version
+into the live slot (Triton model ``<model>-live``); if that fails, the alias does not move,
+so the registry never names a live version that the server cannot serve. A recorded no-op
+promotion re-loads the slot when it does not serve the live version (after a server
+restart, say). Models without the tag are left alone.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from ..errors import BadInput
+
+
+def _say(message: str) -> None:
+    print(f"[serving] {message}", file=sys.stderr, flush=True)
+
+
+def follow_live(client, model: str, version: str, serving: str | None) -> None:
+    if not serving:
+        return
+    if serving == "triton":
+        _triton(client, model, str(version))
+        return
+    raise BadInput(f"model {model!r} is tagged mlcp.serving={serving!r}, which mlcp cannot load")
+
+
+def _triton(client, model: str, version: str) -> None:
+    import mlflow
+
+    from . import triton
+
+    tags = client.get_model_version(model, version).tags
+    onnx_uri = tags.get("mlcp.onnx_uri")
+    if not onnx_uri:
+        raise BadInput(
+            f"{model} v{version} was never deployed (no ONNX export recorded): "
+            f"run `mlcp cv deploy` on it before it can go live"
+        )
+    repository = os.environ.get("MLCP_TRITON_REPOSITORY")
+    if not repository:
+        raise BadInput("MLCP_TRITON_REPOSITORY is not set: cannot place the live version")
+    server = triton.Triton()
+    server.require_live()
+    slot = f"{model}-live"
+    if server.served_versions(slot) == [version]:
+        return
+    path = mlflow.artifacts.download_artifacts(onnx_uri)
+    with open(path, "rb") as handle:
+        onnx_bytes = handle.read()
+    triton.write_entry(
+        repository,
+        slot,
+        version,
+        onnx_bytes,
+        backend=tags.get("mlcp.triton_backend", "python"),
+        image_size=int(tags.get("mlcp.image_size", "32")),
+        num_classes=int(tags.get("mlcp.num_classes", "10")),
+    )
+    server.load(slot, version)
+    _say(f"Triton slot {slot} now serves v{version}")
