@@ -17,10 +17,10 @@ $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,cv]'
 	@touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install the package with the dev extras
+install: $(STAMP) ## create .venv and install the package with the dev and cv extras
 
 test: $(STAMP) ## run the whole test suite (it starts its own MLflow and S3 endpoint)
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
@@ -30,10 +30,10 @@ lint: $(STAMP) ## ruff check and format check
 	$(PY) -m ruff check steps workflows tests
 	$(PY) -m ruff format --check steps workflows tests
 
-demo: $(STAMP) ## start the local stack and run the demo chain twice (v2 live, v1 previous)
+demo: $(STAMP) ## start the local stack, publish the data, run the CV chain (again: v2 live)
 	$(VENV)/bin/mlcp stack up
-	$(PY) -m steps.demo
-	$(PY) -m steps.demo
+	$(VENV)/bin/mlcp data cv
+	$(VENV)/bin/mlcp cv chain
 
 bench: $(STAMP) ## time `mlcp --help` and `mlcp rollback` on a fresh local stack; prints a table
 	$(PY) -m tests.bench

@@ -326,6 +326,34 @@ def cmd_cv_perf(args) -> int:
     return _report(perftest.perf_test(cfg))
 
 
+def cmd_cv_chain(args) -> int:
+    import shlex
+
+    from .cv import chain
+
+    summary = chain.run(
+        args.model_name,
+        train_args=[
+            "--epochs",
+            str(args.epochs),
+            "--seed",
+            str(args.seed),
+            *shlex.split(args.train_args),
+        ],
+        evaluate_args=shlex.split(args.evaluate_args),
+        perf_args=["--duration", str(args.duration), *shlex.split(args.perf_args)],
+    )
+    print(json.dumps(summary, indent=2))
+    print(
+        f"live: {args.model_name} v{summary['live']} (previous: "
+        f"{'v' + summary['previous'] if summary['previous'] else 'none'}); accuracy "
+        f"{summary['accuracy']:.4f}; p95 {summary['p95_ms']:.0f} ms; data "
+        f"{summary['data_digest'][:12]}; chain {summary['chain_seconds']} s"
+    )
+    print(f"roll back with: {summary['rollback']}")
+    return EXIT_OK
+
+
 def _stage_parser(sub, name: str, help_text: str, handler, inp: str, out: str):
     p = sub.add_parser(name, help=help_text)
     p.add_argument("--model-name", required=True, help="registered model name")
@@ -405,6 +433,15 @@ def _add_cv_parsers(sub) -> None:
     f.add_argument("--max-p95-regression-ms", type=float, default=100.0)
     f.add_argument("--max-rps-regression", type=float, default=50.0)
     f.add_argument("--triton-url", default="")
+    c = cv.add_parser("chain", help="run train -> deploy -> evaluate -> perf-test -> promote")
+    c.add_argument("--model-name", default="resnet18-digits", help="default resnet18-digits")
+    c.add_argument("--epochs", type=int, default=3)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--duration", type=float, default=5.0, help="perf-test seconds")
+    c.add_argument("--train-args", default="", help="more options for `mlcp cv train`")
+    c.add_argument("--evaluate-args", default="", help="more options for `mlcp cv evaluate`")
+    c.add_argument("--perf-args", default="", help="more options for `mlcp cv perf-test`")
+    c.set_defaults(handler=cmd_cv_chain)
 
 
 # ------------------------------------------------------------------------------ parser

@@ -5,6 +5,7 @@ data lineage, and Triton's live slot following promote and rollback."""
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -68,28 +69,32 @@ def decisions(client, model: str, version: str) -> dict[str, object]:
     return found
 
 
-def run_chain(mlcp, model: str, seed: str) -> None:
-    for args in (
-        ("cv", "train", "--model-name", model, "--seed", seed, *TRAIN),
-        ("cv", "deploy", "--model-name", model),
-        ("cv", "evaluate", "--model-name", model, "--min-accuracy", "0.5", "--max-regression", "1"),
-        ("cv", "perf-test", "--model-name", model, *PERF),
-        (
-            "promote",
-            "--model-name",
-            model,
-            "--source-alias",
-            "benchmarked",
-            "--target-alias",
-            "live",
-            "--require-gates",
-            GATES,
-            "--reason",
-            f"seed {seed}",
-        ),
-    ):
-        result = mlcp(*args, timeout=600)
-        assert result.code == 0, f"{args[:2]} failed:\n{result.err[-3000:]}"
+def run_chain(mlcp, model: str, seed: str) -> dict:
+    """The local runner: every stage as its own process, then promote."""
+    result = mlcp(
+        "cv",
+        "chain",
+        "--model-name",
+        model,
+        "--epochs",
+        "2",
+        "--seed",
+        seed,
+        "--duration",
+        "3",
+        "--train-args",
+        "--min-val-accuracy 0.5",
+        "--evaluate-args",
+        "--min-accuracy 0.5 --max-regression 1",
+        "--perf-args",
+        " ".join(PERF),
+        timeout=900,
+    )
+    assert result.code == 0, result.err[-3000:]
+    for stage in ("train", "deploy", "evaluate", "perf-test", "promote"):
+        assert f"==> {stage}" in result.err  # progress per stage
+    assert f"roll back with: mlcp rollback --model-name {model}" in result.out
+    return json.loads(result.out[result.out.index("{") : result.out.index("}") + 1])
 
 
 def test_cv_chain_promote_and_rollback_follow_triton(mlcp, models, client, data_uri):
@@ -142,7 +147,9 @@ def test_cv_chain_promote_and_rollback_follow_triton(mlcp, models, client, data_
     )
     assert triton_live_answer(model) == "1"
     # a second training and promotion: v2 live, v1 previous, Triton follows
-    run_chain(mlcp, model, seed="1")
+    summary = run_chain(mlcp, model, seed="1")
+    assert (summary["live"], summary["previous"]) == ("2", "1")
+    assert summary["data_digest"] == digest and summary["accuracy"] > 0.5
     assert models.aliases(model) == {
         "candidate": "2",
         "staged": "2",
