@@ -218,18 +218,41 @@ def cmd_stack(args) -> int:
 
     home = Path(args.home) if args.home else None
     if args.action == "up":
-        ports = {k: v for k, v in (("mlflow", args.mlflow_port), ("s3", args.s3_port)) if v}
-        values = stack.up(home, ports=ports, bucket=args.bucket)
-        for key in ("MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL", "MLCP_DATA_ROOT"):
-            print(f"{key}={values[key]}")
+        given = (("mlflow", args.mlflow_port), ("s3", args.s3_port), ("triton", args.triton_port))
+        ports = {k: v for k, v in given if v}
+        values = stack.up(home, ports=ports, bucket=args.bucket, services=args.services)
+        for key in (
+            "MLFLOW_TRACKING_URI",
+            "AWS_ENDPOINT_URL",
+            "MLCP_DATA_ROOT",
+            "MLCP_TRITON_URL",
+            "MLCP_TRITON_REPOSITORY",
+        ):
+            if key in values:
+                print(f"{key}={values[key]}")
     elif args.action == "down":
         stack.down(home)
     else:
         rows = stack.status(home)
         for row in rows:
             print(f"{row['service']:<8} {row['state']:<10} {row['url']:<24} {row['pid']}")
-        return EXIT_OK if all(r["state"] == "running" for r in rows) else EXIT_ERROR
+        started = [r for r in rows if r["pid"] != ""]  # those the stack started
+        ok = started and all(r["state"] == "running" for r in started)
+        return EXIT_OK if ok else EXIT_ERROR
     return EXIT_OK
+
+
+def _services(text: str) -> list[str]:
+    from .stack import SERVICES
+
+    names = _csv(text)
+    unknown = [n for n in names if n not in SERVICES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown service(s) {', '.join(unknown) or '(none given)'}; "
+            f"choose from {','.join(SERVICES)}"
+        )
+    return names
 
 
 def cmd_data(args) -> int:
@@ -519,6 +542,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--home", default=None, help="stack folder (default $MLCP_HOME or ./.mlcp)")
     p.add_argument("--mlflow-port", type=_port, default=None, help="MLflow port (default 5000)")
     p.add_argument("--s3-port", type=_port, default=None, help="S3 endpoint port (default 9000)")
+    p.add_argument(
+        "--triton-port",
+        type=_port,
+        default=None,
+        help="Triton HTTP port (default 8000; gRPC and metrics: the next two, else free ones)",
+    )
+    p.add_argument(
+        "--services",
+        type=_services,
+        default=None,
+        help="comma-separated services to start (default: mlflow,s3,triton)",
+    )
     p.add_argument(
         "--bucket", default=None, help="bucket to create (default: the stack's own, else mlcp)"
     )

@@ -24,7 +24,7 @@ def stack_env(tmp_path_factory):
     from steps import stack
 
     home = tmp_path_factory.mktemp("mlcp-home")
-    ports = {"mlflow": stack.free_port(), "s3": stack.free_port()}
+    ports = {"mlflow": stack.free_port(), "s3": stack.free_port(), "triton": stack.free_port()}
     saved = dict(os.environ)
     values = stack.up(home, ports=ports, bucket="mlcp-test")
     os.environ.update(values)

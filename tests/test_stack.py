@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
+import json
 import socket
+import urllib.request
+from pathlib import Path
 
 from steps import settings, stack
 
 
-def test_status_reports_both_services_running(stack_env, mlcp):
+def test_status_reports_all_services_running(stack_env, mlcp):
     result = mlcp("stack", "status", "--home", str(stack_env["home"]))
     assert result.code == 0, result.err
     lines = result.out.splitlines()
     assert any(line.startswith("mlflow") and "running" in line for line in lines)
     assert any(line.startswith("s3") and "running" in line for line in lines)
+    assert any(
+        line.startswith("triton") and "running" in line and stack_env["MLCP_TRITON_URL"] in line
+        for line in lines
+    )
+
+
+def test_the_triton_environment_was_built_once_with_pinned_versions(stack_env):
+    home = stack_env["home"]
+    marker = json.loads((home / "envs" / "triton" / stack.TRITON_ENV_MARKER).read_text())
+    assert marker["requirements"] == list(stack.TRITON_REQUIREMENTS)
+    assert "nvidia-pytriton==0.7.0" in marker["installed"]
+    assert any(line.startswith("numpy==1.") for line in marker["installed"])
+    assert marker["python"] == "3.11"
+    dist = home / "triton" / "dist"
+    assert (dist / "bin" / "tritonserver").is_file()
+    assert (dist / "backends" / "python" / "triton_python_backend_stub").is_file()
+    assert (home / "logs" / "triton.log").is_file()
 
 
 def test_up_again_is_idempotent_and_keeps_the_same_processes(stack_env, mlcp):
@@ -21,12 +41,16 @@ def test_up_again_is_idempotent_and_keeps_the_same_processes(stack_env, mlcp):
     result = mlcp("stack", "up", "--home", str(home))
     assert result.code == 0, result.err
     assert "mlflow already running" in result.err and "s3 already running" in result.err
+    assert "triton already running" in result.err
+    assert "building the triton environment" not in result.err
     assert {row["service"]: row["pid"] for row in stack.status(home)} == before
     # and the env file still names the same endpoints the tests use
     values = settings.read_env_file(home / "env")
     assert values["MLFLOW_TRACKING_URI"] == stack_env["MLFLOW_TRACKING_URI"]
     assert values["AWS_ENDPOINT_URL"] == stack_env["AWS_ENDPOINT_URL"]
     assert values["MLCP_BUCKET"] == "mlcp-test"
+    assert values["MLCP_TRITON_URL"] == stack_env["MLCP_TRITON_URL"]
+    assert values["MLCP_TRITON_REPOSITORY"] == str(home / "triton" / "models")
 
 
 def test_moving_a_running_service_to_another_port_is_refused(stack_env, mlcp):
@@ -35,6 +59,11 @@ def test_moving_a_running_service_to_another_port_is_refused(stack_env, mlcp):
     )
     assert result.code == 2
     assert "already runs on port" in result.err
+    result = mlcp(
+        "stack", "up", "--home", str(stack_env["home"]), "--triton-port", str(stack.free_port())
+    )
+    assert result.code == 2
+    assert "triton already runs on port" in result.err
 
 
 def test_taken_port_gets_a_clear_message_and_starts_nothing(tmp_path, mlcp):
@@ -78,6 +107,8 @@ def test_a_second_stack_starts_writes_env_and_stops(tmp_path, mlcp):
         str(ports[1]),
         "--bucket",
         "other",
+        "--services",
+        "mlflow,s3",
     )
     try:
         assert up.code == 0, up.err
@@ -85,6 +116,12 @@ def test_a_second_stack_starts_writes_env_and_stops(tmp_path, mlcp):
         values = settings.read_env_file(home / "env")
         assert values["AWS_ENDPOINT_URL"] == f"http://127.0.0.1:{ports[1]}"
         assert values["MLCP_DATA_ROOT"] == "s3://other/data"
+        # triton was left out: not started, not built, not in the env, not a fault
+        assert "MLCP_TRITON_URL" not in values
+        assert not (home / "envs").exists()
+        status = mlcp("stack", "status", "--home", str(home))
+        assert status.code == 0, status.out
+        assert any(line.split()[:2] == ["triton", "stopped"] for line in status.out.splitlines())
         assert (home / "logs" / "mlflow.log").is_file()
         assert (home / "mlflow" / "mlflow.db").is_file()
         # a command run with MLCP_HOME pointing there finds the stack through the env file
@@ -99,3 +136,85 @@ def test_a_second_stack_starts_writes_env_and_stops(tmp_path, mlcp):
     assert stack.port_free(ports[0]) and stack.port_free(ports[1])
     status = mlcp("stack", "status", "--home", str(home))
     assert status.code == 1 and "stopped" in status.out
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """Local addresses (hex, as in /proc/net/tcp*) with a socket listening on the port."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            address, hex_port = fields[1].rsplit(":", 1)
+            if int(hex_port, 16) == port and fields[3] == "0A":  # 0A: LISTEN
+                found.add(address)
+    return found
+
+
+def test_a_triton_only_stack_reuses_a_built_environment_and_stops(stack_env, tmp_path, mlcp):
+    # given a stack folder whose triton environment is already built (the session's)
+    home = tmp_path / "triton-only"
+    (home / "envs").mkdir(parents=True)
+    (home / "envs" / "triton").symlink_to(stack_env["home"] / "envs" / "triton")
+    port = stack.free_port()
+    # when only triton is started
+    up = mlcp(
+        "stack", "up", "--home", str(home), "--services", "triton", "--triton-port", str(port)
+    )
+    try:
+        # then nothing is installed again and the env names triton only
+        assert up.code == 0, up.err
+        assert "already installed" in up.err and "pip install" not in up.err
+        assert f"MLCP_TRITON_URL=http://127.0.0.1:{port}" in up.out
+        values = settings.read_env_file(home / "env")
+        assert values == {
+            "MLCP_TRITON_URL": f"http://127.0.0.1:{port}",
+            "MLCP_TRITON_REPOSITORY": str(home / "triton" / "models"),
+        }
+        assert (home / "triton" / "models").is_dir()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/live", timeout=5) as r:
+            assert r.status == 200
+        # and its HTTP, gRPC and metrics ports listen on loopback only
+        extra = json.loads((home / "stack.json").read_text())["triton"]["extra"]
+        for listening in (port, extra["grpc_port"], extra["metrics_port"]):
+            addresses = _listening_addresses(listening)
+            assert addresses, f"nothing listens on {listening}"
+            assert all(a.endswith("0100007F") for a in addresses), addresses
+        status = mlcp("stack", "status", "--home", str(home))
+        assert status.code == 0 and "mlflow   stopped" in status.out
+        pid = next(r["pid"] for r in stack.status(home) if r["service"] == "triton")
+    finally:
+        down = mlcp("stack", "down", "--home", str(home))
+    # when it is stopped, its process is gone and its port free
+    assert down.code == 0 and "stopped triton" in down.err
+    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+    assert stack.port_free(port)
+
+
+def test_a_taken_triton_port_is_refused_before_anything_starts_or_is_built(tmp_path, mlcp):
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        taken = blocker.getsockname()[1]
+        result = mlcp(
+            "stack",
+            "up",
+            "--home",
+            str(tmp_path),
+            "--mlflow-port",
+            str(stack.free_port()),
+            "--s3-port",
+            str(stack.free_port()),
+            "--triton-port",
+            str(taken),
+        )
+    assert result.code == 2
+    assert f"port {taken} on 127.0.0.1 is taken by another program, so triton" in result.err
+    assert "--triton-port" in result.err
+    assert not (tmp_path / "envs").exists() and not (tmp_path / "env").exists()
+    assert all(row["state"] == "stopped" for row in stack.status(tmp_path))
+
+
+def test_unknown_services_are_bad_input(tmp_path, mlcp):
+    result = mlcp("stack", "up", "--home", str(tmp_path), "--services", "mlflow,kafka")
+    assert result.code == 2
+    assert "unknown service(s) kafka" in result.err and "mlflow,s3,triton" in result.err
