@@ -29,7 +29,9 @@ def _stage(label: str, args: list[str]) -> dict:
         error.exit_code = proc.returncode
         raise error
     print(f"    {label} done in {elapsed:.1f} s", file=sys.stderr, flush=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    lines = [
+        line for line in proc.stdout.splitlines() if line.startswith("{") and line.endswith("}")
+    ]
     return json.loads(lines[-1]) if lines else {}
 
 
