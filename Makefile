@@ -35,10 +35,10 @@ demo: $(STAMP) ## start the local stack, publish the data, run the CV chain (aga
 	$(VENV)/bin/mlcp data cv
 	$(VENV)/bin/mlcp cv chain
 
-bench: $(STAMP) ## time `mlcp --help` and `mlcp rollback` on a fresh local stack; prints a table
+bench: $(STAMP) ## control-plane latency, CV chain wall time, Triton batching gain: a table
 	$(PY) -m tests.bench
 
-stack-up: $(STAMP) ## start the local stack (MLflow + S3 endpoint) under .mlcp/
+stack-up: $(STAMP) ## start the local stack (MLflow, S3 endpoint, tritonserver) under .mlcp/
 	$(VENV)/bin/mlcp stack up
 
 stack-down: $(STAMP) ## stop the local stack

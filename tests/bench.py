@@ -1,9 +1,18 @@
-"""Benchmark of the control plane's own latency: ``python -m tests.bench`` (``make bench``).
+"""Benchmarks: ``python -m tests.bench`` (``make bench``).
 
-Starts a fresh local stack on free ports in a temporary folder, registers a model with
-three live generations, then times whole ``mlcp`` processes from start to exit, as a
-person or an Argo step would run them. Prints a table; asserts nothing about time (the
-machine is shared and noisy; read the figures, compare ratios within one run).
+Starts a fresh local stack (MLflow, S3 endpoint, tritonserver) on free ports in a temporary
+folder, then measures, in one run:
+
+- the control plane: whole ``mlcp`` processes from start to exit (``--help``, ``rollback``
+  with its alias then read back, ``promote``, ``history``), as a person or an Argo step
+  runs them;
+- the CV chain: the wall time of ``mlcp cv chain`` (train -> deploy -> evaluate ->
+  perf-test -> promote, each stage its own process);
+- Triton: requests per second on the chain's ResNet-18 with dynamic batching and without
+  it, same ONNX file, same concurrent clients, and the ratio.
+
+Prints a table; asserts nothing about time (the machine is shared and noisy; read the
+figures, compare ratios within one run). ``--skip-cv`` measures the control plane only.
 """
 
 from __future__ import annotations
@@ -20,7 +29,67 @@ from steps import promote, stack
 
 from .conftest import ROOT, ModelFactory
 
-TARGETS = {"mlcp --help": 1.0, "mlcp rollback": 3.0}
+TARGETS = {"mlcp --help": 1.0, "mlcp rollback": 3.0, "mlcp cv chain (wall)": 180.0}
+CLIENTS = 8
+SECONDS = 10.0
+
+
+def triton_throughput(slot: str, image_size: int) -> float:
+    """Requests per second that CLIENTS threads sending one image each get from ``slot``."""
+    import threading
+
+    import numpy as np
+
+    from steps.serving import triton
+
+    x = np.random.default_rng(0).standard_normal((1, 3, image_size, image_size)).astype(np.float32)
+    counts = [0] * CLIENTS
+    stop = time.monotonic() + SECONDS
+
+    def client(index: int) -> None:
+        server = triton.Triton()
+        while time.monotonic() < stop:
+            server.infer(slot, x)
+            counts[index] += 1
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts) / SECONDS
+
+
+def bench_cv(rows: list, client) -> None:
+    import mlflow
+
+    from steps.serving import triton
+
+    model = "bench-digits"
+    timed("data", "cv")
+    rows.append(("mlcp cv chain (wall)", [timed("cv", "chain", "--model-name", model)]))
+    tags = client.get_model_version(model, "1").tags
+    onnx = Path(mlflow.artifacts.download_artifacts(tags["mlcp.onnx_uri"])).read_bytes()
+    image_size = int(tags["mlcp.image_size"])
+    server = triton.Triton()
+    rates = {}
+    for label, batching in (("with", True), ("without", False)):
+        slot = f"bench-batching-{label}"
+        triton.write_entry(
+            os.environ["MLCP_TRITON_REPOSITORY"],
+            slot,
+            "1",
+            onnx,
+            backend="python",
+            image_size=image_size,
+            num_classes=int(tags["mlcp.num_classes"]),
+            dynamic_batching=batching,
+        )
+        server.load(slot, "1")
+        triton_throughput(slot, image_size)  # warm-up pass, not counted
+        rates[label] = triton_throughput(slot, image_size)
+        rows.append((f"triton req/s {label} dyn. batching", [rates[label]]))
+    rows.append(("triton batching speed-up (x)", [rates["with"] / rates["without"]]))
 
 
 def timed(*args: str) -> float:
@@ -35,11 +104,14 @@ def timed(*args: str) -> float:
 
 
 def main() -> int:
+    skip_cv = "--skip-cv" in sys.argv[1:]
     rows: list[tuple[str, list[float]]] = []
     with tempfile.TemporaryDirectory(prefix="mlcp-bench-") as tmp:
         home = Path(tmp)
         started = time.perf_counter()
-        values = stack.up(home, ports={"mlflow": stack.free_port(), "s3": stack.free_port()})
+        ports = {name: stack.free_port() for name in ("mlflow", "s3", "triton")}
+        services = ("mlflow", "s3") if skip_cv else ("mlflow", "s3", "triton")
+        values = stack.up(home, ports=ports, services=services)
         rows.append(("mlcp stack up (cold)", [time.perf_counter() - started]))
         os.environ.update(values)
         os.environ["MLCP_HOME"] = str(home)
@@ -80,17 +152,19 @@ def main() -> int:
             rows.append(
                 ("mlcp history", [timed("history", "--model-name", name) for _ in range(3)])
             )
+            if not skip_cv:
+                bench_cv(rows, tracking.client())
         finally:
             stack.down(home)
     print()
-    print(f"{'command':<26} {'runs':>4} {'median s':>9} {'min s':>7} {'target s':>9}  verdict")
+    print(f"{'measure':<34} {'runs':>4} {'median':>9} {'min':>9} {'target':>9}  verdict")
     for label, samples in rows:
         target = TARGETS.get(label)
         median = statistics.median(samples)
         verdict = "" if target is None else ("meets" if median < target else "MISSES")
         target_text = "" if target is None else f"< {target:g}"
         print(
-            f"{label:<26} {len(samples):>4} {median:>9.2f} {min(samples):>7.2f} "
+            f"{label:<34} {len(samples):>4} {median:>9.2f} {min(samples):>9.2f} "
             f"{target_text:>9}  {verdict}"
         )
     return 0

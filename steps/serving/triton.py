@@ -66,8 +66,10 @@ def model_config(
     channels: int = 3,
     num_classes: int,
     max_batch_size: int = 64,
+    dynamic_batching: bool = True,
 ) -> dict:
-    """The slot's model configuration, as the JSON form of Triton's ModelConfig."""
+    """The slot's model configuration, as the JSON form of Triton's ModelConfig.
+    ``dynamic_batching=False`` exists for the benchmark that measures what it brings."""
     if backend not in BACKENDS:
         raise BadInput(f"unknown Triton backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     for name, value in (
@@ -87,7 +89,8 @@ def model_config(
         {"name": INPUT_NAME, "data_type": "TYPE_FP32", "dims": [channels, image_size, image_size]}
     ]
     config["output"] = [{"name": OUTPUT_NAME, "data_type": "TYPE_FP32", "dims": [num_classes]}]
-    config["dynamic_batching"] = {"max_queue_delay_microseconds": 2000}
+    if dynamic_batching:
+        config["dynamic_batching"] = {"max_queue_delay_microseconds": 2000}
     # Triton's default; Triton.load overrides it with the one version it is asked for.
     config["version_policy"] = {"latest": {"num_versions": 1}}
     if backend == "python":
@@ -107,6 +110,7 @@ def write_entry(
     channels: int = 3,
     num_classes: int,
     max_batch_size: int = 64,
+    dynamic_batching: bool = True,
 ) -> str:
     """Write ``<repository>/<slot>/config.pbtxt`` and ``<repository>/<slot>/<version>/``
     (``model.onnx``, plus ``model.py`` for the python backend) to a local folder or an
@@ -130,6 +134,7 @@ def write_entry(
         channels=channels,
         num_classes=num_classes,
         max_batch_size=max_batch_size,
+        dynamic_batching=dynamic_batching,
     )
     version = _check_version(version)
     if not isinstance(onnx_bytes, bytes | bytearray) or not onnx_bytes:
