@@ -38,6 +38,10 @@ demo: $(STAMP) ## start the local stack, publish the data, run the CV chain (aga
 bench: $(STAMP) ## control-plane latency, CV chain wall time, Triton batching gain: a table
 	$(PY) -m tests.bench
 
+.PHONY: yaml
+yaml: $(STAMP) ## regenerate the WorkflowTemplate YAML under charts/mlcp/files/workflows/
+	$(PY) -m workflows.build
+
 stack-up: $(STAMP) ## start the local stack (MLflow, S3 endpoint, tritonserver) under .mlcp/
 	$(VENV)/bin/mlcp stack up
 
