@@ -63,7 +63,6 @@ def run(
             gates,
             "--reason",
             "local chain",
-            "--json",
         ],
     )
     from .. import aliases, tracking
