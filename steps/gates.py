@@ -155,8 +155,15 @@ def evaluate(
     client = tracking.client()
     version = str(version)
     live_version = None
+    try:  # the version must exist before anything is judged or recorded
+        client.get_model_version(model, version)
+        if gate.max_regression is not None:
+            live_version, recorded = live_baseline(client, model, gate.name, gate.metric)
+    except Exception as exc:
+        raise RecordFailed(
+            f"cannot judge {model} v{version} for gate {gate.name!r}: {exc}"
+        ) from exc
     if gate.max_regression is not None:
-        live_version, recorded = live_baseline(client, model, gate.name, gate.metric)
         if live_version == version:  # judging the live version itself: nothing to regress from
             live_version, recorded = None, None
         if live_value is None:

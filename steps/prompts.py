@@ -75,6 +75,8 @@ def find_runs(client, digest: str, name: str | None = None) -> list:
     """Runs, in any experiment, that used a prompt with this sha256 (optionally by name)."""
     if not re.fullmatch(r"[0-9a-f]{64}", digest or ""):
         raise BadInput(f"expected a sha256 hex digest, got {digest!r}")
+    if name and not NAME_RE.match(name):
+        raise BadInput(f"invalid prompt name {name!r}: letters, digits, '_', '.', '-'")
     experiment_ids = [e.experiment_id for e in client.search_experiments()]
     if not experiment_ids:
         return []

@@ -116,13 +116,13 @@ def stage_run(
     import mlflow
 
     mlflow_client = client()
-    experiment_id = ensure_experiment(mlflow_client, experiment_name(pipeline, stage))
     all_tags = context_tags(pipeline, stage, model_name, version)
     all_tags[KIND] = "stage"
     all_tags.update(tags or {})
     if system_metrics:
         mlflow.set_system_metrics_sampling_interval(2)
     try:
+        experiment_id = ensure_experiment(mlflow_client, experiment_name(pipeline, stage))
         run = mlflow.start_run(
             experiment_id=experiment_id,
             run_name=name,
