@@ -17,10 +17,10 @@ $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,cv]'
+	$(PY) -m pip install --quiet -e '.[dev,cv,llm]'
 	@touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install the package with the dev and cv extras
+install: $(STAMP) ## create .venv and install the package with the dev, cv and llm extras
 
 test: $(STAMP) ## run the whole test suite (it starts its own MLflow and S3 endpoint)
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
@@ -34,6 +34,12 @@ demo: $(STAMP) ## start the local stack, publish the data, run the CV chain (aga
 	$(VENV)/bin/mlcp stack up
 	$(VENV)/bin/mlcp data cv
 	$(VENV)/bin/mlcp cv chain
+
+.PHONY: demo-llm
+demo-llm: $(STAMP) ## start the local stack, publish the LLM data and base, run the LLM chain (vLLM)
+	$(VENV)/bin/mlcp stack up --services mlflow,s3,vllm
+	$(VENV)/bin/mlcp data llm
+	$(VENV)/bin/mlcp llm chain
 
 bench: $(STAMP) ## control-plane latency, CV chain wall time, Triton batching gain: a table
 	$(PY) -m tests.bench

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_OK, BadInput, MlcpError
+from .errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_GATE_FAILED, EXIT_OK, BadInput, MlcpError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -218,7 +218,12 @@ def cmd_stack(args) -> int:
 
     home = Path(args.home) if args.home else None
     if args.action == "up":
-        given = (("mlflow", args.mlflow_port), ("s3", args.s3_port), ("triton", args.triton_port))
+        given = (
+            ("mlflow", args.mlflow_port),
+            ("s3", args.s3_port),
+            ("triton", args.triton_port),
+            ("vllm", args.vllm_port),
+        )
         ports = {k: v for k, v in given if v}
         values = stack.up(home, ports=ports, bucket=args.bucket, services=args.services)
         for key in (
@@ -227,6 +232,8 @@ def cmd_stack(args) -> int:
             "MLCP_DATA_ROOT",
             "MLCP_TRITON_URL",
             "MLCP_TRITON_REPOSITORY",
+            "MLCP_VLLM_URL",
+            "MLCP_VLLM_ADAPTER_DIR",
         ):
             if key in values:
                 print(f"{key}={values[key]}")
@@ -276,6 +283,15 @@ def _report(result: dict) -> int:
     return EXIT_OK
 
 
+def _device_flag(parser) -> None:
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where to train: auto (the GPU when torch sees one, else the CPU), cpu or cuda",
+    )
+
+
 def cmd_cv_train(args) -> int:
     from .cv import data, train
 
@@ -293,6 +309,7 @@ def cmd_cv_train(args) -> int:
         min_val_accuracy=args.min_val_accuracy,
         weights=args.weights or None,
         output_alias=args.output_alias,
+        device=args.device,
     )
     return _report(train.train(cfg))
 
@@ -408,6 +425,7 @@ def _add_cv_parsers(sub) -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--min-val-accuracy", type=float, default=0.8)
     t.add_argument("--weights", default="", help="local ResNet-18 state_dict (never downloaded)")
+    _device_flag(t)
     d = _stage_parser(
         cv,
         "deploy",
@@ -465,6 +483,263 @@ def _add_cv_parsers(sub) -> None:
     c.add_argument("--evaluate-args", default="", help="more options for `mlcp cv evaluate`")
     c.add_argument("--perf-args", default="", help="more options for `mlcp cv perf-test`")
     c.set_defaults(handler=cmd_cv_chain)
+
+
+# ------------------------------------------------------------------------------ llm
+
+
+def cmd_data_llm(args) -> int:
+    from .llm import data
+
+    published = data.publish(args.out or None, seed=args.seed)
+    print(json.dumps(published))
+    _write_outputs({"uri": published["data"], "base-model": published["base_model"]})
+    return EXIT_OK
+
+
+def cmd_llm_train(args) -> int:
+    from .llm import data, train
+
+    uri = args.data or data.default_uri()
+    if not uri:
+        raise BadInput("no --data given and MLCP_DATA_ROOT is not set (run `mlcp stack up`)")
+    base = args.base_model or data.default_base()
+    if not base:
+        raise BadInput(
+            "no --base-model given and neither MLCP_LLM_BASE_MODEL nor MLCP_DATA_ROOT is set"
+        )
+    cfg = train.TrainConfig(
+        model_name=args.model_name,
+        data=uri,
+        base_model=base,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        rank=args.rank,
+        alpha=args.alpha,
+        dropout=args.dropout,
+        target_modules=tuple(args.target_modules),
+        seed=args.seed,
+        max_eval_perplexity=args.max_eval_perplexity,
+        max_length=args.max_length,
+        output_alias=args.output_alias,
+        device=args.device,
+    )
+    return _report(train.train(cfg))
+
+
+def cmd_llm_deploy(args) -> int:
+    from .llm import deploy
+
+    cfg = deploy.DeployConfig(
+        model_name=args.model_name,
+        source_alias=args.input_alias,
+        target_alias=args.output_alias,
+        vllm_url=args.vllm_url or None,
+        adapter_dir=args.adapter_dir or None,
+        smoke_prompt=args.smoke_prompt,
+        max_tokens=args.max_tokens,
+    )
+    return _report(deploy.deploy(cfg))
+
+
+def cmd_llm_evaluate(args) -> int:
+    from .llm import evaluate
+
+    cfg = evaluate.EvaluateConfig(
+        model_name=args.model_name,
+        source_alias=args.input_alias,
+        target_alias=args.output_alias,
+        data=args.data or None,
+        judge=args.judge,
+        judge_url=args.judge_url or None,
+        judge_model=args.judge_model or None,
+        judge_constraint=args.judge_constraint,
+        min_correct=args.min_correct,
+        max_regression=args.max_regression,
+        max_refusal=args.max_refusal,
+        min_gain=args.min_gain,
+        max_tokens=args.max_tokens,
+        limit=args.limit,
+        vllm_url=args.vllm_url or None,
+    )
+    return _report(evaluate.evaluate(cfg))
+
+
+def cmd_llm_perf(args) -> int:
+    from .llm import perftest
+
+    cfg = perftest.PerfConfig(
+        model_name=args.model_name,
+        source_alias=args.input_alias,
+        target_alias=args.output_alias,
+        users=args.users,
+        duration=args.duration,
+        max_tokens=args.max_tokens,
+        max_ttft_p95_ms=args.max_ttft_p95_ms,
+        max_e2e_p95_ms=args.max_e2e_p95_ms,
+        min_tokens_per_s=args.min_tokens_per_s,
+        min_success_rate=args.min_success_rate,
+        max_ttft_regression_ms=args.max_ttft_regression_ms,
+        max_e2e_regression_ms=args.max_e2e_regression_ms,
+        max_tps_regression=args.max_tps_regression,
+        vllm_url=args.vllm_url or None,
+    )
+    return _report(perftest.perf_test(cfg))
+
+
+def cmd_llm_chain(args) -> int:
+    import shlex
+
+    from .llm import chain
+
+    summary = chain.run(
+        args.model_name,
+        train_args=[
+            "--epochs",
+            str(args.epochs),
+            "--seed",
+            str(args.seed),
+            *shlex.split(args.train_args),
+        ],
+        deploy_args=shlex.split(args.deploy_args),
+        evaluate_args=shlex.split(args.evaluate_args),
+        perf_args=["--duration", str(args.duration), *shlex.split(args.perf_args)],
+    )
+    print(json.dumps(summary, indent=2))
+    print(
+        f"live: {args.model_name} v{summary['live']} (previous: "
+        f"{'v' + summary['previous'] if summary['previous'] else 'none'}); on the eval set "
+        f"the adapter is correct {summary['correct_rate']:.0%} (score {summary['score']:.3f}), "
+        f"the bare base {summary['base_model']} {summary['base_correct_rate']:.0%} (score "
+        f"{summary['base_score']:.3f}); TTFT p95 {summary['ttft_p95_ms']:.0f} ms, "
+        f"{summary['tokens_per_s']:.0f} tokens/s; data {summary['data_digest'][:12]}; "
+        f"chain {summary['chain_seconds']} s"
+    )
+    print(f"roll back with: {summary['rollback']}")
+    return EXIT_OK
+
+
+def _subcommands(parser):
+    """The sub-command group of ``parser`` (to add a pipeline under ``mlcp data``)."""
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+
+
+def _add_llm_parsers(sub) -> None:
+    data_sub = _subcommands(sub.choices["data"])
+    d = data_sub.add_parser(
+        "llm", help="an instruction set (JSONL) and a small base model, to S3 or a path"
+    )
+    d.add_argument("--out", default=None, help="URI prefix (default $MLCP_DATA_ROOT)")
+    d.add_argument("--seed", type=int, default=0, help="split and weights seed (default 0)")
+    d.set_defaults(handler=cmd_data_llm)
+
+    p = sub.add_parser("llm", help="LLM pipeline stages (LoRA adapters served by vLLM)")
+    llm = p.add_subparsers(dest="stage", metavar="STAGE", required=True)
+    t = _stage_parser(
+        llm,
+        "train",
+        "train a LoRA adapter; writes candidate on a pass",
+        cmd_llm_train,
+        "",
+        "candidate",
+    )
+    t.add_argument("--data", default="", help="instructions URI (default: the published set)")
+    t.add_argument(
+        "--base-model",
+        default="",
+        help="base model: .tar (s3:// or local), local folder, or model name "
+        "(default $MLCP_LLM_BASE_MODEL, else the one `mlcp data llm` published)",
+    )
+    t.add_argument("--epochs", type=int, default=12)
+    t.add_argument("--lr", type=float, default=3e-3)
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--rank", type=int, default=8, help="LoRA rank (default 8)")
+    t.add_argument("--alpha", type=float, default=16.0, help="LoRA alpha (default 16)")
+    t.add_argument("--dropout", type=float, default=0.0, help="LoRA dropout (default 0)")
+    t.add_argument(
+        "--target-modules",
+        type=_csv,
+        default=list(("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")),
+        help="comma-separated modules to adapt (default: every linear layer of a block)",
+    )
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--max-eval-perplexity", type=float, default=2.0, help="training gate")
+    t.add_argument("--max-length", type=int, default=64, help="tokens per sample")
+    _device_flag(t)
+    d = _stage_parser(
+        llm,
+        "deploy",
+        "load the adapter into vLLM's staged slot",
+        cmd_llm_deploy,
+        "candidate",
+        "staged",
+    )
+    d.add_argument("--vllm-url", default="", help="vLLM URL (default $MLCP_VLLM_URL)")
+    d.add_argument("--adapter-dir", default="", help="folder the server reads (default from env)")
+    d.add_argument("--smoke-prompt", default="repeat: red blue green")
+    d.add_argument("--max-tokens", type=int, default=8)
+    e = _stage_parser(
+        llm,
+        "evaluate",
+        "answer the eval set through vLLM; a judge grades it",
+        cmd_llm_evaluate,
+        "staged",
+        "evaluated",
+    )
+    e.add_argument("--data", default="", help="instructions URI (default: the training set's)")
+    e.add_argument("--judge", default="reference", help="reference | openai")
+    e.add_argument("--judge-url", default="", help="openai judge URL (default $MLCP_JUDGE_URL)")
+    e.add_argument("--judge-model", default="", help="openai judge model ($MLCP_JUDGE_MODEL)")
+    e.add_argument(
+        "--judge-constraint",
+        default="structured_outputs",
+        help="how the judge's output is held to the labels: structured_outputs | "
+        "guided_choice | none",
+    )
+    e.add_argument("--min-correct", type=float, default=0.5)
+    e.add_argument(
+        "--max-regression",
+        type=float,
+        default=0.1,
+        help="largest drop of the correct rate allowed against the live version",
+    )
+    e.add_argument("--max-refusal", type=float, default=0.1)
+    e.add_argument("--min-gain", type=float, default=0.2, help="minimum score gain over base")
+    e.add_argument("--max-tokens", type=int, default=12)
+    e.add_argument("--limit", type=int, default=0, help="only the first N eval prompts")
+    e.add_argument("--vllm-url", default="")
+    f = _stage_parser(
+        llm,
+        "perf-test",
+        "load-test the staged slot with streaming completions",
+        cmd_llm_perf,
+        "evaluated",
+        "benchmarked",
+    )
+    f.add_argument("--users", type=int, default=2)
+    f.add_argument("--duration", type=float, default=8.0, help="seconds")
+    f.add_argument("--max-tokens", type=int, default=16, help="tokens per completion")
+    f.add_argument("--max-ttft-p95-ms", type=float, default=1000.0)
+    f.add_argument("--max-e2e-p95-ms", type=float, default=3000.0)
+    f.add_argument("--min-tokens-per-s", type=float, default=20.0)
+    f.add_argument("--min-success-rate", type=float, default=0.99)
+    f.add_argument("--max-ttft-regression-ms", type=float, default=500.0)
+    f.add_argument("--max-e2e-regression-ms", type=float, default=1000.0)
+    f.add_argument("--max-tps-regression", type=float, default=100.0)
+    f.add_argument("--vllm-url", default="")
+    c = llm.add_parser("chain", help="run train -> deploy -> evaluate -> perf-test -> promote")
+    c.add_argument(
+        "--model-name", default="tiny-llama-instruct", help="default tiny-llama-instruct"
+    )
+    c.add_argument("--epochs", type=int, default=12)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--duration", type=float, default=5.0, help="perf-test seconds")
+    c.add_argument("--train-args", default="", help="more options for `mlcp llm train`")
+    c.add_argument("--deploy-args", default="", help="more options for `mlcp llm deploy`")
+    c.add_argument("--evaluate-args", default="", help="more options for `mlcp llm evaluate`")
+    c.add_argument("--perf-args", default="", help="more options for `mlcp llm perf-test`")
+    c.set_defaults(handler=cmd_llm_chain)
 
 
 # ------------------------------------------------------------------------------ parser
@@ -548,17 +823,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="Triton HTTP port (default 8000; gRPC and metrics: the next two, else free ones)",
     )
+    p.add_argument("--vllm-port", type=_port, default=None, help="vLLM port (default 8100)")
     p.add_argument(
         "--services",
         type=_services,
         default=None,
-        help="comma-separated services to start (default: mlflow,s3,triton)",
+        help="comma-separated services to start, of mlflow,s3,triton,vllm "
+        "(default: mlflow,s3,triton; the LLM pipeline needs vllm)",
     )
     p.add_argument(
         "--bucket", default=None, help="bucket to create (default: the stack's own, else mlcp)"
     )
     p.set_defaults(handler=cmd_stack)
     _add_cv_parsers(sub)
+    _add_llm_parsers(sub)
     return parser
 
 
@@ -577,6 +855,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args)
     except MlcpError as exc:
         print(f"mlcp: error: {exc}", file=sys.stderr)
+        if exc.exit_code == EXIT_GATE_FAILED:  # the templates' verdict output says so too
+            _write_outputs({"verdict": "fail"})
         return exc.exit_code
     except KeyboardInterrupt:
         print("mlcp: interrupted", file=sys.stderr)

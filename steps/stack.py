@@ -1,8 +1,12 @@
 """The local stack: real services on loopback, each in its own process, state under .mlcp/.
 
-Three services: ``mlflow`` (tracking server, sqlite + local artifacts), ``s3`` (moto's
-S3-compatible server) and ``triton`` (a real ``tritonserver``, explicit model control, model
-repository ``.mlcp/triton/models``). ``up`` is idempotent (a healthy service is left
+Four services: ``mlflow`` (tracking server, sqlite + local artifacts), ``s3`` (moto's
+S3-compatible server), ``triton`` (a real ``tritonserver``, explicit model control, model
+repository ``.mlcp/triton/models``) and ``vllm`` (vLLM's OpenAI-compatible server on the CPU,
+serving the LLM base with runtime LoRA loading; adapters under ``.mlcp/vllm/adapters``).
+``up`` starts the first three unless ``services`` says otherwise: vLLM is only for the LLM
+pipeline and costs a one-off environment build and a gigabyte of memory, so the CV demo does
+not pay for it (``make demo-llm`` asks for it). ``up`` is idempotent (a healthy service is left
 running), refuses clearly when a port is taken by something else, and writes every variable
 the steps need into ``.mlcp/env``. Logs go to ``.mlcp/logs/<service>.log``. The S3 endpoint
 keeps its objects in memory: ``down`` forgets them, and ``up`` creates the bucket again.
@@ -11,7 +15,11 @@ Triton runs from its own virtual environment, as it would run from its own image
 ``.mlcp/envs/triton`` holds ``nvidia-pytriton`` (whose wheel ships the ``tritonserver``
 binary and its python backend) and an onnxruntime for the python-backend models. ``up``
 builds it once (a marker file records what was installed) and lays the server out under
-``.mlcp/triton/dist`` with the python backend stub for that environment's Python.
+``.mlcp/triton/dist`` with the python backend stub for that environment's Python. vLLM
+runs from ``.mlcp/envs/vllm`` (``steps/serving/vllm.py``), serving the base of
+``steps.llm.data.serving_base``: ``$MLCP_LLM_BASE_MODEL`` when set, else the project's tiny
+base built locally (the same bytes ``mlcp data llm`` publishes), so it can start before any
+data is published.
 """
 
 from __future__ import annotations
@@ -34,8 +42,11 @@ from pathlib import Path
 from . import settings
 from .errors import BadInput, MlcpError
 
-SERVICES = ("mlflow", "s3", "triton")
-DEFAULT_PORTS = {"mlflow": 5000, "s3": 9000, "triton": 8000}
+SERVICES = ("mlflow", "s3", "triton", "vllm")
+DEFAULT_SERVICES = ("mlflow", "s3", "triton")
+DEFAULT_PORTS = {"mlflow": 5000, "s3": 9000, "triton": 8000, "vllm": 8100}
+# vLLM on two CPU cores needs tens of seconds to load and warm up even a tiny model.
+VLLM_START_TIMEOUT = 420.0
 LOCAL_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "mlcp-local",
     "AWS_SECRET_ACCESS_KEY": "mlcp-local-secret",
@@ -57,7 +68,8 @@ class Service:
     name: str
     port: int
     pid: int = 0
-    extra: dict = field(default_factory=dict)  # triton: grpc_port, metrics_port, repository
+    # triton: grpc_port, metrics_port, repository; vllm: base, served_name, adapter_dir
+    extra: dict = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -127,7 +139,12 @@ def _http_ok(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-HEALTH = {"mlflow": "/health", "s3": "/moto-api/", "triton": "/v2/health/live"}
+HEALTH = {
+    "mlflow": "/health",
+    "s3": "/moto-api/",
+    "triton": "/v2/health/live",
+    "vllm": "/health",
+}
 
 
 def healthy(service: Service) -> bool:
@@ -205,6 +222,9 @@ def _start(
         triton_repository(home).mkdir(parents=True, exist_ok=True)
         command = _triton_command(port, home, extra)
         env = triton.process_env()
+    elif name == "vllm":
+        command, env, extra = _vllm_command(port, home)
+        timeout = max(timeout, VLLM_START_TIMEOUT)
     else:
         (home / "mlflow").mkdir(parents=True, exist_ok=True)
         command = _command(name, port, home)
@@ -275,6 +295,9 @@ def env_for(services: dict[str, Service], bucket: str) -> dict[str, str]:
     if "triton" in services:
         values["MLCP_TRITON_URL"] = services["triton"].url
         values["MLCP_TRITON_REPOSITORY"] = services["triton"].extra["repository"]
+    if "vllm" in services:
+        values["MLCP_VLLM_URL"] = services["vllm"].url
+        values["MLCP_VLLM_ADAPTER_DIR"] = services["vllm"].extra["adapter_dir"]
     return values
 
 
@@ -301,6 +324,30 @@ def _ensure_bucket(endpoint: str, bucket: str) -> None:
     if bucket not in existing:
         client.create_bucket(Bucket=bucket)
         _log(f"created bucket s3://{bucket}")
+
+
+# ------------------------------------------------------------------------------ vllm
+
+
+def vllm_adapter_dir(home: Path) -> Path:
+    return home / "vllm" / "adapters"
+
+
+def _vllm_command(port: int, home: Path) -> tuple[list[str], dict[str, str], dict]:
+    """Build (once) vLLM's environment and the base it serves; its command, env and extra."""
+    from .llm import data as llmdata
+    from .serving import vllm
+
+    vllm.ensure_env(home)
+    base = llmdata.serving_base(home)
+    vllm_adapter_dir(home).mkdir(parents=True, exist_ok=True)
+    argv, env = vllm.server_command(home, port, base.folder, base.name)
+    extra = {
+        "base": str(base.folder),
+        "served_name": base.name,
+        "adapter_dir": str(vllm_adapter_dir(home)),
+    }
+    return argv, env, extra
 
 
 # ------------------------------------------------------------------------------ triton
@@ -512,7 +559,7 @@ def _locked(home: Path) -> Iterator[None]:
 
 def check_services(names: Sequence[str] | None) -> list[str]:
     if names is None:
-        return list(SERVICES)
+        return list(DEFAULT_SERVICES)
     unknown = [n for n in names if n not in SERVICES]
     if unknown or not names:
         raise BadInput(
@@ -530,7 +577,7 @@ def up(
     timeout: float = 120.0,
     services: Sequence[str] | None = None,
 ) -> dict[str, str]:
-    """Start the chosen services (default: all) that are not running yet; return the
+    """Start the chosen services (default: mlflow, s3, triton) that are not running yet; return the
     environment written to ``<home>/env``, which names every service of the stack that runs.
     The bucket defaults to the one this stack was started with, else ``mlcp``."""
     home = (home or settings.stack_home()).resolve()

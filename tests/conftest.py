@@ -7,9 +7,13 @@ server), on free loopback ports in a temporary folder. Nothing here mocks MLflow
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,3 +135,74 @@ class ModelFactory:
 @pytest.fixture
 def models(client):
     return ModelFactory(client)
+
+
+# The LLM pipeline's fixtures live here so that the pipeline test and the templates'
+# contract tests share one published base and one vLLM server per session.
+@pytest.fixture(scope="session")
+def llm_data(stack_env):
+    from steps.llm import data as llmdata
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["MLCP_CACHE_DIR"] = str(stack_env["home"] / "cache")
+    result = run_mlcp("data", "llm", timeout=300)
+    assert result.code == 0, result.err[-3000:]
+    published = json.loads(result.out.strip().splitlines()[-1])
+    bucket = stack_env["MLCP_BUCKET"]
+    assert published["data"] == f"s3://{bucket}/data/{llmdata.DEFAULT_KEY}"
+    assert published["base_model"] == f"s3://{bucket}/data/{llmdata.BASE_KEY}"
+    return published
+
+
+@pytest.fixture(scope="session")
+def vllm_server(stack_env, llm_data):
+    """A real vLLM OpenAI-compatible server on a free port, serving the published base model
+    (downloaded to a local folder) with runtime LoRA loading; stopped at the end."""
+    from steps import stack
+    from steps.llm import data as llmdata
+    from steps.serving import vllm
+
+    env_home = Path(os.environ.get("MLCP_VLLM_ENV_HOME") or ROOT / ".mlcp")
+    vllm.ensure_env(env_home)
+    base = llmdata.materialize(llm_data["base_model"])
+    port = stack.free_port()
+    argv, env = vllm.server_command(env_home, port, base.folder, base.name)
+    log_path = stack_env["home"] / "logs" / "vllm.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=stack_env["home"],
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    server = vllm.VLLM(url)
+    started = time.monotonic()
+    try:
+        while True:
+            if process.poll() is not None:
+                tail = log_path.read_text(errors="replace")[-3000:]
+                pytest.fail(f"vLLM exited with {process.returncode} while starting:\n{tail}")
+            with contextlib.suppress(Exception):
+                server.require_live()
+                break
+            if time.monotonic() - started > 300:
+                pytest.fail(f"vLLM did not become ready in 300 s; see {log_path}")
+            time.sleep(0.5)
+        print(f"vLLM ready on {url} in {time.monotonic() - started:.1f} s")
+        os.environ["MLCP_VLLM_URL"] = url
+        os.environ["MLCP_VLLM_ADAPTER_DIR"] = str(stack_env["home"] / "vllm" / "adapters")
+        yield server
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)

@@ -16,6 +16,20 @@ from ..errors import BadInput
 from . import PIPELINE
 from . import data as cvdata
 
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` is ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without a GPU is bad
+    input (a pod scheduled without its GPU request should fail loudly, not train for hours)."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise BadInput("--device cuda: torch sees no GPU here (use --device auto or cpu)")
+    return name
+
 
 @dataclass
 class TrainConfig:
@@ -29,6 +43,7 @@ class TrainConfig:
     min_val_accuracy: float = 0.8
     weights: str | None = None  # a local state_dict file; never downloaded
     output_alias: str = "candidate"
+    device: str = "auto"  # auto: the GPU when torch sees one, else the CPU
 
     def check(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -37,6 +52,8 @@ class TrainConfig:
             raise BadInput(f"--lr must be in (0, 10), got {self.lr}")
         if not 8 <= self.image_size <= 512:
             raise BadInput(f"--image-size must be between 8 and 512, got {self.image_size}")
+        if self.device not in DEVICES:
+            raise BadInput(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if not 0 <= self.min_val_accuracy <= 1:
             raise BadInput("--min-val-accuracy must be between 0 and 1")
 
@@ -63,16 +80,37 @@ def build_model(num_classes: int, weights: str | None = None):
     return model
 
 
-def accuracy(model, x, y, batch_size: int = 256) -> float:
+def accuracy(model, x, y, batch_size: int = 256, device: str = "cpu") -> float:
     import torch
 
     model.eval()
     correct = 0
     with torch.no_grad():
         for start in range(0, len(y), batch_size):
-            logits = model(torch.from_numpy(x[start : start + batch_size]))
-            correct += int((logits.argmax(1).numpy() == y[start : start + batch_size]).sum())
+            logits = model(torch.from_numpy(x[start : start + batch_size]).to(device))
+            predicted = logits.argmax(1).cpu().numpy()
+            correct += int((predicted == y[start : start + batch_size]).sum())
     return correct / max(len(y), 1)
+
+
+def train_epoch(model, optimizer, loss_fn, x, y, batch_size: int, rng, device: str) -> float:
+    """One pass over (x, y) in a shuffled order; the mean training loss. The loss is read back
+    once per epoch, not per step, so the GPU is not stalled on every batch."""
+    import torch
+
+    model.train()
+    order = rng.permutation(len(y))
+    total = torch.zeros((), device=device)
+    for start in range(0, len(y), batch_size):
+        index = order[start : start + batch_size]
+        xb = torch.from_numpy(x[index]).to(device, non_blocking=True)
+        yb = torch.from_numpy(y[index]).to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(xb), yb)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach() * len(index)
+    return float(total) / max(len(y), 1)
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -82,7 +120,9 @@ def train(cfg: TrainConfig) -> dict:
     from mlflow.models import infer_signature
 
     cfg.check()
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    device = resolve_device(cfg.device)
+    if device == "cpu":
+        torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     read, images = cvdata.read(cfg.data)
     x_train = cvdata.preprocess(images.images["train"], cfg.image_size)
     x_val = cvdata.preprocess(images.images["val"], cfg.image_size)
@@ -98,6 +138,7 @@ def train(cfg: TrainConfig) -> dict:
         "weights": cfg.weights or "none",
         "min_val_accuracy": cfg.min_val_accuracy,
         "num_classes": len(images.classes),
+        "device": device,
     }
     client = tracking.client()
     with tracking.stage_run(PIPELINE, "train", cfg.model_name, name, params=params) as run:
@@ -112,34 +153,32 @@ def train(cfg: TrainConfig) -> dict:
         )
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
-        model = build_model(len(images.classes), cfg.weights)
+        model = build_model(len(images.classes), cfg.weights).to(device)
+        if device == "cuda":
+            mlflow.set_tag("mlcp.gpu", torch.cuda.get_device_name())
         optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=5e-4)
         loss_fn = torch.nn.CrossEntropyLoss()
         steps_per_epoch = (len(y_train) + cfg.batch_size - 1) // cfg.batch_size
-        _say(f"{name}: {len(y_train)} training images, {steps_per_epoch} steps per epoch")
+        _say(
+            f"{name}: {len(y_train)} training images, {steps_per_epoch} steps per epoch on {device}"
+        )
         started = time.monotonic()
         val_acc = 0.0
         for epoch in range(1, cfg.epochs + 1):
-            model.train()
-            order = rng.permutation(len(y_train))
-            total = 0.0
-            for step in range(steps_per_epoch):
-                index = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-                xb = torch.from_numpy(x_train[index])
-                yb = torch.from_numpy(y_train[index])
-                optimizer.zero_grad()
-                loss = loss_fn(model(xb), yb)
-                loss.backward()
-                optimizer.step()
-                total += loss.item() * len(index)
-            train_loss = total / len(y_train)
-            val_acc = accuracy(model, x_val, y_val)
+            train_loss = train_epoch(
+                model, optimizer, loss_fn, x_train, y_train, cfg.batch_size, rng, device
+            )
+            val_acc = accuracy(model, x_val, y_val, device=device)
             mlflow.log_metrics({"train_loss": train_loss, "val_accuracy": val_acc}, step=epoch)
             _say(
                 f"epoch {epoch}/{cfg.epochs}: train_loss {train_loss:.4f}, val_accuracy "
                 f"{val_acc:.4f} ({time.monotonic() - started:.0f} s)"
             )
-        mlflow.log_metric("train_seconds", time.monotonic() - started)
+        seconds = time.monotonic() - started
+        mlflow.log_metrics(
+            {"train_seconds": seconds, "train_images_per_s": cfg.epochs * len(y_train) / seconds}
+        )
+        model = model.cpu()  # logged for CPU readers (deploy exports ONNX on a CPU pod)
         model.eval()
         example = x_val[:2]
         with torch.no_grad():

@@ -1,0 +1,224 @@
+"""``mlcp llm deploy``: reads ``candidate``, serves its adapter in vLLM's ``<model>-staged``
+slot, writes ``staged``.
+
+The adapter is downloaded from the version's artifacts and checked against the base the
+server serves (its name, and the hidden size its weights were made for: vLLM itself would
+load a misfit and generate garbage); a misfit is refused as bad input before anything is
+placed or loaded. The adapter is placed in a folder the server reads
+(``$MLCP_VLLM_ADAPTER_DIR/<model>/<version>``, default ``<stack home>/vllm/adapters``; in
+the cluster a shared volume), loaded into the slot with the runtime LoRA API (in place: the
+slot never stops answering), checked (vLLM must report the slot at that folder) and
+smoke-tested with a completion. On any failure the slot is pointed back at what it served
+and no alias moves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import aliases, promote, settings, tracking
+from ..errors import BadInput, MlcpError
+from . import PIPELINE
+from . import data as llmdata
+
+ADAPTER_MARKER = "mlcp-adapter.json"
+SMOKE_PROMPT = "repeat: red blue green"
+
+
+@dataclass
+class DeployConfig:
+    model_name: str
+    source_alias: str = "candidate"
+    target_alias: str = "staged"
+    vllm_url: str | None = None  # default $MLCP_VLLM_URL
+    adapter_dir: str | None = None  # default $MLCP_VLLM_ADAPTER_DIR, else <stack home>/...
+    smoke_prompt: str = SMOKE_PROMPT
+    max_tokens: int = 8
+
+
+def _say(message: str) -> None:
+    print(f"[llm deploy] {message}", file=sys.stderr, flush=True)
+
+
+def staged_slot(model: str) -> str:
+    return f"{model}-staged"
+
+
+def live_slot(model: str) -> str:
+    return f"{model}-live"
+
+
+def adapter_root(explicit: str | None = None) -> Path:
+    """Where the steps place adapters: ``--adapter-dir``, ``$MLCP_VLLM_ADAPTER_DIR``, else
+    ``<stack home>/vllm/adapters``."""
+    chosen = explicit or os.environ.get("MLCP_VLLM_ADAPTER_DIR")
+    return (
+        Path(chosen).expanduser().resolve()
+        if chosen
+        else settings.stack_home() / "vllm" / "adapters"
+    )
+
+
+def server_path(root: Path, model: str, version: str) -> str:
+    """The adapter folder as the *server* sees it: ``$MLCP_VLLM_SERVER_ADAPTER_DIR`` when
+    the shared volume is mounted elsewhere in the vLLM pod, else the same path."""
+    seen = os.environ.get("MLCP_VLLM_SERVER_ADAPTER_DIR")
+    return str(Path(seen) / model / version) if seen else str(root / model / version)
+
+
+def download(source_uri: str, dest: Path) -> Path:
+    """The version's adapter folder, downloaded from its artifacts into ``dest``."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow
+
+    try:
+        path = Path(
+            mlflow.artifacts.download_artifacts(artifact_uri=source_uri, dst_path=str(dest))
+        )
+    except Exception as exc:
+        raise MlcpError(f"cannot download the adapter from {source_uri}: {exc}") from exc
+    return path
+
+
+def place(folder: Path, root: Path, model: str, version: str, source_uri: str) -> Path:
+    """Copy an adapter folder to ``<root>/<model>/<version>`` atomically; a complete copy of
+    the same source that is already there is kept (the server may be reading it)."""
+    dest = root / model / version
+    marker = {"model": model, "version": version, "source": source_uri}
+    try:
+        if json.loads((dest / ADAPTER_MARKER).read_text()) == marker:
+            return dest
+    except (OSError, ValueError):
+        pass
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = dest.parent / f".{version}.{uuid.uuid4().hex[:8]}"
+    shutil.copytree(folder, staging)
+    (staging / ADAPTER_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+    if dest.exists():
+        shutil.rmtree(dest)
+    staging.rename(dest)
+    return dest
+
+
+def fetch_checked(server, model: str, version: str, tags: dict, root: Path) -> tuple:
+    """Download a version's adapter, refuse it unless it fits the served base, place it where
+    the server reads it. Returns the folder as the server sees it, the served base, and the
+    folder as this process sees it."""
+    from ..serving import vllm
+
+    source = tags.get("mlcp.adapter_uri")
+    if not source:
+        raise BadInput(
+            f"{model} v{version} records no adapter (tag mlcp.adapter_uri): "
+            "was it trained by `mlcp llm train`?"
+        )
+    base = server.base_model_info()
+    problems = vllm.check_fits(tags, base, vllm.served_hidden_size(base))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = download(source, Path(tmp))
+        shape = vllm.adapter_shape(folder)
+        if shape["hidden_size"] is not None and str(shape["hidden_size"]) != tags.get(
+            "mlcp.hidden_size"
+        ):
+            problems.append(
+                f"its weights are for hidden size {shape['hidden_size']}, its tag says "
+                f"{tags.get('mlcp.hidden_size')}"
+            )
+        if problems:
+            raise BadInput(
+                f"{model} v{version} does not fit the base vLLM serves at {server.url} "
+                f"({base.name}): {'; '.join(problems)}; nothing was loaded"
+            )
+        placed = place(folder, root, model, version, source)
+    return server_path(root, model, version), base, placed
+
+
+def serve(server, slot: str, path: str, prompt: str, max_tokens: int = 8) -> str:
+    """Load ``path`` into ``slot`` (in place), check vLLM reports it there, and smoke-test it
+    with a completion; on failure point the slot back at what it served. Returns the answer."""
+    before = server.adapters().get(slot, {}).get("path")
+    try:
+        server.load_adapter(slot, path)
+        reported = server.adapters().get(slot, {}).get("path")
+        if reported != path:
+            raise MlcpError(f"vLLM reports slot {slot} at {reported!r}, not {path!r}")
+        answer = server.complete(slot, prompt, max_tokens, stop=llmdata.STOP)
+    except Exception:
+        if before and before != path:
+            _say(f"pointing {slot} back at {before}")
+            try:
+                server.load_adapter(slot, before)
+            except Exception as exc:  # report the first failure, not this one
+                _say(f"could not restore {slot}: {exc}")
+        raise
+    return answer
+
+
+def deploy(cfg: DeployConfig) -> dict:
+    import time
+
+    from ..serving import vllm
+
+    if not 1 <= cfg.max_tokens <= 256:
+        raise BadInput("--max-tokens must be between 1 and 256")
+    if not cfg.smoke_prompt.strip():
+        raise BadInput("--smoke-prompt is empty")
+    server = vllm.VLLM(cfg.vllm_url)
+    server.require_live()
+    root = adapter_root(cfg.adapter_dir)
+    client = tracking.client()
+    version = aliases.resolve(client, cfg.model_name, cfg.source_alias)
+    tags = dict(aliases.get_version(client, cfg.model_name, version).tags)
+    slot = staged_slot(cfg.model_name)
+    name = tracking.run_name(cfg.model_name, {"v": version, "slot": "staged"})
+    params = {
+        "source_alias": cfg.source_alias,
+        "slot": slot,
+        "adapter_dir": str(root),
+        "vllm_url": server.url,
+        "smoke_prompt": cfg.smoke_prompt,
+    }
+    with tracking.stage_run(
+        PIPELINE,
+        "deploy",
+        cfg.model_name,
+        name,
+        version=version,
+        params=params,
+        system_metrics=False,
+    ):
+        import mlflow
+
+        path, base, placed = fetch_checked(server, cfg.model_name, version, tags, root)
+        _say(f"{cfg.model_name} v{version} fits {base.name}; placed at {placed}")
+        template = tags.get("mlcp.prompt_template", llmdata.PROMPT_TEMPLATE)
+        started = time.perf_counter()
+        answer = serve(
+            server, slot, path, llmdata.format_prompt(cfg.smoke_prompt, template), cfg.max_tokens
+        )
+        mlflow.log_metrics(
+            {"smoke_ok": 1.0, "load_and_smoke_seconds": time.perf_counter() - started}
+        )
+        mlflow.log_dict(
+            {"slot": slot, "path": path, "prompt": cfg.smoke_prompt, "answer": answer},
+            "deploy/smoke.json",
+        )
+        client.set_model_version_tag(cfg.model_name, version, "mlcp.adapter_path", path)
+        client.set_model_version_tag(cfg.model_name, version, "mlcp.smoke_prompt", cfg.smoke_prompt)
+        _say(f"{slot} serves v{version} ({path}); smoke answer {answer.strip()!r}")
+    promote.assign(
+        cfg.model_name,
+        cfg.target_alias,
+        version,
+        reason=f"loaded into vLLM slot {slot}",
+        client=client,
+    )
+    _say(f"{cfg.model_name}@{cfg.target_alias} -> v{version}")
+    return {"version": version, "slot": slot, "path": path, "smoke_answer": answer.strip()}

@@ -1,0 +1,224 @@
+"""``mlcp llm evaluate``: reads ``staged``, answers the eval split through vLLM's staged slot,
+grades every answer with a judge, writes ``evaluated``.
+
+The eval prompts go through the OpenAI-compatible API of the ``<model>-staged`` slot (the
+path traffic takes), and through the bare base model as well, so the run shows what the
+adapter adds. Every answer is graded ``correct`` / ``partial`` / ``wrong`` / ``refusal`` by the
+judge (``reference`` by default, or any OpenAI-compatible endpoint), whose instructions are
+a versioned prompt: the run carries its sha256. Logged: the rates of each grade for the
+adapter and for the base, a per-sample table, and three gates: ``correct-rate`` (a minimum,
+and no worse than the live version's recorded decision by more than ``max_regression``),
+``refusal-rate`` (a maximum) and ``gain-over-base`` (the adapter's score minus the base's,
+a minimum; score = correct + partial / 2).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+from .. import aliases, gates, promote, tracking
+from ..errors import BadInput, MlcpError
+from . import PIPELINE
+from . import data as llmdata
+from . import judge as judges
+from .deploy import staged_slot
+
+
+@dataclass
+class EvaluateConfig:
+    model_name: str
+    source_alias: str = "staged"
+    target_alias: str = "evaluated"
+    data: str | None = None  # default: the data set the version was trained on
+    judge: str = "reference"
+    judge_url: str | None = None
+    judge_model: str | None = None
+    judge_constraint: str = "structured_outputs"
+    min_correct: float = 0.5
+    max_regression: float = 0.1
+    max_refusal: float = 0.1
+    min_gain: float = 0.2
+    max_tokens: int = 12
+    limit: int = 0  # 0: the whole eval split
+    vllm_url: str | None = None
+
+    def check(self) -> None:
+        for name, value in (
+            ("--min-correct", self.min_correct),
+            ("--max-refusal", self.max_refusal),
+            ("--max-regression", self.max_regression),
+        ):
+            if not 0 <= value <= 1:
+                raise BadInput(f"{name} must be between 0 and 1, got {value}")
+        if not -1 <= self.min_gain <= 1:
+            raise BadInput(f"--min-gain must be between -1 and 1, got {self.min_gain}")
+        if not 1 <= self.max_tokens <= 256 or self.limit < 0:
+            raise BadInput("--max-tokens must be 1..256 and --limit >= 0")
+
+
+def _say(message: str) -> None:
+    print(f"[llm evaluate] {message}", file=sys.stderr, flush=True)
+
+
+def rates(grades: list[str], prefix: str = "") -> dict[str, float]:
+    total = max(len(grades), 1)
+    found = {f"{prefix}{g}_rate": grades.count(g) / total for g in judges.GRADES}
+    found[f"{prefix}score"] = found[f"{prefix}correct_rate"] + found[f"{prefix}partial_rate"] / 2
+    return found
+
+
+def evaluate(cfg: EvaluateConfig) -> dict:
+    import mlflow
+
+    from .. import lineage, prompts
+    from ..serving import vllm
+
+    cfg.check()
+    judge = judges.make(
+        cfg.judge, url=cfg.judge_url, model=cfg.judge_model, constraint=cfg.judge_constraint
+    )
+    server = vllm.VLLM(cfg.vllm_url)
+    server.require_live()
+    client = tracking.client()
+    version = aliases.resolve(client, cfg.model_name, cfg.source_alias)
+    tags = aliases.get_version(client, cfg.model_name, version).tags
+    slot = staged_slot(cfg.model_name)
+    served = server.adapters().get(slot, {}).get("path")
+    if not served or served != tags.get("mlcp.adapter_path"):
+        raise MlcpError(
+            f"vLLM slot {slot} serves {served or 'nothing'}, not v{version}: "
+            f"run `mlcp llm deploy --model-name {cfg.model_name}` first"
+        )
+    data_uri = cfg.data or tags.get("mlcp.data.source")
+    if not data_uri:
+        raise BadInput(f"no --data given and {cfg.model_name} v{version} names no data set")
+    read, instructions = llmdata.read(data_uri)
+    samples = instructions.samples["eval"]
+    if cfg.limit:
+        samples = samples[: cfg.limit]
+    template = tags.get("mlcp.prompt_template", llmdata.PROMPT_TEMPLATE)
+    base = server.base_model_info()
+    name = tracking.run_name(cfg.model_name, {"v": version, "judge": judge.kind}, read.digest)
+    params = {
+        "source_alias": cfg.source_alias,
+        "slot": slot,
+        "base_model": base.name,
+        "min_correct": cfg.min_correct,
+        "max_regression": cfg.max_regression,
+        "max_refusal": cfg.max_refusal,
+        "min_gain": cfg.min_gain,
+        "max_tokens": cfg.max_tokens,
+        "samples": len(samples),
+        **judge.describe(),
+    }
+    with tracking.stage_run(
+        PIPELINE,
+        "evaluate",
+        cfg.model_name,
+        name,
+        version=version,
+        params=params,
+        system_metrics=False,
+    ):
+        lineage.log(
+            read,
+            name="instructions",
+            num_rows=instructions.rows(),
+            columns=llmdata.COLUMNS,
+            context="evaluation",
+        )
+        prompt = prompts.use(judges.PROMPT_NAME, judges.INSTRUCTIONS)
+        _say(
+            f"{len(samples)} eval prompts through {slot} v{version} and the base {base.name}; "
+            f"judge {judge.kind} (prompt {prompt.name} sha256 {prompt.sha256[:12]})"
+        )
+        rows: dict[str, list] = {
+            k: []
+            for k in ("id", "prompt", "reference", "answer", "grade", "base_answer", "base_grade")
+        }
+        for index, sample in enumerate(samples, start=1):
+            text = llmdata.format_prompt(sample.prompt, template)
+            answer = server.complete(slot, text, cfg.max_tokens, stop=llmdata.STOP)
+            base_answer = server.complete(base.name, text, cfg.max_tokens, stop=llmdata.STOP)
+            for key, value in (
+                ("id", sample.id),
+                ("prompt", sample.prompt),
+                ("reference", sample.response),
+                ("answer", answer.strip()),
+                ("grade", judge.grade(sample.prompt, sample.response, answer)),
+                ("base_answer", base_answer.strip()),
+                ("base_grade", judge.grade(sample.prompt, sample.response, base_answer)),
+            ):
+                rows[key].append(value)
+            if index % 20 == 0 or index == len(samples):
+                _say(f"{index}/{len(samples)} answered and graded")
+        metrics = {**rates(rows["grade"]), **rates(rows["base_grade"], "base_")}
+        metrics["gain_over_base"] = metrics["score"] - metrics["base_score"]
+        mlflow.log_metrics(metrics)
+        mlflow.log_table(rows, "eval/results.json")
+        mlflow.log_dict(
+            {"metrics": metrics, "judge": judge.describe(), "prompt_sha256": prompt.sha256},
+            "eval/summary.json",
+        )
+        evidence = {"samples": len(samples), **metrics}
+        checks = [
+            (
+                gates.Gate(
+                    "correct-rate", "correct_rate", ">=", cfg.min_correct, cfg.max_regression
+                ),
+                metrics["correct_rate"],
+            ),
+            (
+                gates.Gate("refusal-rate", "refusal_rate", "<=", cfg.max_refusal),
+                metrics["refusal_rate"],
+            ),
+            (
+                gates.Gate("gain-over-base", "gain_over_base", ">=", cfg.min_gain),
+                metrics["gain_over_base"],
+            ),
+        ]
+        decisions = [
+            gates.evaluate(
+                gate,
+                model=cfg.model_name,
+                version=version,
+                value=value,
+                pipeline=PIPELINE,
+                stage="evaluate",
+                evidence=evidence,
+            )
+            for gate, value in checks
+        ]
+        _say(
+            f"v{version}: correct {metrics['correct_rate']:.2f}, partial "
+            f"{metrics['partial_rate']:.2f}, wrong {metrics['wrong_rate']:.2f}, refusal "
+            f"{metrics['refusal_rate']:.2f} (score {metrics['score']:.3f}); base "
+            f"{base.name}: correct {metrics['base_correct_rate']:.2f} (score "
+            f"{metrics['base_score']:.3f})"
+        )
+        for d in decisions:
+            _say(f"gate {d.gate.name}: {d.verdict} ({'; '.join(d.reasons)})")
+        gates.enforce(decisions)
+    promote.assign(
+        cfg.model_name,
+        cfg.target_alias,
+        version,
+        reason=(
+            f"correct {metrics['correct_rate']:.2f} vs base {metrics['base_correct_rate']:.2f} "
+            f"on {len(samples)} eval prompts ({judge.kind} judge)"
+        ),
+        client=client,
+    )
+    _say(f"{cfg.model_name}@{cfg.target_alias} -> v{version}")
+    return {
+        "version": version,
+        "correct_rate": metrics["correct_rate"],
+        "score": metrics["score"],
+        "base_correct_rate": metrics["base_correct_rate"],
+        "base_score": metrics["base_score"],
+        "gain_over_base": metrics["gain_over_base"],
+        "judge": judge.kind,
+        "judge_prompt_sha256": prompt.sha256,
+        "data_digest": read.digest,
+    }

@@ -1,0 +1,191 @@
+"""The judge that grades an answer: ``correct``, ``partial``, ``wrong`` or ``refusal``.
+
+Its instructions (:data:`INSTRUCTIONS`) are a prompt, versioned through
+:func:`steps.prompts.use` on every evaluation run (artifact, sha256 tag, prompt registry),
+so a grade can always be traced to the exact rubric that produced it. Two back ends:
+
+- ``reference`` (the default): deterministic, compares the answer with the reference answer
+  following the same rubric;
+- ``openai``: any OpenAI-compatible chat endpoint (``/v1/chat/completions``), told the
+  rubric as its system message, its output constrained to the four labels (vLLM's
+  ``structured_outputs`` choice by default; ``guided_choice`` for older vLLM; ``none`` for
+  endpoints without such an option). A reply that is not one of the labels is an error,
+  never guessed at.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import urllib.error
+import urllib.request
+
+from ..errors import BadInput, MlcpError
+
+GRADES = ("correct", "partial", "wrong", "refusal")
+PROMPT_NAME = "llm-judge"
+CONSTRAINTS = ("structured_outputs", "guided_choice", "none")
+REFUSALS = ("i do not know", "i don't know", "cannot", "can't", "sorry", "unable to")
+
+INSTRUCTIONS = """You grade the answer of an assistant to one instruction.
+You are given the instruction, the reference answer and the assistant's answer.
+Reply with exactly one word, one of: correct, partial, wrong, refusal.
+- correct: the answer says the same as the reference (case, spacing and final
+  punctuation do not matter).
+- partial: the answer holds part of the reference: the right words in another order, some
+  of the words in their right places, or the whole reference with extra words.
+- refusal: the answer is empty, or declines (says it does not know or cannot answer).
+- wrong: anything else.
+"""
+
+
+def normalize(text: str) -> list[str]:
+    words = re.sub(r"\s+", " ", (text or "").strip().lower()).strip(" .!?,;:").split()
+    return [w.strip(".,;:!?\"'") for w in words if w.strip(".,;:!?\"'")]
+
+
+def reference_grade(answer: str, reference: str) -> str:
+    """The rubric of :data:`INSTRUCTIONS`, deterministically."""
+    got, want = normalize(answer), normalize(reference)
+    text = " ".join(got)
+    if not got or any(marker in text for marker in REFUSALS):
+        return "refusal"
+    if got == want:
+        return "correct"
+    in_place = sum(1 for a, b in zip(got, want, strict=False) if a == b)
+    contains = any(got[i : i + len(want)] == want for i in range(len(got) - len(want) + 1))
+    if sorted(got) == sorted(want) or in_place > 0 or contains:
+        return "partial"
+    return "wrong"
+
+
+def parse_grade(reply: str, where: str) -> str:
+    grade = (reply or "").strip().strip(".\"'").lower()
+    if grade not in GRADES:
+        raise MlcpError(
+            f"the judge at {where} replied {(reply or '')[:120]!r}, which is not a grade "
+            f"(expected one of {', '.join(GRADES)}): is its output constrained to the labels?"
+        )
+    return grade
+
+
+class ReferenceJudge:
+    kind = "reference"
+
+    def describe(self) -> dict:
+        return {"judge": self.kind}
+
+    def grade(self, instruction: str, reference: str, answer: str) -> str:
+        return reference_grade(answer, reference)
+
+
+class OpenAIJudge:
+    """Grades through an OpenAI-compatible chat completions endpoint."""
+
+    kind = "openai"
+
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        *,
+        constraint: str = "structured_outputs",
+        api_key: str | None = None,
+        timeout: float = 60.0,
+    ):
+        url = (url or "").strip().rstrip("/")
+        if not url:
+            raise BadInput("the openai judge needs --judge-url (or $MLCP_JUDGE_URL)")
+        if not re.match(r"^https?://[^/\s]+", url):
+            raise BadInput(f"--judge-url must be an http(s) URL, got {url!r}")
+        if not model:
+            raise BadInput(
+                "the openai judge needs --judge-model (or $MLCP_JUDGE_MODEL): the name of the "
+                "model the endpoint serves"
+            )
+        if constraint not in CONSTRAINTS:
+            raise BadInput(f"--judge-constraint must be one of {', '.join(CONSTRAINTS)}")
+        self.url = url[: -len("/v1")] if url.endswith("/v1") else url
+        self.model = model
+        self.constraint = constraint
+        self.api_key = api_key
+        self.timeout = timeout
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def describe(self) -> dict:
+        return {
+            "judge": self.kind,
+            "judge_url": self.url,
+            "judge_model": self.model,
+            "judge_constraint": self.constraint,
+        }
+
+    def grade(self, instruction: str, reference: str, answer: str) -> str:
+        body: dict = {
+            "model": self.model,
+            "messages": [
+                {"role": "system", "content": INSTRUCTIONS},
+                {
+                    "role": "user",
+                    "content": (
+                        f"Instruction: {instruction}\nReference answer: {reference}\n"
+                        f"Assistant's answer: {answer.strip()}\nGrade:"
+                    ),
+                },
+            ],
+            "temperature": 0,
+            "max_tokens": 16,  # room for the longest label in any tokenization
+        }
+        if self.constraint == "structured_outputs":
+            body["structured_outputs"] = {"choice": list(GRADES)}
+        elif self.constraint == "guided_choice":
+            body["guided_choice"] = list(GRADES)
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        request = urllib.request.Request(
+            f"{self.url}/v1/chat/completions",
+            data=json.dumps(body).encode(),
+            headers=headers,
+            method="POST",
+        )
+        try:
+            with self._opener.open(request, timeout=self.timeout) as response:
+                data = json.loads(response.read().decode("utf-8", "replace"))
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode("utf-8", "replace")[:300]
+            raise MlcpError(f"the judge at {self.url} answered HTTP {exc.code}: {detail}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise MlcpError(f"the judge is not reachable at {self.url}: {reason}") from None
+        except ValueError as exc:
+            raise MlcpError(f"the judge at {self.url} did not answer JSON: {exc}") from None
+        try:
+            reply = data["choices"][0]["message"]["content"]
+        except (KeyError, IndexError, TypeError):
+            raise MlcpError(
+                f"the judge at {self.url} answered no chat completion: {str(data)[:200]!r}"
+            ) from None
+        return parse_grade(reply, f"{self.url} ({self.model})")
+
+
+def make(
+    kind: str,
+    *,
+    url: str | None = None,
+    model: str | None = None,
+    constraint: str = "structured_outputs",
+):
+    """The judge named ``kind``; the openai one's URL and model default to ``$MLCP_JUDGE_URL``
+    and ``$MLCP_JUDGE_MODEL``, its key comes from ``$MLCP_JUDGE_API_KEY`` (never a flag)."""
+    if kind == "reference":
+        return ReferenceJudge()
+    if kind == "openai":
+        return OpenAIJudge(
+            url or os.environ.get("MLCP_JUDGE_URL", ""),
+            model or os.environ.get("MLCP_JUDGE_MODEL", ""),
+            constraint=constraint,
+            api_key=os.environ.get("MLCP_JUDGE_API_KEY") or None,
+        )
+    raise BadInput(f"unknown judge {kind!r}; choose reference or openai")

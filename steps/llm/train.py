@@ -1,0 +1,357 @@
+"""``mlcp llm train``: a LoRA adapter (peft) on the base model; writes ``candidate`` on a pass.
+
+Reads: the instruction data set and the base model (both logged as lineage). Writes: the
+adapter folder (``adapter_config.json`` + safetensors) as the run's ``adapter`` artifact,
+registered as a model version tagged with what it needs from a base (``mlcp.base_model``,
+``mlcp.hidden_size``, ``mlcp.lora_rank``, ``mlcp.target_modules``, the data's source and
+digest), the loss curves, eval loss and perplexity, the decision of the training gate
+(maximum eval perplexity) and, only when it passes, the alias ``candidate``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+import time
+from dataclasses import dataclass
+
+from .. import gates, promote, tracking
+from ..cv.train import DEVICES, resolve_device
+from ..errors import BadInput
+from . import PIPELINE
+from . import data as llmdata
+
+TARGET_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+# Every linear layer of a Llama block: on a small base, the MLP's share of the adapter is
+# what makes the three instructions learnable in a few seconds.
+DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class TrainConfig:
+    model_name: str
+    data: str
+    base_model: str
+    epochs: int = 12
+    lr: float = 3e-3
+    batch_size: int = 32
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = DEFAULT_TARGETS
+    seed: int = 0
+    max_eval_perplexity: float = 2.0
+    max_length: int = 64
+    output_alias: str = "candidate"
+    device: str = "auto"  # auto: the GPU when torch sees one, else the CPU
+
+    def check(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise BadInput("--epochs and --batch-size must be at least 1")
+        if not 0 < self.lr < 1:
+            raise BadInput(f"--lr must be in (0, 1), got {self.lr}")
+        if not 1 <= self.rank <= 256:
+            raise BadInput(f"--rank must be between 1 and 256, got {self.rank}")
+        if not self.alpha > 0:
+            raise BadInput(f"--alpha must be > 0, got {self.alpha}")
+        if not 0 <= self.dropout < 1:
+            raise BadInput(f"--dropout must be in [0, 1), got {self.dropout}")
+        if not self.target_modules or any(not TARGET_RE.match(t) for t in self.target_modules):
+            raise BadInput(
+                f"--target-modules must be module names such as q_proj,v_proj, got "
+                f"{','.join(self.target_modules) or '(none)'}"
+            )
+        if not self.max_eval_perplexity >= 1:
+            raise BadInput("--max-eval-perplexity must be >= 1 (a perplexity is never below 1)")
+        if not 8 <= self.max_length <= 4096:
+            raise BadInput("--max-length must be between 8 and 4096")
+        if self.device not in DEVICES:
+            raise BadInput(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+
+
+def _say(message: str) -> None:
+    print(f"[llm train] {message}", file=sys.stderr, flush=True)
+
+
+def encode(tokenizer, samples, template: str, max_length: int) -> list[tuple[list, list]]:
+    """(input ids, labels) per sample: the prompt is masked, the response and EOS are learnt.
+    The prompt is tokenized alone, exactly as the server will see it."""
+    encoded = []
+    for sample in samples:
+        prompt = tokenizer(llmdata.format_prompt(sample.prompt, template))["input_ids"]
+        answer = tokenizer(" " + sample.response)["input_ids"] + [tokenizer.eos_token_id]
+        ids = (prompt + answer)[:max_length]
+        labels = ([-100] * len(prompt) + answer)[:max_length]
+        encoded.append((ids, labels))
+    return encoded
+
+
+def collate(batch, pad_id: int):
+    import torch
+
+    width = max(len(ids) for ids, _ in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, (x, y) in enumerate(batch):
+        ids[row, : len(x)] = torch.tensor(x)
+        labels[row, : len(y)] = torch.tensor(y)
+        mask[row, : len(x)] = 1
+    return ids, labels, mask
+
+
+def mean_loss(model, encoded, pad_id: int, batch_size: int = 64, device: str = "cpu") -> float:
+    """The loss per answer token over ``encoded`` (the prompt tokens are not counted)."""
+    import torch
+
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(encoded), batch_size):
+            ids, labels, mask = (
+                t.to(device) for t in collate(encoded[start : start + batch_size], pad_id)
+            )
+            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+            target = labels[:, 1:]
+            losses = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]),
+                target.reshape(-1),
+                ignore_index=-100,
+                reduction="sum",
+            )
+            total += float(losses)
+            count += int((target != -100).sum())
+    model.train()
+    return total / max(count, 1)
+
+
+def train(cfg: TrainConfig) -> dict:
+    import tempfile
+    from pathlib import Path
+
+    import mlflow
+
+    from .. import aliases, lineage
+
+    cfg.check()
+    read, instructions = llmdata.read(cfg.data)
+    client = tracking.client()
+    try:  # the model's pipeline is part of its contract: refuse another pipeline's model
+        existing = client.get_registered_model(cfg.model_name)
+    except Exception:
+        existing = None
+    if existing is not None and existing.tags.get("mlcp.pipeline", PIPELINE) != PIPELINE:
+        raise BadInput(
+            f"registered model {cfg.model_name!r} belongs to the "
+            f"{existing.tags['mlcp.pipeline']!r} pipeline, not {PIPELINE!r}"
+        )
+    base = llmdata.materialize(cfg.base_model)
+    llmdata.quiet_transformers()
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = resolve_device(cfg.device)
+    if device == "cpu":
+        torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    tokenizer = AutoTokenizer.from_pretrained(base.folder)
+    if tokenizer.eos_token_id is None:
+        raise BadInput(f"base model {base.ref}: its tokenizer has no end-of-sequence token")
+    pad_id = (
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    )
+    template = llmdata.PROMPT_TEMPLATE
+    train_set = encode(tokenizer, instructions.samples["train"], template, cfg.max_length)
+    val_set = encode(tokenizer, instructions.samples["val"], template, cfg.max_length)
+    hyper = {"r": cfg.rank, "lr": cfg.lr, "bs": cfg.batch_size, "e": cfg.epochs}
+    name = tracking.run_name(f"lora-{base.name}", hyper, read.digest)
+    params = {
+        "base_model": base.name,
+        "base_model_ref": base.ref,
+        "epochs": cfg.epochs,
+        "lr": cfg.lr,
+        "batch_size": cfg.batch_size,
+        "lora_rank": cfg.rank,
+        "lora_alpha": cfg.alpha,
+        "lora_dropout": cfg.dropout,
+        "target_modules": ",".join(cfg.target_modules),
+        "seed": cfg.seed,
+        "max_eval_perplexity": cfg.max_eval_perplexity,
+        "max_length": cfg.max_length,
+        "train_samples": len(train_set),
+        "val_samples": len(val_set),
+        "device": device,
+    }
+    with tracking.stage_run(PIPELINE, "train", cfg.model_name, name, params=params) as run:
+        lineage.log(base.read, name=base.name, num_rows=1, context="base-model")
+        lineage.log(
+            read,
+            name="instructions",
+            num_rows=instructions.rows(),
+            columns=llmdata.COLUMNS,
+            context="training",
+        )
+        torch.manual_seed(cfg.seed)
+        model = AutoModelForCausalLM.from_pretrained(base.folder, dtype=torch.float32)
+        try:
+            model = get_peft_model(
+                model,
+                LoraConfig(
+                    r=cfg.rank,
+                    lora_alpha=cfg.alpha,
+                    lora_dropout=cfg.dropout,
+                    target_modules=list(cfg.target_modules),
+                    task_type="CAUSAL_LM",
+                ),
+            )
+        except ValueError as exc:  # peft: "Target modules {...} not found in the base model"
+            raise BadInput(f"--target-modules {','.join(cfg.target_modules)}: {exc}") from None
+        model = model.to(device)
+        if device == "cuda":
+            mlflow.set_tag("mlcp.gpu", torch.cuda.get_device_name())
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], cfg.lr)
+        steps_per_epoch = (len(train_set) + cfg.batch_size - 1) // cfg.batch_size
+        total_steps = steps_per_epoch * cfg.epochs
+        warmup = max(1, total_steps // 20)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / (total_steps - warmup))),
+        )
+        initial = mean_loss(model, val_set, pad_id, device=device)
+        mlflow.log_metrics({"eval_loss": initial, "eval_perplexity": math.exp(initial)}, step=0)
+        _say(
+            f"{name}: {len(train_set)} samples, {steps_per_epoch} steps per epoch, "
+            f"{trainable} trainable parameters; eval_loss {initial:.4f} before training"
+        )
+        generator = torch.Generator().manual_seed(cfg.seed)
+        started = time.monotonic()
+        step, eval_loss = 0, initial
+        model.train()
+        for epoch in range(1, cfg.epochs + 1):
+            order = torch.randperm(len(train_set), generator=generator).tolist()
+            epoch_total, window = 0.0, []
+            for index in range(steps_per_epoch):
+                batch = [train_set[i] for i in order[index * cfg.batch_size :][: cfg.batch_size]]
+                ids, labels, mask = (t.to(device) for t in collate(batch, pad_id))
+                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                value = loss.item()
+                epoch_total += value
+                window.append(value)
+                if step % 10 == 0 or index == steps_per_epoch - 1:
+                    mlflow.log_metrics(
+                        {"train_loss": sum(window) / len(window), "lr": scheduler.get_last_lr()[0]},
+                        step=step,
+                    )
+                    window = []
+                if step % 25 == 0:
+                    _say(f"step {step}/{total_steps}: loss {value:.4f}")
+            eval_loss = mean_loss(model, val_set, pad_id, device=device)
+            train_loss = epoch_total / steps_per_epoch
+            mlflow.log_metrics(
+                {
+                    "epoch_train_loss": train_loss,
+                    "eval_loss": eval_loss,
+                    "eval_perplexity": math.exp(eval_loss),
+                },
+                step=step,
+            )
+            _say(
+                f"epoch {epoch}/{cfg.epochs}: train_loss {train_loss:.4f}, eval_loss "
+                f"{eval_loss:.4f}, perplexity {math.exp(eval_loss):.3f} "
+                f"({time.monotonic() - started:.1f} s)"
+            )
+        perplexity = math.exp(eval_loss)
+        mlflow.log_metrics(
+            {
+                "train_seconds": time.monotonic() - started,
+                "final_eval_loss": eval_loss,
+                "final_eval_perplexity": perplexity,
+                "eval_loss_improvement": initial - eval_loss,
+                "trainable_parameters": trainable,
+            }
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / "adapter"
+            model.cpu().save_pretrained(folder)  # CPU tensors: any reader can load them
+            # the adapter names its base by the name the server serves it under, not by the
+            # local folder it was trained from
+            config_path = folder / "adapter_config.json"
+            adapter_config = json.loads(config_path.read_text())
+            adapter_config["base_model_name_or_path"] = base.name
+            config_path.write_text(json.dumps(adapter_config, indent=2) + "\n")
+            mlflow.log_artifacts(str(folder), "adapter")
+        tags = {
+            "mlcp.pipeline": PIPELINE,
+            "mlcp.base_model": base.name,
+            "mlcp.base_model_ref": base.ref,
+            "mlcp.base_model_digest": base.read.digest,
+            "mlcp.hidden_size": str(base.hidden_size),
+            "mlcp.lora_rank": str(cfg.rank),
+            "mlcp.lora_alpha": f"{cfg.alpha:g}",
+            "mlcp.target_modules": ",".join(cfg.target_modules),
+            "mlcp.prompt_template": template,
+            "mlcp.adapter_uri": f"runs:/{run.info.run_id}/adapter",
+            "mlcp.data.source": read.uri,
+            "mlcp.data.digest": read.digest,
+            "mlcp.train_run": run.info.run_id,
+        }
+        try:
+            client.create_registered_model(
+                cfg.model_name, tags={"mlcp.pipeline": PIPELINE, "mlcp.serving": "vllm"}
+            )
+        except Exception:
+            aliases.get_model(client, cfg.model_name)  # it exists: fine; anything else: raise
+            client.set_registered_model_tag(cfg.model_name, "mlcp.serving", "vllm")
+        version = str(
+            client.create_model_version(
+                cfg.model_name,
+                f"{run.info.artifact_uri}/adapter",
+                run_id=run.info.run_id,
+                tags=tags,
+            ).version
+        )
+        mlflow.set_tag("mlcp.version", version)
+        decision = gates.evaluate(
+            gates.Gate("max-eval-perplexity", "eval_perplexity", "<=", cfg.max_eval_perplexity),
+            model=cfg.model_name,
+            version=version,
+            value=perplexity,
+            pipeline=PIPELINE,
+            stage="train",
+            evidence={
+                "initial_eval_perplexity": math.exp(initial),
+                "eval_loss": eval_loss,
+                "val_samples": len(val_set),
+            },
+        )
+        _say(
+            f"v{version}: gate max-eval-perplexity {decision.verdict} "
+            f"({'; '.join(decision.reasons)})"
+        )
+        gates.enforce([decision])
+    promote.assign(
+        cfg.model_name,
+        cfg.output_alias,
+        version,
+        reason=f"training gate passed (eval perplexity {perplexity:.4f})",
+        client=client,
+    )
+    _say(f"{cfg.model_name}@{cfg.output_alias} -> v{version}")
+    return {
+        "version": version,
+        "eval_loss": eval_loss,
+        "eval_perplexity": perplexity,
+        "initial_eval_perplexity": math.exp(initial),
+        "base_model": base.name,
+        "data_digest": read.digest,
+        "run_id": run.info.run_id,
+    }

