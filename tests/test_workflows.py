@@ -1,11 +1,15 @@
-"""The Hera WorkflowTemplates: committed YAML, strict API validation, light imports, and the
-contract between a template and the CLI (its command, run locally against the real stack)."""
+"""The Hera WorkflowTemplates and CronWorkflows: committed YAML, strict API validation, light
+imports, the CV and LLM pipelines' wiring and the crons' settings, and the contract between a
+template and the CLI (its command, run locally against the real stack: MLflow, S3, Triton,
+vLLM)."""
 
 from __future__ import annotations
 
+import argparse
 import ast
 import copy
 import enum
+import importlib
 import json
 import os
 import re
@@ -23,8 +27,9 @@ from pydantic import BaseModel, RootModel
 
 from steps import promote, settings
 from workflows import build, common, specs
+from workflows import settings as build_settings
 
-from .conftest import ROOT
+from .conftest import ROOT, run_mlcp, unique
 
 HEAVY = ("mlflow", "torch", "boto3", "botocore", "tritonclient", "numpy", "pandas", "steps")
 ALIASES = ["candidate", "staged", "evaluated", "benchmarked", "live", "previous"]
@@ -39,6 +44,27 @@ PROMOTE_PARAMS = {  # name: (default or None when required, enum or None)
     "force": ("false", BOOLEAN),
     "dry-run": ("false", BOOLEAN),
 }
+
+
+SETTINGS_VARIABLES = (
+    "MLCP_CV_RETRAIN_SCHEDULE",
+    "MLCP_RETRAIN_TIMEZONE",
+    "MLCP_CV_RETRAIN_SUSPEND",
+    "MLCP_CV_RETRAIN_MODEL",
+    "MLCP_CV_TRAIN_GPUS",
+    "MLCP_LLM_RETRAIN_SCHEDULE",
+    "MLCP_LLM_RETRAIN_SUSPEND",
+    "MLCP_LLM_RETRAIN_MODEL",
+    "MLCP_LLM_TRAIN_GPUS",
+)
+KINDS = {"WorkflowTemplate": hm.WorkflowTemplate, "CronWorkflow": hm.CronWorkflow}
+
+
+@pytest.fixture(autouse=True)
+def default_build_settings(monkeypatch):
+    """The committed files use the default settings, whatever this shell exports."""
+    for name in SETTINGS_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
 
 
 def committed() -> dict[str, dict]:
@@ -172,9 +198,29 @@ def strict_errors(value, annotation, path: str = "") -> list[str]:
 
 
 def test_every_generated_document_is_valid_for_argo_strictly():
+    kinds = {}
     for name, doc in committed().items():
-        assert doc["apiVersion"] == "argoproj.io/v1alpha1" and doc["kind"] == "WorkflowTemplate"
-        assert strict_errors(doc, hm.WorkflowTemplate) == [], name
+        assert doc["apiVersion"] == "argoproj.io/v1alpha1" and doc["kind"] in KINDS, name
+        assert strict_errors(doc, KINDS[doc["kind"]]) == [], name
+        kinds[name] = doc["kind"]
+    assert kinds == {
+        "promote.yaml": "WorkflowTemplate",
+        "cv-train.yaml": "WorkflowTemplate",
+        "cv-deploy.yaml": "WorkflowTemplate",
+        "cv-evaluate.yaml": "WorkflowTemplate",
+        "cv-perf-test.yaml": "WorkflowTemplate",
+        "cv-pipeline.yaml": "WorkflowTemplate",
+        "cv-retrain.yaml": "CronWorkflow",
+        "llm-train.yaml": "WorkflowTemplate",
+        "llm-deploy.yaml": "WorkflowTemplate",
+        "llm-evaluate.yaml": "WorkflowTemplate",
+        "llm-perf-test.yaml": "WorkflowTemplate",
+        "llm-pipeline.yaml": "WorkflowTemplate",
+        "llm-retrain.yaml": "CronWorkflow",
+    }
+    # and Hera's own (lenient) models read every document back
+    for doc in committed().values():
+        KINDS[doc["kind"]].model_validate(doc)
 
 
 def test_the_strict_check_catches_misspelled_fields_and_wrong_types():
@@ -250,12 +296,29 @@ def test_workflows_sources_import_only_hera_and_the_standard_library():
 KEBAB = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
 
 
+def workflow_spec(doc: dict) -> dict:
+    """A WorkflowTemplate's spec, or the workflowSpec a CronWorkflow submits."""
+    return doc["spec"]["workflowSpec"] if doc["kind"] == "CronWorkflow" else doc["spec"]
+
+
 def every_parameter(doc: dict) -> list[tuple[str, dict]]:
-    found = [("spec.arguments", p) for p in doc["spec"].get("arguments", {}).get("parameters", [])]
-    for t in doc["spec"]["templates"]:
+    spec = workflow_spec(doc)
+    found = [("spec.arguments", p) for p in spec.get("arguments", {}).get("parameters", [])]
+    for t in spec.get("templates", []):
         for kind in ("inputs", "outputs"):
             found += [(f"{t['name']}.{kind}", p) for p in t.get(kind, {}).get("parameters", [])]
     return found
+
+
+def step_arguments(doc: dict) -> list[tuple[str, dict]]:
+    """The parameters the steps of a steps template pass to the templates they call."""
+    return [
+        (f"{t['name']}.{step['name']}", p)
+        for t in workflow_spec(doc).get("templates", [])
+        for group in t.get("steps", [])
+        for step in group
+        for p in step.get("arguments", {}).get("parameters", [])
+    ]
 
 
 def test_every_parameter_is_kebab_case_and_described():
@@ -268,6 +331,8 @@ def test_every_parameter_is_kebab_case_and_described():
             if "enum" in param:
                 default = param.get("value", param.get("default"))
                 assert default is None or default in param["enum"], f"{name} {where}"
+        for where, param in step_arguments(doc):
+            assert KEBAB.fullmatch(param["name"]), f"{name} {where}: {param['name']}"
 
 
 def test_promote_parameters_have_the_expected_defaults_and_enums():
@@ -538,3 +603,577 @@ def test_retry_strategy_retries_exit_1_only():
     for code in (0, 2, 3):  # success, bad input, gate said no: final
         assert not retried(strategy["expression"], code)
         assert not retried(strategy["expression"], code, status="Error")
+
+
+# ------------------------------------------------------------------ the stage templates
+
+STAGES = {  # template: (mlcp words, alias read or None, alias written)
+    "cv-train": (("cv", "train"), None, "candidate"),
+    "cv-deploy": (("cv", "deploy"), "candidate", "staged"),
+    "cv-evaluate": (("cv", "evaluate"), "staged", "evaluated"),
+    "cv-perf-test": (("cv", "perf-test"), "evaluated", "benchmarked"),
+    "llm-train": (("llm", "train"), None, "candidate"),
+    "llm-deploy": (("llm", "deploy"), "candidate", "staged"),
+    "llm-evaluate": (("llm", "evaluate"), "staged", "evaluated"),
+    "llm-perf-test": (("llm", "perf-test"), "evaluated", "benchmarked"),
+}
+# Where a template's default deliberately differs from the CLI's: the cluster's Triton is the
+# official image, whose ONNX back end is onnxruntime (the local tritonserver has python only);
+# llm-deploy places adapters on the volume it mounts and shares with the vLLM server.
+CLUSTER_DEFAULTS = {
+    ("cv-deploy", "backend"): "onnxruntime",
+    ("llm-deploy", "adapter-dir"): "/adapters",
+}
+# Module: (what the docstring says it reads, what it writes).
+DOCSTRING_ALIASES = {
+    "promote": ("benchmarked", "live"),
+    "cv_train": ("no alias", "candidate"),
+    "cv_deploy": ("candidate", "staged"),
+    "cv_evaluate": ("staged", "evaluated"),
+    "cv_perf_test": ("evaluated", "benchmarked"),
+    "cv_pipeline": ("no alias", "live"),
+    "cv_retrain": ("no alias", "live"),
+    "llm_train": ("no alias", "candidate"),
+    "llm_deploy": ("candidate", "staged"),
+    "llm_evaluate": ("staged", "evaluated"),
+    "llm_perf_test": ("evaluated", "benchmarked"),
+    "llm_pipeline": ("no alias", "live"),
+    "llm_retrain": ("no alias", "live"),
+}
+
+
+def doc_named(name: str) -> dict:
+    return committed()[f"{name}.yaml"]
+
+
+def cli_subparser(words: tuple[str, ...]) -> argparse.ArgumentParser:
+    from steps.cli import build_parser
+
+    parser = build_parser()
+    for word in words:
+        group = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = group.choices[word]
+    return parser
+
+
+def test_docstrings_name_the_alias_read_and_the_alias_written():
+    assert {b.__module__.rsplit(".", 1)[-1] for b in build.TEMPLATES} == set(DOCSTRING_ALIASES)
+    for module_name, (reads, writes) in DOCSTRING_ALIASES.items():
+        module = importlib.import_module(f"workflows.{module_name}")
+        head = " ".join(module.__doc__.split("\n\n")[0].split())
+        found = re.match(r"([\w-]+): reads (.*?) and writes (.*)", head)
+        assert found, f"{module_name}: the docstring opens with '<name>: reads ... and writes'"
+        assert found[1] == module.template().name == module_name.replace("_", "-")
+        assert reads in found[2] and writes in found[3], f"{module_name}: {head}"
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_stage_template_runs_mlcp_with_every_flag_of_its_cli(name):
+    words, reads, writes = STAGES[name]
+    doc = doc_named(name)
+    template = entry_template(doc)
+    container = template["container"]
+    assert container["command"] == ["mlcp"] and container["image"] == common.image()
+    assert tuple(container["args"][: len(words)]) == words
+    # every flag of the stage's CLI is a parameter, and nothing else is
+    flags = {a.split("=", 1)[0] for a in container["args"][len(words) :]}
+    cli = {
+        opt
+        for action in cli_subparser(words)._actions
+        for opt in action.option_strings
+        if opt.startswith("--") and opt != "--help"
+    }
+    assert flags == cli, f"{name}: template {sorted(flags)} vs CLI {sorted(cli)}"
+    inputs = {p["name"]: p for p in template["inputs"]["parameters"]}
+    for arg in container["args"][len(words) :]:
+        flag, value = arg.split("=", 1)
+        assert value == "{{inputs.parameters." + flag[2:] + "}}"  # kebab flag = parameter
+        assert inputs[flag[2:]]["description"].strip()
+    # model-name is required; the aliases are enums of the chain with the stage's defaults
+    assert "default" not in inputs["model-name"]
+    assert inputs["output-alias"]["default"] == writes
+    assert inputs["output-alias"]["enum"] == ALIASES
+    if reads:
+        assert inputs["input-alias"]["default"] == reads
+        assert inputs["input-alias"]["enum"] == ALIASES
+    else:
+        assert "input-alias" not in inputs
+    # the template's defaults are the CLI's (but where the cluster needs another one)
+    parser = cli_subparser(())
+    values = submission(doc, {"model-name": "m"})
+    from_template = vars(
+        parser.parse_args([substitute(a, values, Workflow()) for a in container["args"]])
+    )
+    from_cli = vars(parser.parse_args([*words, "--model-name", "m"]))
+    for key, value in from_cli.items():
+        expected = CLUSTER_DEFAULTS.get((name, key.replace("_", "-")), value)
+        assert from_template[key] == expected, f"{name} {key}"
+    # outputs: the files the CLI writes under $MLCP_OUTPUT_DIR
+    outputs = {p["name"]: p["valueFrom"] for p in template["outputs"]["parameters"]}
+    assert outputs == {
+        "version": {"default": "", "path": "/tmp/outputs/version"},
+        "verdict": {"default": "", "path": "/tmp/outputs/verdict"},
+        "result": {"default": "", "path": "/tmp/outputs/result.json"},
+    }
+    assert template["retryStrategy"]["expression"] == common.RETRY_EXPRESSION
+    assert container["envFrom"] == entry_template(promote_doc())["container"]["envFrom"]
+
+
+def test_deploy_backend_is_an_enum_and_training_gets_more_resources_and_gpus_on_request():
+    backend = next(
+        p
+        for p in entry_template(doc_named("cv-deploy"))["inputs"]["parameters"]
+        if p["name"] == "backend"
+    )
+    assert backend["enum"] == ["python", "onnxruntime"]
+    train = entry_template(doc_named("cv-train"))
+    promote_resources = entry_template(promote_doc())["container"]["resources"]
+    resources = train["container"]["resources"]
+    assert _quantity(resources["limits"]["memory"]) > _quantity(
+        promote_resources["limits"]["memory"]
+    )
+    assert _quantity(resources["requests"]["cpu"]) > _quantity(promote_resources["requests"]["cpu"])
+    assert train["activeDeadlineSeconds"] > entry_template(promote_doc())["activeDeadlineSeconds"]
+    # the committed file asks for no GPU (the default setting)
+    assert "nvidia.com/gpu" not in json.dumps(doc_named("cv-train"))
+    # with the setting, the GPU is a limit (and request) and the GPU taint is tolerated
+    generated = build.generate(build_settings.Settings(cv_train_gpus=2))
+    gpu_doc = yaml.safe_load(generated["cv-train.yaml"])
+    assert strict_errors(gpu_doc, hm.WorkflowTemplate) == []
+    gpu_train = entry_template(gpu_doc)
+    assert gpu_train["container"]["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert gpu_train["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    # the other documents do not change with it
+    defaults = build.generate(build_settings.Settings())
+    assert {k for k in defaults if defaults[k] != generated[k]} == {"cv-train.yaml"}
+
+
+def test_llm_closed_choices_are_enums_training_gets_gpus_and_deploy_mounts_the_adapters():
+    def inputs(name: str) -> dict[str, dict]:
+        return {p["name"]: p for p in entry_template(doc_named(name))["inputs"]["parameters"]}
+
+    # the judge back end and its output constraint are drop-downs of what the steps know
+    from steps.llm import judge
+
+    evaluate = inputs("llm-evaluate")
+    assert evaluate["judge"]["enum"] == ["reference", "openai"]
+    assert evaluate["judge"]["default"] == "reference"
+    assert evaluate["judge-constraint"]["enum"] == list(judge.CONSTRAINTS)
+    assert evaluate["judge-constraint"]["default"] == "structured_outputs"
+    # training gets more than promote, and GPUs only on request (one setting, one document)
+    train = entry_template(doc_named("llm-train"))
+    promote_template = entry_template(promote_doc())
+    limits = train["container"]["resources"]["limits"]
+    assert _quantity(limits["memory"]) > _quantity(
+        promote_template["container"]["resources"]["limits"]["memory"]
+    )
+    assert train["activeDeadlineSeconds"] > promote_template["activeDeadlineSeconds"]
+    assert "nvidia.com/gpu" not in json.dumps(doc_named("llm-train"))
+    generated = build.generate(build_settings.Settings(llm_train_gpus=1))
+    gpu_doc = yaml.safe_load(generated["llm-train.yaml"])
+    assert strict_errors(gpu_doc, hm.WorkflowTemplate) == []
+    gpu_train = entry_template(gpu_doc)
+    assert gpu_train["container"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert gpu_train["tolerations"][0]["key"] == "nvidia.com/gpu"
+    defaults = build.generate(build_settings.Settings())
+    assert {k for k in defaults if defaults[k] != generated[k]} == {"llm-train.yaml"}
+    # llm-deploy places adapters on the claim it shares with vLLM, where adapter-dir points
+    deploy = entry_template(doc_named("llm-deploy"))
+    assert {"name": "adapters", "persistentVolumeClaim": {"claimName": "mlcp-vllm-adapters"}} in (
+        deploy["volumes"]
+    )
+    assert {"name": "adapters", "mountPath": "/adapters"} in deploy["container"]["volumeMounts"]
+    assert inputs("llm-deploy")["adapter-dir"]["default"] == "/adapters"
+    assert {"name": "tmp", "mountPath": "/tmp"} in deploy["container"]["volumeMounts"]
+
+
+def test_llm_gates_of_the_pipeline_are_those_of_the_local_chain():
+    from steps.llm import chain
+
+    assert ",".join(specs.LLM_GATES) == chain.GATES
+
+
+def _quantity(text: str) -> float:
+    units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+    for suffix, factor in units.items():
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * factor
+    return float(text)
+
+
+# ------------------------------------------------------------------ the pipeline and the cron
+
+
+def pipeline_steps(doc: dict) -> list[dict]:
+    """The steps of the pipeline, in order; each group must hold exactly one (a chain)."""
+    groups = entry_template(doc)["steps"]
+    assert all(len(group) == 1 for group in groups), "the stages run one after the other"
+    return [group[0] for group in groups]
+
+
+def resolve(text: str, workflow_values: dict[str, str]) -> str:
+    for name, value in workflow_values.items():
+        text = text.replace("{{workflow.parameters." + name + "}}", value)
+    assert "{{" not in text, f"unresolved tag in {text!r}"
+    return text
+
+
+def stage_submission(step: dict, workflow_values: dict[str, str]) -> dict[str, str]:
+    """What a pipeline step gives the template it references, as Argo substitutes it."""
+    return {
+        p["name"]: resolve(p["value"], workflow_values) for p in step["arguments"]["parameters"]
+    }
+
+
+PIPELINE_CHAINS = {  # pipeline: (stage template prefix, gates promote requires)
+    "cv-pipeline": ("cv", specs.CV_GATES),
+    "llm-pipeline": ("llm", specs.LLM_GATES),
+}
+
+
+@pytest.mark.parametrize("pipeline", sorted(PIPELINE_CHAINS))
+def test_pipeline_chains_the_stage_templates_by_templateref_passing_only_names(pipeline):
+    prefix, gates = PIPELINE_CHAINS[pipeline]
+    doc = doc_named(pipeline)
+    documents = committed()
+    arguments = doc["spec"]["arguments"]["parameters"]
+    alias_params = ["candidate-alias", "staged-alias", "evaluated-alias", "benchmarked-alias"]
+    assert [p["name"] for p in arguments] == ["model-name", *alias_params, "live-alias"]
+    assert "value" not in arguments[0]  # the model name is asked for
+    for p in arguments[1:]:
+        assert p["value"] == p["name"].removesuffix("-alias") and p["enum"] == ALIASES
+    assert "continueOn" not in json.dumps(doc)  # a failed step fails the workflow
+    assert [t["name"] for t in doc["spec"]["templates"]] == [doc["spec"]["entrypoint"]]
+    steps = pipeline_steps(doc)
+    assert [s["name"] for s in steps] == ["train", "deploy", "evaluate", "perf-test", "promote"]
+    allowed = {"{{workflow.parameters.model-name}}"} | {
+        "{{workflow.parameters." + p + "}}" for p in [*alias_params, "live-alias"]
+    }
+    defaults = submission(doc, {"model-name": "m"})
+    chain = []
+    for step in steps:
+        assert set(step) == {"name", "arguments", "templateRef"}, step["name"]
+        ref = step["templateRef"]
+        referenced = documents[f"{ref['name']}.yaml"]
+        assert referenced["kind"] == "WorkflowTemplate" and "clusterScope" not in ref
+        target = next(t for t in referenced["spec"]["templates"] if t["name"] == ref["template"])
+        inputs = {p["name"] for p in target["inputs"]["parameters"]}
+        for p in step["arguments"]["parameters"]:
+            assert p["name"] in inputs, f"{step['name']}: {p['name']} is not an input"
+            if p["name"] == "require-gates":
+                assert step["name"] == "promote"
+                continue
+            assert p["name"] == "model-name" or p["name"].endswith("-alias"), p["name"]
+            assert p["value"] in allowed, f"{step['name']}: {p['name']}={p['value']}"
+        given = stage_submission(step, defaults)
+        submission(referenced, given)  # Argo would accept it (enums, required values)
+        reads = given.get("input-alias", given.get("source-alias"))
+        writes = given.get("output-alias", given.get("target-alias"))
+        chain.append((ref["name"], given["model-name"], reads, writes))
+    assert chain == [
+        (f"{prefix}-train", "m", None, "candidate"),
+        (f"{prefix}-deploy", "m", "candidate", "staged"),
+        (f"{prefix}-evaluate", "m", "staged", "evaluated"),
+        (f"{prefix}-perf-test", "m", "evaluated", "benchmarked"),
+        ("promote", "m", "benchmarked", "live"),
+    ]
+    promote_args = stage_submission(steps[-1], defaults)
+    assert promote_args["require-gates"].split(",") == list(gates)
+    # renaming an alias renames it on both sides of the stages that share it
+    renamed = submission(doc, {"model-name": "m", "staged-alias": "evaluated"})
+    assert stage_submission(steps[1], renamed)["output-alias"] == "evaluated"
+    assert stage_submission(steps[2], renamed)["input-alias"] == "evaluated"
+
+
+RETRAINS = {  # cron: (the pipeline it submits, default schedule, default model)
+    "cv-retrain": ("cv-pipeline", "0 3 * * 1", "resnet18-digits"),
+    "llm-retrain": ("llm-pipeline", "0 4 * * 1", "tiny-llama-instruct"),
+}
+
+
+@pytest.mark.parametrize("cron", sorted(RETRAINS))
+def test_retrain_cron_submits_the_pipeline_with_forbid_and_the_settings_schedule(cron):
+    pipeline, schedule, model = RETRAINS[cron]
+    prefix = cron.split("-")[0]
+    doc = doc_named(cron)
+    defaults = build_settings.Settings()
+    spec = doc["spec"]
+    assert doc["kind"] == "CronWorkflow"
+    assert spec["concurrencyPolicy"] == "Forbid"
+    assert spec["schedules"] == [getattr(defaults, f"{prefix}_retrain_schedule")] == [schedule]
+    assert spec["timezone"] == defaults.retrain_timezone == "UTC"
+    suspended = getattr(defaults, f"{prefix}_retrain_suspend")
+    assert spec["suspend"] is suspended is True  # switched on by a person
+    assert spec["workflowSpec"]["workflowTemplateRef"] == {"name": pipeline}
+    assert set(spec["workflowSpec"]) == {"workflowTemplateRef", "arguments"}
+    # the arguments it gives are ones the pipeline accepts, and all it requires
+    given = {p["name"]: p["value"] for p in spec["workflowSpec"]["arguments"]["parameters"]}
+    assert (
+        given
+        == {"model-name": getattr(defaults, f"{prefix}_retrain_model")}
+        == {"model-name": model}
+    )
+    submission(doc_named(pipeline), given)
+
+
+def test_settings_come_from_the_environment_at_build_time(monkeypatch):
+    monkeypatch.setenv("MLCP_CV_RETRAIN_SCHEDULE", "30  2 * * *")
+    monkeypatch.setenv("MLCP_RETRAIN_TIMEZONE", "Europe/Berlin")
+    monkeypatch.setenv("MLCP_CV_RETRAIN_SUSPEND", "false")
+    monkeypatch.setenv("MLCP_CV_RETRAIN_MODEL", "digits-prod")
+    monkeypatch.setenv("MLCP_LLM_RETRAIN_SCHEDULE", "15 1 * * 0,3")
+    monkeypatch.setenv("MLCP_LLM_RETRAIN_SUSPEND", "no")
+    monkeypatch.setenv("MLCP_LLM_RETRAIN_MODEL", "llama-prod")
+    generated = build.generate()
+    cron = yaml.safe_load(generated["cv-retrain.yaml"])
+    assert strict_errors(cron, hm.CronWorkflow) == []
+    assert cron["spec"]["schedules"] == ["30 2 * * *"]
+    assert cron["spec"]["timezone"] == "Europe/Berlin"
+    assert cron["spec"]["suspend"] is False
+    assert cron["spec"]["workflowSpec"]["arguments"]["parameters"][0]["value"] == "digits-prod"
+    llm = yaml.safe_load(generated["llm-retrain.yaml"])
+    assert strict_errors(llm, hm.CronWorkflow) == []
+    assert llm["spec"]["schedules"] == ["15 1 * * 0,3"]
+    assert llm["spec"]["timezone"] == "Europe/Berlin"  # one time zone for both schedules
+    assert llm["spec"]["suspend"] is False
+    assert llm["spec"]["workflowSpec"]["arguments"]["parameters"][0]["value"] == "llama-prod"
+    assert llm["spec"]["workflowSpec"]["workflowTemplateRef"] == {"name": "llm-pipeline"}
+    # the committed files are not those: the check says so, and names the files
+    assert [p.split("\n")[0] for p in build.differences()] == [
+        "differs: charts/mlcp/files/workflows/cv-retrain.yaml",
+        "differs: charts/mlcp/files/workflows/llm-retrain.yaml",
+    ]
+    # bad values stop the build with a clear message
+    for variable, value, message in (
+        ("MLCP_CV_RETRAIN_SCHEDULE", "every monday", "five-field cron"),
+        ("MLCP_RETRAIN_TIMEZONE", "Mars/Olympus_Mons", "unknown time zone"),
+        ("MLCP_CV_RETRAIN_SUSPEND", "maybe", "true or false"),
+        ("MLCP_CV_TRAIN_GPUS", "one", "whole number"),
+        ("MLCP_LLM_RETRAIN_SCHEDULE", "0 4 * *", "MLCP_LLM_RETRAIN_SCHEDULE: not a five-field"),
+        ("MLCP_LLM_RETRAIN_SUSPEND", "sometimes", "MLCP_LLM_RETRAIN_SUSPEND: expected true"),
+        ("MLCP_LLM_RETRAIN_MODEL", "tiny llama", "MLCP_LLM_RETRAIN_MODEL: not a model name"),
+        ("MLCP_LLM_TRAIN_GPUS", "2.5", "MLCP_LLM_TRAIN_GPUS: expected a whole number"),
+        ("MLCP_LLM_TRAIN_GPUS", "17", "MLCP_LLM_TRAIN_GPUS must be 0..16"),
+    ):
+        with monkeypatch.context() as m:
+            m.setenv(variable, value)
+            with pytest.raises(ValueError, match=message):
+                build_settings.from_env()
+            assert build.main(["--check"]) == 2
+
+
+# ------------------------------------------------------------------ running the CV templates
+
+TRAIN_SMALL = {"epochs": "1", "min-val-accuracy": "0.1"}
+# Generous bounds: this checks the plumbing, not the speed of a shared 2-core machine.
+PERF_SMALL = {
+    "users": "2",
+    "duration": "2",
+    "max-p95-ms": "10000",
+    "min-rps": "0.5",
+    "max-error-rate": "0.5",
+    "max-p95-regression-ms": "10000",
+    "max-rps-regression": "1000",
+}
+
+
+def served(slot: str) -> list[str]:
+    from steps.serving import triton
+
+    return triton.Triton().served_versions(slot)
+
+
+def test_cv_templates_run_the_chain_against_the_real_stack(models, client, tmp_path):
+    # given the published data set and a new model name
+    published = run_mlcp("data", "cv")
+    assert published.code == 0, published.err
+    model = unique("digits-argo")
+    workflow = Workflow(name="cv-pipeline-k8x2q", labels={common.CREATOR_LABEL: "alice"})
+    pipeline = doc_named("cv-pipeline")
+    steps = {s["name"]: s for s in pipeline_steps(pipeline)}
+    values = submission(pipeline, {"model-name": model})  # the UI form, left at its defaults
+
+    def stage(step: str, **small: str) -> Run:
+        """Run the template the pipeline step references with what the step passes it."""
+        given = {**stage_submission(steps[step], values), **small}
+        doc = doc_named(steps[step]["templateRef"]["name"])
+        return run_template(doc, given, workflow, tmp_path / step)
+
+    # cv-train -> candidate, and the version as an output
+    run = stage("train", **TRAIN_SMALL)
+    assert run.code == 0, run.err[-3000:]
+    assert models.aliases(model) == {"candidate": "1"}
+    assert (run.outputs["version"], run.outputs["verdict"]) == ("1", "pass")
+    assert json.loads(run.outputs["result"])["version"] == "1"
+    # cv-deploy -> staged, and Triton's staged slot serves it (python: the local back end)
+    run = stage("deploy", backend="python")
+    assert run.code == 0, run.err[-3000:]
+    assert models.aliases(model) == {"candidate": "1", "staged": "1"}
+    assert served(f"{model}-staged") == ["1"]
+    assert (run.outputs["version"], run.outputs["verdict"]) == ("1", "pass")
+    # cv-evaluate with an impossible gate: exit 3 (final), verdict fail, nothing moved
+    run = stage("evaluate", **{"min-accuracy": "1"})
+    assert run.code == 3, run.err[-3000:]
+    assert not common_retries(3)
+    assert run.outputs["verdict"] == "fail" and run.outputs["version"] is None
+    assert models.aliases(model) == {"candidate": "1", "staged": "1"}
+    # cv-evaluate -> evaluated
+    run = stage("evaluate", **{"min-accuracy": "0.1"})
+    assert run.code == 0, run.err[-3000:]
+    assert models.aliases(model)["evaluated"] == "1"
+    assert json.loads(run.outputs["result"])["accuracy"] >= 0.1
+    # cv-perf-test -> benchmarked
+    run = stage("perf-test", **PERF_SMALL)
+    assert run.code == 0, run.err[-3000:]
+    assert models.aliases(model)["benchmarked"] == "1"
+    assert run.outputs["verdict"] == "pass"
+    # promote, exactly as the pipeline calls it (every CV gate required) -> live
+    run = stage("promote")
+    assert run.code == 0, run.err[-3000:]
+    assert models.aliases(model) == {
+        "candidate": "1",
+        "staged": "1",
+        "evaluated": "1",
+        "benchmarked": "1",
+        "live": "1",
+    }
+    assert served(f"{model}-live") == ["1"]
+    record = promote.history(client, model, "live")[-1]
+    assert (record.to_version, record.action, record.actor) == ("1", "promote", "alice")
+    assert record.workflow_name == workflow.name
+    assert sorted(record.gate_runs) and len(record.gate_runs) == len(specs.CV_GATES)
+
+
+# ------------------------------------------------------------------ running the LLM templates
+
+LLM_TRAIN_SMALL = {"epochs": "1", "max-eval-perplexity": "100000"}  # plumbing, not quality
+# One epoch learns little: the evaluate gates are opened wide, on a few prompts.
+LLM_EVALUATE_SMALL = {
+    "limit": "6",
+    "min-correct": "0",
+    "max-refusal": "1",
+    "min-gain": "-1",
+    "max-regression": "1",
+}
+LLM_PERF_SMALL = {
+    "users": "2",
+    "duration": "2",
+    "max-tokens": "8",
+    "max-ttft-p95-ms": "20000",
+    "max-e2e-p95-ms": "20000",
+    "min-tokens-per-s": "0.5",
+    "min-success-rate": "0.5",
+    "max-ttft-regression-ms": "20000",
+    "max-e2e-regression-ms": "20000",
+    "max-tps-regression": "100000",
+}
+
+
+def test_llm_templates_run_the_chain_against_the_real_stack(
+    models, client, llm_data, vllm_server, tmp_path
+):
+    # given the published instruction set and base (llm_data), a real vLLM server, a new model
+    model = unique("tinyllm-argo")
+    workflow = Workflow(name="llm-pipeline-w7m3z", labels={common.CREATOR_LABEL: "bob"})
+    pipeline = doc_named("llm-pipeline")
+    steps = {s["name"]: s for s in pipeline_steps(pipeline)}
+    values = submission(pipeline, {"model-name": model})  # the UI form, left at its defaults
+
+    def stage(step: str, **small: str) -> Run:
+        """Run the template the pipeline step references with what the step passes it."""
+        given = {**stage_submission(steps[step], values), **small}
+        doc = doc_named(steps[step]["templateRef"]["name"])
+        return run_template(doc, given, workflow, tmp_path / step)
+
+    # llm-train -> candidate, and the version as an output
+    run = stage("train", **LLM_TRAIN_SMALL)
+    assert run.code == 0, run.err[-3000:]
+    assert models.aliases(model) == {"candidate": "1"}
+    assert (run.outputs["version"], run.outputs["verdict"]) == ("1", "pass")
+    trained = json.loads(run.outputs["result"])
+    assert trained["version"] == "1" and trained["base_model"] == llm_data["base_name"]
+    # llm-deploy -> staged, and vLLM's staged slot serves v1's adapter (here the adapter
+    # folder is the local server's, as the cluster's is the mounted volume)
+    adapters = os.environ["MLCP_VLLM_ADAPTER_DIR"]
+    run = stage("deploy", **{"adapter-dir": adapters})
+    assert run.code == 0, run.err[-3000:]
+    assert models.aliases(model) == {"candidate": "1", "staged": "1"}
+    assert vllm_server.adapters()[f"{model}-staged"]["path"].endswith(f"/{model}/1")
+    assert (run.outputs["version"], run.outputs["verdict"]) == ("1", "pass")
+    # llm-evaluate -> evaluated, graded by the reference judge (the default)
+    run = stage("evaluate", **LLM_EVALUATE_SMALL)
+    assert run.code == 0, run.err[-3000:]
+    assert models.aliases(model)["evaluated"] == "1"
+    evaluated = json.loads(run.outputs["result"])
+    assert 0 <= evaluated["correct_rate"] <= 1 and "base_correct_rate" in evaluated
+    assert run.outputs["verdict"] == "pass"
+    # llm-perf-test with an impossible throughput gate: exit 3 (final), verdict fail, no move
+    run = stage("perf-test", **{**LLM_PERF_SMALL, "min-tokens-per-s": "1000000"})
+    assert run.code == 3, run.err[-3000:]
+    assert not common_retries(3)
+    assert run.outputs["verdict"] == "fail" and run.outputs["version"] is None
+    assert "benchmarked" not in models.aliases(model)
+    # llm-perf-test -> benchmarked
+    run = stage("perf-test", **LLM_PERF_SMALL)
+    assert run.code == 0, run.err[-3000:]
+    assert models.aliases(model)["benchmarked"] == "1"
+    assert run.outputs["verdict"] == "pass"
+    assert json.loads(run.outputs["result"])["tokens_per_s"] > 0
+    # promote, exactly as the pipeline calls it (every LLM gate required) -> live, and vLLM's
+    # live slot follows
+    run = stage("promote")
+    assert run.code == 0, run.err[-3000:]
+    assert models.aliases(model) == {
+        "candidate": "1",
+        "staged": "1",
+        "evaluated": "1",
+        "benchmarked": "1",
+        "live": "1",
+    }
+    assert vllm_server.adapters()[f"{model}-live"]["path"].endswith(f"/{model}/1")
+    assert run.outputs["version"] == "1"
+    record = promote.history(client, model, "live")[-1]
+    assert (record.to_version, record.action, record.actor) == ("1", "promote", "bob")
+    assert record.workflow_name == workflow.name
+    assert len(record.gate_runs) == len(specs.LLM_GATES)
+
+
+def common_retries(code: int) -> bool:
+    return retried(common.RETRY_EXPRESSION, code)
+
+
+def test_readme_submissions_name_real_templates_and_parameters():
+    readme = (ROOT / "README.md").read_text()
+    rollback = (
+        "argo submit --from workflowtemplate/promote "
+        "-p model-name=M -p source-alias=previous -p target-alias=live"
+    )
+    assert rollback in readme
+    commands = re.findall(r"^argo submit --from workflowtemplate/(\S+)((?: -p \S+)*)", readme, re.M)
+    assert {name for name, _ in commands} >= {
+        "cv-pipeline",
+        "cv-train",
+        "llm-pipeline",
+        "llm-train",
+        "llm-evaluate",
+        "promote",
+    }
+    for name, params in commands:
+        given = dict(p.split("=", 1) for p in params.split(" -p ")[1:])
+        submission(doc_named(name), given)  # known names, values inside the enums
+    assert "argo cron resume cv-retrain" in readme and "kubectl apply -f" in readme
+    assert "argo cron resume llm-retrain" in readme and common.ADAPTER_CLAIM in readme
+    for key in (
+        "MLFLOW_TRACKING_URI",
+        "AWS_ENDPOINT_URL",
+        "MLFLOW_S3_ENDPOINT_URL",
+        "MLCP_DATA_ROOT",
+        "MLCP_TRITON_URL",
+        "MLCP_TRITON_REPOSITORY",
+        "MLCP_VLLM_URL",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    ):
+        assert f"--from-literal={key}=" in readme, key

@@ -1,8 +1,10 @@
-"""Write every WorkflowTemplate as YAML into the Helm chart: ``python -m workflows.build``.
+"""Write every WorkflowTemplate and CronWorkflow as YAML into the Helm chart:
+``python -m workflows.build``.
 
 ``make yaml`` runs it; the files are committed and a test regenerates them in memory and
 compares, so a change to ``workflows/`` without ``make yaml`` fails the tests. With
 ``--check`` nothing is written: it lists what differs and exits 1 (0 when all is current).
+Build settings (schedules, GPUs) come from the environment: see ``workflows/settings.py``.
 """
 
 from __future__ import annotations
@@ -13,15 +15,46 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from hera.workflows import WorkflowTemplate
+from hera.workflows import CronWorkflow, WorkflowTemplate
 
-from . import promote
+from . import (
+    cv_deploy,
+    cv_evaluate,
+    cv_perf_test,
+    cv_pipeline,
+    cv_retrain,
+    cv_train,
+    llm_deploy,
+    llm_evaluate,
+    llm_perf_test,
+    llm_pipeline,
+    llm_retrain,
+    llm_train,
+    promote,
+)
+from . import settings as build_settings
 from .common import ROOT
+from .settings import Settings
 
 OUT_DIR = ROOT / "charts" / "mlcp" / "files" / "workflows"
 
-# Every template the chart installs, in a stable order (the cv/llm stages join here).
-TEMPLATES: tuple[Callable[[], WorkflowTemplate], ...] = (promote.template,)
+Document = WorkflowTemplate | CronWorkflow
+# Every document the chart installs, in a stable order.
+TEMPLATES: tuple[Callable[[Settings], Document], ...] = (
+    promote.template,
+    cv_train.template,
+    cv_deploy.template,
+    cv_evaluate.template,
+    cv_perf_test.template,
+    cv_pipeline.template,
+    cv_retrain.template,
+    llm_train.template,
+    llm_deploy.template,
+    llm_evaluate.template,
+    llm_perf_test.template,
+    llm_pipeline.template,
+    llm_retrain.template,
+)
 
 
 def header(source: str) -> str:
@@ -31,29 +64,30 @@ def header(source: str) -> str:
     )
 
 
-def render(build: Callable[[], WorkflowTemplate]) -> tuple[str, str]:
-    """(file name, YAML text) of one template; the same input always gives the same text."""
-    wt = build()
+def render(build: Callable[[Settings], Document], settings: Settings) -> tuple[str, str]:
+    """(file name, YAML text) of one document; the same input always gives the same text."""
+    wt = build(settings)
     source = f"workflows/{build.__module__.rsplit('.', 1)[-1]}.py"
     body = wt.to_yaml(sort_keys=False, width=100)
     return f"{wt.name}.yaml", header(source) + body
 
 
-def generate() -> dict[str, str]:
-    """Every file the chart should hold, by name."""
+def generate(settings: Settings | None = None) -> dict[str, str]:
+    """Every file the chart should hold, by name (settings: from the environment)."""
+    settings = settings or build_settings.from_env()
     files: dict[str, str] = {}
     for build in TEMPLATES:
-        name, text = render(build)
+        name, text = render(build, settings)
         if name in files:
             raise ValueError(f"two templates would both be written to {name}")
         files[name] = text
     return files
 
 
-def differences(out_dir: Path = OUT_DIR) -> list[str]:
+def differences(out_dir: Path = OUT_DIR, settings: Settings | None = None) -> list[str]:
     """What differs between the generated files and those in ``out_dir`` (empty: current)."""
     problems: list[str] = []
-    expected = generate()
+    expected = generate(settings)
     for name, text in expected.items():
         path = out_dir / name
         if not path.is_file():
@@ -75,10 +109,10 @@ def differences(out_dir: Path = OUT_DIR) -> list[str]:
     return problems
 
 
-def write(out_dir: Path = OUT_DIR) -> list[Path]:
-    """Write every template, remove stale generated files; return the files written."""
+def write(out_dir: Path = OUT_DIR, settings: Settings | None = None) -> list[Path]:
+    """Write every document, remove stale generated files; return the files written."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    expected = generate()
+    expected = generate(settings)
     written = []
     for name, text in expected.items():
         path = out_dir / name
@@ -105,20 +139,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     out_dir = args.out_dir.resolve()
+    try:
+        settings = build_settings.from_env()
+    except ValueError as exc:
+        print(f"python -m workflows.build: error: {exc}", file=sys.stderr)
+        return 2
     if args.check:
-        problems = differences(out_dir)
+        problems = differences(out_dir, settings)
         for problem in problems:
             print(problem)
         if problems:
             print("run `make yaml` to regenerate", file=sys.stderr)
             return 1
-        print(f"{len(TEMPLATES)} template(s) current in {_show(out_dir)}")
+        print(f"{len(TEMPLATES)} document(s) current in {_show(out_dir)}")
         return 0
-    written = write(out_dir)
+    written = write(out_dir, settings)
     for path in written:
         print(f"wrote {_show(path)}")
     if not written:
-        print(f"{len(TEMPLATES)} template(s) already current in {_show(out_dir)}")
+        print(f"{len(TEMPLATES)} document(s) already current in {_show(out_dir)}")
     return 0
 
 

@@ -1,5 +1,7 @@
 """What every step template shares: the image, the configuration, the security settings, the
-retry rule and the outputs, built from a step's :class:`~workflows.specs.StepSpec`.
+retry rule and the outputs, built from a step's :class:`~workflows.specs.StepSpec`; and what
+every pipeline shares: a chain of ``templateRef`` steps built from a
+:class:`~workflows.specs.PipelineSpec`, and the CronWorkflow that starts one.
 
 Configuration comes from the ConfigMap ``mlcp-config`` and credentials from the Secret
 ``mlcp-credentials`` (both envFrom; nothing secret is written into a template). The
@@ -16,17 +18,21 @@ from pathlib import Path
 from hera.workflows import (
     ConfigMapEnvFrom,
     Container,
+    CronWorkflow,
     EmptyDirVolume,
     Env,
+    ExistingVolume,
     Parameter,
     Resources,
     RetryStrategy,
     SecretEnvFrom,
+    Step,
+    Steps,
     WorkflowTemplate,
 )
 from hera.workflows import models as m
 
-from .specs import StepSpec
+from .specs import Param, PipelineSpec, StepSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 DISTRIBUTION = "mlflow-control-plane"
@@ -60,6 +66,16 @@ RETRY_BACKOFF = m.Backoff(duration="15s", factor=m.IntOrString(2), max_duration=
 
 PART_OF_LABEL = {"app.kubernetes.io/part-of": "mlflow-control-plane"}
 
+# The volume the LLM steps share with the vLLM server: llm-deploy places adapters on it and
+# vLLM loads them from it (a ReadWriteMany PersistentVolumeClaim both pods mount).
+ADAPTER_CLAIM = "mlcp-vllm-adapters"
+ADAPTER_VOLUME = "adapters"
+
+GPU_RESOURCE = "nvidia.com/gpu"
+# A cron run that could not start on time (controller down) may still start this much later.
+CRON_STARTING_DEADLINE_SECONDS = 3600
+CRON_HISTORY_LIMIT = 3
+
 
 def package_version() -> str:
     """The package version from pyproject.toml (the step image is tagged with it)."""
@@ -74,7 +90,7 @@ def image() -> str:
     return f"{IMAGE_NAME}:{package_version()}"
 
 
-def arguments(spec: StepSpec) -> list[Parameter]:
+def arguments(params: tuple[Param, ...]) -> list[Parameter]:
     """The workflow's arguments (what `argo submit -p` sets and the UI asks for).
 
     A required parameter gets no value, so Argo refuses a submission without it.
@@ -86,7 +102,7 @@ def arguments(spec: StepSpec) -> list[Parameter]:
             enum=list(p.enum) if p.enum else None,
             **({} if p.required else {"value": p.default}),
         )
-        for p in spec.params
+        for p in params
     ]
 
 
@@ -128,12 +144,15 @@ def env_from() -> list:
 
 
 def env() -> list[Env]:
-    """Who and what runs the step (recorded with every alias move), and where outputs go."""
+    """Who and what runs the step (recorded with every alias move), where outputs go, and a
+    writable home."""
     return [
         Env(name="ARGO_WORKFLOW_NAME", value="{{workflow.name}}"),
         Env(name="ARGO_WORKFLOW_UID", value="{{workflow.uid}}"),
         Env(name="MLCP_ACTOR", value=ACTOR),
         Env(name="MLCP_OUTPUT_DIR", value=OUTPUT_DIR),
+        # The root filesystem is read-only: caches (matplotlib, torch, pip) go to /tmp.
+        Env(name="HOME", value="/tmp"),
     ]
 
 
@@ -157,9 +176,37 @@ def retry_strategy() -> RetryStrategy:
     )
 
 
-def step_container(spec: StepSpec, *, synchronization: m.Synchronization | None = None):
-    """The container template running ``mlcp`` for ``spec``."""
+def resources(spec: StepSpec) -> Resources:
+    """CPU and memory requests and limits; ``nvidia.com/gpu`` (request = limit) when asked."""
     r = spec.resources
+    return Resources(
+        cpu_request=r.cpu_request,
+        memory_request=r.memory_request,
+        cpu_limit=r.cpu_limit,
+        memory_limit=r.memory_limit,
+        **({"gpus": r.gpus, "gpu_flag": GPU_RESOURCE} if r.gpus > 0 else {}),
+    )
+
+
+def tolerations(spec: StepSpec) -> list[m.Toleration] | None:
+    """GPU nodes are commonly tainted nvidia.com/gpu:NoSchedule; a GPU step tolerates it."""
+    if spec.resources.gpus <= 0:
+        return None
+    return [m.Toleration(key=GPU_RESOURCE, operator="Exists", effect="NoSchedule")]
+
+
+def adapter_volume(mount_path: str) -> ExistingVolume:
+    """The adapter volume shared with the vLLM server (claim ``mlcp-vllm-adapters``)."""
+    return ExistingVolume(name=ADAPTER_VOLUME, claim_name=ADAPTER_CLAIM, mount_path=mount_path)
+
+
+def step_container(
+    spec: StepSpec,
+    *,
+    synchronization: m.Synchronization | None = None,
+    volumes: tuple = (),
+):
+    """The container template running ``mlcp`` for ``spec`` (``volumes``: besides /tmp)."""
     return Container(
         name=spec.name,
         image=image(),
@@ -170,13 +217,9 @@ def step_container(spec: StepSpec, *, synchronization: m.Synchronization | None 
         outputs=outputs(spec),
         env=env(),
         env_from=env_from(),
-        resources=Resources(
-            cpu_request=r.cpu_request,
-            memory_request=r.memory_request,
-            cpu_limit=r.cpu_limit,
-            memory_limit=r.memory_limit,
-        ),
-        volumes=[EmptyDirVolume(name=TMP_VOLUME, mount_path="/tmp")],
+        resources=resources(spec),
+        tolerations=tolerations(spec),
+        volumes=[EmptyDirVolume(name=TMP_VOLUME, mount_path="/tmp"), *volumes],
         security_context=security_context(),
         retry_strategy=retry_strategy(),
         active_deadline_seconds=spec.active_deadline_seconds,
@@ -190,7 +233,10 @@ def mutex(name: str) -> m.Synchronization:
 
 
 def step_workflow_template(
-    spec: StepSpec, *, synchronization: m.Synchronization | None = None
+    spec: StepSpec,
+    *,
+    synchronization: m.Synchronization | None = None,
+    volumes: tuple = (),
 ) -> WorkflowTemplate:
     """A WorkflowTemplate whose entrypoint is the one step ``spec`` describes."""
     return WorkflowTemplate(
@@ -198,6 +244,86 @@ def step_workflow_template(
         annotations={TITLE_ANNOTATION: spec.title, DESCRIPTION_ANNOTATION: spec.description},
         labels=dict(PART_OF_LABEL),
         entrypoint=spec.name,
-        arguments=arguments(spec),
-        templates=[step_container(spec, synchronization=synchronization)],
+        arguments=arguments(spec.params),
+        templates=[step_container(spec, synchronization=synchronization, volumes=volumes)],
+    )
+
+
+# ------------------------------------------------------------------ pipelines
+
+
+def workflow_parameter(param: Param) -> str:
+    return f"{{{{workflow.parameters.{param.name}}}}}"
+
+
+def stage_arguments(pipeline: PipelineSpec, spec: StepSpec) -> list[Parameter]:
+    """What a pipeline passes a stage: the model name, its alias names, and (to promote) the
+    gates the pipeline requires. Every other parameter keeps the stage template's default."""
+    by_alias = {p.default: p for p in pipeline.alias_params()}
+    passed = []
+    for p in spec.params:
+        if p.name == "model-name":
+            value = workflow_parameter(p)
+        elif p.is_alias:
+            value = workflow_parameter(by_alias[p.default])
+        elif p.name == "require-gates":
+            value = ",".join(pipeline.require_gates)
+        else:
+            continue
+        passed.append(Parameter(name=p.name, value=value))
+    return passed
+
+
+def pipeline_workflow_template(pipeline: PipelineSpec) -> WorkflowTemplate:
+    """A WorkflowTemplate running the pipeline's stages in order, each by ``templateRef`` to
+    its own WorkflowTemplate. No ``continueOn``: a failed step (a gate said no, exit 3)
+    fails the workflow and the later stages never run."""
+    with WorkflowTemplate(
+        name=pipeline.name,
+        annotations={
+            TITLE_ANNOTATION: pipeline.title,
+            DESCRIPTION_ANNOTATION: pipeline.description,
+        },
+        labels=dict(PART_OF_LABEL),
+        entrypoint=pipeline.name,
+        arguments=arguments(pipeline.params()),
+    ) as wt:
+        with Steps(name=pipeline.name):
+            for step_name, spec in pipeline.stages:
+                Step(
+                    name=step_name,
+                    template_ref=m.TemplateRef(name=spec.name, template=spec.name),
+                    arguments=stage_arguments(pipeline, spec),
+                )
+    return wt
+
+
+def retrain_cron_workflow(
+    name: str,
+    pipeline: PipelineSpec,
+    *,
+    title: str,
+    description: str,
+    schedule: str,
+    timezone: str,
+    suspend: bool,
+    model_name: str,
+) -> CronWorkflow:
+    """A CronWorkflow that submits the pipeline's WorkflowTemplate (``workflowTemplateRef``)
+    for one model; a run still going when the next is due makes the next one skip
+    (``Forbid``)."""
+    model = next(p for p in pipeline.params() if p.name == "model-name")
+    return CronWorkflow(
+        name=name,
+        annotations={TITLE_ANNOTATION: title, DESCRIPTION_ANNOTATION: description},
+        labels=dict(PART_OF_LABEL),
+        schedules=[schedule],
+        timezone=timezone,
+        concurrency_policy="Forbid",
+        cron_suspend=suspend,
+        starting_deadline_seconds=CRON_STARTING_DEADLINE_SECONDS,
+        successful_jobs_history_limit=CRON_HISTORY_LIMIT,
+        failed_jobs_history_limit=CRON_HISTORY_LIMIT,
+        workflow_template_ref=m.WorkflowTemplateRef(name=pipeline.name),
+        arguments=[Parameter(name=model.name, description=model.description, value=model_name)],
     )

@@ -16,10 +16,11 @@ from __future__ import annotations
 from hera.workflows import WorkflowTemplate
 
 from .common import mutex, step_workflow_template
+from .settings import Settings
 from .specs import PROMOTE
 
 MUTEX = f"mlcp-promote-{PROMOTE.param('model-name').reference}"
 
 
-def template() -> WorkflowTemplate:
+def template(settings: Settings | None = None) -> WorkflowTemplate:
     return step_workflow_template(PROMOTE, synchronization=mutex(MUTEX))

@@ -1,0 +1,122 @@
+"""Build-time settings of the generated YAML (standard library only).
+
+Read from the environment when ``make yaml`` (``python -m workflows.build``) runs; the
+committed files use the defaults, and the test that regenerates them uses the defaults
+too, whatever the environment says. Bad values fail the build with a clear message.
+
+- ``MLCP_CV_RETRAIN_SCHEDULE`` (``0 3 * * 1``): cv-retrain's five-field cron schedule;
+- ``MLCP_RETRAIN_TIMEZONE`` (``UTC``): the IANA time zone of the retraining schedules;
+- ``MLCP_CV_RETRAIN_SUSPEND`` (``true``): cv-retrain is installed suspended; switch it on
+  with ``argo cron resume cv-retrain`` (or build with ``false``);
+- ``MLCP_CV_RETRAIN_MODEL`` (``resnet18-digits``): the model cv-retrain trains and promotes;
+- ``MLCP_CV_TRAIN_GPUS`` (``0``): ``nvidia.com/gpu`` of cv-train (0: none);
+- ``MLCP_LLM_RETRAIN_SCHEDULE`` (``0 4 * * 1``): llm-retrain's five-field cron schedule (an
+  hour after cv-retrain, so the two do not compete for the cluster);
+- ``MLCP_LLM_RETRAIN_SUSPEND`` (``true``): llm-retrain is installed suspended; switch it on
+  with ``argo cron resume llm-retrain`` (or build with ``false``);
+- ``MLCP_LLM_RETRAIN_MODEL`` (``tiny-llama-instruct``): the model llm-retrain trains and
+  promotes;
+- ``MLCP_LLM_TRAIN_GPUS`` (``0``): ``nvidia.com/gpu`` of llm-train (0: none; a real base model
+  wants 1).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zoneinfo
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+CRON_FIELD = re.compile(r"[0-9A-Za-z*/,\-?LW#]+")
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
+TRUE, FALSE = ("true", "yes", "1"), ("false", "no", "0")
+
+
+@dataclass(frozen=True)
+class Settings:
+    cv_retrain_schedule: str = "0 3 * * 1"
+    retrain_timezone: str = "UTC"
+    cv_retrain_suspend: bool = True
+    cv_retrain_model: str = "resnet18-digits"
+    cv_train_gpus: int = 0
+    llm_retrain_schedule: str = "0 4 * * 1"
+    llm_retrain_suspend: bool = True
+    llm_retrain_model: str = "tiny-llama-instruct"
+    llm_train_gpus: int = 0
+
+    def __post_init__(self) -> None:
+        _check_schedule("MLCP_CV_RETRAIN_SCHEDULE", self.cv_retrain_schedule)
+        _check_schedule("MLCP_LLM_RETRAIN_SCHEDULE", self.llm_retrain_schedule)
+        _check_timezone(self.retrain_timezone)
+        _check_model("MLCP_CV_RETRAIN_MODEL", self.cv_retrain_model)
+        _check_model("MLCP_LLM_RETRAIN_MODEL", self.llm_retrain_model)
+        _check_gpus("MLCP_CV_TRAIN_GPUS", self.cv_train_gpus)
+        _check_gpus("MLCP_LLM_TRAIN_GPUS", self.llm_train_gpus)
+
+
+def _check_schedule(variable: str, schedule: str) -> None:
+    fields = schedule.split()
+    if len(fields) != 5 or not all(CRON_FIELD.fullmatch(f) for f in fields):
+        raise ValueError(f"{variable}: not a five-field cron schedule: {schedule!r}")
+
+
+def _check_model(variable: str, name: str) -> None:
+    if not MODEL_NAME.fullmatch(name):
+        raise ValueError(f"{variable}: not a model name: {name!r}")
+
+
+def _check_gpus(variable: str, gpus: int) -> None:
+    if not 0 <= gpus <= 16:
+        raise ValueError(f"{variable} must be 0..16, got {gpus}")
+
+
+def _check_timezone(name: str) -> None:
+    if not name or name.startswith(("/", ".")) or ".." in name:
+        raise ValueError(f"MLCP_RETRAIN_TIMEZONE: not an IANA time zone: {name!r}")
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        if zoneinfo.available_timezones():  # a time zone database to check against
+            raise ValueError(f"MLCP_RETRAIN_TIMEZONE: unknown time zone {name!r}") from None
+
+
+def _bool(name: str, text: str) -> bool:
+    value = text.strip().lower()
+    if value in TRUE:
+        return True
+    if value in FALSE:
+        return False
+    raise ValueError(f"{name}: expected true or false, got {text!r}")
+
+
+def _int(name: str, text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ValueError(f"{name}: expected a whole number, got {text!r}") from None
+
+
+def from_env(environ: Mapping[str, str] | None = None) -> Settings:
+    """The settings, each from its variable when set and non-empty, else the default."""
+    env = os.environ if environ is None else environ
+    given: dict[str, object] = {}
+    if value := env.get("MLCP_CV_RETRAIN_SCHEDULE", "").strip():
+        given["cv_retrain_schedule"] = " ".join(value.split())
+    if value := env.get("MLCP_RETRAIN_TIMEZONE", "").strip():
+        given["retrain_timezone"] = value
+    if value := env.get("MLCP_CV_RETRAIN_SUSPEND", "").strip():
+        given["cv_retrain_suspend"] = _bool("MLCP_CV_RETRAIN_SUSPEND", value)
+    if value := env.get("MLCP_CV_RETRAIN_MODEL", "").strip():
+        given["cv_retrain_model"] = value
+    if value := env.get("MLCP_CV_TRAIN_GPUS", "").strip():
+        given["cv_train_gpus"] = _int("MLCP_CV_TRAIN_GPUS", value)
+    if value := env.get("MLCP_LLM_RETRAIN_SCHEDULE", "").strip():
+        given["llm_retrain_schedule"] = " ".join(value.split())
+    if value := env.get("MLCP_LLM_RETRAIN_SUSPEND", "").strip():
+        given["llm_retrain_suspend"] = _bool("MLCP_LLM_RETRAIN_SUSPEND", value)
+    if value := env.get("MLCP_LLM_RETRAIN_MODEL", "").strip():
+        given["llm_retrain_model"] = value
+    if value := env.get("MLCP_LLM_TRAIN_GPUS", "").strip():
+        given["llm_train_gpus"] = _int("MLCP_LLM_TRAIN_GPUS", value)
+    return Settings(**given)
