@@ -41,7 +41,7 @@ demo-llm: $(STAMP) ## start the local stack, publish the LLM data and base, run 
 	$(VENV)/bin/mlcp data llm
 	$(VENV)/bin/mlcp llm chain
 
-bench: $(STAMP) ## control-plane latency, CV chain wall time, Triton batching gain: a table
+bench: $(STAMP) ## control-plane latency, CV and LLM chain wall times, Triton batching gain, LLM rollback: a table
 	$(PY) -m tests.bench
 
 .PHONY: yaml
@@ -57,3 +57,21 @@ stack-down: $(STAMP) ## stop the local stack
 clean: ## stop the stack and remove .mlcp/ and the virtual environment
 	-$(VENV)/bin/mlcp stack down
 	rm -rf .mlcp $(VENV)
+
+.PHONY: images
+images: ## build the step image (CUDA; CPU with TORCH_INDEX_URL=...) and the serving images, with docker
+	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { \
+		echo "make images: no docker engine here (docker missing or not running): nothing built."; \
+		echo "The Dockerfiles are under images/; every one is checked by hadolint in make test."; exit 1; }
+	$(eval VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml))
+	docker build -f images/steps.Dockerfile -t mlcp-steps:$(VERSION) .
+	@if [ -n "$(TORCH_INDEX_URL)" ]; then \
+		docker build -f images/steps.Dockerfile --build-arg TORCH_INDEX_URL="$(TORCH_INDEX_URL)" \
+			-t mlcp-steps:$(VERSION)-cpu . ; \
+	else echo "mlcp-steps:$(VERSION)-cpu skipped: set TORCH_INDEX_URL to a CPU-only PyTorch wheel index"; fi
+	docker build -f images/vllm.Dockerfile -t mlcp-vllm:$(VERSION) images
+	docker build -f images/mlflow.Dockerfile -t mlcp-mlflow:$(VERSION) images
+	@if [ -n "$(TRITON_REGISTRY)" ]; then \
+		docker build -f images/triton.Dockerfile --build-arg TRITON_REGISTRY="$(TRITON_REGISTRY)" \
+			-t mlcp-triton:$(VERSION) images ; \
+	else echo "mlcp-triton:$(VERSION) skipped: set TRITON_REGISTRY to NVIDIA's NGC registry host"; fi

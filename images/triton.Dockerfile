@@ -1,0 +1,33 @@
+# syntax=docker/dockerfile:1
+# The CV serving image: the official Triton Inference Server image (NVIDIA's NGC catalog,
+# nvidia/tritonserver, the full "-py3" flavour: onnxruntime, python and pytorch back ends and
+# S3 model repositories built in), pinned to release 24.10, whose tritonserver (2.51.0) is
+# the one the local stack runs. Only a non-root user and the start command are added.
+#
+# The registry is a build argument (this repository names no registry host): pass NGC's.
+#   docker build -f images/triton.Dockerfile --build-arg TRITON_REGISTRY=<NGC registry host> \
+#     -t mlcp-triton:0.1.0 images
+#
+# At run time it serves the model repository named by $MODEL_REPOSITORY, e.g.
+# s3://minio.mlops:9000/mlcp/triton (Triton's form for an S3-compatible endpoint: host:port
+# before the bucket; s3://https://host:port/... for TLS) with AWS_ACCESS_KEY_ID,
+# AWS_SECRET_ACCESS_KEY and AWS_DEFAULT_REGION from the environment, and explicit model
+# control: nothing is loaded at start; `mlcp cv deploy` and `mlcp promote` load and reload
+# the <model>-staged and <model>-live slots. Extra arguments are passed to tritonserver.
+ARG TRITON_REGISTRY
+FROM ${TRITON_REGISTRY}/nvidia/tritonserver:24.10-py3
+
+LABEL org.opencontainers.image.title="mlcp-triton" \
+      org.opencontainers.image.description="Triton Inference Server with explicit model control for mlflow-control-plane"
+RUN useradd --uid 10001 --user-group --no-create-home --home-dir /tmp \
+        --shell /usr/sbin/nologin mlcp
+# S3 repositories are copied to a temporary folder: /tmp (an emptyDir when the root
+# filesystem is read-only).
+ENV MODEL_REPOSITORY="" \
+    AWS_DEFAULT_REGION=us-east-1 \
+    HOME=/tmp
+WORKDIR /tmp
+USER 10001:10001
+EXPOSE 8000 8001 8002
+ENTRYPOINT ["/bin/sh", "-c", "if [ -z \"$MODEL_REPOSITORY\" ]; then echo 'MODEL_REPOSITORY is not set (e.g. s3://host:port/bucket/triton)' >&2; exit 2; fi; exec tritonserver --model-repository=\"$MODEL_REPOSITORY\" --model-control-mode=explicit --strict-readiness=true --http-port=8000 --grpc-port=8001 --metrics-port=8002 \"$@\"", "tritonserver"]
+CMD []

