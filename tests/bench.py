@@ -9,10 +9,15 @@ folder, then measures, in one run:
 - the CV chain: the wall time of ``mlcp cv chain`` (train -> deploy -> evaluate ->
   perf-test -> promote, each stage its own process);
 - Triton: requests per second on the chain's ResNet-18 with dynamic batching and without
-  it, same ONNX file, same concurrent clients, and the ratio.
+  it, same ONNX file, same concurrent clients, and the ratio;
+- the LLM chain (vLLM joins the stack): the wall time of ``mlcp llm chain``, and, after a
+  second chain put v2 live, the time from starting ``mlcp rollback`` until vLLM's
+  ``<model>-live`` slot answers from v1's adapter folder with v1's answers.
 
 Prints a table; asserts nothing about time (the machine is shared and noisy; read the
-figures, compare ratios within one run). ``--skip-cv`` measures the control plane only.
+figures, compare ratios within one run). ``--skip-cv`` and ``--skip-llm`` leave those parts
+out. The vLLM environment is the checkout's ``.mlcp/envs/vllm`` (built once, as the tests
+and ``mlcp stack up`` do).
 """
 
 from __future__ import annotations
@@ -30,6 +35,14 @@ from steps import promote, stack
 from .conftest import ROOT, ModelFactory
 
 TARGETS = {"mlcp --help": 1.0, "mlcp rollback": 3.0, "mlcp cv chain (wall)": 180.0}
+PROBES = ("the moon and the", "where is the door ?", "first: red", "song song song")
+# The second chain only has to put v2 live: bounds wide enough for a noisy shared machine.
+LENIENT = [
+    "--evaluate-args",
+    "--max-regression 0.5",
+    "--perf-args",
+    "--max-ttft-regression-ms 20000 --max-e2e-regression-ms 20000 --max-tps-regression 100000",
+]
 CLIENTS = 8
 SECONDS = 10.0
 
@@ -92,6 +105,43 @@ def bench_cv(rows: list, client) -> None:
     rows.append(("triton batching speed-up (x)", [rates["with"] / rates["without"]]))
 
 
+def bench_llm(rows: list, home: Path) -> None:
+    from steps.serving import vllm
+
+    env_home = ROOT / ".mlcp"
+    vllm.ensure_env(env_home)
+    link = vllm.env_dir(home)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.exists():
+        link.symlink_to(vllm.env_dir(env_home).resolve())
+    started = time.perf_counter()
+    values = stack.up(home, ports={"vllm": stack.free_port()}, services=["vllm"])
+    rows.append(("mlcp stack up vllm (env built)", [time.perf_counter() - started]))
+    os.environ.update(values)
+    server = vllm.VLLM(values["MLCP_VLLM_URL"])
+    model, slot = "bench-llm", "bench-llm-live"
+    timed("data", "llm")
+    rows.append(("mlcp llm chain (wall)", [timed("llm", "chain", "--model-name", model)]))
+    first = [server.complete(slot, p, 8) for p in PROBES]
+    timed("llm", "chain", "--model-name", model, "--seed", "1", *LENIENT)
+    second = [server.complete(slot, p, 8) for p in PROBES]
+    started = time.perf_counter()
+    timed("rollback", "--model-name", model)
+    exited = time.perf_counter() - started
+    while True:
+        path = server.adapters().get(slot, {}).get("path", "")
+        if Path(path).name == "1" and [server.complete(slot, p, 8) for p in PROBES] == first:
+            break
+        if time.perf_counter() - started > 120:
+            raise SystemExit(f"{slot} did not answer as v1 within 120 s of the rollback")
+        time.sleep(0.05)
+    answered = time.perf_counter() - started
+    rows.append(("llm rollback: mlcp exit", [exited]))
+    rows.append(("llm rollback: live slot answers v1", [answered]))
+    if first == second:
+        print("note: v1 and v2 answer the probes alike; the slot's folder told them apart")
+
+
 def timed(*args: str) -> float:
     started = time.perf_counter()
     proc = subprocess.run(
@@ -105,6 +155,7 @@ def timed(*args: str) -> float:
 
 def main() -> int:
     skip_cv = "--skip-cv" in sys.argv[1:]
+    skip_llm = "--skip-llm" in sys.argv[1:]
     rows: list[tuple[str, list[float]]] = []
     with tempfile.TemporaryDirectory(prefix="mlcp-bench-") as tmp:
         home = Path(tmp)
@@ -154,17 +205,19 @@ def main() -> int:
             )
             if not skip_cv:
                 bench_cv(rows, tracking.client())
+            if not skip_llm:
+                bench_llm(rows, home)
         finally:
             stack.down(home)
     print()
-    print(f"{'measure':<34} {'runs':>4} {'median':>9} {'min':>9} {'target':>9}  verdict")
+    print(f"{'measure':<36} {'runs':>4} {'median':>9} {'min':>9} {'target':>9}  verdict")
     for label, samples in rows:
         target = TARGETS.get(label)
         median = statistics.median(samples)
         verdict = "" if target is None else ("meets" if median < target else "MISSES")
         target_text = "" if target is None else f"< {target:g}"
         print(
-            f"{label:<34} {len(samples):>4} {median:>9.2f} {min(samples):>9.2f} "
+            f"{label:<36} {len(samples):>4} {median:>9.2f} {min(samples):>9.2f} "
             f"{target_text:>9}  {verdict}"
         )
     return 0

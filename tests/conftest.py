@@ -7,10 +7,8 @@ server), on free loopback ports in a temporary folder. Nothing here mocks MLflow
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -156,53 +154,24 @@ def llm_data(stack_env):
 
 @pytest.fixture(scope="session")
 def vllm_server(stack_env, llm_data):
-    """A real vLLM OpenAI-compatible server on a free port, serving the published base model
-    (downloaded to a local folder) with runtime LoRA loading; stopped at the end."""
+    """The stack's own vLLM service (``stack.up(services=["vllm"])``) started in the session's
+    stack on a free port: vLLM's OpenAI-compatible server serving the project's base with
+    runtime LoRA loading. Its environment is built once under ``$MLCP_VLLM_ENV_HOME``
+    (default ``.mlcp`` of this checkout, where `mlcp stack up` puts it too) and linked into
+    the session's stack folder; the session's ``stack.down`` stops it."""
     from steps import stack
-    from steps.llm import data as llmdata
     from steps.serving import vllm
 
     env_home = Path(os.environ.get("MLCP_VLLM_ENV_HOME") or ROOT / ".mlcp")
     vllm.ensure_env(env_home)
-    base = llmdata.materialize(llm_data["base_model"])
-    port = stack.free_port()
-    argv, env = vllm.server_command(env_home, port, base.folder, base.name)
-    log_path = stack_env["home"] / "logs" / "vllm.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(
-            argv,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            cwd=stack_env["home"],
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    server = vllm.VLLM(url)
+    home = stack_env["home"]
+    link = home / "envs" / "vllm"
+    if not link.exists():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(vllm.env_dir(env_home).resolve())
     started = time.monotonic()
-    try:
-        while True:
-            if process.poll() is not None:
-                tail = log_path.read_text(errors="replace")[-3000:]
-                pytest.fail(f"vLLM exited with {process.returncode} while starting:\n{tail}")
-            with contextlib.suppress(Exception):
-                server.require_live()
-                break
-            if time.monotonic() - started > 300:
-                pytest.fail(f"vLLM did not become ready in 300 s; see {log_path}")
-            time.sleep(0.5)
-        print(f"vLLM ready on {url} in {time.monotonic() - started:.1f} s")
-        os.environ["MLCP_VLLM_URL"] = url
-        os.environ["MLCP_VLLM_ADAPTER_DIR"] = str(stack_env["home"] / "vllm" / "adapters")
-        yield server
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+    values = stack.up(home, ports={"vllm": stack.free_port()}, services=["vllm"])
+    print(f"vLLM ready on {values['MLCP_VLLM_URL']} in {time.monotonic() - started:.1f} s")
+    os.environ["MLCP_VLLM_URL"] = values["MLCP_VLLM_URL"]
+    os.environ["MLCP_VLLM_ADAPTER_DIR"] = values["MLCP_VLLM_ADAPTER_DIR"]
+    return vllm.VLLM(values["MLCP_VLLM_URL"])

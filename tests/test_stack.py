@@ -218,3 +218,49 @@ def test_unknown_services_are_bad_input(tmp_path, mlcp):
     result = mlcp("stack", "up", "--home", str(tmp_path), "--services", "mlflow,kafka")
     assert result.code == 2
     assert "unknown service(s) kafka" in result.err and "mlflow,s3,triton" in result.err
+
+
+def test_vllm_joins_the_stack_serving_the_published_base(stack_env, vllm_server, llm_data):
+    # given the session's stack, where the vllm_server fixture ran `stack.up(services=[vllm])`
+    home = stack_env["home"]
+    from steps.llm import data as llmdata
+
+    rows = {row["service"]: row for row in stack.status(home)}
+    # then vllm runs beside the other three and the env file names it and its adapter folder
+    assert rows["vllm"]["state"] == "running" and rows["triton"]["state"] == "running"
+    values = settings.read_env_file(home / "env")
+    assert values["MLCP_VLLM_URL"] == rows["vllm"]["url"] == vllm_server.url
+    assert values["MLCP_VLLM_ADAPTER_DIR"] == str(home / "vllm" / "adapters")
+    assert values["MLFLOW_TRACKING_URI"] == stack_env["MLFLOW_TRACKING_URI"]
+    # and it serves the base built locally, byte for byte the one `mlcp data llm` published
+    with urllib.request.urlopen(vllm_server.url + "/v1/models", timeout=10) as response:
+        served = [m["id"] for m in json.loads(response.read())["data"]]
+    assert llmdata.BASE_NAME in served
+    local = home / "vllm" / "base" / llmdata.BASE_NAME
+    published = llmdata.materialize(llm_data["base_model"]).folder
+
+    def files(folder: Path) -> dict[str, bytes]:
+        return {
+            str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()
+        }
+
+    assert "model.safetensors" in files(local)
+    assert files(local) == files(published)
+    # and a second `up` of vllm leaves the same process running
+    again = stack.up(home, services=["vllm"])
+    assert again["MLCP_VLLM_URL"] == vllm_server.url
+    assert {r["service"]: r["pid"] for r in stack.status(home)}["vllm"] == rows["vllm"]["pid"]
+
+
+def test_a_taken_vllm_port_is_refused_before_anything_is_built(tmp_path, mlcp):
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        taken = blocker.getsockname()[1]
+        result = mlcp(
+            "stack", "up", "--home", str(tmp_path), "--services", "vllm", "--vllm-port", str(taken)
+        )
+    assert result.code == 2
+    assert f"port {taken} on 127.0.0.1 is taken by another program, so vllm" in result.err
+    assert "--vllm-port" in result.err
+    assert not (tmp_path / "envs").exists() and not (tmp_path / "vllm").exists()
