@@ -118,3 +118,20 @@ def test_promote_writes_output_files_for_argo(mlcp, models, tmp_path):
     assert result.code == 0, result.err
     assert (out / "version").read_text() == "1"
     assert json.loads((out / "outcome.json").read_text())["moves"][0]["to_version"] == "1"
+
+
+def test_training_on_a_gpu_that_is_not_there_is_bad_input_before_any_work(tmp_path):
+    # This machine has no GPU (CI never has one): --device cuda must fail at once, before any
+    # data is read or anything is recorded; the tracking server named here does not exist.
+    env = {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9", "MLCP_HOME": str(tmp_path)}
+    missing = str(tmp_path / "no-such-data")
+    for pipeline in ("cv", "llm"):
+        args = [pipeline, "train", "--model-name", "m", "--data", missing, "--device", "cuda"]
+        if pipeline == "llm":
+            args += ["--base-model", str(tmp_path / "no-such-base")]
+        result = run_mlcp(*args, env=env)
+        assert result.code == 2, result.err
+        assert "--device cuda: torch sees no GPU here" in result.err
+        assert "no-such-data" not in result.err
+    unknown = run_mlcp("cv", "train", "--model-name", "m", "--device", "tpu", env=env)
+    assert unknown.code == 2 and "invalid choice: 'tpu'" in unknown.err

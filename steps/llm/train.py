@@ -136,6 +136,7 @@ def train(cfg: TrainConfig) -> dict:
     from .. import aliases, lineage
 
     cfg.check()
+    device = resolve_device(cfg.device)  # before any work: a missing GPU is found at once
     read, instructions = llmdata.read(cfg.data)
     client = tracking.client()
     try:  # the model's pipeline is part of its contract: refuse another pipeline's model
@@ -153,7 +154,6 @@ def train(cfg: TrainConfig) -> dict:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    device = resolve_device(cfg.device)
     if device == "cpu":
         torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     tokenizer = AutoTokenizer.from_pretrained(base.folder)
