@@ -35,7 +35,7 @@ def cv_images_per_s(device: str, image_size: int, batch_size: int, images: int) 
     import torch
 
     from steps.cv import data as cvdata
-    from steps.cv.train import build_model, train_epoch
+    from steps.cv.train import build_model, place, train_epoch
     from steps.lineage import DataRead
 
     raw = cvdata.build_digits(0)
@@ -45,9 +45,7 @@ def cv_images_per_s(device: str, image_size: int, batch_size: int, images: int) 
     x = cvdata.preprocess(np.concatenate([pool] * repeat)[:images], image_size)
     y = np.concatenate([parsed.labels["train"]] * repeat)[:images]
     torch.manual_seed(0)
-    model = build_model(10).to(device)
-    if device == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = place(build_model(10), device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     loss_fn = torch.nn.CrossEntropyLoss()
     rng = np.random.default_rng(0)
@@ -151,7 +149,11 @@ def main(argv: list[str] | None = None) -> int:
             add(f"cv train: ResNet-18 {size}px batch {batch}", device, value, "img/s")
     llm_cases = [("tiny", 32, 5, "float32")]
     if not args.quick:
-        llm_cases = [("tiny", 32, 30, "float32"), ("1b", 16, 20, "bfloat16")]
+        llm_cases = [
+            ("tiny", 32, 30, "float32"),
+            ("1b", 16, 20, "bfloat16"),
+            ("1b", 128, 10, "bfloat16"),
+        ]
     for shape, batch, steps, dtype in llm_cases:
         for device in devices:
             if device == "cpu" and shape == "1b":

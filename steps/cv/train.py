@@ -93,6 +93,15 @@ def accuracy(model, x, y, batch_size: int = 256, device: str = "cpu") -> float:
     return correct / max(len(y), 1)
 
 
+def place(model, device: str):
+    """The model on ``device``; on a GPU in channels-last layout, which its convolutions run
+    fastest in (``train_epoch`` feeds it batches in the same layout)."""
+    import torch
+
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if device == "cuda" else model
+
+
 def train_epoch(model, optimizer, loss_fn, x, y, batch_size: int, rng, device: str) -> float:
     """One pass over (x, y) in a shuffled order; the mean training loss. The loss is read back
     once per epoch, not per step, so the GPU is not stalled on every batch."""
@@ -101,9 +110,10 @@ def train_epoch(model, optimizer, loss_fn, x, y, batch_size: int, rng, device: s
     model.train()
     order = rng.permutation(len(y))
     total = torch.zeros((), device=device)
+    layout = torch.channels_last if device == "cuda" else torch.contiguous_format
     for start in range(0, len(y), batch_size):
         index = order[start : start + batch_size]
-        xb = torch.from_numpy(x[index]).to(device, non_blocking=True)
+        xb = torch.from_numpy(x[index]).to(device, non_blocking=True, memory_format=layout)
         yb = torch.from_numpy(y[index]).to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(model(xb), yb)
@@ -153,7 +163,7 @@ def train(cfg: TrainConfig) -> dict:
         )
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
-        model = build_model(len(images.classes), cfg.weights).to(device)
+        model = place(build_model(len(images.classes), cfg.weights), device)
         if device == "cuda":
             mlflow.set_tag("mlcp.gpu", torch.cuda.get_device_name())
         optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=5e-4)
@@ -178,7 +188,8 @@ def train(cfg: TrainConfig) -> dict:
         mlflow.log_metrics(
             {"train_seconds": seconds, "train_images_per_s": cfg.epochs * len(y_train) / seconds}
         )
-        model = model.cpu()  # logged for CPU readers (deploy exports ONNX on a CPU pod)
+        # logged for CPU readers (deploy exports ONNX on a CPU pod), in the usual layout
+        model = model.cpu().to(memory_format=torch.contiguous_format)
         model.eval()
         example = x_val[:2]
         with torch.no_grad():
