@@ -855,8 +855,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args)
     except MlcpError as exc:
         print(f"mlcp: error: {exc}", file=sys.stderr)
-        if exc.exit_code == EXIT_GATE_FAILED:  # the templates' verdict output says so too
-            _write_outputs({"verdict": "fail"})
+        if exc.exit_code == EXIT_GATE_FAILED:  # the templates' outputs say so too
+            refused = getattr(exc, "version", None)
+            _write_outputs({"verdict": "fail", **({"version": refused} if refused else {})})
         return exc.exit_code
     except KeyboardInterrupt:
         print("mlcp: interrupted", file=sys.stderr)

@@ -32,6 +32,10 @@ class GateFailed(MlcpError):
 
     exit_code = EXIT_GATE_FAILED
 
+    def __init__(self, message: str, version: str | int | None = None):
+        super().__init__(message)
+        self.version = None if version is None else str(version)  # the version refused
+
 
 class ConcurrentChange(MlcpError):
     """An alias changed under us between reading and writing it; nothing was overwritten."""

@@ -243,7 +243,9 @@ def enforce(decisions: Iterable[Decision]) -> None:
     failed = [d for d in decisions if not d.passed]
     if failed:
         detail = "; ".join(f"{d.gate.name}: {', '.join(d.reasons)}" for d in failed)
-        raise GateFailed(f"{failed[0].model} v{failed[0].version} failed {detail}")
+        raise GateFailed(
+            f"{failed[0].model} v{failed[0].version} failed {detail}", version=failed[0].version
+        )
 
 
 @dataclass

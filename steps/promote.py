@@ -258,7 +258,8 @@ def _check_gates(client, model: str, version: str, required: list[str]) -> list[
         detail = ", ".join(f"{s.name} ({s.verdict or 'no decision recorded'})" for s in missing)
         raise GateFailed(
             f"{model} v{version} lacks a passing decision for the required gate(s): {detail}; "
-            "use --force --reason TEXT to override"
+            "use --force --reason TEXT to override",
+            version=version,
         )
     return [s.run_id for s in statuses if s.run_id]
 

@@ -336,7 +336,7 @@ def test_enforce_names_every_failed_gate(models, client):
     with pytest.raises(GateFailed) as info:
         gates.enforce([passing, slow, big])
     message = str(info.value)
-    assert info.value.exit_code == 3
+    assert info.value.exit_code == 3 and info.value.version == "1"  # the refused version
     assert f"{name} v1 failed" in message
     assert "latency:" in message and "size:" in message
     assert "accuracy:" not in message

@@ -110,7 +110,9 @@ class StepSpec:
         raise KeyError(name)
 
 
-VERSION_OUTPUT = Output("version", "version", "the model version the step acted on")
+VERSION_OUTPUT = Output(
+    "version", "version", "the model version the step acted on (also when a gate refused it)"
+)
 VERDICT_OUTPUT = Output(
     "verdict", "verdict", "pass when every gate of the stage passed, fail when one said no"
 )
