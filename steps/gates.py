@@ -238,6 +238,30 @@ def evaluate(
     return decision
 
 
+def evaluate_all(
+    checks: Iterable[tuple[Gate, float | None]],
+    *,
+    model: str,
+    version: str | int,
+    pipeline: str,
+    stage: str,
+    evidence: Mapping | None = None,
+) -> list[Decision]:
+    """:func:`evaluate` each ``(gate, value)`` of a stage, every one recorded, in order."""
+    return [
+        evaluate(
+            gate,
+            model=model,
+            version=version,
+            value=value,
+            pipeline=pipeline,
+            stage=stage,
+            evidence=evidence,
+        )
+        for gate, value in checks
+    ]
+
+
 def enforce(decisions: Iterable[Decision]) -> None:
     """Raise GateFailed naming every failed gate (after all were recorded)."""
     failed = [d for d in decisions if not d.passed]

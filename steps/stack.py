@@ -41,6 +41,7 @@ from pathlib import Path
 
 from . import settings
 from .errors import BadInput, MlcpError
+from .serving import envs
 
 SERVICES = ("mlflow", "s3", "triton", "vllm")
 DEFAULT_SERVICES = ("mlflow", "s3", "triton")
@@ -396,55 +397,10 @@ class TritonEnv:
         from the environment whose ``bin`` comes first on PATH; it must also load *that*
         Python's libpython (else: '_thread.RLock' object has no attribute
         '_recursion_count'), and the wheel's own libraries."""
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV")
-        }
-        env["PATH"] = f"{self.venv / 'bin'}{os.pathsep}{os.environ.get('PATH', os.defpath)}"
-        env["VIRTUAL_ENV"] = str(self.venv)
+        env = envs.venv_process_env(self.venv)
         env["LD_LIBRARY_PATH"] = self.library_path
         env["OMP_NUM_THREADS"] = env.get("OMP_NUM_THREADS", "1")
         return env
-
-
-def _python_for_triton() -> str:
-    found = shutil.which(f"python{TRITON_PYTHON}")
-    if found:
-        return found
-    if f"{sys.version_info.major}.{sys.version_info.minor}" == TRITON_PYTHON:
-        return sys.executable
-    raise MlcpError(
-        f"building the triton environment needs python{TRITON_PYTHON} (its backend stub is "
-        f"built for it), and none is on PATH"
-    )
-
-
-def _run_step(argv: list[str], log_path: Path, what: str, timeout: float) -> None:
-    """Run one build step with its output in the log, a progress line every 10 s."""
-    started = time.monotonic()
-    with open(log_path, "ab") as log:
-        log.write(f"\n$ {' '.join(argv)}\n".encode())
-        log.flush()
-        process = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-        )
-    announced = 0.0
-    while process.poll() is None:
-        waited = time.monotonic() - started
-        if waited > timeout:
-            process.kill()
-            process.wait()
-            raise MlcpError(f"{what} did not finish in {timeout:.0f} s; see {log_path}")
-        if waited - announced >= 10:
-            announced = waited
-            _log(f"{what} ... {waited:.0f} s")
-        time.sleep(0.2)
-    if process.returncode != 0:
-        raise MlcpError(
-            f"{what} failed (exit {process.returncode}); last lines of {log_path}:\n"
-            f"{_tail(log_path)}"
-        )
 
 
 def _inspect(python: Path) -> dict:
@@ -479,7 +435,7 @@ def ensure_triton_env(home: Path, timeout: float = TRITON_BUILD_TIMEOUT) -> Trit
     else:
         log_path = home / "logs" / "triton-env.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        base = _python_for_triton()
+        base = envs.python_for(TRITON_PYTHON, "triton")
         _log(f"building the triton environment at {venv} (log: {log_path})")
         started = time.monotonic()
         if venv.exists() or venv.is_symlink():  # an unfinished or outdated build
@@ -488,10 +444,12 @@ def ensure_triton_env(home: Path, timeout: float = TRITON_BUILD_TIMEOUT) -> Trit
             else:
                 shutil.rmtree(venv)
         venv.parent.mkdir(parents=True, exist_ok=True)
-        _run_step([base, "-m", "venv", str(venv)], log_path, "creating the venv", 300)
+        envs.run_step([base, "-m", "venv", str(venv)], log_path, "creating the venv", 300, _log, 10)
         _log(f"pip install {' '.join(TRITON_REQUIREMENTS)}")
         pip = [str(python), "-m", "pip", "--disable-pip-version-check", "--no-input"]
-        _run_step([*pip, "install", *TRITON_REQUIREMENTS], log_path, "pip install", timeout)
+        envs.run_step(
+            [*pip, "install", *TRITON_REQUIREMENTS], log_path, "pip install", timeout, _log, 10
+        )
         frozen = subprocess.run(
             [*pip, "freeze"], capture_output=True, text=True, timeout=120, check=True
         ).stdout.split()

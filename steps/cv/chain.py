@@ -35,20 +35,9 @@ def _stage(label: str, args: list[str]) -> dict:
     return json.loads(lines[-1]) if lines else {}
 
 
-def run(
-    model: str,
-    *,
-    train_args: list[str] = (),
-    evaluate_args: list[str] = (),
-    perf_args: list[str] = (),
-    require_gates: str = "",
-) -> dict:
-    started = time.monotonic()
-    trained = _stage("train", ["cv", "train", "--model-name", model, *train_args])
-    _stage("deploy", ["cv", "deploy", "--model-name", model])
-    evaluated = _stage("evaluate", ["cv", "evaluate", "--model-name", model, *evaluate_args])
-    perf = _stage("perf-test", ["cv", "perf-test", "--model-name", model, *perf_args])
-    gates = require_gates or "min-val-accuracy,onnx-parity,accuracy,p95-latency,throughput"
+def promote_live(model: str, gates: str) -> dict[str, str]:
+    """The chain's last stage: promote ``benchmarked`` to ``live`` requiring ``gates``; the
+    model's aliases afterwards."""
     _stage(
         "promote",
         [
@@ -67,7 +56,24 @@ def run(
     )
     from .. import aliases, tracking
 
-    current = aliases.aliases_of(tracking.client(), model)
+    return aliases.aliases_of(tracking.client(), model)
+
+
+def run(
+    model: str,
+    *,
+    train_args: list[str] = (),
+    evaluate_args: list[str] = (),
+    perf_args: list[str] = (),
+    require_gates: str = "",
+) -> dict:
+    started = time.monotonic()
+    trained = _stage("train", ["cv", "train", "--model-name", model, *train_args])
+    _stage("deploy", ["cv", "deploy", "--model-name", model])
+    evaluated = _stage("evaluate", ["cv", "evaluate", "--model-name", model, *evaluate_args])
+    perf = _stage("perf-test", ["cv", "perf-test", "--model-name", model, *perf_args])
+    gates = require_gates or "min-val-accuracy,onnx-parity,accuracy,p95-latency,throughput"
+    current = promote_live(model, gates)
     return {
         "model": model,
         "live": current.get("live"),

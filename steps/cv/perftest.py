@@ -153,18 +153,14 @@ def perf_test(cfg: PerfConfig) -> dict:
                 metrics["error_rate"],
             ),
         ]
-        decisions = [
-            gates.evaluate(
-                gate,
-                model=cfg.model_name,
-                version=version,
-                value=value,
-                pipeline=PIPELINE,
-                stage="perf-test",
-                evidence=evidence,
-            )
-            for gate, value in checks
-        ]
+        decisions = gates.evaluate_all(
+            checks,
+            model=cfg.model_name,
+            version=version,
+            pipeline=PIPELINE,
+            stage="perf-test",
+            evidence=evidence,
+        )
         for d in decisions:
             _say(f"gate {d.gate.name}: {d.verdict} ({'; '.join(d.reasons)})")
         gates.enforce(decisions)

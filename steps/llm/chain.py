@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from ..cv.chain import _stage
+from ..cv.chain import _stage, promote_live
 
 GATES = (
     "max-eval-perplexity,correct-rate,refusal-rate,gain-over-base,"
@@ -33,25 +33,7 @@ def run(
     _stage("deploy", ["llm", "deploy", "--model-name", model, *deploy_args])
     evaluated = _stage("evaluate", ["llm", "evaluate", "--model-name", model, *evaluate_args])
     perf = _stage("perf-test", ["llm", "perf-test", "--model-name", model, *perf_args])
-    _stage(
-        "promote",
-        [
-            "promote",
-            "--model-name",
-            model,
-            "--source-alias",
-            "benchmarked",
-            "--target-alias",
-            "live",
-            "--require-gates",
-            require_gates or GATES,
-            "--reason",
-            "local chain",
-        ],
-    )
-    from .. import aliases, tracking
-
-    current = aliases.aliases_of(tracking.client(), model)
+    current = promote_live(model, require_gates or GATES)
     return {
         "model": model,
         "live": current.get("live"),

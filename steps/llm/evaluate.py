@@ -178,18 +178,14 @@ def evaluate(cfg: EvaluateConfig) -> dict:
                 metrics["gain_over_base"],
             ),
         ]
-        decisions = [
-            gates.evaluate(
-                gate,
-                model=cfg.model_name,
-                version=version,
-                value=value,
-                pipeline=PIPELINE,
-                stage="evaluate",
-                evidence=evidence,
-            )
-            for gate, value in checks
-        ]
+        decisions = gates.evaluate_all(
+            checks,
+            model=cfg.model_name,
+            version=version,
+            pipeline=PIPELINE,
+            stage="evaluate",
+            evidence=evidence,
+        )
         _say(
             f"v{version}: correct {metrics['correct_rate']:.2f}, partial "
             f"{metrics['partial_rate']:.2f}, wrong {metrics['wrong_rate']:.2f}, refusal "

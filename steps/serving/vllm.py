@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BadInput, MlcpError
+from . import envs
 
 LIVE_TIMEOUT = 3.0
 REQUEST_TIMEOUT = 120.0
@@ -399,42 +400,6 @@ def env_dir(home: Path) -> Path:
     return Path(home) / "envs" / "vllm"
 
 
-def _python_for_vllm() -> str:
-    found = shutil.which(f"python{VLLM_PYTHON}")
-    if found:
-        return found
-    if f"{sys.version_info.major}.{sys.version_info.minor}" == VLLM_PYTHON:
-        return sys.executable
-    raise MlcpError(f"building the vllm environment needs python{VLLM_PYTHON}, none is on PATH")
-
-
-def _run(argv: list[str], log_path: Path, what: str, timeout: float) -> None:
-    """Run one build step with its output in the log and a progress line every 15 s."""
-    started = time.monotonic()
-    with open(log_path, "ab") as log:
-        log.write(f"\n$ {' '.join(argv)}\n".encode())
-        log.flush()
-        process = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-        )
-    announced = 0.0
-    while process.poll() is None:
-        waited = time.monotonic() - started
-        if waited > timeout:
-            process.kill()
-            process.wait()
-            raise MlcpError(f"{what} did not finish in {timeout:.0f} s; see {log_path}")
-        if waited - announced >= 15:
-            announced = waited
-            _say(f"{what} ... {waited:.0f} s")
-        time.sleep(0.2)
-    if process.returncode != 0:
-        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
-        raise MlcpError(
-            f"{what} failed (exit {process.returncode}); last lines of {log_path}:\n{tail}"
-        )
-
-
 @contextlib.contextmanager
 def _build_lock(folder: Path) -> Iterator[None]:
     folder.mkdir(parents=True, exist_ok=True)
@@ -464,25 +429,26 @@ def ensure_env(home: Path, timeout: float = VLLM_BUILD_TIMEOUT) -> str:
             return str(python)
         log_path = Path(home) / "logs" / "vllm-env.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        base = _python_for_vllm()
+        base = envs.python_for(VLLM_PYTHON, "vllm")
         _say(f"building the vllm environment at {venv} (a few minutes; log: {log_path})")
         started = time.monotonic()
         if venv.is_symlink():
             venv.unlink()
         elif venv.exists():  # an unfinished or outdated build
             shutil.rmtree(venv)
-        _run([base, "-m", "venv", str(venv)], log_path, "creating the venv", 300)
+        envs.run_step([base, "-m", "venv", str(venv)], log_path, "creating the venv", 300, _say)
         pip = [str(python), "-m", "pip", "--disable-pip-version-check", "--no-input"]
         _say(f"pip install {' '.join(VLLM_REQUIREMENTS)}")
-        _run([*pip, "install", *VLLM_REQUIREMENTS], log_path, "pip install", timeout)
+        envs.run_step([*pip, "install", *VLLM_REQUIREMENTS], log_path, "pip install", timeout, _say)
         _say(f"pip uninstall {' '.join(VLLM_REMOVE)} (they break vllm's imports)")
-        _run([*pip, "uninstall", "-y", *VLLM_REMOVE], log_path, "pip uninstall", 300)
+        envs.run_step([*pip, "uninstall", "-y", *VLLM_REMOVE], log_path, "pip uninstall", 300, _say)
         _say("checking that vllm imports")
-        _run(
+        envs.run_step(
             [str(python), "-c", "import vllm.entrypoints.openai.api_server"],
             log_path,
             "import check",
             600,
+            _say,
         )
         frozen = subprocess.run(
             [*pip, "freeze"], capture_output=True, text=True, timeout=120, check=True
@@ -536,15 +502,9 @@ def server_command(
         "--dtype",
         "float32",
     ]
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV")
-    }
+    env = envs.venv_process_env(python.parent.parent)
     env.update(
         {
-            "PATH": f"{python.parent}{os.pathsep}{os.environ.get('PATH', os.defpath)}",
-            "VIRTUAL_ENV": str(python.parent.parent),
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
             "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
