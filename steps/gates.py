@@ -22,7 +22,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 
-from . import settings, tracking
+from . import tracking
+from .contract import LIVE
 from .errors import BadInput, GateFailed, RecordFailed
 
 OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
@@ -123,7 +124,7 @@ def live_baseline(
     """The live version and the value its own recorded decision for ``gate_name`` measured."""
     from mlflow.exceptions import MlflowException
 
-    live = client.get_registered_model(model).aliases.get(settings.LIVE)
+    live = client.get_registered_model(model).aliases.get(LIVE)
     if live is None:
         return None, None
     live = str(live)

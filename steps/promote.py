@@ -26,10 +26,83 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from . import aliases, gates, settings, tracking
+from .contract import CHAIN, LIVE, PREVIOUS
+from .declare import Declared, Stage, option
 from .errors import BadInput, ConcurrentChange, GateFailed, RecordFailed
 
 LOCK_TIMEOUT_S = 120.0
 NONE = "none"
+
+
+def version_number(text: str) -> str | None:
+    """A version flag's text: empty is "not given", ``none`` is "unset", else a number."""
+    if text == "":  # an Argo parameter left empty means "not given"
+        return None
+    if text.lower() == NONE:
+        return NONE
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"not a model version number: {text!r}")
+    return str(int(text))
+
+
+def _alias_text(text: str) -> str:
+    try:
+        return aliases.check_alias_name(text)
+    except BadInput as exc:
+        raise ValueError(str(exc)) from None
+
+
+@dataclass(kw_only=True)
+class PromoteConfig(Declared):
+    model_name: str = option(help="registered model name in MLflow")
+    source_alias: str = option(
+        help="alias naming the version to promote (previous for a rollback)",
+        parse=_alias_text,
+        enum=CHAIN,
+    )
+    target_alias: str = option(
+        help="alias to move to that version (live keeps the old live as previous)",
+        parse=_alias_text,
+        enum=CHAIN,
+    )
+    require_gates: tuple[str, ...] = option(
+        (),
+        help="comma-separated gates the version must have a passing decision run for (empty: none)",
+    )
+    expect_version: str | None = option(
+        None,
+        help="refuse unless source-alias names this version (empty: any)",
+        parse=version_number,
+    )
+    expect_current: str | None = option(
+        None,
+        help="refuse unless target-alias names this version now ('none': unset; empty: any)",
+        parse=version_number,
+        argo=False,
+    )
+    reason: str = option("", help="why; recorded with the move (required when force is true)")
+    force: bool = option(
+        False, help="promote despite missing gates (needs a reason; recorded as forced)"
+    )
+    dry_run: bool = option(
+        False,
+        help="show the moves and exit with the code the real run would have; change nothing",
+    )
+    json: bool = option(False, help="print the outcome as JSON", argo=False)
+
+
+@dataclass(kw_only=True)
+class RollbackConfig(Declared):
+    model_name: str = option(help="registered model name in MLflow")
+    expect_version: str | None = option(
+        None, help="refuse unless previous names this version (empty: any)", parse=version_number
+    )
+    require_gates: tuple[str, ...] = option(
+        (), help="comma-separated gates the restored version must have passed (empty: none)"
+    )
+    reason: str = option("rollback", help="why; recorded with the move")
+    dry_run: bool = option(False, help="show the moves, change nothing")
+    json: bool = option(False, help="print the outcome as JSON", argo=False)
 
 
 @dataclass
@@ -230,7 +303,7 @@ def _quote(text: str) -> str:
     return text
 
 
-def live_stack(records: Iterable[Record], live: str = settings.LIVE) -> list[str]:
+def live_stack(records: Iterable[Record], live: str = LIVE) -> list[str]:
     """Replay confirmed moves of ``live``: promotions push, rollbacks pop."""
     stack: list[str] = []
     for record in records:
@@ -281,9 +354,9 @@ def plan(
         raise BadInput(f"source and target alias are both {source_alias!r}")
     registered = aliases.get_model(client, model)
     current = {a: str(v) for a, v in registered.aliases.items()}
-    rollback = source_alias == settings.PREVIOUS and target_alias == settings.LIVE
-    if rollback and settings.PREVIOUS not in current:
-        live = current.get(settings.LIVE)
+    rollback = source_alias == PREVIOUS and target_alias == LIVE
+    if rollback and PREVIOUS not in current:
+        live = current.get(LIVE)
         raise BadInput(
             f"model {model!r} has no previous version to roll back to "
             f"(live is {aliases._v(live)}); nothing was changed"
@@ -307,8 +380,8 @@ def plan(
     if target_now == version:
         return version, [Move(target_alias, target_now, version, "noop")], model_tags
     if rollback:
-        moves = [Move(settings.LIVE, target_now, version, "rollback")]
-        records = history(client, model, settings.LIVE)
+        moves = [Move(LIVE, target_now, version, "rollback")]
+        records = history(client, model, LIVE)
         stack = live_stack(records)
         if stack and stack[-1] == target_now:
             stack.pop()
@@ -317,13 +390,13 @@ def plan(
             below = []  # the history does not explain the aliases: claim nothing
         new_previous = below[-1] if below else None
         if new_previous is None:
-            moves.append(Move(settings.PREVIOUS, version, None, "remove"))
+            moves.append(Move(PREVIOUS, version, None, "remove"))
         else:
-            moves.append(Move(settings.PREVIOUS, version, new_previous, "follow"))
+            moves.append(Move(PREVIOUS, version, new_previous, "follow"))
         return version, moves, model_tags
     moves = []
-    if target_alias == settings.LIVE and target_now is not None:
-        moves.append(Move(settings.PREVIOUS, current.get(settings.PREVIOUS), target_now, "follow"))
+    if target_alias == LIVE and target_now is not None:
+        moves.append(Move(PREVIOUS, current.get(PREVIOUS), target_now, "follow"))
     moves.append(Move(target_alias, target_now, version, "promote"))
     return version, moves, model_tags
 
@@ -405,7 +478,7 @@ def _apply(
     except Exception as exc:
         raise RecordFailed(f"could not record the move, so nothing was moved: {exc}") from exc
     outcome.record_run_ids = run_ids
-    live_move = next((m for m in outcome.moves if m.alias == settings.LIVE), None)
+    live_move = next((m for m in outcome.moves if m.alias == LIVE), None)
     if live_move is not None and live_move.to_version is not None:
         try:  # traffic first: the alias moves only once the server serves the version
             from .serving.follow import follow_live
@@ -457,7 +530,7 @@ def assign(model: str, alias: str, version: str | int, *, reason: str = "", clie
     """A stage writes its output alias for the version it produced, recorded like any move.
     ``live`` and ``previous`` move only through :func:`promote` and :func:`rollback`."""
     aliases.check_alias_name(alias)
-    if alias in (settings.LIVE, settings.PREVIOUS):
+    if alias in (LIVE, PREVIOUS):
         raise BadInput(f"{alias!r} moves only through `mlcp promote` / `mlcp rollback`")
     client = client or tracking.client()
     version = str(version)
@@ -475,7 +548,7 @@ def assign(model: str, alias: str, version: str | int, *, reason: str = "", clie
 
 def rollback(model: str, **kwargs) -> Outcome:
     """``previous`` -> ``live``, without swapping (see the module docstring)."""
-    return promote(model, settings.PREVIOUS, settings.LIVE, **kwargs)
+    return promote(model, PREVIOUS, LIVE, **kwargs)
 
 
 # ---------------------------------------------------------------------------- lineage
@@ -566,3 +639,42 @@ def lineage(client, model: str, alias: str) -> dict:
     ]
     report["became"] = asdict(moves[-1]) if moves else None
     return report
+
+
+def run_promote(cfg: PromoteConfig) -> Outcome:
+    expect_current = aliases.UNSET
+    if cfg.expect_current is not None:
+        expect_current = None if cfg.expect_current == NONE else cfg.expect_current
+    return promote(
+        cfg.model_name,
+        cfg.source_alias,
+        cfg.target_alias,
+        expect_version=cfg.expect_version,
+        expect_current=expect_current,
+        require_gates=cfg.require_gates,
+        force=cfg.force,
+        reason=cfg.reason,
+        dry_run=cfg.dry_run,
+    )
+
+
+def run_rollback(cfg: RollbackConfig) -> Outcome:
+    return rollback(
+        cfg.model_name,
+        expect_version=cfg.expect_version,
+        require_gates=cfg.require_gates,
+        reason=cfg.reason or "rollback",
+        dry_run=cfg.dry_run,
+    )
+
+
+PROMOTE = Stage(
+    "",
+    "promote",
+    "point one alias at the version another alias names",
+    PromoteConfig,
+    run_promote,
+)
+ROLLBACK = Stage(
+    "", "rollback", "restore the previous live version (no swap)", RollbackConfig, run_rollback
+)

@@ -13,12 +13,6 @@ import os
 import socket
 from pathlib import Path
 
-# Alias names of the default chain (DESIGN.md). Stages take them as parameters; these are
-# the defaults and the two names promote treats specially.
-LIVE = "live"
-PREVIOUS = "previous"
-CHAIN = ("candidate", "staged", "evaluated", "benchmarked", "live", "previous")
-
 ENV_FILE_NAME = "env"
 
 

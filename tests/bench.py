@@ -40,7 +40,7 @@ PROBES = ("the moon and the", "where is the door ?", "first: red", "song song so
 LENIENT = [
     "--evaluate-args",
     "--max-regression 0.5",
-    "--perf-args",
+    "--perf-test-args",
     "--max-ttft-regression-ms 20000 --max-e2e-regression-ms 20000 --max-tps-regression 100000",
 ]
 CLIENTS = 8

@@ -85,7 +85,7 @@ def test_flags_accept_the_values_an_argo_template_passes():
     )
     assert (args.expect_version, args.require_gates, args.force, args.dry_run) == (
         None,
-        [],
+        (),
         False,
         True,
     )
@@ -134,4 +134,4 @@ def test_training_on_a_gpu_that_is_not_there_is_bad_input_before_any_work(tmp_pa
         assert "--device cuda: torch sees no GPU here" in result.err
         assert "no-such-data" not in result.err
     unknown = run_mlcp("cv", "train", "--model-name", "m", "--device", "tpu", env=env)
-    assert unknown.code == 2 and "invalid choice: 'tpu'" in unknown.err
+    assert unknown.code == 2 and "unknown --device value 'tpu'" in unknown.err

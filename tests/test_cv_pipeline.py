@@ -40,7 +40,7 @@ def data_uri(stack_env):
 
     result = run_mlcp("data", "cv")
     assert result.code == 0, result.err
-    uri = result.out.strip().splitlines()[-1]
+    uri = json.loads(result.out.strip().splitlines()[-1])["uri"]
     assert uri == f"s3://{stack_env['MLCP_BUCKET']}/data/{cvdata.DEFAULT_KEY}"
     return uri
 
@@ -86,7 +86,7 @@ def run_chain(mlcp, model: str, seed: str) -> dict:
         "--min-val-accuracy 0.5",
         "--evaluate-args",
         "--min-accuracy 0.5 --max-regression 1",
-        "--perf-args",
+        "--perf-test-args",
         " ".join(PERF),
         timeout=900,
     )

@@ -88,7 +88,7 @@ def run_chain(mlcp, model: str, seed: str) -> dict:
         "3",
         "--evaluate-args",
         "--max-regression 0.5",
-        "--perf-args",
+        "--perf-test-args",
         PERF,
         timeout=900,
     )

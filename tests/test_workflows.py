@@ -25,13 +25,35 @@ import yaml
 from hera.workflows import models as hm
 from pydantic import BaseModel, RootModel
 
-from steps import promote, settings
+from steps import promote
+from steps.contract import CHAIN
+from steps.cv.pipeline import CV
+from steps.llm.pipeline import LLM
 from workflows import build, common, specs
 from workflows import settings as build_settings
 
 from .conftest import ROOT, run_mlcp, unique
 
-HEAVY = ("mlflow", "torch", "boto3", "botocore", "tritonclient", "numpy", "pandas", "steps")
+# What the templates' build must never load. The stage declarations under steps/ are read
+# (they are the one source of the parameters) and stay light: heavy libraries are imported
+# inside the functions that do the work.
+HEAVY = (
+    "mlflow",
+    "torch",
+    "torchvision",
+    "transformers",
+    "peft",
+    "boto3",
+    "botocore",
+    "tritonclient",
+    "onnx",
+    "onnxruntime",
+    "numpy",
+    "pandas",
+    "sklearn",
+    "matplotlib",
+    "locust",
+)
 ALIASES = ["candidate", "staged", "evaluated", "benchmarked", "live", "previous"]
 BOOLEAN = ["false", "true"]
 PROMOTE_PARAMS = {  # name: (default or None when required, enum or None)
@@ -276,8 +298,9 @@ def test_importing_and_rendering_the_workflows_imports_nothing_heavy():
     assert json.loads(proc.stdout) == []
 
 
-def test_workflows_sources_import_only_hera_and_the_standard_library():
-    allowed = set(sys.stdlib_module_names) | {"hera", "workflows", "__future__"}
+def test_workflows_sources_import_only_hera_the_standard_library_and_declarations():
+    # steps: the light declaration modules (the probe above shows nothing heavy comes along)
+    allowed = set(sys.stdlib_module_names) | {"hera", "workflows", "steps", "__future__"}
     for path in sorted((ROOT / "workflows").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
             if isinstance(node, ast.Import):
@@ -347,7 +370,7 @@ def test_promote_parameters_have_the_expected_defaults_and_enums():
         assert arg.get("value") == default and inp.get("default") == default
         assert arg.get("enum") == enum_values and inp.get("enum") == enum_values
     # the alias enum is the chain the steps know
-    assert ALIASES == list(settings.CHAIN) == list(specs.ALIASES)
+    assert ALIASES == list(CHAIN) == list(specs.ALIASES)
     outputs = [p["name"] for p in entry_template(doc)["outputs"]["parameters"]]
     assert outputs == ["version", "moves"]
 
@@ -379,7 +402,7 @@ def test_container_runs_mlcp_with_args_from_the_spec_and_the_cli_accepts_them():
     values = submission(promote_doc(), {"model-name": "m"})
     args = build_parser().parse_args([substitute(a, values, Workflow()) for a in container["args"]])
     assert (args.model_name, args.source_alias, args.target_alias) == ("m", "benchmarked", "live")
-    assert (args.require_gates, args.expect_version, args.reason) == ([], None, "")
+    assert (args.require_gates, args.expect_version, args.reason) == ((), None, "")
     assert (args.force, args.dry_run) == (False, False)
 
 
@@ -617,12 +640,12 @@ STAGES = {  # template: (mlcp words, alias read or None, alias written)
     "llm-evaluate": (("llm", "evaluate"), "staged", "evaluated"),
     "llm-perf-test": (("llm", "perf-test"), "evaluated", "benchmarked"),
 }
-# Where a template's default deliberately differs from the CLI's: the cluster's Triton is the
-# official image, whose ONNX back end is onnxruntime (the local tritonserver has python only);
-# llm-deploy places adapters on the volume it mounts and shares with the vLLM server.
+# Where a template's default deliberately differs from the CLI's: declared, with the reason,
+# as an Override in the template's module (read from there, never listed here).
 CLUSTER_DEFAULTS = {
-    ("cv-deploy", "backend"): "onnxruntime",
-    ("llm-deploy", "adapter-dir"): "/adapters",
+    (module.SPEC.name, name): override.default
+    for module in (importlib.import_module(b.__module__) for b in build.TEMPLATES)
+    for name, override in getattr(getattr(module, "SPEC", None), "overrides", ())
 }
 # Module: (what the docstring says it reads, what it writes).
 DOCSTRING_ALIASES = {
@@ -789,10 +812,18 @@ def test_llm_closed_choices_are_enums_training_gets_gpus_and_deploy_mounts_the_a
     assert {"name": "tmp", "mountPath": "/tmp"} in deploy["container"]["volumeMounts"]
 
 
-def test_llm_gates_of_the_pipeline_are_those_of_the_local_chain():
-    from steps.llm import chain
+@pytest.mark.parametrize("pipeline", [CV, LLM], ids=["cv", "llm"])
+def test_gates_of_the_pipeline_template_are_those_of_the_local_chain(pipeline):
+    from steps import chain
 
-    assert ",".join(specs.LLM_GATES) == chain.GATES
+    args = chain.promote_args(pipeline, "m")
+    local = args[args.index("--require-gates") + 1]
+    steps = {s["name"]: s for s in pipeline_steps(doc_named(f"{pipeline.name}-pipeline"))}
+    passed = {p["name"]: p["value"] for p in steps["promote"]["arguments"]["parameters"]}
+    assert passed["require-gates"] == local == ",".join(pipeline.gates)
+    # every stage's gates, and the CV drift (error-rate missing locally) cannot come back
+    assert set(pipeline.gates) == {g for s in pipeline.stages for g in s.gates}
+    assert len(pipeline.gates) == len(set(pipeline.gates)) >= len(pipeline.stages)
 
 
 def _quantity(text: str) -> float:
@@ -828,8 +859,8 @@ def stage_submission(step: dict, workflow_values: dict[str, str]) -> dict[str, s
 
 
 PIPELINE_CHAINS = {  # pipeline: (stage template prefix, gates promote requires)
-    "cv-pipeline": ("cv", specs.CV_GATES),
-    "llm-pipeline": ("llm", specs.LLM_GATES),
+    "cv-pipeline": ("cv", CV.gates),
+    "llm-pipeline": ("llm", LLM.gates),
 }
 
 
@@ -1044,7 +1075,7 @@ def test_cv_templates_run_the_chain_against_the_real_stack(models, client, tmp_p
     record = promote.history(client, model, "live")[-1]
     assert (record.to_version, record.action, record.actor) == ("1", "promote", "alice")
     assert record.workflow_name == workflow.name
-    assert sorted(record.gate_runs) and len(record.gate_runs) == len(specs.CV_GATES)
+    assert sorted(record.gate_runs) and len(record.gate_runs) == len(CV.gates)
 
 
 # ------------------------------------------------------------------ running the LLM templates
@@ -1138,7 +1169,7 @@ def test_llm_templates_run_the_chain_against_the_real_stack(
     record = promote.history(client, model, "live")[-1]
     assert (record.to_version, record.action, record.actor) == ("1", "promote", "bob")
     assert record.workflow_name == workflow.name
-    assert len(record.gate_runs) == len(specs.LLM_GATES)
+    assert len(record.gate_runs) == len(LLM.gates)
 
 
 def common_retries(code: int) -> bool:

@@ -11,6 +11,7 @@ outputs as files under ``$MLCP_OUTPUT_DIR``, which become the template's output 
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from importlib import metadata
 from pathlib import Path
@@ -70,6 +71,7 @@ PART_OF_LABEL = {"app.kubernetes.io/part-of": "mlflow-control-plane"}
 # vLLM loads them from it (a ReadWriteMany PersistentVolumeClaim both pods mount).
 ADAPTER_CLAIM = "mlcp-vllm-adapters"
 ADAPTER_VOLUME = "adapters"
+ADAPTER_MOUNT = "/adapters"  # where the step pods mount it ($MLCP_VLLM_SERVER_ADAPTER_DIR: vLLM's)
 
 GPU_RESOURCE = "nvidia.com/gpu"
 # A cron run that could not start on time (controller down) may still start this much later.
@@ -237,8 +239,12 @@ def step_workflow_template(
     *,
     synchronization: m.Synchronization | None = None,
     volumes: tuple = (),
+    gpus: int = 0,
 ) -> WorkflowTemplate:
-    """A WorkflowTemplate whose entrypoint is the one step ``spec`` describes."""
+    """A WorkflowTemplate whose entrypoint is the one step ``spec`` describes (``gpus``: the
+    build setting of a training step)."""
+    if gpus:
+        spec = dataclasses.replace(spec, resources=dataclasses.replace(spec.resources, gpus=gpus))
     return WorkflowTemplate(
         name=spec.name,
         annotations={TITLE_ANNOTATION: spec.title, DESCRIPTION_ANNOTATION: spec.description},

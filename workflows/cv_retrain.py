@@ -13,8 +13,8 @@ from __future__ import annotations
 from hera.workflows import CronWorkflow
 
 from .common import retrain_cron_workflow
+from .cv_pipeline import SPEC as PIPELINE
 from .settings import Settings
-from .specs import CV_PIPELINE
 
 NAME = "cv-retrain"
 
@@ -23,7 +23,7 @@ def template(settings: Settings | None = None) -> CronWorkflow:
     settings = settings or Settings()
     return retrain_cron_workflow(
         NAME,
-        CV_PIPELINE,
+        PIPELINE,
         title="CV: scheduled retraining (cv-pipeline)",
         description=(
             f"Runs cv-pipeline for {settings.cv_retrain_model} on '{settings.cv_retrain_schedule}'"

@@ -14,10 +14,32 @@ from __future__ import annotations
 
 from hera.workflows import WorkflowTemplate
 
+from steps.llm.pipeline import LLM
+
+from . import llm_deploy, llm_evaluate, llm_perf_test, llm_train, promote
 from .common import pipeline_workflow_template
 from .settings import Settings
-from .specs import LLM_PIPELINE
+from .specs import PipelineSpec
+
+SPEC = PipelineSpec.of(
+    LLM,
+    {
+        "train": llm_train.SPEC,
+        "deploy": llm_deploy.SPEC,
+        "evaluate": llm_evaluate.SPEC,
+        "perf-test": llm_perf_test.SPEC,
+    },
+    promote.SPEC,
+    name="llm-pipeline",
+    title="LLM: train -> deploy -> evaluate -> perf-test -> promote",
+    description=(
+        "The whole LLM chain, each stage its own WorkflowTemplate (templateRef), sharing "
+        "nothing but the model name and the aliases. A failed gate fails its step and stops "
+        "the chain; promote to live (which reloads vLLM's <model>-live slot) requires every "
+        "LLM gate's passing decision."
+    ),
+)
 
 
 def template(settings: Settings | None = None) -> WorkflowTemplate:
-    return pipeline_workflow_template(LLM_PIPELINE)
+    return pipeline_workflow_template(SPEC)

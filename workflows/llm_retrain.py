@@ -13,8 +13,8 @@ from __future__ import annotations
 from hera.workflows import CronWorkflow
 
 from .common import retrain_cron_workflow
+from .llm_pipeline import SPEC as PIPELINE
 from .settings import Settings
-from .specs import LLM_PIPELINE
 
 NAME = "llm-retrain"
 
@@ -23,7 +23,7 @@ def template(settings: Settings | None = None) -> CronWorkflow:
     settings = settings or Settings()
     return retrain_cron_workflow(
         NAME,
-        LLM_PIPELINE,
+        PIPELINE,
         title="LLM: scheduled retraining (llm-pipeline)",
         description=(
             f"Runs llm-pipeline for {settings.llm_retrain_model} on "

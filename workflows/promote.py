@@ -15,12 +15,33 @@ from __future__ import annotations
 
 from hera.workflows import WorkflowTemplate
 
+from steps import promote
+from steps.contract import BENCHMARKED, LIVE
+
 from .common import mutex, step_workflow_template
 from .settings import Settings
-from .specs import PROMOTE
+from .specs import MOVES_OUTPUT, VERSION_OUTPUT, Override, Resources, step_spec
 
-MUTEX = f"mlcp-promote-{PROMOTE.param('model-name').reference}"
+SPEC = step_spec(
+    promote.PROMOTE,
+    name="promote",
+    title="Promote (or roll back) a model alias",
+    description=(
+        "Points target-alias at the version source-alias names; moving live keeps the old "
+        "live version as previous. Rollback: source-alias=previous, target-alias=live. "
+        "One promotion per model at a time (mutex)."
+    ),
+    outputs=(VERSION_OUTPUT, MOVES_OUTPUT),
+    resources=Resources("100m", "256Mi", "1", "1Gi"),
+    active_deadline_seconds=600,
+    overrides={
+        # the CLI asks for both aliases; a submission from the UI starts from the chain's end
+        "source-alias": Override(BENCHMARKED, why="the last stage's alias of every chain"),
+        "target-alias": Override(LIVE, why="what a promotion usually moves"),
+    },
+)
+MUTEX = f"mlcp-promote-{SPEC.param('model-name').reference}"
 
 
 def template(settings: Settings | None = None) -> WorkflowTemplate:
-    return step_workflow_template(PROMOTE, synchronization=mutex(MUTEX))
+    return step_workflow_template(SPEC, synchronization=mutex(MUTEX))

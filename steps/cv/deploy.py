@@ -17,35 +17,48 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import aliases, gates, promote, tracking
+from ..contract import CANDIDATE, STAGED, staged_slot
+from ..declare import Config, Stage, alias_option, option
 from ..errors import BadInput, MlcpError
+from ..serving import triton
+from ..serving.triton import BACKENDS
 from . import PIPELINE
 from . import data as cvdata
 
 CHECK_SAMPLES = 64
 
 
-@dataclass
-class DeployConfig:
-    model_name: str
-    source_alias: str = "candidate"
-    target_alias: str = "staged"
-    backend: str = "python"
-    repository: str | None = None  # default $MLCP_TRITON_REPOSITORY
-    triton_url: str | None = None  # default $MLCP_TRITON_URL
-    tolerance: float = 1e-3
-    max_batch_size: int = 64
+ONNX_PARITY = "onnx-parity"
+GATES = (ONNX_PARITY,)
+
+
+@dataclass(kw_only=True)
+class DeployConfig(Config):
+    input_alias: str = alias_option(CANDIDATE, reads=True)
+    output_alias: str = alias_option(STAGED, reads=False)
+    backend: str = option(
+        "python",
+        help="Triton backend: onnxruntime (the official Triton image) or python",
+        choices=BACKENDS,
+        noun="Triton backend",
+    )
+    repository: str | None = option(
+        None,
+        help="Triton model repository, s3://... or a folder (empty: $MLCP_TRITON_REPOSITORY)",
+    )
+    triton_url: str | None = triton.url_option()
+    tolerance: float = option(
+        1e-3,
+        help="gate onnx-parity: the largest |ONNX - PyTorch| allowed on held-out images",
+        above=0,
+    )
+    max_batch_size: int = option(
+        64, help="Triton max_batch_size (dynamic batching)", min=1, max=4096
+    )
 
 
 def _say(message: str) -> None:
     print(f"[cv deploy] {message}", file=sys.stderr, flush=True)
-
-
-def staged_slot(model: str) -> str:
-    return f"{model}-staged"
-
-
-def live_slot(model: str) -> str:
-    return f"{model}-live"
 
 
 def export_onnx(model, image_size: int, path: Path) -> None:
@@ -85,21 +98,13 @@ def load_version(model_name: str, version: str):
 
 
 def deploy(cfg: DeployConfig) -> dict:
-    from ..serving import triton
-
-    if cfg.backend not in triton.BACKENDS:
-        raise BadInput(
-            f"unknown Triton backend {cfg.backend!r}; choose one of {', '.join(triton.BACKENDS)}"
-        )
     repository = cfg.repository or os.environ.get("MLCP_TRITON_REPOSITORY")
     if not repository:
         raise BadInput("no --repository given and MLCP_TRITON_REPOSITORY is not set")
-    if not cfg.tolerance > 0:
-        raise BadInput("--tolerance must be > 0")
     server = triton.Triton(cfg.triton_url)
     server.require_live()
     client = tracking.client()
-    version = aliases.resolve(client, cfg.model_name, cfg.source_alias)
+    version = aliases.resolve(client, cfg.model_name, cfg.input_alias)
     tags = aliases.get_version(client, cfg.model_name, version).tags
     image_size = int(tags.get("mlcp.image_size", "32"))
     num_classes = int(tags.get("mlcp.num_classes", "10"))
@@ -112,7 +117,7 @@ def deploy(cfg: DeployConfig) -> dict:
     slot = staged_slot(cfg.model_name)
     name = tracking.run_name(cfg.model_name, {"v": version, "backend": cfg.backend})
     params = {
-        "source_alias": cfg.source_alias,
+        "source_alias": cfg.input_alias,
         "backend": cfg.backend,
         "slot": slot,
         "repository": repository,
@@ -148,7 +153,7 @@ def deploy(cfg: DeployConfig) -> dict:
             diff = max_abs_diff(model, onnx_path, x)
             mlflow.log_metric("onnx_max_abs_diff", diff)
             decision = gates.evaluate(
-                gates.Gate("onnx-parity", "onnx_max_abs_diff", "<=", cfg.tolerance),
+                gates.Gate(ONNX_PARITY, "onnx_max_abs_diff", "<=", cfg.tolerance),
                 model=cfg.model_name,
                 version=version,
                 value=diff,
@@ -197,10 +202,20 @@ def deploy(cfg: DeployConfig) -> dict:
         _say(f"{slot} serves v{version}")
     promote.assign(
         cfg.model_name,
-        cfg.target_alias,
+        cfg.output_alias,
         version,
         reason=f"deployed to Triton slot {slot}",
         client=client,
     )
-    _say(f"{cfg.model_name}@{cfg.target_alias} -> v{version}")
+    _say(f"{cfg.model_name}@{cfg.output_alias} -> v{version}")
     return {"version": version, "slot": slot, "onnx_max_abs_diff": diff}
+
+
+STAGE = Stage(
+    PIPELINE,
+    "deploy",
+    "export ONNX, load into Triton's staged slot",
+    DeployConfig,
+    deploy,
+    GATES,
+)

@@ -13,22 +13,28 @@ import sys
 from dataclasses import dataclass
 
 from .. import aliases, gates, promote, tracking
+from ..contract import EVALUATED, STAGED, staged_slot
+from ..declare import Config, Stage, alias_option, option
 from ..errors import BadInput, MlcpError
+from ..serving import triton
 from . import PIPELINE
 from . import data as cvdata
-from .deploy import staged_slot
+
+ACCURACY = "accuracy"
+GATES = (ACCURACY,)
 
 
-@dataclass
-class EvaluateConfig:
-    model_name: str
-    source_alias: str = "staged"
-    target_alias: str = "evaluated"
-    data: str | None = None  # default: the data set the version was trained on
-    min_accuracy: float = 0.8
-    max_regression: float = 0.02
-    batch_size: int = 64
-    triton_url: str | None = None
+@dataclass(kw_only=True)
+class EvaluateConfig(Config):
+    input_alias: str = alias_option(STAGED, reads=True)
+    output_alias: str = alias_option(EVALUATED, reads=False)
+    data: str | None = option(None, help="data set URI (empty: the one the version was trained on)")
+    min_accuracy: float = option(0.8, help="gate accuracy: the lowest test accuracy", min=0, max=1)
+    max_regression: float = option(
+        0.02, help="gate accuracy: the largest drop allowed against the live version", min=0
+    )
+    batch_size: int = option(64, help="images per inference request", min=1, max=4096)
+    triton_url: str | None = triton.url_option()
 
 
 def _say(message: str) -> None:
@@ -63,14 +69,11 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     import numpy as np
 
     from .. import lineage
-    from ..serving import triton
 
-    if not 0 <= cfg.min_accuracy <= 1 or cfg.max_regression < 0 or cfg.batch_size < 1:
-        raise BadInput("--min-accuracy in [0, 1], --max-regression >= 0, --batch-size >= 1")
     server = triton.Triton(cfg.triton_url)
     server.require_live()
     client = tracking.client()
-    version = aliases.resolve(client, cfg.model_name, cfg.source_alias)
+    version = aliases.resolve(client, cfg.model_name, cfg.input_alias)
     tags = aliases.get_version(client, cfg.model_name, version).tags
     slot = staged_slot(cfg.model_name)
     served = server.served_versions(slot)
@@ -88,7 +91,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     y = images.labels["test"]
     name = tracking.run_name(cfg.model_name, {"v": version}, read.digest)
     params = {
-        "source_alias": cfg.source_alias,
+        "input_alias": cfg.input_alias,
         "slot": slot,
         "min_accuracy": cfg.min_accuracy,
         "max_regression": cfg.max_regression,
@@ -138,7 +141,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
             {"classes": images.classes, "matrix": matrix.tolist()}, "confusion_matrix.json"
         )
         decision = gates.evaluate(
-            gates.Gate("accuracy", "accuracy", ">=", cfg.min_accuracy, cfg.max_regression),
+            gates.Gate(ACCURACY, "accuracy", ">=", cfg.min_accuracy, cfg.max_regression),
             model=cfg.model_name,
             version=version,
             value=accuracy,
@@ -153,10 +156,20 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         gates.enforce([decision])
     promote.assign(
         cfg.model_name,
-        cfg.target_alias,
+        cfg.output_alias,
         version,
         reason=f"accuracy {accuracy:.4f} on {len(y)} test images",
         client=client,
     )
-    _say(f"{cfg.model_name}@{cfg.target_alias} -> v{version}")
+    _say(f"{cfg.model_name}@{cfg.output_alias} -> v{version}")
     return {"version": version, "accuracy": accuracy, "data_digest": read.digest}
+
+
+STAGE = Stage(
+    PIPELINE,
+    "evaluate",
+    "score the test split through Triton",
+    EvaluateConfig,
+    evaluate,
+    GATES,
+)

@@ -17,26 +17,42 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import aliases, gates, promote, tracking
-from ..errors import BadInput, MlcpError
+from ..contract import BENCHMARKED, EVALUATED, staged_slot
+from ..declare import Config, Stage, alias_option, option
+from ..errors import MlcpError
+from ..serving import triton
 from . import PIPELINE
 from . import data as cvdata
-from .deploy import staged_slot
+
+P95_LATENCY = "p95-latency"
+THROUGHPUT = "throughput"
+ERROR_RATE = "error-rate"
+GATES = (P95_LATENCY, THROUGHPUT, ERROR_RATE)
 
 
-@dataclass
-class PerfConfig:
-    model_name: str
-    source_alias: str = "evaluated"
-    target_alias: str = "benchmarked"
-    users: int = 4
-    duration: float = 8.0
-    batch: int = 1
-    max_p95_ms: float = 500.0
-    min_rps: float = 5.0
-    max_error_rate: float = 0.01
-    max_p95_regression_ms: float = 100.0
-    max_rps_regression: float = 50.0
-    triton_url: str | None = None
+@dataclass(kw_only=True)
+class PerfConfig(Config):
+    input_alias: str = alias_option(EVALUATED, reads=True)
+    output_alias: str = alias_option(BENCHMARKED, reads=False)
+    users: int = option(4, help="concurrent simulated users", min=1, max=64)
+    duration: float = option(8.0, help="seconds of load", min=1, max=600)
+    batch: int = option(1, help="images per request", min=1, max=64)
+    max_p95_ms: float = option(500.0, help="gate p95-latency: the highest p95 in ms", above=0)
+    min_rps: float = option(5.0, help="gate throughput: the lowest requests per second", min=0)
+    max_error_rate: float = option(
+        0.01, help="gate error-rate: the highest share of failed requests", min=0, max=1
+    )
+    max_p95_regression_ms: float = option(
+        100.0,
+        help="gate p95-latency: the largest rise in ms allowed against the live version",
+        min=0,
+    )
+    max_rps_regression: float = option(
+        50.0,
+        help="gate throughput: the largest drop in requests/s allowed against the live version",
+        min=0,
+    )
+    triton_url: str | None = triton.url_option()
 
 
 def _say(message: str) -> None:
@@ -63,14 +79,10 @@ def latency_png(response_times: dict, path: Path) -> None:
 def perf_test(cfg: PerfConfig) -> dict:
     import mlflow
 
-    from ..serving import triton
-
-    if not 1 <= cfg.users <= 64 or not 1 <= cfg.duration <= 600 or not 1 <= cfg.batch <= 64:
-        raise BadInput("--users must be 1..64, --duration 1..600 s and --batch 1..64")
     server = triton.Triton(cfg.triton_url)
     server.require_live()
     client = tracking.client()
-    version = aliases.resolve(client, cfg.model_name, cfg.source_alias)
+    version = aliases.resolve(client, cfg.model_name, cfg.input_alias)
     tags = aliases.get_version(client, cfg.model_name, version).tags
     slot = staged_slot(cfg.model_name)
     if server.served_versions(slot) != [version]:
@@ -139,17 +151,15 @@ def perf_test(cfg: PerfConfig) -> dict:
         evidence = {"requests": stats["requests"], "errors": stats["errors"]}
         checks = [
             (
-                gates.Gate(
-                    "p95-latency", "p95_ms", "<=", cfg.max_p95_ms, cfg.max_p95_regression_ms
-                ),
+                gates.Gate(P95_LATENCY, "p95_ms", "<=", cfg.max_p95_ms, cfg.max_p95_regression_ms),
                 metrics["p95_ms"],
             ),
             (
-                gates.Gate("throughput", "rps", ">=", cfg.min_rps, cfg.max_rps_regression),
+                gates.Gate(THROUGHPUT, "rps", ">=", cfg.min_rps, cfg.max_rps_regression),
                 metrics["rps"],
             ),
             (
-                gates.Gate("error-rate", "error_rate", "<=", cfg.max_error_rate),
+                gates.Gate(ERROR_RATE, "error_rate", "<=", cfg.max_error_rate),
                 metrics["error_rate"],
             ),
         ]
@@ -166,10 +176,20 @@ def perf_test(cfg: PerfConfig) -> dict:
         gates.enforce(decisions)
     promote.assign(
         cfg.model_name,
-        cfg.target_alias,
+        cfg.output_alias,
         version,
         reason=f"p95 {metrics['p95_ms']:.0f} ms at {metrics['rps']:.1f} req/s",
         client=client,
     )
-    _say(f"{cfg.model_name}@{cfg.target_alias} -> v{version}")
+    _say(f"{cfg.model_name}@{cfg.output_alias} -> v{version}")
     return {"version": version, **metrics}
+
+
+STAGE = Stage(
+    PIPELINE,
+    "perf-test",
+    "load-test the staged slot with locust",
+    PerfConfig,
+    perf_test,
+    GATES,
+)

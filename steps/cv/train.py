@@ -12,11 +12,15 @@ import time
 from dataclasses import dataclass
 
 from .. import gates, promote, tracking
+from ..contract import CANDIDATE
+from ..declare import Config, Stage, alias_option, option
 from ..errors import BadInput
 from . import PIPELINE
 from . import data as cvdata
 
 DEVICES = ("auto", "cpu", "cuda")
+MIN_VAL_ACCURACY = "min-val-accuracy"
+GATES = (MIN_VAL_ACCURACY,)
 
 
 def resolve_device(name: str) -> str:
@@ -31,31 +35,33 @@ def resolve_device(name: str) -> str:
     return name
 
 
-@dataclass
-class TrainConfig:
-    model_name: str
-    data: str
-    epochs: int = 3
-    lr: float = 0.05
-    batch_size: int = 32
-    image_size: int = 32
-    seed: int = 0
-    min_val_accuracy: float = 0.8
-    weights: str | None = None  # a local state_dict file; never downloaded
-    output_alias: str = "candidate"
-    device: str = "auto"  # auto: the GPU when torch sees one, else the CPU
+def device_option() -> str:
+    return option(
+        "auto",
+        help="where to train: auto (the GPU when the pod has one, else the CPU), cpu or cuda",
+        choices=DEVICES,
+    )
 
-    def check(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
-            raise BadInput("--epochs and --batch-size must be at least 1")
-        if not 0 < self.lr < 10:
-            raise BadInput(f"--lr must be in (0, 10), got {self.lr}")
-        if not 8 <= self.image_size <= 512:
-            raise BadInput(f"--image-size must be between 8 and 512, got {self.image_size}")
-        if self.device not in DEVICES:
-            raise BadInput(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
-        if not 0 <= self.min_val_accuracy <= 1:
-            raise BadInput("--min-val-accuracy must be between 0 and 1")
+
+@dataclass(kw_only=True)
+class TrainConfig(Config):
+    output_alias: str = alias_option(CANDIDATE, reads=False)
+    data: str | None = option(
+        None, help="data set URI, s3://... or a folder (empty: the published digits set)"
+    )
+    epochs: int = option(3, help="training epochs", min=1, max=10000)
+    lr: float = option(0.05, help="SGD learning rate", above=0, max=10)
+    batch_size: int = option(32, help="images per training step", min=1, max=65536)
+    image_size: int = option(32, help="side of the square input images", min=8, max=512)
+    seed: int = option(0, help="random seed of the initialisation and shuffling")
+    min_val_accuracy: float = option(
+        0.8, help="gate: the lowest validation accuracy that writes candidate", min=0, max=1
+    )
+    weights: str | None = option(
+        None,
+        help="ResNet-18 state_dict file in the image to start from (empty: random init)",
+    )
+    device: str = device_option()
 
 
 def _say(message: str) -> None:
@@ -129,11 +135,13 @@ def train(cfg: TrainConfig) -> dict:
     import torch
     from mlflow.models import infer_signature
 
-    cfg.check()
+    uri = cfg.data or cvdata.default_uri()
+    if not uri:
+        raise BadInput("no --data given and MLCP_DATA_ROOT is not set (run `mlcp stack up`)")
     device = resolve_device(cfg.device)
     if device == "cpu":
         torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    read, images = cvdata.read(cfg.data)
+    read, images = cvdata.read(uri)
     x_train = cvdata.preprocess(images.images["train"], cfg.image_size)
     x_val = cvdata.preprocess(images.images["val"], cfg.image_size)
     y_train, y_val = images.labels["train"], images.labels["val"]
@@ -219,7 +227,7 @@ def train(cfg: TrainConfig) -> dict:
         }.items():
             client.set_model_version_tag(cfg.model_name, version, key, value)
         decision = gates.evaluate(
-            gates.Gate("min-val-accuracy", "val_accuracy", ">=", cfg.min_val_accuracy),
+            gates.Gate(MIN_VAL_ACCURACY, "val_accuracy", ">=", cfg.min_val_accuracy),
             model=cfg.model_name,
             version=version,
             value=val_acc,
@@ -244,3 +252,13 @@ def train(cfg: TrainConfig) -> dict:
         "data_digest": read.digest,
         "run_id": run.info.run_id,
     }
+
+
+STAGE = Stage(
+    PIPELINE,
+    "train",
+    "train ResNet-18; writes candidate on a pass",
+    TrainConfig,
+    train,
+    GATES,
+)

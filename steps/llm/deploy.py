@@ -24,7 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import aliases, promote, settings, tracking
+from ..contract import CANDIDATE, STAGED, staged_slot
+from ..declare import Config, Stage, alias_option, option
 from ..errors import BadInput, MlcpError
+from ..serving import vllm
 from . import PIPELINE
 from . import data as llmdata
 
@@ -32,27 +35,29 @@ ADAPTER_MARKER = "mlcp-adapter.json"
 SMOKE_PROMPT = "repeat: red blue green"
 
 
-@dataclass
-class DeployConfig:
-    model_name: str
-    source_alias: str = "candidate"
-    target_alias: str = "staged"
-    vllm_url: str | None = None  # default $MLCP_VLLM_URL
-    adapter_dir: str | None = None  # default $MLCP_VLLM_ADAPTER_DIR, else <stack home>/...
-    smoke_prompt: str = SMOKE_PROMPT
-    max_tokens: int = 8
+@dataclass(kw_only=True)
+class DeployConfig(Config):
+    input_alias: str = alias_option(CANDIDATE, reads=True)
+    output_alias: str = alias_option(STAGED, reads=False)
+    vllm_url: str | None = vllm.url_option()
+    adapter_dir: str | None = option(
+        None,
+        help="folder shared with the vLLM server where adapters are placed (empty: "
+        "$MLCP_VLLM_ADAPTER_DIR, else the local stack's)",
+    )
+    smoke_prompt: str = option(
+        SMOKE_PROMPT, help="instruction the loaded adapter must answer (a smoke test)"
+    )
+    max_tokens: int = option(8, help="tokens of the smoke answer", min=1, max=256)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.smoke_prompt.strip():
+            raise BadInput("--smoke-prompt is empty")
 
 
 def _say(message: str) -> None:
     print(f"[llm deploy] {message}", file=sys.stderr, flush=True)
-
-
-def staged_slot(model: str) -> str:
-    return f"{model}-staged"
-
-
-def live_slot(model: str) -> str:
-    return f"{model}-live"
 
 
 def adapter_root(explicit: str | None = None) -> Path:
@@ -111,8 +116,6 @@ def fetch_checked(server, model: str, version: str, tags: dict, root: Path) -> t
     """Download a version's adapter, refuse it unless it fits the served base, place it where
     the server reads it. Returns the folder as the server sees it, the served base, and the
     folder as this process sees it."""
-    from ..serving import vllm
-
     source = tags.get("mlcp.adapter_uri")
     if not source:
         raise BadInput(
@@ -164,22 +167,16 @@ def serve(server, slot: str, path: str, prompt: str, max_tokens: int = 8) -> str
 def deploy(cfg: DeployConfig) -> dict:
     import time
 
-    from ..serving import vllm
-
-    if not 1 <= cfg.max_tokens <= 256:
-        raise BadInput("--max-tokens must be between 1 and 256")
-    if not cfg.smoke_prompt.strip():
-        raise BadInput("--smoke-prompt is empty")
     server = vllm.VLLM(cfg.vllm_url)
     server.require_live()
     root = adapter_root(cfg.adapter_dir)
     client = tracking.client()
-    version = aliases.resolve(client, cfg.model_name, cfg.source_alias)
+    version = aliases.resolve(client, cfg.model_name, cfg.input_alias)
     tags = dict(aliases.get_version(client, cfg.model_name, version).tags)
     slot = staged_slot(cfg.model_name)
     name = tracking.run_name(cfg.model_name, {"v": version, "slot": "staged"})
     params = {
-        "source_alias": cfg.source_alias,
+        "input_alias": cfg.input_alias,
         "slot": slot,
         "adapter_dir": str(root),
         "vllm_url": server.url,
@@ -215,10 +212,21 @@ def deploy(cfg: DeployConfig) -> dict:
         _say(f"{slot} serves v{version} ({path}); smoke answer {answer.strip()!r}")
     promote.assign(
         cfg.model_name,
-        cfg.target_alias,
+        cfg.output_alias,
         version,
         reason=f"loaded into vLLM slot {slot}",
         client=client,
     )
-    _say(f"{cfg.model_name}@{cfg.target_alias} -> v{version}")
+    _say(f"{cfg.model_name}@{cfg.output_alias} -> v{version}")
     return {"version": version, "slot": slot, "path": path, "smoke_answer": answer.strip()}
+
+
+GATES = ()  # the fit check refuses a misfit as bad input; no gate is recorded
+STAGE = Stage(
+    PIPELINE,
+    "deploy",
+    "load the adapter into vLLM's staged slot",
+    DeployConfig,
+    deploy,
+    GATES,
+)

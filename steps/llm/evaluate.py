@@ -18,43 +18,68 @@ import sys
 from dataclasses import dataclass
 
 from .. import aliases, gates, promote, tracking
+from ..contract import EVALUATED, STAGED, staged_slot
+from ..declare import Config, Stage, alias_option, option
 from ..errors import BadInput, MlcpError
+from ..serving import vllm
 from . import PIPELINE
 from . import data as llmdata
 from . import judge as judges
-from .deploy import staged_slot
+
+CORRECT_RATE = "correct-rate"
+REFUSAL_RATE = "refusal-rate"
+GAIN_OVER_BASE = "gain-over-base"
+GATES = (CORRECT_RATE, REFUSAL_RATE, GAIN_OVER_BASE)
 
 
-@dataclass
-class EvaluateConfig:
-    model_name: str
-    source_alias: str = "staged"
-    target_alias: str = "evaluated"
-    data: str | None = None  # default: the data set the version was trained on
-    judge: str = "reference"
-    judge_url: str | None = None
-    judge_model: str | None = None
-    judge_constraint: str = "structured_outputs"
-    min_correct: float = 0.5
-    max_regression: float = 0.1
-    max_refusal: float = 0.1
-    min_gain: float = 0.2
-    max_tokens: int = 12
-    limit: int = 0  # 0: the whole eval split
-    vllm_url: str | None = None
-
-    def check(self) -> None:
-        for name, value in (
-            ("--min-correct", self.min_correct),
-            ("--max-refusal", self.max_refusal),
-            ("--max-regression", self.max_regression),
-        ):
-            if not 0 <= value <= 1:
-                raise BadInput(f"{name} must be between 0 and 1, got {value}")
-        if not -1 <= self.min_gain <= 1:
-            raise BadInput(f"--min-gain must be between -1 and 1, got {self.min_gain}")
-        if not 1 <= self.max_tokens <= 256 or self.limit < 0:
-            raise BadInput("--max-tokens must be 1..256 and --limit >= 0")
+@dataclass(kw_only=True)
+class EvaluateConfig(Config):
+    input_alias: str = alias_option(STAGED, reads=True)
+    output_alias: str = alias_option(EVALUATED, reads=False)
+    data: str | None = option(
+        None, help="instruction set URI (empty: the one the version was trained on)"
+    )
+    judge: str = option(
+        "reference",
+        help="judge back end: reference (deterministic rubric) or openai (an "
+        "OpenAI-compatible endpoint)",
+        choices=judges.KINDS,
+        noun="judge",
+    )
+    judge_url: str | None = option(
+        None,
+        help="openai judge: base URL, e.g. http://judge:8000/v1 (empty: $MLCP_JUDGE_URL)",
+    )
+    judge_model: str | None = option(
+        None, help="openai judge: model name (empty: $MLCP_JUDGE_MODEL)"
+    )
+    judge_constraint: str = option(
+        "structured_outputs",
+        help="openai judge: how its reply is held to the grades (guided_choice for older "
+        "vLLM, none for endpoints without the option)",
+        choices=judges.CONSTRAINTS,
+    )
+    min_correct: float = option(
+        0.5, help="gate correct-rate: the lowest share of correct answers", min=0, max=1
+    )
+    max_regression: float = option(
+        0.1,
+        help="gate correct-rate: the largest drop allowed against the live version",
+        min=0,
+        max=1,
+    )
+    max_refusal: float = option(
+        0.1, help="gate refusal-rate: the highest share of refusals", min=0, max=1
+    )
+    min_gain: float = option(
+        0.2,
+        help="gate gain-over-base: the lowest score gain over the bare base model",
+        min=-1,
+        max=1,
+    )
+    max_tokens: int = option(12, help="tokens per answer", min=1, max=256)
+    limit: int = option(0, help="only the first N eval prompts (0: all)", min=0)
+    vllm_url: str | None = vllm.url_option()
 
 
 def _say(message: str) -> None:
@@ -72,16 +97,14 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     import mlflow
 
     from .. import lineage, prompts
-    from ..serving import vllm
 
-    cfg.check()
     judge = judges.make(
         cfg.judge, url=cfg.judge_url, model=cfg.judge_model, constraint=cfg.judge_constraint
     )
     server = vllm.VLLM(cfg.vllm_url)
     server.require_live()
     client = tracking.client()
-    version = aliases.resolve(client, cfg.model_name, cfg.source_alias)
+    version = aliases.resolve(client, cfg.model_name, cfg.input_alias)
     tags = aliases.get_version(client, cfg.model_name, version).tags
     slot = staged_slot(cfg.model_name)
     served = server.adapters().get(slot, {}).get("path")
@@ -101,7 +124,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     base = server.base_model_info()
     name = tracking.run_name(cfg.model_name, {"v": version, "judge": judge.kind}, read.digest)
     params = {
-        "source_alias": cfg.source_alias,
+        "input_alias": cfg.input_alias,
         "slot": slot,
         "base_model": base.name,
         "min_correct": cfg.min_correct,
@@ -164,17 +187,15 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         evidence = {"samples": len(samples), **metrics}
         checks = [
             (
-                gates.Gate(
-                    "correct-rate", "correct_rate", ">=", cfg.min_correct, cfg.max_regression
-                ),
+                gates.Gate(CORRECT_RATE, "correct_rate", ">=", cfg.min_correct, cfg.max_regression),
                 metrics["correct_rate"],
             ),
             (
-                gates.Gate("refusal-rate", "refusal_rate", "<=", cfg.max_refusal),
+                gates.Gate(REFUSAL_RATE, "refusal_rate", "<=", cfg.max_refusal),
                 metrics["refusal_rate"],
             ),
             (
-                gates.Gate("gain-over-base", "gain_over_base", ">=", cfg.min_gain),
+                gates.Gate(GAIN_OVER_BASE, "gain_over_base", ">=", cfg.min_gain),
                 metrics["gain_over_base"],
             ),
         ]
@@ -198,7 +219,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         gates.enforce(decisions)
     promote.assign(
         cfg.model_name,
-        cfg.target_alias,
+        cfg.output_alias,
         version,
         reason=(
             f"correct {metrics['correct_rate']:.2f} vs base {metrics['base_correct_rate']:.2f} "
@@ -206,7 +227,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         ),
         client=client,
     )
-    _say(f"{cfg.model_name}@{cfg.target_alias} -> v{version}")
+    _say(f"{cfg.model_name}@{cfg.output_alias} -> v{version}")
     return {
         "version": version,
         "correct_rate": metrics["correct_rate"],
@@ -218,3 +239,13 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         "judge_prompt_sha256": prompt.sha256,
         "data_digest": read.digest,
     }
+
+
+STAGE = Stage(
+    PIPELINE,
+    "evaluate",
+    "answer the eval set through vLLM; a judge grades it",
+    EvaluateConfig,
+    evaluate,
+    GATES,
+)

@@ -25,6 +25,7 @@ from ..errors import BadInput, MlcpError
 
 GRADES = ("correct", "partial", "wrong", "refusal")
 PROMPT_NAME = "llm-judge"
+KINDS = ("reference", "openai")
 CONSTRAINTS = ("structured_outputs", "guided_choice", "none")
 REFUSALS = ("i do not know", "i don't know", "cannot", "can't", "sorry", "unable to")
 
@@ -188,4 +189,4 @@ def make(
             constraint=constraint,
             api_key=os.environ.get("MLCP_JUDGE_API_KEY") or None,
         )
-    raise BadInput(f"unknown judge {kind!r}; choose reference or openai")
+    raise BadInput(f"unknown judge {kind!r}; choose one of {', '.join(KINDS)}")

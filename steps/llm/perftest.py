@@ -17,46 +17,55 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import aliases, gates, promote, tracking
+from ..contract import BENCHMARKED, EVALUATED, staged_slot
+from ..declare import Config, Stage, alias_option, option
 from ..errors import BadInput, MlcpError
+from ..serving import vllm
 from . import PIPELINE
 from . import data as llmdata
-from .deploy import staged_slot
+
+TTFT_P95 = "ttft-p95"
+E2E_P95 = "e2e-p95"
+TOKENS_PER_SECOND = "tokens-per-second"
+SUCCESS_RATE = "success-rate"
+GATES = (TTFT_P95, E2E_P95, TOKENS_PER_SECOND, SUCCESS_RATE)
 
 
-@dataclass
-class PerfConfig:
-    model_name: str
-    source_alias: str = "evaluated"
-    target_alias: str = "benchmarked"
-    users: int = 2
-    duration: float = 8.0
-    max_tokens: int = 16
-    max_ttft_p95_ms: float = 1000.0
-    max_e2e_p95_ms: float = 3000.0
-    min_tokens_per_s: float = 20.0
-    min_success_rate: float = 0.99
-    max_ttft_regression_ms: float = 500.0
-    max_e2e_regression_ms: float = 1000.0
-    max_tps_regression: float = 100.0
-    vllm_url: str | None = None
-
-    def check(self) -> None:
-        if not 1 <= self.users <= 64 or not 1 <= self.duration <= 600:
-            raise BadInput("--users must be 1..64 and --duration 1..600 s")
-        if not 1 <= self.max_tokens <= 256:
-            raise BadInput("--max-tokens must be 1..256")
-        if not 0 <= self.min_success_rate <= 1:
-            raise BadInput("--min-success-rate must be between 0 and 1")
-        for name in (
-            "max_ttft_p95_ms",
-            "max_e2e_p95_ms",
-            "min_tokens_per_s",
-            "max_ttft_regression_ms",
-            "max_e2e_regression_ms",
-            "max_tps_regression",
-        ):
-            if not getattr(self, name) >= 0:
-                raise BadInput(f"--{name.replace('_', '-')} must be a number >= 0")
+@dataclass(kw_only=True)
+class PerfConfig(Config):
+    input_alias: str = alias_option(EVALUATED, reads=True)
+    output_alias: str = alias_option(BENCHMARKED, reads=False)
+    users: int = option(2, help="concurrent simulated users", min=1, max=64)
+    duration: float = option(8.0, help="seconds of load", min=1, max=600)
+    max_tokens: int = option(16, help="tokens per completion", min=1, max=256)
+    max_ttft_p95_ms: float = option(
+        1000.0, help="gate ttft-p95: the highest p95 time to first token in ms", min=0
+    )
+    max_e2e_p95_ms: float = option(
+        3000.0, help="gate e2e-p95: the highest p95 end-to-end latency in ms", min=0
+    )
+    min_tokens_per_s: float = option(
+        20.0, help="gate tokens-per-second: the lowest generated tokens per second", min=0
+    )
+    min_success_rate: float = option(
+        0.99, help="gate success-rate: the lowest share of completed requests", min=0, max=1
+    )
+    max_ttft_regression_ms: float = option(
+        500.0,
+        help="gate ttft-p95: the largest rise in ms allowed against the live version",
+        min=0,
+    )
+    max_e2e_regression_ms: float = option(
+        1000.0,
+        help="gate e2e-p95: the largest rise in ms allowed against the live version",
+        min=0,
+    )
+    max_tps_regression: float = option(
+        100.0,
+        help="gate tokens-per-second: the largest drop allowed against the live version",
+        min=0,
+    )
+    vllm_url: str | None = vllm.url_option()
 
 
 def _say(message: str) -> None:
@@ -83,13 +92,10 @@ def latency_png(stats: dict, path: Path) -> None:
 def perf_test(cfg: PerfConfig) -> dict:
     import mlflow
 
-    from ..serving import vllm
-
-    cfg.check()
     server = vllm.VLLM(cfg.vllm_url)
     server.require_live()
     client = tracking.client()
-    version = aliases.resolve(client, cfg.model_name, cfg.source_alias)
+    version = aliases.resolve(client, cfg.model_name, cfg.input_alias)
     tags = aliases.get_version(client, cfg.model_name, version).tags
     slot = staged_slot(cfg.model_name)
     served = server.adapters().get(slot, {}).get("path")
@@ -159,19 +165,19 @@ def perf_test(cfg: PerfConfig) -> dict:
         checks = [
             (
                 gates.Gate(
-                    "ttft-p95", "ttft_p95_ms", "<=", cfg.max_ttft_p95_ms, cfg.max_ttft_regression_ms
+                    TTFT_P95, "ttft_p95_ms", "<=", cfg.max_ttft_p95_ms, cfg.max_ttft_regression_ms
                 ),
                 metrics["ttft_p95_ms"],
             ),
             (
                 gates.Gate(
-                    "e2e-p95", "e2e_p95_ms", "<=", cfg.max_e2e_p95_ms, cfg.max_e2e_regression_ms
+                    E2E_P95, "e2e_p95_ms", "<=", cfg.max_e2e_p95_ms, cfg.max_e2e_regression_ms
                 ),
                 metrics["e2e_p95_ms"],
             ),
             (
                 gates.Gate(
-                    "tokens-per-second",
+                    TOKENS_PER_SECOND,
                     "tokens_per_s",
                     ">=",
                     cfg.min_tokens_per_s,
@@ -180,7 +186,7 @@ def perf_test(cfg: PerfConfig) -> dict:
                 metrics["tokens_per_s"],
             ),
             (
-                gates.Gate("success-rate", "success_rate", ">=", cfg.min_success_rate),
+                gates.Gate(SUCCESS_RATE, "success_rate", ">=", cfg.min_success_rate),
                 metrics["success_rate"],
             ),
         ]
@@ -197,12 +203,22 @@ def perf_test(cfg: PerfConfig) -> dict:
         gates.enforce(decisions)
     promote.assign(
         cfg.model_name,
-        cfg.target_alias,
+        cfg.output_alias,
         version,
         reason=(
             f"TTFT p95 {metrics['ttft_p95_ms']:.0f} ms, {metrics['tokens_per_s']:.0f} tokens/s"
         ),
         client=client,
     )
-    _say(f"{cfg.model_name}@{cfg.target_alias} -> v{version}")
+    _say(f"{cfg.model_name}@{cfg.output_alias} -> v{version}")
     return {"version": version, **metrics}
+
+
+STAGE = Stage(
+    PIPELINE,
+    "perf-test",
+    "load-test the staged slot with streaming completions",
+    PerfConfig,
+    perf_test,
+    GATES,
+)

@@ -18,7 +18,9 @@ import time
 from dataclasses import dataclass
 
 from .. import gates, promote, tracking
-from ..cv.train import DEVICES, resolve_device
+from ..contract import CANDIDATE
+from ..cv.train import device_option, resolve_device
+from ..declare import Config, Stage, alias_option, option
 from ..errors import BadInput
 from . import PIPELINE
 from . import data as llmdata
@@ -29,46 +31,48 @@ TARGET_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-@dataclass
-class TrainConfig:
-    model_name: str
-    data: str
-    base_model: str
-    epochs: int = 12
-    lr: float = 3e-3
-    batch_size: int = 32
-    rank: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.0
-    target_modules: tuple[str, ...] = DEFAULT_TARGETS
-    seed: int = 0
-    max_eval_perplexity: float = 2.0
-    max_length: int = 64
-    output_alias: str = "candidate"
-    device: str = "auto"  # auto: the GPU when torch sees one, else the CPU
+MAX_EVAL_PERPLEXITY = "max-eval-perplexity"
+GATES = (MAX_EVAL_PERPLEXITY,)
 
-    def check(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
-            raise BadInput("--epochs and --batch-size must be at least 1")
-        if not 0 < self.lr < 1:
-            raise BadInput(f"--lr must be in (0, 1), got {self.lr}")
-        if not 1 <= self.rank <= 256:
-            raise BadInput(f"--rank must be between 1 and 256, got {self.rank}")
-        if not self.alpha > 0:
-            raise BadInput(f"--alpha must be > 0, got {self.alpha}")
-        if not 0 <= self.dropout < 1:
-            raise BadInput(f"--dropout must be in [0, 1), got {self.dropout}")
+
+@dataclass(kw_only=True)
+class TrainConfig(Config):
+    output_alias: str = alias_option(CANDIDATE, reads=False)
+    data: str | None = option(
+        None,
+        help="instruction set URI (JSONL), s3://... or a file (empty: the published set)",
+    )
+    base_model: str | None = option(
+        None,
+        help="base model: a .tar (s3:// or a file), a folder or a model name "
+        "(empty: $MLCP_LLM_BASE_MODEL, else the published one)",
+    )
+    epochs: int = option(12, help="training epochs", min=1, max=10000)
+    lr: float = option(3e-3, help="AdamW learning rate", above=0, below=1)
+    batch_size: int = option(32, help="samples per training step", min=1, max=65536)
+    rank: int = option(8, help="LoRA rank", min=1, max=256)
+    alpha: float = option(16.0, help="LoRA alpha (scaling)", above=0)
+    dropout: float = option(0.0, help="LoRA dropout", min=0, below=1)
+    target_modules: tuple[str, ...] = option(
+        DEFAULT_TARGETS,
+        help="comma-separated modules to adapt (default: every linear layer of a block)",
+    )
+    seed: int = option(0, help="random seed of the initialisation and shuffling")
+    max_eval_perplexity: float = option(
+        2.0,
+        help="gate: the highest validation perplexity that writes candidate",
+        min=1,
+    )
+    max_length: int = option(64, help="tokens per training sample", min=8, max=4096)
+    device: str = device_option()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.target_modules or any(not TARGET_RE.match(t) for t in self.target_modules):
             raise BadInput(
                 f"--target-modules must be module names such as q_proj,v_proj, got "
                 f"{','.join(self.target_modules) or '(none)'}"
             )
-        if not self.max_eval_perplexity >= 1:
-            raise BadInput("--max-eval-perplexity must be >= 1 (a perplexity is never below 1)")
-        if not 8 <= self.max_length <= 4096:
-            raise BadInput("--max-length must be between 8 and 4096")
-        if self.device not in DEVICES:
-            raise BadInput(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
 
 
 def _say(message: str) -> None:
@@ -135,9 +139,16 @@ def train(cfg: TrainConfig) -> dict:
 
     from .. import aliases, lineage
 
-    cfg.check()
+    uri = cfg.data or llmdata.default_uri()
+    if not uri:
+        raise BadInput("no --data given and MLCP_DATA_ROOT is not set (run `mlcp stack up`)")
+    base_ref = cfg.base_model or llmdata.default_base()
+    if not base_ref:
+        raise BadInput(
+            "no --base-model given and neither MLCP_LLM_BASE_MODEL nor MLCP_DATA_ROOT is set"
+        )
     device = resolve_device(cfg.device)  # before any work: a missing GPU is found at once
-    read, instructions = llmdata.read(cfg.data)
+    read, instructions = llmdata.read(uri)
     client = tracking.client()
     try:  # the model's pipeline is part of its contract: refuse another pipeline's model
         existing = client.get_registered_model(cfg.model_name)
@@ -148,7 +159,7 @@ def train(cfg: TrainConfig) -> dict:
             f"registered model {cfg.model_name!r} belongs to the "
             f"{existing.tags['mlcp.pipeline']!r} pipeline, not {PIPELINE!r}"
         )
-    base = llmdata.materialize(cfg.base_model)
+    base = llmdata.materialize(base_ref)
     llmdata.quiet_transformers()
     import torch
     from peft import LoraConfig, get_peft_model
@@ -321,7 +332,7 @@ def train(cfg: TrainConfig) -> dict:
         )
         mlflow.set_tag("mlcp.version", version)
         decision = gates.evaluate(
-            gates.Gate("max-eval-perplexity", "eval_perplexity", "<=", cfg.max_eval_perplexity),
+            gates.Gate(MAX_EVAL_PERPLEXITY, "eval_perplexity", "<=", cfg.max_eval_perplexity),
             model=cfg.model_name,
             version=version,
             value=perplexity,
@@ -355,3 +366,13 @@ def train(cfg: TrainConfig) -> dict:
         "data_digest": read.digest,
         "run_id": run.info.run_id,
     }
+
+
+STAGE = Stage(
+    PIPELINE,
+    "train",
+    "train a LoRA adapter; writes candidate on a pass",
+    TrainConfig,
+    train,
+    GATES,
+)

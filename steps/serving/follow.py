@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 
+from ..contract import live_slot
 from ..errors import BadInput
 
 
@@ -83,7 +84,7 @@ def _vllm(client, model: str, version: str) -> None:
         )
     server = vllm.VLLM()
     server.require_live()
-    slot = deploy.live_slot(model)
+    slot = live_slot(model)
     root = deploy.adapter_root()
     wanted = deploy.server_path(root, model, version)
     if server.adapters().get(slot, {}).get("path") == wanted:

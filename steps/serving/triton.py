@@ -38,6 +38,14 @@ ONNX_FILE = "model.onnx"
 PYTHON_FILE = "model.py"
 LIVE_TIMEOUT = 3.0
 
+
+def url_option():
+    """The ``--triton-url`` option every stage that talks to Triton declares."""
+    from ..declare import option
+
+    return option(None, help="Triton HTTP URL (empty: $MLCP_TRITON_URL)")
+
+
 # Where this process last wrote each slot (see Triton._slot_config).
 _written: dict[str, str] = {}
 

@@ -55,6 +55,13 @@ MAX_LORA_RANK = 8
 MAX_LORAS = 2
 
 
+def url_option():
+    """The ``--vllm-url`` option every stage that talks to vLLM declares."""
+    from ..declare import option
+
+    return option(None, help="vLLM URL (empty: $MLCP_VLLM_URL)")
+
+
 def _say(message: str) -> None:
     print(f"[vllm] {message}", file=sys.stderr, flush=True)
 

@@ -1,0 +1,54 @@
+"""The LLM pipeline declared: its stages in chain order, its data publisher, its default model
+and how its chain summary reads. ``steps/pipelines.py`` lists it; nothing in the core does."""
+
+from __future__ import annotations
+
+from ..declare import DataConfig, Pipeline, Stage
+from . import PIPELINE, deploy, evaluate, perftest, train
+
+
+def publish(cfg: DataConfig) -> dict:
+    from . import data
+
+    return data.publish(cfg.out, seed=cfg.seed)
+
+
+def summarize(model: str, results: dict[str, dict], aliases: dict[str, str]) -> tuple[dict, str]:
+    trained, evaluated, perf = results["train"], results["evaluate"], results["perf-test"]
+    summary = {
+        "base_model": trained.get("base_model"),
+        "eval_perplexity": trained.get("eval_perplexity"),
+        "correct_rate": evaluated.get("correct_rate"),
+        "score": evaluated.get("score"),
+        "base_correct_rate": evaluated.get("base_correct_rate"),
+        "base_score": evaluated.get("base_score"),
+        "judge_prompt_sha256": evaluated.get("judge_prompt_sha256"),
+        "ttft_p95_ms": perf.get("ttft_p95_ms"),
+        "e2e_p95_ms": perf.get("e2e_p95_ms"),
+        "tokens_per_s": perf.get("tokens_per_s"),
+        "data_digest": trained.get("data_digest"),
+    }
+    line = (
+        f"on the eval set the adapter is correct {summary['correct_rate']:.0%} (score "
+        f"{summary['score']:.3f}), the bare base {summary['base_model']} "
+        f"{summary['base_correct_rate']:.0%} (score {summary['base_score']:.3f}); TTFT p95 "
+        f"{summary['ttft_p95_ms']:.0f} ms, {summary['tokens_per_s']:.0f} tokens/s; data "
+        f"{summary['data_digest'][:12]}"
+    )
+    return summary, line
+
+
+LLM = Pipeline(
+    name=PIPELINE,
+    help="LLM pipeline stages (LoRA adapters served by vLLM)",
+    stages=(train.STAGE, deploy.STAGE, evaluate.STAGE, perftest.STAGE),
+    data=Stage(
+        PIPELINE,
+        "data",
+        "an instruction set (JSONL) and a small base model, to S3 or a path",
+        DataConfig,
+        publish,
+    ),
+    default_model="tiny-llama-instruct",
+    summarize=summarize,
+)
