@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .contract import show_version
 from .errors import BadInput, ConcurrentChange
 
 ALIAS_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,254}$")
@@ -103,13 +104,9 @@ def _check_expected(name: str, alias: str, actual: str | None, expected) -> None
     expected = None if expected is None else str(expected)
     if actual != expected:
         raise ConcurrentChange(
-            f"{name}@{alias} is {_v(actual)}, expected {_v(expected)}: it was moved by someone "
-            "else; nothing was changed"
+            f"{name}@{alias} is {show_version(actual)}, expected {show_version(expected)}: "
+            "it was moved by someone else; nothing was changed"
         )
-
-
-def _v(version: str | None) -> str:
-    return "unset" if version is None else f"v{version}"
 
 
 def set_alias(
@@ -127,7 +124,7 @@ def set_alias(
     after = aliases_of(client, name).get(alias)
     if after != version:
         raise ConcurrentChange(
-            f"{name}@{alias} reads {_v(after)} right after being set to v{version}: "
+            f"{name}@{alias} reads {show_version(after)} right after being set to v{version}: "
             "a concurrent writer moved it"
         )
 

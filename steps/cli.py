@@ -216,77 +216,33 @@ def _add_pipeline(sub, data_sub, pipeline: Pipeline) -> None:
 def cmd_history(args) -> int:
     from dataclasses import asdict
 
-    from . import aliases, promote, tracking
+    from . import aliases, moves, report, tracking
 
     client = tracking.client()
     aliases.get_model(client, args.model_name)
     if args.alias:
         aliases.check_alias_name(args.alias)
-    records = promote.history(client, args.model_name, args.alias)
+    records = moves.history(client, args.model_name, args.alias)
     if args.json:
         print(json.dumps([asdict(r) for r in records], indent=2))
-        return EXIT_OK
-    if not records:
+    elif not records:
         print(f"no recorded alias moves for {args.model_name}")
-        return EXIT_OK
-    print(
-        f"{'time (UTC)':<25} {'alias':<12} {'from':>5} -> {'to':<5} {'action':<9} "
-        f"{'actor':<20} reason"
-    )
-    for r in records:
-        mark = "" if r.status == "FINISHED" else f" [{r.status.lower()}: unconfirmed]"
-        workflow = f" (workflow {r.workflow_name})" if r.workflow_name else ""
-        forced = " [forced]" if r.forced else ""
-        moved = f"{show_version(r.from_version):>5} -> {show_version(r.to_version):<5}"
-        print(
-            f"{r.time:<25} {r.alias:<12} {moved} {r.action:<9} {r.actor[:20]:<20} "
-            f"{r.reason}{forced}{workflow}{mark}"
-        )
+    else:
+        print("\n".join(report.history_lines(records)))
     return EXIT_OK
 
 
 def cmd_lineage(args) -> int:
-    from . import aliases, promote, tracking
+    from . import aliases, report, tracking
 
     ref = aliases.parse_ref(args.ref)
     client = tracking.client()
     aliases.get_model(client, ref.model)
-    report = promote.lineage(client, ref.model, ref.alias)
+    found = report.lineage(client, ref.model, ref.alias)
     if args.json:
-        print(json.dumps(report, indent=2, default=str))
-        return EXIT_OK
-    print(f"{ref} = version {report['version']} (aliases: {', '.join(report['aliases'])})")
-    print(f"  registered {report['created']} from {report['source']}")
-    training = report["training_run"]
-    if training:
-        print(f"  training run {training['run_name']} ({training['run_id']})")
-        for key, value in sorted(training["params"].items()):
-            print(f"    {key} = {value}")
+        print(json.dumps(found, indent=2, default=str))
     else:
-        print("  training run: none recorded")
-    print("  datasets:" if report["datasets"] else "  datasets: none recorded")
-    for ds in report["datasets"]:
-        rows = f", {ds['rows']} rows" if ds["rows"] is not None else ""
-        print(
-            f"    [{ds['stage'] or '?'}/{ds['context']}] {ds['name']} digest {ds['digest']} "
-            f"from {ds['source']}{rows}"
-        )
-    print("  prompts:" if report["prompts"] else "  prompts: none recorded")
-    for prompt in report["prompts"]:
-        print(f"    [{prompt['stage']}] {prompt['name']} sha256 {prompt['sha256']}")
-    print("  gate decisions:" if report["gates"] else "  gate decisions: none recorded")
-    for gate in report["gates"]:
-        print(f"    {gate['name']}: {gate['verdict'] or 'unverified'} (run {gate['run_id']})")
-    became = report["became"]
-    if became:
-        forced = " [forced]" if became["forced"] else ""
-        print(
-            f"  became {ref.alias} at {became['time']} by {became['actor']} "
-            f"({became['action']} from {show_version(became['from_version'])}): "
-            f"{became['reason'] or 'no reason given'}{forced}"
-        )
-    else:
-        print(f"  no recorded move made it {ref.alias}")
+        print("\n".join(report.lineage_lines(ref, found)))
     return EXIT_OK
 
 

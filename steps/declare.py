@@ -83,10 +83,11 @@ def alias_option(default: str, *, reads: bool) -> Any:
         if reads
         else "alias to point at the version when every gate passes"
     )
-    return option(default, help=text, enum=CHAIN, parse=_alias)
+    return option(default, help=text, enum=CHAIN, parse=alias_name)
 
 
-def _alias(text: str) -> str:
+def alias_name(text: str) -> str:
+    """An alias flag's text, checked (ValueError with the reason when it is no alias name)."""
     from .aliases import check_alias_name
 
     try:

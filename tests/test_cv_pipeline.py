@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from steps import promote
+from steps import moves
 from steps.cv import data as cvdata
 
 from .conftest import unique
@@ -188,11 +188,11 @@ def test_failing_gate_stops_the_chain_and_moves_nothing(mlcp, models, client, da
     assert client.get_model_version(model, "2").tags["mlcp.gate.min-val-accuracy.verdict"] == (
         "fail"
     )
-    before = promote.history(client, model)
+    before = moves.history(client, model)
     impossible = mlcp("cv", "deploy", "--model-name", model, "--tolerance", "1e-30", timeout=600)
     assert impossible.code == 3
     assert models.aliases(model) == {"candidate": "1"}
-    assert promote.history(client, model) == before
+    assert moves.history(client, model) == before
 
 
 def test_bad_inputs_are_answered_clearly_and_move_nothing(

@@ -214,7 +214,7 @@ def test_bad_inputs_are_answered_clearly_and_move_nothing(
 ):
     import boto3
 
-    from steps import promote, stack
+    from steps import moves, stack
 
     bucket = stack_env["MLCP_BUCKET"]
     s3 = boto3.client("s3")
@@ -241,12 +241,12 @@ def test_bad_inputs_are_answered_clearly_and_move_nothing(
     )
     assert misfit.code == 0, misfit.err[-2000:]
     assert client.get_model_version(model, "1").tags["mlcp.hidden_size"] == "64"
-    before = promote.history(client, model)
+    before = moves.history(client, model)
     refused = mlcp("llm", "deploy", "--model-name", model, timeout=300)
     assert refused.code == 2, refused.err[-2000:]
     assert "made for hidden size 64, the served base has 128" in refused.err
     assert models.aliases(model) == {"candidate": "1"}
-    assert promote.history(client, model) == before
+    assert moves.history(client, model) == before
     assert f"{model}-staged" not in vllm_server.adapters()
 
     # vLLM not reachable: exit 1, saying where it looked

@@ -6,13 +6,13 @@ import json
 import subprocess
 import sys
 
-from steps import promote
+from steps import moves
 
 from .conftest import ROOT
 
 
 def live_history(client, name):
-    return [r for r in promote.history(client, name, "live") if r.action != "noop"]
+    return [r for r in moves.history(client, name, "live") if r.action != "noop"]
 
 
 def promote_to_live(mlcp, models, name, version, *, reason="ship it"):
@@ -52,7 +52,7 @@ def test_first_promotion_sets_live_and_no_previous(mlcp, models, client):
     assert result.code == 0, result.err
     assert "live: unset -> v1" in result.out
     assert models.aliases(name) == {"benchmarked": "1", "live": "1"}
-    records = promote.history(client, name)
+    records = moves.history(client, name)
     assert [(r.alias, r.from_version, r.to_version, r.action) for r in records] == [
         ("live", None, "1", "promote")
     ]
@@ -66,8 +66,8 @@ def test_normal_promotion_keeps_old_live_as_previous(mlcp, models, client):
     promote_to_live(mlcp, models, name, "1")
     promote_to_live(mlcp, models, name, "2", reason="better accuracy")
     assert models.aliases(name) == {"benchmarked": "2", "live": "2", "previous": "1"}
-    moves = [(r.alias, r.from_version, r.to_version) for r in promote.history(client, name)]
-    assert moves == [("live", None, "1"), ("previous", None, "1"), ("live", "1", "2")]
+    made = [(r.alias, r.from_version, r.to_version) for r in moves.history(client, name)]
+    assert made == [("live", None, "1"), ("previous", None, "1"), ("live", "1", "2")]
 
 
 def test_two_rollbacks_in_a_row_do_not_swap(mlcp, models, client):
@@ -112,13 +112,13 @@ def test_rollback_then_promote_then_rollback_follows_the_stack(mlcp, models, cli
 def test_rollback_without_previous_is_refused_and_moves_nothing(mlcp, models, client):
     name = models.create(1)
     promote_to_live(mlcp, models, name, "1")
-    before = len(promote.history(client, name))
+    before = len(moves.history(client, name))
     result = mlcp("rollback", "--model-name", name)
     assert result.code == 2
     assert "no previous version to roll back to" in result.err
     assert "live is v1" in result.err
     assert models.aliases(name) == {"benchmarked": "1", "live": "1"}
-    assert len(promote.history(client, name)) == before
+    assert len(moves.history(client, name)) == before
 
 
 def test_unknown_model_and_alias_exit_2_and_move_nothing(mlcp, models, client):
@@ -150,7 +150,7 @@ def test_unknown_model_and_alias_exit_2_and_move_nothing(mlcp, models, client):
     assert mlcp("lineage", f"{name}@nowhere").code == 2
     assert mlcp("lineage", "no-at-sign").code == 2
     assert models.aliases(name) == {"candidate": "1"}
-    assert promote.history(client, name) == []
+    assert moves.history(client, name) == []
 
 
 def test_live_refused_without_required_passing_gates(mlcp, models, client):
@@ -193,7 +193,7 @@ def test_live_refused_without_required_passing_gates(mlcp, models, client):
     forged = mlcp(*args)
     assert forged.code == 3
     assert models.aliases(name) == {"benchmarked": "2"}
-    assert promote.history(client, name) == []
+    assert moves.history(client, name) == []
     # with both decisions passing, it goes through and the move cites the decision runs
     models.set_alias(name, "benchmarked", "1")
     passing = gates.evaluate(
@@ -206,7 +206,7 @@ def test_live_refused_without_required_passing_gates(mlcp, models, client):
     )
     ok = mlcp(*args)
     assert ok.code == 0, ok.err
-    record = promote.history(client, name)[-1]
+    record = moves.history(client, name)[-1]
     assert passing.run_id in record.gate_runs
     assert len(record.gate_runs) == 2
 
@@ -233,7 +233,7 @@ def test_force_needs_a_reason_and_is_recorded(mlcp, models, client):
     forced = mlcp(*base, "--reason", "hotfix for incident 42")
     assert forced.code == 0, forced.err
     assert models.aliases(name)["live"] == "1"
-    record = promote.history(client, name)[-1]
+    record = moves.history(client, name)[-1]
     assert record.forced is True
     assert record.reason == "hotfix for incident 42"
 
@@ -296,7 +296,7 @@ def test_rerun_is_a_recorded_noop(mlcp, models, client):
     assert again.code == 0, again.err
     assert "no-op" in again.out
     assert models.aliases(name) == {"benchmarked": "2", "live": "2", "previous": "1"}
-    last = promote.history(client, name)[-1]
+    last = moves.history(client, name)[-1]
     assert (last.action, last.from_version, last.to_version) == ("noop", "2", "2")
 
 
@@ -304,7 +304,7 @@ def test_dry_run_changes_nothing(mlcp, models, client):
     name = models.create(2)
     promote_to_live(mlcp, models, name, "1")
     models.set_alias(name, "benchmarked", "2")
-    before = len(promote.history(client, name))
+    before = len(moves.history(client, name))
     result = mlcp(
         "promote",
         "--model-name",
@@ -318,7 +318,7 @@ def test_dry_run_changes_nothing(mlcp, models, client):
     assert result.code == 0, result.err
     assert "[dry-run] would move" in result.out and "live: v1 -> v2" in result.out
     assert models.aliases(name) == {"benchmarked": "2", "live": "1"}
-    assert len(promote.history(client, name)) == before
+    assert len(moves.history(client, name)) == before
     gated = mlcp(
         "promote",
         "--model-name",
@@ -352,7 +352,7 @@ def test_workflow_identity_and_actor_are_recorded(mlcp, models, client):
         },
     )
     assert result.code == 0, result.err
-    record = promote.history(client, name)[-1]
+    record = moves.history(client, name)[-1]
     assert (record.workflow_name, record.workflow_uid, record.actor) == (
         "cv-pipeline-x7k2p",
         "uid-123",

@@ -25,7 +25,7 @@ import yaml
 from hera.workflows import models as hm
 from pydantic import BaseModel, RootModel
 
-from steps import promote
+from steps import moves, promote
 from steps.contract import CHAIN
 from steps.cv.pipeline import CV
 from steps.llm.pipeline import LLM
@@ -538,7 +538,7 @@ def test_promotion_submission_moves_live_and_writes_the_outputs(models, client, 
     assert run.outputs["version"] == "1"
     assert run.outputs["moves"] and "live" in run.outputs["moves"]
     assert json.loads((tmp_path / "outputs" / "outcome.json").read_text())
-    record = promote.history(client, name)[-1]
+    record = moves.history(client, name)[-1]
     assert (record.alias, record.to_version, record.action) == ("live", "1", "promote")
     assert (record.workflow_name, record.workflow_uid) == (workflow.name, workflow.uid)
     assert record.actor == "alice"
@@ -560,10 +560,10 @@ def test_readme_rollback_submission_rolls_back_without_swapping(models, client, 
     aliases = models.aliases(name)
     assert (aliases["live"], aliases["previous"]) == ("2", "1")
     assert run.outputs["version"] == "2"
-    last = promote.history(client, name)[-1]
+    last = moves.history(client, name)[-1]
     assert last.workflow_name == workflow.name and last.workflow_uid == workflow.uid
     assert last.actor == common.ACTOR_FALLBACK
-    live = [r for r in promote.history(client, name, "live") if r.action != "noop"]
+    live = [r for r in moves.history(client, name, "live") if r.action != "noop"]
     assert (live[-1].from_version, live[-1].to_version, live[-1].action) == ("3", "2", "rollback")
     assert live[-1].workflow_name == workflow.name
 
@@ -582,7 +582,7 @@ def test_unknown_model_or_alias_exits_2_and_moves_nothing(models, client, tmp_pa
     assert run.code == 2, run.err
     assert "has no alias 'benchmarked'" in run.err
     assert models.aliases(name) == {"candidate": "1"}
-    assert promote.history(client, name) == []
+    assert moves.history(client, name) == []
 
 
 def test_gates_force_and_dry_run_go_through_the_template(models, client, tmp_path):
@@ -602,7 +602,7 @@ def test_gates_force_and_dry_run_go_through_the_template(models, client, tmp_pat
     forced = {**gated, "force": "true", "reason": "hotfix approved"}
     run = run_template(doc, forced, Workflow(), tmp_path / "c")
     assert run.code == 0, run.err
-    record = promote.history(client, name, "live")[-1]
+    record = moves.history(client, name, "live")[-1]
     assert record.forced and record.reason == "hotfix approved"
     # values outside an enum are refused at submission, as Argo refuses them
     with pytest.raises(ValueError, match="not in"):
@@ -1072,7 +1072,7 @@ def test_cv_templates_run_the_chain_against_the_real_stack(models, client, tmp_p
         "live": "1",
     }
     assert served(f"{model}-live") == ["1"]
-    record = promote.history(client, model, "live")[-1]
+    record = moves.history(client, model, "live")[-1]
     assert (record.to_version, record.action, record.actor) == ("1", "promote", "alice")
     assert record.workflow_name == workflow.name
     assert sorted(record.gate_runs) and len(record.gate_runs) == len(CV.gates)
@@ -1166,7 +1166,7 @@ def test_llm_templates_run_the_chain_against_the_real_stack(
     }
     assert vllm_server.adapters()[f"{model}-live"]["path"].endswith(f"/{model}/1")
     assert run.outputs["version"] == "1"
-    record = promote.history(client, model, "live")[-1]
+    record = moves.history(client, model, "live")[-1]
     assert (record.to_version, record.action, record.actor) == ("1", "promote", "bob")
     assert record.workflow_name == workflow.name
     assert len(record.gate_runs) == len(LLM.gates)

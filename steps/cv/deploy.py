@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import aliases, gates, promote, tracking
+from .. import aliases, gates, moves, tracking
 from ..contract import CANDIDATE, STAGED, staged_slot
 from ..declare import Config, Stage, alias_option, option
 from ..errors import BadInput, MlcpError
@@ -200,7 +200,7 @@ def deploy(cfg: DeployConfig) -> dict:
             raise
         mlflow.log_metric("smoke_ok", 1.0)
         _say(f"{slot} serves v{version}")
-    promote.assign(
+    moves.assign(
         cfg.model_name,
         cfg.output_alias,
         version,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from .. import aliases, gates, promote, tracking
+from .. import aliases, gates, moves, tracking
 from ..contract import EVALUATED, STAGED, staged_slot
 from ..declare import Config, Stage, alias_option, option
 from ..errors import BadInput, MlcpError
@@ -154,7 +154,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
             f"({'; '.join(decision.reasons)})"
         )
         gates.enforce([decision])
-    promote.assign(
+    moves.assign(
         cfg.model_name,
         cfg.output_alias,
         version,

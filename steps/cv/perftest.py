@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import aliases, gates, promote, tracking
+from .. import aliases, gates, moves, tracking
 from ..contract import BENCHMARKED, EVALUATED, staged_slot
 from ..declare import Config, Stage, alias_option, option
 from ..errors import MlcpError
@@ -174,7 +174,7 @@ def perf_test(cfg: PerfConfig) -> dict:
         for d in decisions:
             _say(f"gate {d.gate.name}: {d.verdict} ({'; '.join(d.reasons)})")
         gates.enforce(decisions)
-    promote.assign(
+    moves.assign(
         cfg.model_name,
         cfg.output_alias,
         version,

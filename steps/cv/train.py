@@ -11,7 +11,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from .. import gates, promote, tracking
+from .. import gates, moves, tracking
 from ..contract import CANDIDATE
 from ..declare import Config, Stage, alias_option, option
 from ..errors import BadInput
@@ -238,7 +238,7 @@ def train(cfg: TrainConfig) -> dict:
             f"v{version}: gate min-val-accuracy {decision.verdict} ({'; '.join(decision.reasons)})"
         )
         gates.enforce([decision])
-    promote.assign(
+    moves.assign(
         cfg.model_name,
         cfg.output_alias,
         version,

@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import aliases, promote, settings, tracking
+from .. import aliases, moves, settings, tracking
 from ..contract import CANDIDATE, STAGED, staged_slot
 from ..declare import Config, Stage, alias_option, option
 from ..errors import BadInput, MlcpError
@@ -210,7 +210,7 @@ def deploy(cfg: DeployConfig) -> dict:
         client.set_model_version_tag(cfg.model_name, version, "mlcp.adapter_path", path)
         client.set_model_version_tag(cfg.model_name, version, "mlcp.smoke_prompt", cfg.smoke_prompt)
         _say(f"{slot} serves v{version} ({path}); smoke answer {answer.strip()!r}")
-    promote.assign(
+    moves.assign(
         cfg.model_name,
         cfg.output_alias,
         version,

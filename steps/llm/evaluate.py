@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from .. import aliases, gates, promote, tracking
+from .. import aliases, gates, moves, tracking
 from ..contract import EVALUATED, STAGED, staged_slot
 from ..declare import Config, Stage, alias_option, option
 from ..errors import BadInput, MlcpError
@@ -217,7 +217,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         for d in decisions:
             _say(f"gate {d.gate.name}: {d.verdict} ({'; '.join(d.reasons)})")
         gates.enforce(decisions)
-    promote.assign(
+    moves.assign(
         cfg.model_name,
         cfg.output_alias,
         version,

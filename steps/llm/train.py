@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from .. import gates, promote, tracking
+from .. import gates, moves, tracking
 from ..contract import CANDIDATE
 from ..cv.train import device_option, resolve_device
 from ..declare import Config, Stage, alias_option, option
@@ -349,7 +349,7 @@ def train(cfg: TrainConfig) -> dict:
             f"({'; '.join(decision.reasons)})"
         )
         gates.enforce([decision])
-    promote.assign(
+    moves.assign(
         cfg.model_name,
         cfg.output_alias,
         version,

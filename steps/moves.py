@@ -1,0 +1,342 @@
+"""Moving aliases, with their records and their lock: the one way an alias changes.
+
+Every alias move is an MLflow run in ``<pipeline>/promote`` (``mlcp.kind=alias-move``) with
+the model, alias, from- and to-version, action, reason, actor, Argo workflow and the gate
+runs relied on. The record is opened *before* the alias is written and closed after the
+write was verified, so a move is never unrecorded: a record left RUNNING marks a move whose
+outcome was never confirmed, and ``history`` shows it as such. Those records are also the
+history that rollback replays (:func:`live_stack`).
+
+A model's serving back end (its ``mlcp.serving`` tag) is looked up by name in
+:mod:`steps.serving.backends`; this module never imports a pipeline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from . import aliases, settings, tracking
+from .contract import LIVE, NO_VERSION, PREVIOUS, show_version
+from .errors import BadInput, ConcurrentChange, RecordFailed
+
+LOCK_TIMEOUT_S = 120.0
+NONE = NO_VERSION
+
+
+@dataclass
+class Move:
+    """One alias change (or a recorded no-op)."""
+
+    alias: str
+    from_version: str | None
+    to_version: str | None
+    action: str  # promote | rollback | noop | follow | remove
+
+    def describe(self) -> str:
+        if self.action == "noop":
+            return f"{self.alias}: already v{self.to_version} (no-op)"
+        if self.to_version is None:
+            return f"{self.alias}: v{self.from_version} -> removed"
+        start = show_version(self.from_version)
+        return f"{self.alias}: {start} -> v{self.to_version} ({self.action})"
+
+
+@dataclass
+class Outcome:
+    model: str
+    version: str
+    moves: list[Move]
+    record_run_ids: list[str] = field(default_factory=list)
+    gate_runs: list[str] = field(default_factory=list)
+    dry_run: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------- locking
+
+
+@contextlib.contextmanager
+def model_lock(model: str, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Serialise writers of one model's aliases on this machine (Argo's mutex does it in the
+    cluster). The lock file is keyed by tracking server and model name."""
+    key = hashlib.sha256(f"{settings.tracking_uri()}|{model}".encode()).hexdigest()[:24]
+    folder = Path(tempfile.gettempdir()) / "mlcp-locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{key}.lock", "a+") as handle:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise ConcurrentChange(
+                        f"another promotion of {model!r} has held the lock for {timeout:.0f} s"
+                    ) from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# ---------------------------------------------------------------------------- records
+
+
+def _stored(version: str | None) -> str:
+    """A version as a record stores it (an unset alias is ``none``)."""
+    return NONE if version is None else str(version)
+
+
+def _open_record(
+    client,
+    experiment_id: str,
+    model: str,
+    move: Move,
+    *,
+    operation: str,
+    reason: str,
+    source_alias: str,
+    gate_runs: Iterable[str],
+    forced: bool,
+    pipeline: str,
+) -> str:
+    tags = tracking.context_tags(pipeline, "promote", model, move.to_version)
+    tags.update(
+        {
+            tracking.KIND: "alias-move",
+            "mlcp.alias": move.alias,
+            "mlcp.from_version": _stored(move.from_version),
+            "mlcp.to_version": _stored(move.to_version),
+            "mlcp.action": move.action,
+            "mlcp.source_alias": source_alias,
+            "mlcp.reason": reason or "",
+            "mlcp.forced": str(bool(forced)).lower(),
+            "mlcp.gate_runs": ",".join(gate_runs),
+            "mlcp.operation": operation,
+            "mlcp.seq": str(time.time_ns()),
+        }
+    )
+    name = f"{model}-{move.alias}-{_stored(move.from_version)}-to-{_stored(move.to_version)}"
+    if move.action != "promote":
+        name += f"-{move.action}"
+    run = client.create_run(experiment_id, run_name=name, tags=tags)
+    from mlflow.entities import Param
+
+    client.log_batch(
+        run.info.run_id,
+        params=[
+            Param("model", model),
+            Param("alias", move.alias),
+            Param("from_version", _stored(move.from_version)),
+            Param("to_version", _stored(move.to_version)),
+            Param("action", move.action),
+        ],
+    )
+    return run.info.run_id
+
+
+# ---------------------------------------------------------------------------- history
+
+
+@dataclass
+class Record:
+    run_id: str
+    time: str
+    seq: int
+    model: str
+    alias: str
+    from_version: str | None
+    to_version: str | None
+    action: str
+    reason: str
+    actor: str
+    forced: bool
+    source_alias: str
+    gate_runs: list[str]
+    workflow_name: str
+    workflow_uid: str
+    status: str  # FINISHED = confirmed, FAILED = not applied, RUNNING = unconfirmed
+
+    @classmethod
+    def from_run(cls, run) -> Record:
+        tags = run.data.tags
+
+        def version(key: str) -> str | None:
+            value = tags.get(key, NONE)
+            return None if value == NONE else value
+
+        return cls(
+            run_id=run.info.run_id,
+            time=datetime.fromtimestamp(run.info.start_time / 1000, UTC).isoformat(
+                timespec="seconds"
+            ),
+            seq=int(tags.get("mlcp.seq", run.info.start_time * 1_000_000)),
+            model=tags.get("mlcp.model", ""),
+            alias=tags.get("mlcp.alias", ""),
+            from_version=version("mlcp.from_version"),
+            to_version=version("mlcp.to_version"),
+            action=tags.get("mlcp.action", ""),
+            reason=tags.get("mlcp.reason", ""),
+            actor=tags.get("mlcp.actor", ""),
+            forced=tags.get("mlcp.forced") == "true",
+            source_alias=tags.get("mlcp.source_alias", ""),
+            gate_runs=[r for r in tags.get("mlcp.gate_runs", "").split(",") if r],
+            workflow_name=tags.get("mlcp.argo.workflow_name", ""),
+            workflow_uid=tags.get("mlcp.argo.workflow_uid", ""),
+            status=run.info.status,
+        )
+
+
+def search_all(client, experiment_ids: list[str], flt: str) -> list:
+    runs, token = [], None
+    while True:
+        page = client.search_runs(
+            experiment_ids, filter_string=flt, max_results=1000, page_token=token
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def history(client, model: str, alias: str | None = None) -> list[Record]:
+    """Every recorded move of ``model``'s aliases, oldest first. Records of moves that were
+    refused while being written (FAILED) are left out; RUNNING ones are unconfirmed."""
+    experiments = client.search_experiments(filter_string="name LIKE '%/promote'")
+    if not experiments:
+        return []
+    flt = f"tags.`mlcp.kind` = 'alias-move' AND tags.`mlcp.model` = '{quote(model)}'"
+    if alias:
+        flt += f" AND tags.`mlcp.alias` = '{quote(alias)}'"
+    runs = search_all(client, [e.experiment_id for e in experiments], flt)
+    records = sorted((Record.from_run(r) for r in runs), key=lambda r: r.seq)
+    return [r for r in records if r.status != "FAILED"]
+
+
+def quote(text: str) -> str:
+    if "'" in text:
+        raise BadInput(f"names may not contain quotes: {text!r}")
+    return text
+
+
+def live_stack(records: Iterable[Record], live: str = LIVE) -> list[str]:
+    """Replay confirmed moves of ``live``: promotions push, rollbacks pop."""
+    stack: list[str] = []
+    for record in records:
+        if record.alias != live or record.status != "FINISHED" or record.to_version is None:
+            continue
+        if record.action == "rollback":
+            if stack and stack[-1] == record.from_version:
+                stack.pop()
+            if not stack or stack[-1] != record.to_version:
+                stack.append(record.to_version)
+        elif record.action == "promote":
+            if not stack or stack[-1] != record.to_version:
+                stack.append(record.to_version)
+    return stack
+
+
+def apply(
+    client, model, pipeline, source_alias, outcome: Outcome, reason, force, serving=None
+) -> None:
+    operation = uuid.uuid4().hex
+    try:
+        experiment_id = tracking.ensure_experiment(
+            client, tracking.experiment_name(pipeline, "promote")
+        )
+        run_ids = [
+            _open_record(
+                client,
+                experiment_id,
+                model,
+                move,
+                operation=operation,
+                reason=reason,
+                source_alias=source_alias,
+                gate_runs=outcome.gate_runs,
+                forced=force,
+                pipeline=pipeline,
+            )
+            for move in outcome.moves
+        ]
+    except Exception as exc:
+        raise RecordFailed(f"could not record the move, so nothing was moved: {exc}") from exc
+    outcome.record_run_ids = run_ids
+    live_move = next((m for m in outcome.moves if m.alias == LIVE), None)
+    if live_move is not None and live_move.to_version is not None:
+        try:  # traffic first: the alias moves only once the server serves the version
+            from .serving.follow import follow_live
+
+            follow_live(client, model, live_move.to_version, serving)
+        except Exception as exc:
+            for run_id in run_ids:
+                with contextlib.suppress(Exception):
+                    client.set_tag(run_id, "mlcp.error", str(exc)[:4000])
+                    client.set_terminated(run_id, "FAILED")
+            raise
+    done = 0
+    try:
+        for move, run_id in zip(outcome.moves, run_ids, strict=True):
+            if move.action == "noop":
+                pass
+            elif move.to_version is None:
+                aliases.delete_alias(client, model, move.alias, expect_current=move.from_version)
+            else:
+                aliases.set_alias(
+                    client,
+                    model,
+                    move.alias,
+                    move.to_version,
+                    expect_current=move.from_version,
+                    known=True,
+                )
+            client.set_terminated(run_id, "FINISHED")
+            done += 1
+    except Exception as exc:
+        for run_id in run_ids[done:]:
+            with contextlib.suppress(Exception):
+                client.set_tag(run_id, "mlcp.error", str(exc)[:4000])
+                client.set_terminated(run_id, "FAILED")
+        raise
+    rolled = next((m for m in outcome.moves if m.action == "rollback"), None)
+    if rolled is not None and rolled.from_version is not None:
+        stamp = datetime.now(UTC).isoformat(timespec="seconds")
+        for key, value in (
+            ("mlcp.rolled_back", "true"),
+            ("mlcp.rolled_back_at", stamp),
+            ("mlcp.rolled_back_to", str(rolled.to_version)),
+            ("mlcp.rolled_back_run", run_ids[0]),
+        ):
+            client.set_model_version_tag(model, rolled.from_version, key, value)
+
+
+def assign(model: str, alias: str, version: str | int, *, reason: str = "", client=None) -> Outcome:
+    """A stage writes its output alias for the version it produced, recorded like any move.
+    ``live`` and ``previous`` move only through :func:`promote` and :func:`rollback`."""
+    aliases.check_alias_name(alias)
+    if alias in (LIVE, PREVIOUS):
+        raise BadInput(f"{alias!r} moves only through `mlcp promote` / `mlcp rollback`")
+    client = client or tracking.client()
+    version = str(version)
+    with model_lock(model):
+        aliases.get_version(client, model, version)
+        registered = aliases.get_model(client, model)
+        now = registered.aliases.get(alias)
+        now = None if now is None else str(now)
+        pipeline = registered.tags.get("mlcp.pipeline", "registry")
+        action = "noop" if now == version else "assign"
+        outcome = Outcome(model, version, [Move(alias, now, version, action)])
+        apply(client, model, pipeline, f"version {version}", outcome, reason, False)
+        return outcome
