@@ -278,15 +278,23 @@ class Stage:
     """A stage: its place (``mlcp <pipeline> <name>``), its config, its function, its gates.
 
     ``gates`` are the names of the gates the stage records; a chain and a pipeline template
-    require the union of their stages' gates before promoting to ``live``.
+    require the union of their stages' gates before promoting to ``live``. ``title`` and
+    ``description`` are what the Argo UI shows of its template.
     """
 
     pipeline: str
     name: str
     help: str
     config: type
-    run: Callable[[Any], dict]
+    run: Callable[[Any], Any]
     gates: tuple[str, ...] = ()
+    title: str = ""
+    description: str = ""
+
+    @property
+    def template_name(self) -> str:
+        """The WorkflowTemplate's name: ``cv-train``, or ``promote`` for a generic step."""
+        return "-".join(self.command)
 
     @property
     def command(self) -> tuple[str, ...]:

@@ -33,7 +33,11 @@ from hera.workflows import (
 )
 from hera.workflows import models as m
 
-from .specs import Param, PipelineSpec, StepSpec
+from steps.declare import Pipeline, Stage
+
+from .settings import Settings
+from .specs import STAGE_OUTPUTS, Override, Param, PipelineSpec, StepSpec, step_spec
+from .specs import Resources as SpecResources
 
 ROOT = Path(__file__).resolve().parents[1]
 DISTRIBUTION = "mlflow-control-plane"
@@ -255,6 +259,41 @@ def step_workflow_template(
     )
 
 
+def stage_template(
+    module: str,
+    stage: Stage,
+    resources: tuple[str, str, str, str],
+    *,
+    deadline: int,
+    overrides: dict[str, Override] | None = None,
+    volumes: tuple = (),
+    gpus: str | None = None,
+):
+    """The spec and the ``template(settings)`` builder of a pipeline stage's template.
+
+    ``resources``: CPU request, memory request, CPU limit, memory limit; ``deadline``: the
+    step's activeDeadlineSeconds; ``gpus``: the build setting naming the step's GPUs
+    (workflows/settings.py). Title, description and parameters come from the stage.
+    """
+    spec = step_spec(
+        stage,
+        name=stage.template_name,
+        title=stage.title,
+        description=stage.description,
+        outputs=STAGE_OUTPUTS,
+        resources=SpecResources(*resources),
+        active_deadline_seconds=deadline,
+        overrides=overrides or {},
+    )
+
+    def template(settings: Settings | None = None) -> WorkflowTemplate:
+        count = getattr(settings or Settings(), gpus) if gpus else 0
+        return step_workflow_template(spec, volumes=volumes, gpus=count)
+
+    template.__module__ = module  # the generated file names its source module
+    return spec, template
+
+
 # ------------------------------------------------------------------ pipelines
 
 
@@ -302,6 +341,59 @@ def pipeline_workflow_template(pipeline: PipelineSpec) -> WorkflowTemplate:
                     arguments=stage_arguments(pipeline, spec),
                 )
     return wt
+
+
+def pipeline_template(
+    module: str,
+    pipeline: Pipeline,
+    stage_modules: tuple,
+    promote_module,
+    *,
+    title: str,
+    description: str,
+):
+    """The spec and the ``template(settings)`` builder of a pipeline's template, from the
+    pipeline's declaration and its stages' template modules (each with a ``SPEC``)."""
+    spec = PipelineSpec.of(
+        pipeline,
+        {m.SPEC.command[-1]: m.SPEC for m in stage_modules},
+        promote_module.SPEC,
+        name=f"{pipeline.name}-pipeline",
+        title=title,
+        description=description,
+    )
+
+    def template(settings: Settings | None = None) -> WorkflowTemplate:
+        return pipeline_workflow_template(spec)
+
+    template.__module__ = module
+    return spec, template
+
+
+def retrain_template(module: str, pipeline: PipelineSpec, prefix: str, title: str):
+    """The ``template(settings)`` builder of a pipeline's scheduled retraining: schedule, model
+    and suspension from the build settings ``<prefix>_retrain_*`` (workflows/settings.py)."""
+
+    def template(settings: Settings | None = None) -> CronWorkflow:
+        settings = settings or Settings()
+        model = getattr(settings, f"{prefix}_retrain_model")
+        schedule = getattr(settings, f"{prefix}_retrain_schedule")
+        return retrain_cron_workflow(
+            f"{prefix}-retrain",
+            pipeline,
+            title=title,
+            description=(
+                f"Runs {pipeline.name} for {model} on '{schedule}' ({settings.retrain_timezone}); "
+                "a run still going makes the next one skip."
+            ),
+            schedule=schedule,
+            timezone=settings.retrain_timezone,
+            suspend=getattr(settings, f"{prefix}_retrain_suspend"),
+            model_name=model,
+        )
+
+    template.__module__ = module
+    return template
 
 
 def retrain_cron_workflow(

@@ -11,25 +11,16 @@ step, which fails the workflow, so nothing after it runs::
 
 from __future__ import annotations
 
-from hera.workflows import WorkflowTemplate
-
 from steps.cv.pipeline import CV
 
 from . import cv_deploy, cv_evaluate, cv_perf_test, cv_train, promote
-from .common import pipeline_workflow_template
-from .settings import Settings
-from .specs import PipelineSpec
+from .common import pipeline_template
 
-SPEC = PipelineSpec.of(
+SPEC, template = pipeline_template(
+    __name__,
     CV,
-    {
-        "train": cv_train.SPEC,
-        "deploy": cv_deploy.SPEC,
-        "evaluate": cv_evaluate.SPEC,
-        "perf-test": cv_perf_test.SPEC,
-    },
-    promote.SPEC,
-    name="cv-pipeline",
+    (cv_train, cv_deploy, cv_evaluate, cv_perf_test),
+    promote,
     title="CV: train -> deploy -> evaluate -> perf-test -> promote",
     description=(
         "The whole CV chain, each stage its own WorkflowTemplate (templateRef), sharing "
@@ -37,7 +28,3 @@ SPEC = PipelineSpec.of(
         "the chain; promote to live requires every CV gate's passing decision."
     ),
 )
-
-
-def template(settings: Settings | None = None) -> WorkflowTemplate:
-    return pipeline_workflow_template(SPEC)

@@ -8,29 +8,10 @@ completions against vLLM's staged slot.
 
 from __future__ import annotations
 
-from hera.workflows import WorkflowTemplate
-
 from steps.llm import perftest
 
-from .common import step_workflow_template
-from .settings import Settings
-from .specs import STAGE_OUTPUTS, Resources, step_spec
+from .common import stage_template
 
-SPEC = step_spec(
-    perftest.STAGE,
-    name="llm-perf-test",
-    title="LLM: load-test the staged slot (evaluated -> benchmarked)",
-    description=(
-        "A bounded locust load of streaming completions against vLLM's <model>-staged slot; "
-        "records time to first token, end-to-end latency, tokens per second and the success "
-        "rate; the ttft-p95, e2e-p95, tokens-per-second (also against live) and success-rate "
-        "gates decide output-alias (benchmarked)."
-    ),
-    outputs=STAGE_OUTPUTS,
-    resources=Resources("500m", "512Mi", "2", "2Gi"),
-    active_deadline_seconds=900,
+SPEC, template = stage_template(
+    __name__, perftest.STAGE, ("500m", "512Mi", "2", "2Gi"), deadline=900
 )
-
-
-def template(settings: Settings | None = None) -> WorkflowTemplate:
-    return step_workflow_template(SPEC)

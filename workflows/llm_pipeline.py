@@ -12,25 +12,16 @@ it runs::
 
 from __future__ import annotations
 
-from hera.workflows import WorkflowTemplate
-
 from steps.llm.pipeline import LLM
 
 from . import llm_deploy, llm_evaluate, llm_perf_test, llm_train, promote
-from .common import pipeline_workflow_template
-from .settings import Settings
-from .specs import PipelineSpec
+from .common import pipeline_template
 
-SPEC = PipelineSpec.of(
+SPEC, template = pipeline_template(
+    __name__,
     LLM,
-    {
-        "train": llm_train.SPEC,
-        "deploy": llm_deploy.SPEC,
-        "evaluate": llm_evaluate.SPEC,
-        "perf-test": llm_perf_test.SPEC,
-    },
-    promote.SPEC,
-    name="llm-pipeline",
+    (llm_train, llm_deploy, llm_evaluate, llm_perf_test),
+    promote,
     title="LLM: train -> deploy -> evaluate -> perf-test -> promote",
     description=(
         "The whole LLM chain, each stage its own WorkflowTemplate (templateRef), sharing "
@@ -39,7 +30,3 @@ SPEC = PipelineSpec.of(
         "LLM gate's passing decision."
     ),
 )
-
-
-def template(settings: Settings | None = None) -> WorkflowTemplate:
-    return pipeline_workflow_template(SPEC)

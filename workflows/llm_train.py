@@ -8,29 +8,10 @@ adapter with transformers + peft. GPUs are a build setting (``MLCP_LLM_TRAIN_GPU
 
 from __future__ import annotations
 
-from hera.workflows import WorkflowTemplate
-
 from steps.llm import train
 
-from .common import step_workflow_template
-from .settings import Settings
-from .specs import STAGE_OUTPUTS, Resources, step_spec
+from .common import stage_template
 
-SPEC = step_spec(
-    train.STAGE,
-    name="llm-train",
-    title="LLM: train a LoRA adapter (writes candidate)",
-    description=(
-        "Trains a LoRA adapter (transformers + peft) on the base model with the versioned "
-        "instruction set, registers the version, records the max-eval-perplexity gate and "
-        "points output-alias (candidate) at it only on a pass."
-    ),
-    outputs=STAGE_OUTPUTS,
-    resources=Resources("1", "4Gi", "4", "16Gi"),
-    active_deadline_seconds=7200,
+SPEC, template = stage_template(
+    __name__, train.STAGE, ("1", "4Gi", "4", "16Gi"), deadline=7200, gpus="llm_train_gpus"
 )
-
-
-def template(settings: Settings | None = None) -> WorkflowTemplate:
-    settings = settings or Settings()
-    return step_workflow_template(SPEC, gpus=settings.llm_train_gpus)

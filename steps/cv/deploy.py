@@ -218,4 +218,10 @@ STAGE = Stage(
     DeployConfig,
     deploy,
     GATES,
+    title="CV: deploy to Triton's staged slot (candidate -> staged)",
+    description=(
+        "Exports input-alias (candidate) to ONNX, checks it against PyTorch (onnx-parity "
+        "gate), writes it to the Triton model repository, loads <model>-staged, smoke-tests "
+        "it and points output-alias (staged) at it."
+    ),
 )

@@ -172,4 +172,10 @@ STAGE = Stage(
     EvaluateConfig,
     evaluate,
     GATES,
+    title="CV: evaluate through Triton (staged -> evaluated)",
+    description=(
+        "Sends the test split through Triton's <model>-staged slot; records accuracy, "
+        "per-class accuracy and the confusion matrix; the accuracy gate (a minimum, and no "
+        "worse than live by more than max-regression) decides output-alias (evaluated)."
+    ),
 )

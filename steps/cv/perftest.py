@@ -192,4 +192,10 @@ STAGE = Stage(
     PerfConfig,
     perf_test,
     GATES,
+    title="CV: load-test the staged slot (evaluated -> benchmarked)",
+    description=(
+        "A bounded locust load against Triton's <model>-staged slot; records p50/p95/p99, "
+        "requests per second and the error rate; the p95-latency, throughput and error-rate "
+        "gates (also against live) decide output-alias (benchmarked)."
+    ),
 )

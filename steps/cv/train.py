@@ -261,4 +261,9 @@ STAGE = Stage(
     TrainConfig,
     train,
     GATES,
+    title="CV: train ResNet-18 (writes candidate)",
+    description=(
+        "Trains ResNet-18 on the versioned image set, registers the version, records the "
+        "min-val-accuracy gate and points output-alias (candidate) at it only on a pass."
+    ),
 )

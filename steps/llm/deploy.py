@@ -229,4 +229,10 @@ STAGE = Stage(
     DeployConfig,
     deploy,
     GATES,
+    title="LLM: deploy to vLLM's staged slot (candidate -> staged)",
+    description=(
+        "Checks input-alias's (candidate) adapter against the base vLLM serves, places it on "
+        "the adapter volume vLLM reads, loads it into the <model>-staged slot at runtime, "
+        "smoke-tests it and points output-alias (staged) at it."
+    ),
 )

@@ -248,4 +248,10 @@ STAGE = Stage(
     EvaluateConfig,
     evaluate,
     GATES,
+    title="LLM: judge the staged slot's answers (staged -> evaluated)",
+    description=(
+        "Answers the eval split through vLLM's <model>-staged slot and through the bare base; "
+        "a judge (versioned prompt) grades every answer; the correct-rate (also against "
+        "live), refusal-rate and gain-over-base gates decide output-alias (evaluated)."
+    ),
 )

@@ -221,4 +221,11 @@ STAGE = Stage(
     PerfConfig,
     perf_test,
     GATES,
+    title="LLM: load-test the staged slot (evaluated -> benchmarked)",
+    description=(
+        "A bounded locust load of streaming completions against vLLM's <model>-staged slot; "
+        "records time to first token, end-to-end latency, tokens per second and the success "
+        "rate; the ttft-p95, e2e-p95, tokens-per-second (also against live) and success-rate "
+        "gates decide output-alias (benchmarked)."
+    ),
 )

@@ -375,4 +375,10 @@ STAGE = Stage(
     TrainConfig,
     train,
     GATES,
+    title="LLM: train a LoRA adapter (writes candidate)",
+    description=(
+        "Trains a LoRA adapter (transformers + peft) on the base model with the versioned "
+        "instruction set, registers the version, records the max-eval-perplexity gate and "
+        "points output-alias (candidate) at it only on a pass."
+    ),
 )
