@@ -320,9 +320,16 @@ class Pipeline:
     name: str
     help: str
     stages: tuple[Stage, ...]
-    data: Stage  # ``mlcp data <name>``: publishes the versioned data set
+    publish: Callable[[DataConfig], dict]  # ``mlcp data <name>``: the versioned data set
+    data_help: str
     default_model: str
     summarize: Callable[[str, dict[str, dict], dict[str, str]], tuple[dict, str]]
+    title: str = ""  # of the pipeline's template, in the Argo UI
+    description: str = ""
+
+    @property
+    def data(self) -> Stage:
+        return Stage(self.name, "data", self.data_help, DataConfig, self.publish)
 
     @property
     def gates(self) -> tuple[str, ...]:

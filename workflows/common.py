@@ -348,9 +348,6 @@ def pipeline_template(
     pipeline: Pipeline,
     stage_modules: tuple,
     promote_module,
-    *,
-    title: str,
-    description: str,
 ):
     """The spec and the ``template(settings)`` builder of a pipeline's template, from the
     pipeline's declaration and its stages' template modules (each with a ``SPEC``)."""
@@ -359,8 +356,8 @@ def pipeline_template(
         {m.SPEC.command[-1]: m.SPEC for m in stage_modules},
         promote_module.SPEC,
         name=f"{pipeline.name}-pipeline",
-        title=title,
-        description=description,
+        title=pipeline.title,
+        description=pipeline.description,
     )
 
     def template(settings: Settings | None = None) -> WorkflowTemplate:

@@ -17,14 +17,5 @@ from . import cv_deploy, cv_evaluate, cv_perf_test, cv_train, promote
 from .common import pipeline_template
 
 SPEC, template = pipeline_template(
-    __name__,
-    CV,
-    (cv_train, cv_deploy, cv_evaluate, cv_perf_test),
-    promote,
-    title="CV: train -> deploy -> evaluate -> perf-test -> promote",
-    description=(
-        "The whole CV chain, each stage its own WorkflowTemplate (templateRef), sharing "
-        "nothing but the model name and the aliases. A failed gate fails its step and stops "
-        "the chain; promote to live requires every CV gate's passing decision."
-    ),
+    __name__, CV, (cv_train, cv_deploy, cv_evaluate, cv_perf_test), promote
 )

@@ -13,5 +13,4 @@ from __future__ import annotations
 from .common import retrain_template
 from .cv_pipeline import SPEC as PIPELINE
 
-NAME = "cv-retrain"
 template = retrain_template(__name__, PIPELINE, "cv", "CV: scheduled retraining (cv-pipeline)")

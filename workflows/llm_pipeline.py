@@ -18,15 +18,5 @@ from . import llm_deploy, llm_evaluate, llm_perf_test, llm_train, promote
 from .common import pipeline_template
 
 SPEC, template = pipeline_template(
-    __name__,
-    LLM,
-    (llm_train, llm_deploy, llm_evaluate, llm_perf_test),
-    promote,
-    title="LLM: train -> deploy -> evaluate -> perf-test -> promote",
-    description=(
-        "The whole LLM chain, each stage its own WorkflowTemplate (templateRef), sharing "
-        "nothing but the model name and the aliases. A failed gate fails its step and stops "
-        "the chain; promote to live (which reloads vLLM's <model>-live slot) requires every "
-        "LLM gate's passing decision."
-    ),
+    __name__, LLM, (llm_train, llm_deploy, llm_evaluate, llm_perf_test), promote
 )

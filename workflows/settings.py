@@ -22,15 +22,18 @@ too, whatever the environment says. Bad values fail the build with a clear messa
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
+import typing
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from steps.declare import flag_value
+
 CRON_FIELD = re.compile(r"[0-9A-Za-z*/,\-?LW#]+")
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
-TRUE, FALSE = ("true", "yes", "1"), ("false", "no", "0")
 
 
 @dataclass(frozen=True)
@@ -81,42 +84,29 @@ def _check_timezone(name: str) -> None:
             raise ValueError(f"MLCP_RETRAIN_TIMEZONE: unknown time zone {name!r}") from None
 
 
-def _bool(name: str, text: str) -> bool:
-    value = text.strip().lower()
-    if value in TRUE:
-        return True
-    if value in FALSE:
-        return False
-    raise ValueError(f"{name}: expected true or false, got {text!r}")
-
-
-def _int(name: str, text: str) -> int:
-    try:
-        return int(text.strip())
-    except ValueError:
-        raise ValueError(f"{name}: expected a whole number, got {text!r}") from None
+def _parse(variable: str, kind: type, text: str) -> object:
+    """A variable's text as the setting's type (a schedule's spaces are normalised)."""
+    if kind is bool:
+        try:
+            return flag_value(text)
+        except ValueError:
+            raise ValueError(f"{variable}: expected true or false, got {text!r}") from None
+    if kind is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"{variable}: expected a whole number, got {text!r}") from None
+    return " ".join(text.split())
 
 
 def from_env(environ: Mapping[str, str] | None = None) -> Settings:
-    """The settings, each from its variable when set and non-empty, else the default."""
+    """The settings, each from its variable (``MLCP_`` + the field's name in capitals) when
+    set and non-empty, else the default."""
     env = os.environ if environ is None else environ
+    kinds = typing.get_type_hints(Settings)
     given: dict[str, object] = {}
-    if value := env.get("MLCP_CV_RETRAIN_SCHEDULE", "").strip():
-        given["cv_retrain_schedule"] = " ".join(value.split())
-    if value := env.get("MLCP_RETRAIN_TIMEZONE", "").strip():
-        given["retrain_timezone"] = value
-    if value := env.get("MLCP_CV_RETRAIN_SUSPEND", "").strip():
-        given["cv_retrain_suspend"] = _bool("MLCP_CV_RETRAIN_SUSPEND", value)
-    if value := env.get("MLCP_CV_RETRAIN_MODEL", "").strip():
-        given["cv_retrain_model"] = value
-    if value := env.get("MLCP_CV_TRAIN_GPUS", "").strip():
-        given["cv_train_gpus"] = _int("MLCP_CV_TRAIN_GPUS", value)
-    if value := env.get("MLCP_LLM_RETRAIN_SCHEDULE", "").strip():
-        given["llm_retrain_schedule"] = " ".join(value.split())
-    if value := env.get("MLCP_LLM_RETRAIN_SUSPEND", "").strip():
-        given["llm_retrain_suspend"] = _bool("MLCP_LLM_RETRAIN_SUSPEND", value)
-    if value := env.get("MLCP_LLM_RETRAIN_MODEL", "").strip():
-        given["llm_retrain_model"] = value
-    if value := env.get("MLCP_LLM_TRAIN_GPUS", "").strip():
-        given["llm_train_gpus"] = _int("MLCP_LLM_TRAIN_GPUS", value)
+    for f in dataclasses.fields(Settings):
+        variable = f"MLCP_{f.name.upper()}"
+        if value := env.get(variable, "").strip():
+            given[f.name] = _parse(variable, kinds[f.name], value)
     return Settings(**given)

@@ -3,7 +3,7 @@ and how its chain summary reads. ``steps/pipelines.py`` lists it; nothing in the
 
 from __future__ import annotations
 
-from ..declare import DataConfig, Pipeline, Stage
+from ..declare import DataConfig, Pipeline
 from . import PIPELINE, deploy, evaluate, perftest, train
 
 
@@ -32,13 +32,14 @@ CV = Pipeline(
     name=PIPELINE,
     help="computer-vision pipeline stages (ResNet-18 on Triton)",
     stages=(train.STAGE, deploy.STAGE, evaluate.STAGE, perftest.STAGE),
-    data=Stage(
-        PIPELINE,
-        "data",
-        "scikit-learn digits as a split .npz, to S3 or a path",
-        DataConfig,
-        publish,
-    ),
+    publish=publish,
+    data_help="scikit-learn digits as a split .npz, to S3 or a path",
     default_model="resnet18-digits",
     summarize=summarize,
+    title="CV: train -> deploy -> evaluate -> perf-test -> promote",
+    description=(
+        "The whole CV chain, each stage its own WorkflowTemplate (templateRef), sharing "
+        "nothing but the model name and the aliases. A failed gate fails its step and stops "
+        "the chain; promote to live requires every CV gate's passing decision."
+    ),
 )

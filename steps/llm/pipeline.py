@@ -3,7 +3,7 @@ and how its chain summary reads. ``steps/pipelines.py`` lists it; nothing in the
 
 from __future__ import annotations
 
-from ..declare import DataConfig, Pipeline, Stage
+from ..declare import DataConfig, Pipeline
 from . import PIPELINE, deploy, evaluate, perftest, train
 
 
@@ -42,13 +42,15 @@ LLM = Pipeline(
     name=PIPELINE,
     help="LLM pipeline stages (LoRA adapters served by vLLM)",
     stages=(train.STAGE, deploy.STAGE, evaluate.STAGE, perftest.STAGE),
-    data=Stage(
-        PIPELINE,
-        "data",
-        "an instruction set (JSONL) and a small base model, to S3 or a path",
-        DataConfig,
-        publish,
-    ),
+    publish=publish,
+    data_help="an instruction set (JSONL) and a small base model, to S3 or a path",
     default_model="tiny-llama-instruct",
     summarize=summarize,
+    title="LLM: train -> deploy -> evaluate -> perf-test -> promote",
+    description=(
+        "The whole LLM chain, each stage its own WorkflowTemplate (templateRef), sharing "
+        "nothing but the model name and the aliases. A failed gate fails its step and stops "
+        "the chain; promote to live (which reloads vLLM's <model>-live slot) requires every "
+        "LLM gate's passing decision."
+    ),
 )
