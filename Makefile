@@ -48,6 +48,10 @@ bench: $(STAMP) ## control-plane latency, CV and LLM chain wall times, Triton ba
 yaml: $(STAMP) ## regenerate the WorkflowTemplate YAML under charts/mlcp/files/workflows/
 	$(PY) -m workflows.build
 
+.PHONY: docs
+docs: $(STAMP) ## regenerate the README's usage blocks and gate table from the code (steps/docs.py)
+	$(PY) -m steps.docs
+
 stack-up: $(STAMP) ## start the local stack (MLflow, S3 endpoint, tritonserver) under .mlcp/
 	$(VENV)/bin/mlcp stack up
 
