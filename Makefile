@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install the package with the dev, cv and llm extras
 
-test: $(STAMP) ## run the whole test suite (it starts its own MLflow and S3 endpoint)
+test: $(STAMP) ## run the whole test suite (it starts its own MLflow, S3 endpoint, tritonserver and vLLM)
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 

@@ -1,8 +1,9 @@
 """One real local stack for the whole test session.
 
 The session starts the project's own stack (``steps.stack.up``): a real MLflow tracking
-server (sqlite backend, proxied artifacts) and a real S3-compatible endpoint (moto's
-server), on free loopback ports in a temporary folder. Nothing here mocks MLflow or S3.
+server (sqlite backend, proxied artifacts), a real S3-compatible endpoint (moto's server)
+and a real ``tritonserver``, on free loopback ports in a temporary folder; the LLM tests add
+the stack's real vLLM (``vllm_server``). Nothing here mocks MLflow, S3 or a server.
 """
 
 from __future__ import annotations

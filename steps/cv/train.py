@@ -55,7 +55,10 @@ class TrainConfig(Config):
     image_size: int = option(32, help="side of the square input images", min=8, max=512)
     seed: int = option(0, help="random seed of the initialisation and shuffling")
     min_val_accuracy: float = option(
-        0.8, help="gate: the lowest validation accuracy that writes candidate", min=0, max=1
+        0.8,
+        help="gate min-val-accuracy: the lowest validation accuracy that writes candidate",
+        min=0,
+        max=1,
     )
     weights: str | None = option(
         None,

@@ -60,7 +60,7 @@ class TrainConfig(Config):
     seed: int = option(0, help="random seed of the initialisation and shuffling")
     max_eval_perplexity: float = option(
         2.0,
-        help="gate: the highest validation perplexity that writes candidate",
+        help="gate max-eval-perplexity: the highest validation perplexity that writes candidate",
         min=1,
     )
     max_length: int = option(64, help="tokens per training sample", min=8, max=4096)
