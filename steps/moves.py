@@ -7,8 +7,9 @@ write was verified, so a move is never unrecorded: a record left RUNNING marks a
 outcome was never confirmed, and ``history`` shows it as such. Those records are also the
 history that rollback replays (:func:`live_stack`).
 
-A model's serving back end (its ``mlcp.serving`` tag) is looked up by name in
-:mod:`steps.serving.backends`; this module never imports a pipeline.
+Moving ``live`` moves traffic first: the model's serving back end (its ``mlcp.serving``
+tag, looked up by name in :mod:`steps.serving.backend`) loads the version into the live slot,
+and only then do the aliases move. This module never imports a pipeline.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import hashlib
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +28,7 @@ from pathlib import Path
 from . import aliases, settings, tracking
 from .contract import LIVE, NO_VERSION, PREVIOUS, show_version
 from .errors import BadInput, ConcurrentChange, RecordFailed
+from .serving import backend
 
 LOCK_TIMEOUT_S = 120.0
 NONE = NO_VERSION
@@ -249,8 +251,19 @@ def live_stack(records: Iterable[Record], live: str = LIVE) -> list[str]:
 
 
 def apply(
-    client, model, pipeline, source_alias, outcome: Outcome, reason, force, serving=None
+    client,
+    model,
+    pipeline,
+    source_alias,
+    outcome: Outcome,
+    reason,
+    force,
+    model_tags: Mapping[str, str] | None = None,
 ) -> None:
+    """Record, then write, the outcome's moves. ``model_tags`` (the registered model's
+    tags) name its serving back end: when ``live`` moves, that back end loads the version
+    into the live slot first, and if it cannot, the records are closed FAILED and no alias
+    moves."""
     operation = uuid.uuid4().hex
     try:
         experiment_id = tracking.ensure_experiment(
@@ -277,9 +290,9 @@ def apply(
     live_move = next((m for m in outcome.moves if m.alias == LIVE), None)
     if live_move is not None and live_move.to_version is not None:
         try:  # traffic first: the alias moves only once the server serves the version
-            from .serving.follow import follow_live
-
-            follow_live(client, model, live_move.to_version, serving)
+            server = backend.for_model(model, model_tags or {})
+            if server is not None:
+                server.load_live(client, model, str(live_move.to_version))
         except Exception as exc:
             for run_id in run_ids:
                 with contextlib.suppress(Exception):

@@ -211,7 +211,7 @@ def promote(
             outcome,
             reason,
             force,
-            serving=model_tags.get("mlcp.serving"),
+            model_tags=model_tags,
         )
         return outcome
 

@@ -22,6 +22,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from steps.llm.serving import ADAPTER_VOLUME
 from workflows import common
 
 from .conftest import ROOT
@@ -42,6 +43,8 @@ SERVING = {
     "llm-values.yaml": {"vllm"},
     "all-values.yaml": {"triton", "vllm", "mlflow", "postgresql"},
 }
+
+ADAPTER_CLAIM = ADAPTER_VOLUME.claim  # declared by the vLLM back end
 
 
 def pyproject() -> dict:
@@ -215,11 +218,6 @@ def _without_chart_changes(doc: dict) -> dict:
     for template in spec.get("templates", []):
         if "container" in template:
             template["container"]["image"] = common.image()
-            template["volumes"] = [v for v in template["volumes"] if v["name"] != "vllm-adapters"]
-            mounts = template["container"]["volumeMounts"]
-            template["container"]["volumeMounts"] = [
-                m for m in mounts if m["name"] != "vllm-adapters"
-            ]
     return doc
 
 
@@ -320,7 +318,7 @@ def test_the_generated_names_are_the_chart_defaults():
     defaults = values_of(CHART / "values.yaml")
     assert defaults["config"]["name"] == common.CONFIG_MAP
     assert defaults["credentials"]["existingSecret"] == common.SECRET
-    assert defaults["vllm"]["adapters"]["claimName"] == common.ADAPTER_CLAIM
+    assert defaults["vllm"]["adapters"]["claimName"] == ADAPTER_CLAIM
     assert defaults["image"]["repository"] == common.IMAGE_NAME
 
 
@@ -334,7 +332,7 @@ def test_adapter_claims_exist_and_vllm_and_the_steps_share_them():
             for v in vllm["volumes"]
             if "persistentVolumeClaim" in v
         }
-        assert common.ADAPTER_CLAIM in claims and common.ADAPTER_CLAIM in mounted
+        assert ADAPTER_CLAIM in claims and ADAPTER_CLAIM in mounted
         container = vllm["containers"][0]
         assert {"name": "VLLM_ALLOW_RUNTIME_LORA_UPDATING", "value": "True"} in container["env"]
         assert "/adapters" in {m["mountPath"] for m in container["volumeMounts"]}

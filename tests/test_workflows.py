@@ -29,6 +29,7 @@ from steps import moves, promote
 from steps.contract import CHAIN
 from steps.cv.pipeline import CV
 from steps.llm.pipeline import LLM
+from steps.llm.serving import ADAPTER_VOLUME
 from workflows import build, common, specs
 from workflows import settings as build_settings
 
@@ -66,6 +67,8 @@ PROMOTE_PARAMS = {  # name: (default or None when required, enum or None)
     "force": ("false", BOOLEAN),
     "dry-run": ("false", BOOLEAN),
 }
+
+ADAPTER_CLAIM = ADAPTER_VOLUME.claim  # declared by the vLLM back end
 
 
 SETTINGS_VARIABLES = (
@@ -1196,7 +1199,7 @@ def test_readme_submissions_name_real_templates_and_parameters():
         given = dict(p.split("=", 1) for p in params.split(" -p ")[1:])
         submission(doc_named(name), given)  # known names, values inside the enums
     assert "argo cron resume cv-retrain" in readme and "kubectl apply -f" in readme
-    assert "argo cron resume llm-retrain" in readme and common.ADAPTER_CLAIM in readme
+    assert "argo cron resume llm-retrain" in readme and ADAPTER_CLAIM in readme
     for key in (
         "MLFLOW_TRACKING_URI",
         "AWS_ENDPOINT_URL",

@@ -34,6 +34,7 @@ from hera.workflows import (
 from hera.workflows import models as m
 
 from steps.declare import Pipeline, Stage
+from steps.serving.backend import Volume
 
 from .settings import Settings
 from .specs import STAGE_OUTPUTS, Override, Param, PipelineSpec, StepSpec, step_spec
@@ -71,11 +72,6 @@ RETRY_BACKOFF = m.Backoff(duration="15s", factor=m.IntOrString(2), max_duration=
 
 PART_OF_LABEL = {"app.kubernetes.io/part-of": "mlflow-control-plane"}
 
-# The volume the LLM steps share with the vLLM server: llm-deploy places adapters on it and
-# vLLM loads them from it (a ReadWriteMany PersistentVolumeClaim both pods mount).
-ADAPTER_CLAIM = "mlcp-vllm-adapters"
-ADAPTER_VOLUME = "adapters"
-ADAPTER_MOUNT = "/adapters"  # where the step pods mount it ($MLCP_VLLM_SERVER_ADAPTER_DIR: vLLM's)
 
 GPU_RESOURCE = "nvidia.com/gpu"
 # A cron run that could not start on time (controller down) may still start this much later.
@@ -201,9 +197,18 @@ def tolerations(spec: StepSpec) -> list[m.Toleration] | None:
     return [m.Toleration(key=GPU_RESOURCE, operator="Exists", effect="NoSchedule")]
 
 
-def adapter_volume(mount_path: str) -> ExistingVolume:
-    """The adapter volume shared with the vLLM server (claim ``mlcp-vllm-adapters``)."""
-    return ExistingVolume(name=ADAPTER_VOLUME, claim_name=ADAPTER_CLAIM, mount_path=mount_path)
+def existing_volume(volume: Volume) -> ExistingVolume:
+    """A volume a serving back end declares (``steps/serving/backend.py``) as Hera's."""
+    return ExistingVolume(name=volume.name, claim_name=volume.claim, mount_path=volume.mount_path)
+
+
+def backend_volumes() -> tuple[ExistingVolume, ...]:
+    """Every volume a registered serving back end needs to load a version, once each, in a
+    stable order: what the promote step mounts, since it may load any back end's model."""
+    from steps.serving import backend
+
+    found = dict.fromkeys(v for _, b in sorted(backend.known().items()) for v in b.volumes)
+    return tuple(existing_volume(v) for v in found)
 
 
 def step_container(

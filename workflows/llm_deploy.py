@@ -9,10 +9,12 @@ at ``/adapters``), a runtime LoRA load and a smoke completion.
 from __future__ import annotations
 
 from steps.llm import deploy
+from steps.llm.serving import VLLM
 
-from .common import ADAPTER_MOUNT, adapter_volume, stage_template
+from .common import existing_volume, stage_template
 from .specs import Override
 
+ADAPTER_MOUNT = VLLM.volumes[0].mount_path  # the adapter volume vLLM reads
 OVERRIDES = {
     "adapter-dir": Override(
         ADAPTER_MOUNT,
@@ -27,5 +29,5 @@ SPEC, template = stage_template(
     ("250m", "512Mi", "1", "2Gi"),
     deadline=1200,
     overrides=OVERRIDES,
-    volumes=(adapter_volume(ADAPTER_MOUNT),),
+    volumes=tuple(existing_volume(v) for v in VLLM.volumes),
 )

@@ -18,7 +18,7 @@ from hera.workflows import WorkflowTemplate
 from steps import promote
 from steps.contract import BENCHMARKED, LIVE
 
-from .common import mutex, step_workflow_template
+from .common import backend_volumes, mutex, step_workflow_template
 from .settings import Settings
 from .specs import MOVES_OUTPUT, VERSION_OUTPUT, Override, Resources, step_spec
 
@@ -44,4 +44,5 @@ MUTEX = f"mlcp-promote-{SPEC.param('model-name').reference}"
 
 
 def template(settings: Settings | None = None) -> WorkflowTemplate:
-    return step_workflow_template(SPEC, synchronization=mutex(MUTEX))
+    # promote loads the new live version into its back end: it mounts what they declare
+    return step_workflow_template(SPEC, synchronization=mutex(MUTEX), volumes=backend_volumes())

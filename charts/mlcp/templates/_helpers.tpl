@@ -58,7 +58,7 @@ app.kubernetes.io/part-of: mlflow-control-plane
 {{- printf "%s-vllm" (include "mlcp.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* The claim name the generated llm templates mount, and where (workflows/common.py, specs.py). */}}
+{{/* The claim name the generated templates mount, and where (declared by the vLLM back end, steps/llm/serving.py). */}}
 {{- define "mlcp.generatedAdapterClaim" -}}mlcp-vllm-adapters{{- end }}
 {{- define "mlcp.adapterMount" -}}/adapters{{- end }}
 

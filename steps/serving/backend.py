@@ -1,0 +1,139 @@
+"""Serving back ends as the core sees them: one small interface, looked up by name.
+
+A registered model tagged ``mlcp.serving`` names the server that carries its live traffic.
+Before ``promote`` (or ``rollback``) moves ``live``, :mod:`steps.moves` asks that model's back
+end to :meth:`~ServingBackend.load_live` the version into the ``<model>-live`` slot; if that
+fails, the alias does not move, so the registry never names a live version the server cannot
+serve. Models without the tag are left alone.
+
+Back ends are Python entry points in the group ``mlcp.serving`` (``pyproject.toml``,
+``[project.entry-points."mlcp.serving"]``), each naming an object that implements
+:class:`ServingBackend`. Entry points, and not a table here, because the core must never
+import a pipeline or a serving engine: with entry points a third pipeline (its own package,
+even) adds a back end by declaring one line in its own metadata, without touching the core,
+and only the back end a model names is ever imported.
+
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
+from typing import Protocol, runtime_checkable
+
+from ..contract import SERVING_TAG
+from ..errors import BadInput, MlcpError
+
+GROUP = "mlcp.serving"  # the entry-point group back ends register in
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A volume the promote step's pod must mount for the back end to load a version: an
+    existing PersistentVolumeClaim ``claim`` mounted as ``name`` at ``mount_path``."""
+
+    name: str
+    claim: str
+    mount_path: str
+
+
+@runtime_checkable
+class ServingBackend(Protocol):
+    """What the core needs from a serving back end.
+
+    ``name`` is the value of the models' ``mlcp.serving`` tag; ``volumes`` what a step that
+    loads a version needs mounted in the cluster (plain data, read by the templates)."""
+
+    name: str
+    volumes: tuple[Volume, ...]
+
+    def load_live(self, client, model: str, version: str) -> None:
+        """Make the ``<model>-live`` slot serve ``version`` (a no-op when it already does).
+        Raises :class:`~steps.errors.BadInput` when the version was never deployed."""
+        ...
+
+    def served_version(self, model: str, slot: str) -> str | None:
+        """The version of ``model`` the slot serves now; None when it serves nothing."""
+        ...
+
+
+METHODS = ("load_live", "served_version")
+
+
+def problems(candidate: object, name: str | None = None) -> list[str]:
+    """Why ``candidate`` is not a usable :class:`ServingBackend` registered as ``name``
+    (empty when it is one)."""
+    found = []
+    declared = getattr(candidate, "name", None)
+    if not isinstance(declared, str) or not declared:
+        found.append("it has no `name` string")
+    elif name is not None and declared != name:
+        found.append(f"it is named {declared!r}, not {name!r}")
+    volumes = getattr(candidate, "volumes", None)
+    if not isinstance(volumes, tuple) or not all(isinstance(v, Volume) for v in volumes):
+        found.append("its `volumes` is not a tuple of Volume")
+    for method in METHODS:
+        function = getattr(candidate, method, None)
+        if not callable(function):
+            found.append(f"it has no `{method}` method")
+            continue
+        wanted = list(inspect.signature(getattr(ServingBackend, method)).parameters)[1:]
+        try:
+            inspect.signature(function).bind(*wanted)
+        except TypeError:
+            found.append(f"`{method}` cannot be called as {method}({', '.join(wanted)})")
+        except ValueError:
+            pass  # no signature to read (a builtin): trust it
+    return found
+
+
+def _registered() -> dict[str, list[EntryPoint]]:
+    found: dict[str, list[EntryPoint]] = {}
+    for point in entry_points(group=GROUP):
+        same = found.setdefault(point.name, [])
+        if all(p.value != point.value for p in same):  # an editable install may list it twice
+            same.append(point)
+    return found
+
+
+def _load(name: str, points: list[EntryPoint]) -> ServingBackend:
+    if len(points) > 1:
+        values = ", ".join(p.value for p in points)
+        raise MlcpError(f"serving back end {name!r} is registered more than once: {values}")
+    point = points[0]
+    try:
+        loaded = point.load()
+    except Exception as exc:
+        raise MlcpError(
+            f"serving back end {name!r} ({point.value}) cannot be imported: {exc}"
+        ) from exc
+    wrong = problems(loaded, name)
+    if wrong:
+        raise MlcpError(
+            f"serving back end {name!r} ({point.value}) does not implement ServingBackend: "
+            + "; ".join(wrong)
+        )
+    return loaded
+
+
+def known() -> dict[str, ServingBackend]:
+    """Every registered back end by name (imports each of them)."""
+    return {name: _load(name, points) for name, points in sorted(_registered().items())}
+
+
+def for_model(model: str, tags: Mapping[str, str]) -> ServingBackend | None:
+    """The back end named by a registered model's ``mlcp.serving`` tag; None without one."""
+    wanted = (tags or {}).get(SERVING_TAG)
+    if not wanted:
+        return None
+    registered = _registered()
+    if wanted not in registered:
+        known_names = ", ".join(sorted(registered)) or "none is installed"
+        raise BadInput(
+            f"model {model!r} is tagged {SERVING_TAG}={wanted!r}, which names no serving back "
+            f"end mlcp knows (known: {known_names})"
+        )
+    return _load(wanted, registered[wanted])
