@@ -28,6 +28,10 @@ KIND_TAG = TAG_PREFIX + "kind"  # stage | decision | alias-move
 MODEL_TAG = TAG_PREFIX + "model"
 VERSION_TAG = TAG_PREFIX + "version"
 STAGE_TAG = TAG_PREFIX + "stage"
+ACTOR_TAG = TAG_PREFIX + "actor"
+ARGO_TAG_PREFIX = TAG_PREFIX + "argo."  # + workflow_name, workflow_uid
+GATE_TAG = TAG_PREFIX + "gate"  # on a decision run: the gate's name
+VERDICT_TAG = TAG_PREFIX + "verdict"  # on a decision run: pass | fail
 # on model versions
 DATA_SOURCE_TAG = TAG_PREFIX + "data.source"
 DATA_DIGEST_TAG = TAG_PREFIX + "data.digest"

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 
 from . import tracking
-from .contract import LIVE
+from .contract import GATE_TAG, LIVE, MODEL_TAG, VERDICT_TAG, VERSION_TAG
 from .errors import BadInput, GateFailed, RecordFailed
 
 OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
@@ -191,8 +191,8 @@ def evaluate(
         tags.update(
             {
                 tracking.KIND: "decision",
-                "mlcp.gate": gate.name,
-                "mlcp.verdict": decision.verdict,
+                GATE_TAG: gate.name,
+                VERDICT_TAG: decision.verdict,
             }
         )
         active = mlflow.active_run()
@@ -297,11 +297,11 @@ def recorded(client, model: str, version: str | int, names: Iterable[str]) -> li
                 run = None
             if (
                 run is not None
-                and run.data.tags.get("mlcp.gate") == name
-                and run.data.tags.get("mlcp.model") == model
-                and run.data.tags.get("mlcp.version") == str(version)
+                and run.data.tags.get(GATE_TAG) == name
+                and run.data.tags.get(MODEL_TAG) == model
+                and run.data.tags.get(VERSION_TAG) == str(version)
             ):
-                verdict = run.data.tags.get("mlcp.verdict")
+                verdict = run.data.tags.get(VERDICT_TAG)
         found.append(GateStatus(name, verdict, run_id if verdict else None))
     return found
 

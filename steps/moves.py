@@ -26,7 +26,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from . import aliases, settings, tracking
-from .contract import LIVE, NO_VERSION, PREVIOUS, show_version
+from .contract import (
+    ACTOR_TAG,
+    ARGO_TAG_PREFIX,
+    KIND_TAG,
+    LIVE,
+    MODEL_TAG,
+    NO_VERSION,
+    PIPELINE_TAG,
+    PREVIOUS,
+    ROLLED_BACK_TAG,
+    TAG_PREFIX,
+    show_version,
+)
 from .errors import BadInput, ConcurrentChange, RecordFailed
 from .serving import backend
 
@@ -96,6 +108,11 @@ def model_lock(model: str, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
 # ---------------------------------------------------------------------------- records
 
 
+def _record_tag(field: str) -> str:
+    """The tag of an alias-move record that holds ``field`` (``mlcp.<field>``)."""
+    return TAG_PREFIX + field
+
+
 def _stored(version: str | None) -> str:
     """A version as a record stores it (an unset alias is ``none``)."""
     return NONE if version is None else str(version)
@@ -117,17 +134,17 @@ def _open_record(
     tags = tracking.context_tags(pipeline, "promote", model, move.to_version)
     tags.update(
         {
-            tracking.KIND: "alias-move",
-            "mlcp.alias": move.alias,
-            "mlcp.from_version": _stored(move.from_version),
-            "mlcp.to_version": _stored(move.to_version),
-            "mlcp.action": move.action,
-            "mlcp.source_alias": source_alias,
-            "mlcp.reason": reason or "",
-            "mlcp.forced": str(bool(forced)).lower(),
-            "mlcp.gate_runs": ",".join(gate_runs),
-            "mlcp.operation": operation,
-            "mlcp.seq": str(time.time_ns()),
+            KIND_TAG: "alias-move",
+            _record_tag("alias"): move.alias,
+            _record_tag("from_version"): _stored(move.from_version),
+            _record_tag("to_version"): _stored(move.to_version),
+            _record_tag("action"): move.action,
+            _record_tag("source_alias"): source_alias,
+            _record_tag("reason"): reason or "",
+            _record_tag("forced"): str(bool(forced)).lower(),
+            _record_tag("gate_runs"): ",".join(gate_runs),
+            _record_tag("operation"): operation,
+            _record_tag("seq"): str(time.time_ns()),
         }
     )
     name = f"{model}-{move.alias}-{_stored(move.from_version)}-to-{_stored(move.to_version)}"
@@ -184,19 +201,19 @@ class Record:
             time=datetime.fromtimestamp(run.info.start_time / 1000, UTC).isoformat(
                 timespec="seconds"
             ),
-            seq=int(tags.get("mlcp.seq", run.info.start_time * 1_000_000)),
-            model=tags.get("mlcp.model", ""),
-            alias=tags.get("mlcp.alias", ""),
-            from_version=version("mlcp.from_version"),
-            to_version=version("mlcp.to_version"),
-            action=tags.get("mlcp.action", ""),
-            reason=tags.get("mlcp.reason", ""),
-            actor=tags.get("mlcp.actor", ""),
-            forced=tags.get("mlcp.forced") == "true",
-            source_alias=tags.get("mlcp.source_alias", ""),
-            gate_runs=[r for r in tags.get("mlcp.gate_runs", "").split(",") if r],
-            workflow_name=tags.get("mlcp.argo.workflow_name", ""),
-            workflow_uid=tags.get("mlcp.argo.workflow_uid", ""),
+            seq=int(tags.get(_record_tag("seq"), run.info.start_time * 1_000_000)),
+            model=tags.get(MODEL_TAG, ""),
+            alias=tags.get(_record_tag("alias"), ""),
+            from_version=version(_record_tag("from_version")),
+            to_version=version(_record_tag("to_version")),
+            action=tags.get(_record_tag("action"), ""),
+            reason=tags.get(_record_tag("reason"), ""),
+            actor=tags.get(ACTOR_TAG, ""),
+            forced=tags.get(_record_tag("forced")) == "true",
+            source_alias=tags.get(_record_tag("source_alias"), ""),
+            gate_runs=[r for r in tags.get(_record_tag("gate_runs"), "").split(",") if r],
+            workflow_name=tags.get(ARGO_TAG_PREFIX + "workflow_name", ""),
+            workflow_uid=tags.get(ARGO_TAG_PREFIX + "workflow_uid", ""),
             status=run.info.status,
         )
 
@@ -296,7 +313,7 @@ def apply(
         except Exception as exc:
             for run_id in run_ids:
                 with contextlib.suppress(Exception):
-                    client.set_tag(run_id, "mlcp.error", str(exc)[:4000])
+                    client.set_tag(run_id, _record_tag("error"), str(exc)[:4000])
                     client.set_terminated(run_id, "FAILED")
             raise
     done = 0
@@ -320,17 +337,17 @@ def apply(
     except Exception as exc:
         for run_id in run_ids[done:]:
             with contextlib.suppress(Exception):
-                client.set_tag(run_id, "mlcp.error", str(exc)[:4000])
+                client.set_tag(run_id, _record_tag("error"), str(exc)[:4000])
                 client.set_terminated(run_id, "FAILED")
         raise
     rolled = next((m for m in outcome.moves if m.action == "rollback"), None)
     if rolled is not None and rolled.from_version is not None:
         stamp = datetime.now(UTC).isoformat(timespec="seconds")
         for key, value in (
-            ("mlcp.rolled_back", "true"),
-            ("mlcp.rolled_back_at", stamp),
-            ("mlcp.rolled_back_to", str(rolled.to_version)),
-            ("mlcp.rolled_back_run", run_ids[0]),
+            (ROLLED_BACK_TAG, "true"),
+            (f"{ROLLED_BACK_TAG}_at", stamp),
+            (f"{ROLLED_BACK_TAG}_to", str(rolled.to_version)),
+            (f"{ROLLED_BACK_TAG}_run", run_ids[0]),
         ):
             client.set_model_version_tag(model, rolled.from_version, key, value)
 
@@ -348,7 +365,7 @@ def assign(model: str, alias: str, version: str | int, *, reason: str = "", clie
         registered = aliases.get_model(client, model)
         now = registered.aliases.get(alias)
         now = None if now is None else str(now)
-        pipeline = registered.tags.get("mlcp.pipeline", "registry")
+        pipeline = registered.tags.get(PIPELINE_TAG, "registry")
         action = "noop" if now == version else "assign"
         outcome = Outcome(model, version, [Move(alias, now, version, action)])
         apply(client, model, pipeline, f"version {version}", outcome, reason, False)

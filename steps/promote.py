@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from . import aliases, gates, tracking
-from .contract import CHAIN, LIVE, NO_VERSION, PREVIOUS, show_version
+from .contract import CHAIN, LIVE, NO_VERSION, PIPELINE_TAG, PREVIOUS, show_version
 from .declare import Declared, Stage, alias_name, option
 from .errors import BadInput, GateFailed
 from .moves import Move, Outcome, apply, history, live_stack, model_lock
@@ -206,7 +206,7 @@ def promote(
         apply(
             client,
             model,
-            model_tags.get("mlcp.pipeline", "registry"),
+            model_tags.get(PIPELINE_TAG, "registry"),
             source_alias,
             outcome,
             reason,

@@ -9,7 +9,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 
 from . import aliases, gates
-from .contract import show_version
+from .contract import STAGE_TAG, show_version
 from .moves import history, quote, search_all
 
 # ---------------------------------------------------------------------------- lineage
@@ -57,7 +57,7 @@ def lineage(client, model: str, alias: str) -> dict:
     )
     datasets, prompts_used = [], []
     for run in runs:
-        stage = run.data.tags.get("mlcp.stage", "")
+        stage = run.data.tags.get(STAGE_TAG, "")
         for item in run.inputs.dataset_inputs if run.inputs else []:
             ds = item.dataset
             context = next((t.value for t in item.tags if t.key == "mlflow.data.context"), "")

@@ -16,10 +16,18 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from . import settings
+from .contract import (
+    ACTOR_TAG,
+    ARGO_TAG_PREFIX,
+    KIND_TAG,
+    MODEL_TAG,
+    PIPELINE_TAG,
+    STAGE_TAG,
+    VERSION_TAG,
+)
 from .errors import MlcpError
 
-TAG = "mlcp."
-KIND = TAG + "kind"  # stage | decision | alias-move
+KIND = KIND_TAG  # stage | decision | alias-move
 
 
 def client():
@@ -88,15 +96,15 @@ def context_tags(
     pipeline: str, stage: str, model_name: str, version: str | int | None = None
 ) -> dict[str, str]:
     tags = {
-        TAG + "pipeline": pipeline,
-        TAG + "stage": stage,
-        TAG + "model": model_name,
-        TAG + "actor": settings.actor(),
+        PIPELINE_TAG: pipeline,
+        STAGE_TAG: stage,
+        MODEL_TAG: model_name,
+        ACTOR_TAG: settings.actor(),
     }
     if version is not None:
-        tags[TAG + "version"] = str(version)
+        tags[VERSION_TAG] = str(version)
     for key, value in settings.argo_context().items():
-        tags[f"{TAG}argo.{key}"] = value
+        tags[ARGO_TAG_PREFIX + key] = value
     return tags
 
 
