@@ -1,7 +1,7 @@
 """Dataset lineage: the digest is computed from the bytes actually read.
 
-``read`` fetches a data set from ``s3://bucket/key`` (boto3; the endpoint comes from the
-standard ``AWS_ENDPOINT_URL`` / ``AWS_*`` variables) or from a local path / ``file://`` URI.
+``read`` fetches a data set from ``s3://bucket/key`` (the client of :mod:`steps.s3`) or from
+a local path / ``file://`` URI.
 ``log`` records it on the active run with ``mlflow.log_input``: source URI, digest, schema
 and row count, plus the tags ``mlcp.data.digest`` and ``mlcp.data.source``. ``find_runs``
 finds every run that read a given digest.
@@ -10,12 +10,13 @@ finds every run that read a given digest.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from . import s3
+from .contract import DATA_DIGEST_TAG, DATA_SOURCE_TAG, TAG_PREFIX
 from .errors import BadInput, MlcpError
 
 DIGEST_CHARS = 32  # MLflow's dataset digest column holds 36 characters
@@ -31,26 +32,10 @@ class DataRead:
     def digest(self) -> str:
         return self.sha256[:DIGEST_CHARS]
 
-
-def _split_s3(uri: str) -> tuple[str, str]:
-    parsed = urlparse(uri)
-    bucket, key = parsed.netloc, parsed.path.lstrip("/")
-    if not bucket or not key:
-        raise BadInput(f"expected s3://BUCKET/KEY, got {uri!r}")
-    return bucket, key
-
-
-def s3_client():
-    """A boto3 S3 client; boto3 itself honours AWS_ENDPOINT_URL and the credential variables."""
-    import boto3
-    from botocore.config import Config
-
-    endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("MLFLOW_S3_ENDPOINT_URL")
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint or None,
-        config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5),
-    )
+    @property
+    def tags(self) -> dict[str, str]:
+        """Where the data came from and its digest, as a run or a model version records them."""
+        return {DATA_SOURCE_TAG: self.uri, DATA_DIGEST_TAG: self.digest}
 
 
 def read(uri: str) -> DataRead:
@@ -58,9 +43,9 @@ def read(uri: str) -> DataRead:
     if uri.startswith("s3://"):
         from botocore.exceptions import ClientError, EndpointConnectionError
 
-        bucket, key = _split_s3(uri)
+        bucket, key = s3.split(uri)
         try:
-            data = s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+            data = s3.client().get_object(Bucket=bucket, Key=key)["Body"].read()
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("NoSuchKey", "NoSuchBucket", "404", "NotFound"):
@@ -81,8 +66,8 @@ def read(uri: str) -> DataRead:
 def write(uri: str, data: bytes) -> str:
     """Write bytes to S3 or a local path (used to publish versioned data sets)."""
     if uri.startswith("s3://"):
-        bucket, key = _split_s3(uri)
-        s3_client().put_object(Bucket=bucket, Key=key, Body=data)
+        bucket, key = s3.split(uri)
+        s3.client().put_object(Bucket=bucket, Key=key, Body=data)
         return f"s3://{bucket}/{key}"
     path = Path(urlparse(uri).path if uri.startswith("file://") else uri).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,13 +128,7 @@ def log(
         source = resolve_dataset_source(data.uri)
     dataset = _dataset_class()(source, name, data.digest, _schema(columns), int(num_rows))
     mlflow.log_input(dataset, context=context)
-    mlflow.set_tags(
-        {
-            "mlcp.data.digest": data.digest,
-            "mlcp.data.source": data.uri,
-            f"mlcp.data.{context}.digest": data.digest,
-        }
-    )
+    mlflow.set_tags({**data.tags, f"{TAG_PREFIX}data.{context}.digest": data.digest})
     return data.digest
 
 

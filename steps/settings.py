@@ -58,6 +58,22 @@ def tracking_uri() -> str:
     return uri
 
 
+def server_url(given: str | None, variable: str, server: str, flag: str) -> str:
+    """A server's http(s) URL: ``given`` (its ``flag``), else ``$variable``; ``http://`` when
+    it names no scheme. BadInput when there is none, or it is not an http(s) URL."""
+    from .errors import BadInput
+
+    url = (given or os.environ.get(variable) or "").strip().rstrip("/")
+    if not url:
+        raise BadInput(f"no {server} URL: set {variable} (`mlcp stack up` does) or pass {flag}")
+    if "://" not in url:
+        url = f"http://{url}"
+    scheme, _, rest = url.partition("://")
+    if scheme not in ("http", "https") or not rest:
+        raise BadInput(f"not an http(s) URL for {server}: {url!r}")
+    return url
+
+
 def actor() -> str:
     """Who is acting: ``$MLCP_ACTOR`` (the templates set it), else user@host."""
     explicit = os.environ.get("MLCP_ACTOR")

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BadInput
 from ..lineage import DataRead
+from ..stage import say
 
 SPLITS = ("train", "val", "test")
 DEFAULT_KEY = "cv/digits/v1/digits.npz"
@@ -161,6 +161,19 @@ def read(uri: str) -> tuple[DataRead, ImageSet]:
     return data, parse(data)
 
 
+COLUMNS = {"image": "binary", "label": "long"}
+
+
+def log(read: DataRead, images: ImageSet, context: str) -> str:
+    """Record the image set as an input of the active run (``context``: training,
+    validation, evaluation); returns its digest."""
+    from .. import lineage
+
+    return lineage.log(
+        read, name="images", num_rows=images.rows(), columns=COLUMNS, context=context
+    )
+
+
 def preprocess(images, image_size: int):
     """uint8 images -> float32 ``[N, 3, S, S]`` in [-1, 1], the model's (and Triton's) input."""
     import numpy as np
@@ -188,7 +201,7 @@ def publish(uri: str | None = None, seed: int = 0) -> str:
             raise BadInput("no --out given and MLCP_DATA_ROOT is not set (run `mlcp stack up`)")
         uri = f"{root.rstrip('/')}/{DEFAULT_KEY}"
     written = lineage.write(uri, build_digits(seed))
-    print(f"[data] wrote {written}", file=sys.stderr, flush=True)
+    say("data")(f"wrote {written}")
     return written
 
 

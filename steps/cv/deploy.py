@@ -11,17 +11,17 @@ alias moves.
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import aliases, gates, moves, tracking
+from .. import gates, tracking
 from ..contract import CANDIDATE, STAGED, staged_slot
 from ..declare import Config, Stage, alias_option, option
 from ..errors import BadInput, MlcpError
 from ..serving import triton
 from ..serving.triton import BACKENDS
+from ..stage import Reporter, data_source, resolve_input
 from . import PIPELINE
 from . import data as cvdata
 
@@ -57,8 +57,7 @@ class DeployConfig(Config):
     )
 
 
-def _say(message: str) -> None:
-    print(f"[cv deploy] {message}", file=sys.stderr, flush=True)
+report = Reporter(PIPELINE, "deploy")
 
 
 def export_onnx(model, image_size: int, path: Path) -> None:
@@ -97,23 +96,29 @@ def load_version(model_name: str, version: str):
     return model
 
 
+def require_staged(server, model: str, version: str) -> str:
+    """The staged slot, checked to serve exactly ``version`` (what evaluate and perf-test
+    measure)."""
+    slot = staged_slot(model)
+    served = server.served_versions(slot)
+    if served != [version]:
+        raise MlcpError(
+            f"Triton slot {slot} serves {served or 'nothing'}, not v{version}: "
+            f"run `mlcp cv deploy --model-name {model}` first"
+        )
+    return slot
+
+
 def deploy(cfg: DeployConfig) -> dict:
     repository = cfg.repository or os.environ.get("MLCP_TRITON_REPOSITORY")
     if not repository:
         raise BadInput("no --repository given and MLCP_TRITON_REPOSITORY is not set")
     server = triton.Triton(cfg.triton_url)
     server.require_live()
-    client = tracking.client()
-    version = aliases.resolve(client, cfg.model_name, cfg.input_alias)
-    tags = aliases.get_version(client, cfg.model_name, version).tags
+    client, version, tags = resolve_input(cfg.model_name, cfg.input_alias)
     image_size = int(tags.get("mlcp.image_size", "32"))
     num_classes = int(tags.get("mlcp.num_classes", "10"))
-    data_uri = tags.get("mlcp.data.source")
-    if not data_uri:
-        raise BadInput(
-            f"{cfg.model_name} v{version} has no mlcp.data.source tag: "
-            "was it trained by `mlcp cv train`?"
-        )
+    data_uri = data_source(cfg.model_name, version, tags)
     slot = staged_slot(cfg.model_name)
     name = tracking.run_name(cfg.model_name, {"v": version, "backend": cfg.backend})
     params = {
@@ -123,46 +128,23 @@ def deploy(cfg: DeployConfig) -> dict:
         "repository": repository,
         "tolerance": cfg.tolerance,
     }
-    with tracking.stage_run(
-        PIPELINE,
-        "deploy",
-        cfg.model_name,
-        name,
-        version=version,
-        params=params,
-        system_metrics=False,
-    ):
+    with report.stage_run(cfg.model_name, name, version=version, params=params):
         import mlflow
 
-        from .. import lineage
-
         read, images = cvdata.read(data_uri)
-        lineage.log(
-            read,
-            name="images",
-            num_rows=images.rows(),
-            columns={"image": "binary", "label": "long"},
-            context="validation",
-        )
+        cvdata.log(read, images, "validation")
         x = cvdata.preprocess(images.images["val"][:CHECK_SAMPLES], image_size)
-        _say(f"exporting {cfg.model_name} v{version} to ONNX")
+        report(f"exporting {cfg.model_name} v{version} to ONNX")
         model = load_version(cfg.model_name, version)
         with tempfile.TemporaryDirectory() as tmp:
             onnx_path = Path(tmp) / "model.onnx"
             export_onnx(model, image_size, onnx_path)
             diff = max_abs_diff(model, onnx_path, x)
             mlflow.log_metric("onnx_max_abs_diff", diff)
-            decision = gates.evaluate(
-                gates.Gate(ONNX_PARITY, "onnx_max_abs_diff", "<=", cfg.tolerance),
-                model=cfg.model_name,
-                version=version,
-                value=diff,
-                pipeline=PIPELINE,
-                stage="deploy",
-                evidence={"samples": len(x)},
+            gate = gates.Gate(ONNX_PARITY, "onnx_max_abs_diff", "<=", cfg.tolerance)
+            report.judge(
+                [(gate, diff)], model=cfg.model_name, version=version, evidence={"samples": len(x)}
             )
-            _say(f"ONNX vs PyTorch max |diff| {diff:.2e}: {decision.verdict}")
-            gates.enforce([decision])
             mlflow.log_artifact(str(onnx_path), "onnx")
             onnx_bytes = onnx_path.read_bytes()
         run_id = mlflow.active_run().info.run_id
@@ -181,7 +163,7 @@ def deploy(cfg: DeployConfig) -> dict:
             num_classes=num_classes,
             max_batch_size=cfg.max_batch_size,
         )
-        _say(f"wrote {where}; loading {slot} v{version}")
+        report(f"wrote {where}; loading {slot} v{version}")
         try:
             server.load(slot, version)
             logits, answered = server.infer(slot, x[:4])
@@ -192,22 +174,21 @@ def deploy(cfg: DeployConfig) -> dict:
                 )
         except Exception:
             if before and before != [version]:
-                _say(f"restoring {slot} to v{before[-1]}")
+                report(f"restoring {slot} to v{before[-1]}")
                 try:
                     server.load(slot, before[-1])
                 except Exception as exc:  # report the first failure, not this one
-                    _say(f"could not restore {slot}: {exc}")
+                    report(f"could not restore {slot}: {exc}")
             raise
         mlflow.log_metric("smoke_ok", 1.0)
-        _say(f"{slot} serves v{version}")
-    moves.assign(
+        report(f"{slot} serves v{version}")
+    report.advance(
         cfg.model_name,
         cfg.output_alias,
         version,
         reason=f"deployed to Triton slot {slot}",
         client=client,
     )
-    _say(f"{cfg.model_name}@{cfg.output_alias} -> v{version}")
     return {"version": version, "slot": slot, "onnx_max_abs_diff": diff}
 
 

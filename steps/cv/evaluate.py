@@ -9,16 +9,17 @@ live by more than ``max_regression`` (the live version's own recorded decision).
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
-from .. import aliases, gates, moves, tracking
-from ..contract import EVALUATED, STAGED, staged_slot
+from .. import gates, tracking
+from ..contract import EVALUATED, STAGED
 from ..declare import Config, Stage, alias_option, option
-from ..errors import BadInput, MlcpError
+from ..errors import MlcpError
 from ..serving import triton
+from ..stage import Reporter, data_source, resolve_input
 from . import PIPELINE
 from . import data as cvdata
+from .deploy import require_staged
 
 ACCURACY = "accuracy"
 GATES = (ACCURACY,)
@@ -37,8 +38,7 @@ class EvaluateConfig(Config):
     triton_url: str | None = triton.url_option()
 
 
-def _say(message: str) -> None:
-    print(f"[cv evaluate] {message}", file=sys.stderr, flush=True)
+report = Reporter(PIPELINE, "evaluate")
 
 
 def confusion_png(matrix, classes, path) -> None:
@@ -68,23 +68,11 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     import mlflow
     import numpy as np
 
-    from .. import lineage
-
     server = triton.Triton(cfg.triton_url)
     server.require_live()
-    client = tracking.client()
-    version = aliases.resolve(client, cfg.model_name, cfg.input_alias)
-    tags = aliases.get_version(client, cfg.model_name, version).tags
-    slot = staged_slot(cfg.model_name)
-    served = server.served_versions(slot)
-    if served != [version]:
-        raise MlcpError(
-            f"Triton slot {slot} serves {served or 'nothing'}, not v{version}: "
-            f"run `mlcp cv deploy --model-name {cfg.model_name}` first"
-        )
-    data_uri = cfg.data or tags.get("mlcp.data.source")
-    if not data_uri:
-        raise BadInput(f"no --data given and {cfg.model_name} v{version} names no data set")
+    client, version, tags = resolve_input(cfg.model_name, cfg.input_alias)
+    slot = require_staged(server, cfg.model_name, version)
+    data_uri = data_source(cfg.model_name, version, tags, cfg.data)
     image_size = int(tags.get("mlcp.image_size", "32"))
     read, images = cvdata.read(data_uri)
     x = cvdata.preprocess(images.images["test"], image_size)
@@ -97,22 +85,8 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         "max_regression": cfg.max_regression,
         "batch_size": cfg.batch_size,
     }
-    with tracking.stage_run(
-        PIPELINE,
-        "evaluate",
-        cfg.model_name,
-        name,
-        version=version,
-        params=params,
-        system_metrics=False,
-    ):
-        lineage.log(
-            read,
-            name="images",
-            num_rows=images.rows(),
-            columns={"image": "binary", "label": "long"},
-            context="evaluation",
-        )
+    with report.stage_run(cfg.model_name, name, version=version, params=params):
+        cvdata.log(read, images, "evaluation")
         predictions = []
         for start in range(0, len(y), cfg.batch_size):
             logits, answered = server.infer(slot, x[start : start + cfg.batch_size])
@@ -122,7 +96,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
                     f"v{version}: the slot changed under us"
                 )
             predictions.append(logits.argmax(1))
-            _say(f"{min(start + cfg.batch_size, len(y))}/{len(y)} test images scored")
+            report(f"{min(start + cfg.batch_size, len(y))}/{len(y)} test images scored")
         predicted = np.concatenate(predictions)
         accuracy = float((predicted == y).mean())
         k = len(images.classes)
@@ -140,28 +114,20 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         mlflow.log_dict(
             {"classes": images.classes, "matrix": matrix.tolist()}, "confusion_matrix.json"
         )
-        decision = gates.evaluate(
-            gates.Gate(ACCURACY, "accuracy", ">=", cfg.min_accuracy, cfg.max_regression),
+        gate = gates.Gate(ACCURACY, "accuracy", ">=", cfg.min_accuracy, cfg.max_regression)
+        report.judge(
+            [(gate, accuracy)],
             model=cfg.model_name,
             version=version,
-            value=accuracy,
-            pipeline=PIPELINE,
-            stage="evaluate",
             evidence={"test_images": int(len(y)), **per_class},
         )
-        _say(
-            f"v{version} accuracy {accuracy:.4f}: {decision.verdict} "
-            f"({'; '.join(decision.reasons)})"
-        )
-        gates.enforce([decision])
-    moves.assign(
+    report.advance(
         cfg.model_name,
         cfg.output_alias,
         version,
         reason=f"accuracy {accuracy:.4f} on {len(y)} test images",
         client=client,
     )
-    _say(f"{cfg.model_name}@{cfg.output_alias} -> v{version}")
     return {"version": version, "accuracy": accuracy, "data_digest": read.digest}
 
 

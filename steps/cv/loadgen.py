@@ -8,28 +8,20 @@ bounded), prints progress every second, and writes its statistics as JSON to ``-
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import time
+
+from .. import loadgen
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="loadgen")
-    parser.add_argument("--url", required=True, help="base URL, e.g. http://127.0.0.1:8000")
+    parser = loadgen.parser(users=4, duration=10.0)
     parser.add_argument("--path", required=True, help="request path")
     parser.add_argument("--body", required=True, help="file holding the JSON request body")
-    parser.add_argument("--users", type=int, default=4)
-    parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    if not 1 <= args.users <= 64 or not 1 <= args.duration <= 600:
-        print("loadgen: --users must be 1..64 and --duration 1..600 s", file=sys.stderr)
-        return 2
+    if problem := loadgen.problem(args):
+        return loadgen.refuse(problem)
 
-    import gevent
     from locust import FastHttpUser, constant, task
-    from locust.env import Environment
 
     body = open(args.body, "rb").read()
     path = args.path
@@ -42,21 +34,14 @@ def main(argv=None) -> int:
         def infer(self):
             self.client.post(path, data=body, headers={"Content-Type": "application/json"})
 
-    env = Environment(user_classes=[InferUser])
-    runner = env.create_local_runner()
-    runner.start(args.users, spawn_rate=args.users)
-    started = time.monotonic()
-    while (elapsed := time.monotonic() - started) < args.duration:
-        gevent.sleep(min(1.0, args.duration - elapsed))
-        total = env.stats.total
-        print(
-            f"[perf-test] {time.monotonic() - started:4.0f}/{args.duration:.0f} s: "
-            f"{total.num_requests} requests, {total.num_failures} failed",
-            file=sys.stderr,
-            flush=True,
-        )
-    runner.quit()
-    elapsed = time.monotonic() - started
+    env, elapsed = loadgen.run(
+        InferUser,
+        args.users,
+        args.duration,
+        lambda env: (
+            f"{env.stats.total.num_requests} requests, {env.stats.total.num_failures} failed"
+        ),
+    )
     total = env.stats.total
     result = {
         "requests": total.num_requests,
@@ -71,9 +56,7 @@ def main(argv=None) -> int:
         "errors": [str(e.error) for e in env.stats.errors.values()][:5],
         "users": args.users,
     }
-    with open(args.out, "w") as handle:
-        json.dump(result, handle)
-    return 0
+    return loadgen.write(args.out, result)
 
 
 if __name__ == "__main__":

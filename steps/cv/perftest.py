@@ -16,13 +16,15 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import aliases, gates, moves, tracking
-from ..contract import BENCHMARKED, EVALUATED, staged_slot
+from .. import gates, tracking
+from ..contract import BENCHMARKED, EVALUATED
 from ..declare import Config, Stage, alias_option, option
 from ..errors import MlcpError
 from ..serving import triton
+from ..stage import Reporter, data_source, resolve_input
 from . import PIPELINE
 from . import data as cvdata
+from .deploy import require_staged
 
 P95_LATENCY = "p95-latency"
 THROUGHPUT = "throughput"
@@ -55,8 +57,7 @@ class PerfConfig(Config):
     triton_url: str | None = triton.url_option()
 
 
-def _say(message: str) -> None:
-    print(f"[cv perf-test] {message}", file=sys.stderr, flush=True)
+report = Reporter(PIPELINE, "perf-test")
 
 
 def latency_png(response_times: dict, path: Path) -> None:
@@ -81,14 +82,10 @@ def perf_test(cfg: PerfConfig) -> dict:
 
     server = triton.Triton(cfg.triton_url)
     server.require_live()
-    client = tracking.client()
-    version = aliases.resolve(client, cfg.model_name, cfg.input_alias)
-    tags = aliases.get_version(client, cfg.model_name, version).tags
-    slot = staged_slot(cfg.model_name)
-    if server.served_versions(slot) != [version]:
-        raise MlcpError(f"Triton slot {slot} does not serve v{version}: deploy it first")
+    client, version, tags = resolve_input(cfg.model_name, cfg.input_alias)
+    slot = require_staged(server, cfg.model_name, version)
     image_size = int(tags.get("mlcp.image_size", "32"))
-    _, images = cvdata.read(tags["mlcp.data.source"])
+    _, images = cvdata.read(data_source(cfg.model_name, version, tags))
     x = cvdata.preprocess(images.images["test"][: cfg.batch], image_size)
     body = {
         "inputs": [
@@ -104,20 +101,12 @@ def perf_test(cfg: PerfConfig) -> dict:
     name = tracking.run_name(cfg.model_name, {"v": version, "u": cfg.users, "b": cfg.batch})
     params = {k: v for k, v in vars(cfg).items() if k not in ("model_name", "triton_url")}
     with (
-        tracking.stage_run(
-            PIPELINE,
-            "perf-test",
-            cfg.model_name,
-            name,
-            version=version,
-            params=params,
-            system_metrics=False,
-        ),
+        report.stage_run(cfg.model_name, name, version=version, params=params),
         tempfile.TemporaryDirectory() as tmp,
     ):
         body_path, out_path = Path(tmp) / "body.json", Path(tmp) / "stats.json"
         body_path.write_text(json.dumps(body))
-        _say(f"{cfg.users} users for {cfg.duration:g} s against {slot} v{version}")
+        report(f"{cfg.users} users for {cfg.duration:g} s against {slot} v{version}")
         proc = subprocess.run(
             [
                 sys.executable,
@@ -163,25 +152,14 @@ def perf_test(cfg: PerfConfig) -> dict:
                 metrics["error_rate"],
             ),
         ]
-        decisions = gates.evaluate_all(
-            checks,
-            model=cfg.model_name,
-            version=version,
-            pipeline=PIPELINE,
-            stage="perf-test",
-            evidence=evidence,
-        )
-        for d in decisions:
-            _say(f"gate {d.gate.name}: {d.verdict} ({'; '.join(d.reasons)})")
-        gates.enforce(decisions)
-    moves.assign(
+        report.judge(checks, model=cfg.model_name, version=version, evidence=evidence)
+    report.advance(
         cfg.model_name,
         cfg.output_alias,
         version,
         reason=f"p95 {metrics['p95_ms']:.0f} ms at {metrics['rps']:.1f} req/s",
         client=client,
     )
-    _say(f"{cfg.model_name}@{cfg.output_alias} -> v{version}")
     return {"version": version, **metrics}
 
 

@@ -7,14 +7,14 @@ accuracy), and, only when it passes, the alias ``candidate``.
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
 
-from .. import gates, moves, tracking
-from ..contract import CANDIDATE
+from .. import gates, tracking
+from ..contract import CANDIDATE, PIPELINE_TAG, SERVING_TAG, VERSION_TAG
 from ..declare import Config, Stage, alias_option, option
 from ..errors import BadInput
+from ..stage import Reporter
 from . import PIPELINE
 from . import data as cvdata
 
@@ -67,8 +67,7 @@ class TrainConfig(Config):
     device: str = device_option()
 
 
-def _say(message: str) -> None:
-    print(f"[cv train] {message}", file=sys.stderr, flush=True)
+report = Reporter(PIPELINE, "train")
 
 
 def build_model(num_classes: int, weights: str | None = None):
@@ -162,16 +161,8 @@ def train(cfg: TrainConfig) -> dict:
         "device": device,
     }
     client = tracking.client()
-    with tracking.stage_run(PIPELINE, "train", cfg.model_name, name, params=params) as run:
-        from .. import lineage
-
-        lineage.log(
-            read,
-            name="images",
-            num_rows=images.rows(),
-            columns={"image": "binary", "label": "long"},
-            context="training",
-        )
+    with report.stage_run(cfg.model_name, name, params=params, system_metrics=True) as run:
+        cvdata.log(read, images, "training")
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
         model = place(build_model(len(images.classes), cfg.weights), device)
@@ -180,7 +171,7 @@ def train(cfg: TrainConfig) -> dict:
         optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=5e-4)
         loss_fn = torch.nn.CrossEntropyLoss()
         steps_per_epoch = (len(y_train) + cfg.batch_size - 1) // cfg.batch_size
-        _say(
+        report(
             f"{name}: {len(y_train)} training images, {steps_per_epoch} steps per epoch on {device}"
         )
         started = time.monotonic()
@@ -191,7 +182,7 @@ def train(cfg: TrainConfig) -> dict:
             )
             val_acc = accuracy(model, x_val, y_val, device=device)
             mlflow.log_metrics({"train_loss": train_loss, "val_accuracy": val_acc}, step=epoch)
-            _say(
+            report(
                 f"epoch {epoch}/{cfg.epochs}: train_loss {train_loss:.4f}, val_accuracy "
                 f"{val_acc:.4f} ({time.monotonic() - started:.0f} s)"
             )
@@ -214,41 +205,29 @@ def train(cfg: TrainConfig) -> dict:
         )
         try:
             client.create_registered_model(
-                cfg.model_name, tags={"mlcp.pipeline": PIPELINE, "mlcp.serving": "triton"}
+                cfg.model_name, tags={PIPELINE_TAG: PIPELINE, SERVING_TAG: "triton"}
             )
         except Exception:
             pass  # already registered
         version = str(mlflow.register_model(info.model_uri, cfg.model_name).version)
-        mlflow.set_tag("mlcp.version", version)
+        mlflow.set_tag(VERSION_TAG, version)
         for key, value in {
-            "mlcp.pipeline": PIPELINE,
+            PIPELINE_TAG: PIPELINE,
             "mlcp.image_size": str(cfg.image_size),
             "mlcp.num_classes": str(len(images.classes)),
-            "mlcp.data.source": read.uri,
-            "mlcp.data.digest": read.digest,
+            **read.tags,
             "mlcp.train_run": run.info.run_id,
         }.items():
             client.set_model_version_tag(cfg.model_name, version, key, value)
-        decision = gates.evaluate(
-            gates.Gate(MIN_VAL_ACCURACY, "val_accuracy", ">=", cfg.min_val_accuracy),
-            model=cfg.model_name,
-            version=version,
-            value=val_acc,
-            pipeline=PIPELINE,
-            stage="train",
-        )
-        _say(
-            f"v{version}: gate min-val-accuracy {decision.verdict} ({'; '.join(decision.reasons)})"
-        )
-        gates.enforce([decision])
-    moves.assign(
+        gate = gates.Gate(MIN_VAL_ACCURACY, "val_accuracy", ">=", cfg.min_val_accuracy)
+        report.judge([(gate, val_acc)], model=cfg.model_name, version=version)
+    report.advance(
         cfg.model_name,
         cfg.output_alias,
         version,
         reason=f"training gate passed (val_accuracy {val_acc:.4f})",
         client=client,
     )
-    _say(f"{cfg.model_name}@{cfg.output_alias} -> v{version}")
     return {
         "version": version,
         "val_accuracy": val_acc,

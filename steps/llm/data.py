@@ -27,7 +27,6 @@ import json
 import os
 import random
 import shutil
-import sys
 import tarfile
 import tempfile
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from pathlib import Path
 
 from ..errors import BadInput, MlcpError
 from ..lineage import DataRead
+from ..stage import say
 
 SPLITS = ("train", "val", "eval")
 SIZES = {"train": 1200, "val": 99, "eval": 60}
@@ -49,8 +49,7 @@ PROMPT_TEMPLATE = "{prompt}\nanswer:"
 STOP = ["\n"]
 
 
-def _say(message: str) -> None:
-    print(f"[data] {message}", file=sys.stderr, flush=True)
+report = say("data")
 
 
 def format_prompt(prompt: str, template: str = PROMPT_TEMPLATE) -> str:
@@ -144,6 +143,16 @@ def read(uri: str) -> tuple[DataRead, InstructionSet]:
 
 
 COLUMNS = {"id": "string", "split": "string", "prompt": "string", "response": "string"}
+
+
+def log(read: DataRead, instructions: InstructionSet, context: str) -> str:
+    """Record the instruction set as an input of the active run (``context``: training,
+    evaluation); returns its digest."""
+    from .. import lineage
+
+    return lineage.log(
+        read, name="instructions", num_rows=instructions.rows(), columns=COLUMNS, context=context
+    )
 
 
 # ------------------------------------------------------------------------ the base model
@@ -364,10 +373,10 @@ def publish(prefix: str | None = None, seed: int = 0) -> dict[str, str]:
         raise BadInput("no --out given and MLCP_DATA_ROOT is not set (run `mlcp stack up`)")
     root = root.rstrip("/")
     data_uri = lineage.write(f"{root}/{DEFAULT_KEY}", build_instructions(seed))
-    _say(f"wrote {data_uri}")
-    _say(f"making the base model {BASE_NAME} (tokenizer + random Llama, no download)")
+    report(f"wrote {data_uri}")
+    report(f"making the base model {BASE_NAME} (tokenizer + random Llama, no download)")
     base_uri = lineage.write(f"{root}/{BASE_KEY}", build_base(BASE_NAME, seed=seed))
-    _say(f"wrote {base_uri}")
+    report(f"wrote {base_uri}")
     return {"data": data_uri, "base_model": base_uri, "base_name": BASE_NAME}
 
 
@@ -382,6 +391,6 @@ def serving_base(home: Path, ref: str | None = None) -> BaseModel:
         return materialize(ref)
     folder = Path(home) / "vllm" / "base" / BASE_NAME
     if not (folder / "config.json").is_file():
-        _say(f"making the base model {BASE_NAME} in {folder} (no download)")
+        report(f"making the base model {BASE_NAME} in {folder} (no download)")
         extract(build_base(BASE_NAME), folder)
     return materialize(str(folder))

@@ -17,17 +17,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import aliases, moves, settings, tracking
+from .. import settings, tracking
 from ..contract import CANDIDATE, STAGED, staged_slot
 from ..declare import Config, Stage, alias_option, option
 from ..errors import BadInput, MlcpError
 from ..serving import vllm
+from ..stage import Reporter, resolve_input
 from . import PIPELINE
 from . import data as llmdata
 
@@ -56,8 +56,7 @@ class DeployConfig(Config):
             raise BadInput("--smoke-prompt is empty")
 
 
-def _say(message: str) -> None:
-    print(f"[llm deploy] {message}", file=sys.stderr, flush=True)
+report = Reporter(PIPELINE, "deploy")
 
 
 def adapter_root(explicit: str | None = None) -> Path:
@@ -155,13 +154,26 @@ def serve(server, slot: str, path: str, prompt: str, max_tokens: int = 8) -> str
         answer = server.complete(slot, prompt, max_tokens, stop=llmdata.STOP)
     except Exception:
         if before and before != path:
-            _say(f"pointing {slot} back at {before}")
+            report(f"pointing {slot} back at {before}")
             try:
                 server.load_adapter(slot, before)
             except Exception as exc:  # report the first failure, not this one
-                _say(f"could not restore {slot}: {exc}")
+                report(f"could not restore {slot}: {exc}")
         raise
     return answer
+
+
+def require_staged(server, model: str, version: str, tags: dict) -> str:
+    """The staged slot, checked to serve ``version``'s adapter (what evaluate and perf-test
+    measure)."""
+    slot = staged_slot(model)
+    served = server.adapters().get(slot, {}).get("path")
+    if not served or served != tags.get("mlcp.adapter_path"):
+        raise MlcpError(
+            f"vLLM slot {slot} serves {served or 'nothing'}, not v{version}: "
+            f"run `mlcp llm deploy --model-name {model}` first"
+        )
+    return slot
 
 
 def deploy(cfg: DeployConfig) -> dict:
@@ -170,9 +182,7 @@ def deploy(cfg: DeployConfig) -> dict:
     server = vllm.VLLM(cfg.vllm_url)
     server.require_live()
     root = adapter_root(cfg.adapter_dir)
-    client = tracking.client()
-    version = aliases.resolve(client, cfg.model_name, cfg.input_alias)
-    tags = dict(aliases.get_version(client, cfg.model_name, version).tags)
+    client, version, tags = resolve_input(cfg.model_name, cfg.input_alias)
     slot = staged_slot(cfg.model_name)
     name = tracking.run_name(cfg.model_name, {"v": version, "slot": "staged"})
     params = {
@@ -182,19 +192,11 @@ def deploy(cfg: DeployConfig) -> dict:
         "vllm_url": server.url,
         "smoke_prompt": cfg.smoke_prompt,
     }
-    with tracking.stage_run(
-        PIPELINE,
-        "deploy",
-        cfg.model_name,
-        name,
-        version=version,
-        params=params,
-        system_metrics=False,
-    ):
+    with report.stage_run(cfg.model_name, name, version=version, params=params):
         import mlflow
 
         path, base, placed = fetch_checked(server, cfg.model_name, version, tags, root)
-        _say(f"{cfg.model_name} v{version} fits {base.name}; placed at {placed}")
+        report(f"{cfg.model_name} v{version} fits {base.name}; placed at {placed}")
         template = tags.get("mlcp.prompt_template", llmdata.PROMPT_TEMPLATE)
         started = time.perf_counter()
         answer = serve(
@@ -209,15 +211,14 @@ def deploy(cfg: DeployConfig) -> dict:
         )
         client.set_model_version_tag(cfg.model_name, version, "mlcp.adapter_path", path)
         client.set_model_version_tag(cfg.model_name, version, "mlcp.smoke_prompt", cfg.smoke_prompt)
-        _say(f"{slot} serves v{version} ({path}); smoke answer {answer.strip()!r}")
-    moves.assign(
+        report(f"{slot} serves v{version} ({path}); smoke answer {answer.strip()!r}")
+    report.advance(
         cfg.model_name,
         cfg.output_alias,
         version,
         reason=f"loaded into vLLM slot {slot}",
         client=client,
     )
-    _say(f"{cfg.model_name}@{cfg.output_alias} -> v{version}")
     return {"version": version, "slot": slot, "path": path, "smoke_answer": answer.strip()}
 
 

@@ -14,17 +14,17 @@ a minimum; score = correct + partial / 2).
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
-from .. import aliases, gates, moves, tracking
-from ..contract import EVALUATED, STAGED, staged_slot
+from .. import gates, tracking
+from ..contract import EVALUATED, STAGED
 from ..declare import Config, Stage, alias_option, option
-from ..errors import BadInput, MlcpError
 from ..serving import vllm
+from ..stage import Reporter, data_source, resolve_input
 from . import PIPELINE
 from . import data as llmdata
 from . import judge as judges
+from .deploy import require_staged
 
 CORRECT_RATE = "correct-rate"
 REFUSAL_RATE = "refusal-rate"
@@ -82,8 +82,7 @@ class EvaluateConfig(Config):
     vllm_url: str | None = vllm.url_option()
 
 
-def _say(message: str) -> None:
-    print(f"[llm evaluate] {message}", file=sys.stderr, flush=True)
+report = Reporter(PIPELINE, "evaluate")
 
 
 def rates(grades: list[str], prefix: str = "") -> dict[str, float]:
@@ -96,27 +95,16 @@ def rates(grades: list[str], prefix: str = "") -> dict[str, float]:
 def evaluate(cfg: EvaluateConfig) -> dict:
     import mlflow
 
-    from .. import lineage, prompts
+    from .. import prompts
 
     judge = judges.make(
         cfg.judge, url=cfg.judge_url, model=cfg.judge_model, constraint=cfg.judge_constraint
     )
     server = vllm.VLLM(cfg.vllm_url)
     server.require_live()
-    client = tracking.client()
-    version = aliases.resolve(client, cfg.model_name, cfg.input_alias)
-    tags = aliases.get_version(client, cfg.model_name, version).tags
-    slot = staged_slot(cfg.model_name)
-    served = server.adapters().get(slot, {}).get("path")
-    if not served or served != tags.get("mlcp.adapter_path"):
-        raise MlcpError(
-            f"vLLM slot {slot} serves {served or 'nothing'}, not v{version}: "
-            f"run `mlcp llm deploy --model-name {cfg.model_name}` first"
-        )
-    data_uri = cfg.data or tags.get("mlcp.data.source")
-    if not data_uri:
-        raise BadInput(f"no --data given and {cfg.model_name} v{version} names no data set")
-    read, instructions = llmdata.read(data_uri)
+    client, version, tags = resolve_input(cfg.model_name, cfg.input_alias)
+    slot = require_staged(server, cfg.model_name, version, tags)
+    read, instructions = llmdata.read(data_source(cfg.model_name, version, tags, cfg.data))
     samples = instructions.samples["eval"]
     if cfg.limit:
         samples = samples[: cfg.limit]
@@ -135,24 +123,10 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         "samples": len(samples),
         **judge.describe(),
     }
-    with tracking.stage_run(
-        PIPELINE,
-        "evaluate",
-        cfg.model_name,
-        name,
-        version=version,
-        params=params,
-        system_metrics=False,
-    ):
-        lineage.log(
-            read,
-            name="instructions",
-            num_rows=instructions.rows(),
-            columns=llmdata.COLUMNS,
-            context="evaluation",
-        )
+    with report.stage_run(cfg.model_name, name, version=version, params=params):
+        llmdata.log(read, instructions, "evaluation")
         prompt = prompts.use(judges.PROMPT_NAME, judges.INSTRUCTIONS)
-        _say(
+        report(
             f"{len(samples)} eval prompts through {slot} v{version} and the base {base.name}; "
             f"judge {judge.kind} (prompt {prompt.name} sha256 {prompt.sha256[:12]})"
         )
@@ -175,7 +149,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
             ):
                 rows[key].append(value)
             if index % 20 == 0 or index == len(samples):
-                _say(f"{index}/{len(samples)} answered and graded")
+                report(f"{index}/{len(samples)} answered and graded")
         metrics = {**rates(rows["grade"]), **rates(rows["base_grade"], "base_")}
         metrics["gain_over_base"] = metrics["score"] - metrics["base_score"]
         mlflow.log_metrics(metrics)
@@ -199,25 +173,15 @@ def evaluate(cfg: EvaluateConfig) -> dict:
                 metrics["gain_over_base"],
             ),
         ]
-        decisions = gates.evaluate_all(
-            checks,
-            model=cfg.model_name,
-            version=version,
-            pipeline=PIPELINE,
-            stage="evaluate",
-            evidence=evidence,
-        )
-        _say(
+        report(
             f"v{version}: correct {metrics['correct_rate']:.2f}, partial "
             f"{metrics['partial_rate']:.2f}, wrong {metrics['wrong_rate']:.2f}, refusal "
             f"{metrics['refusal_rate']:.2f} (score {metrics['score']:.3f}); base "
             f"{base.name}: correct {metrics['base_correct_rate']:.2f} (score "
             f"{metrics['base_score']:.3f})"
         )
-        for d in decisions:
-            _say(f"gate {d.gate.name}: {d.verdict} ({'; '.join(d.reasons)})")
-        gates.enforce(decisions)
-    moves.assign(
+        report.judge(checks, model=cfg.model_name, version=version, evidence=evidence)
+    report.advance(
         cfg.model_name,
         cfg.output_alias,
         version,
@@ -227,7 +191,6 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         ),
         client=client,
     )
-    _say(f"{cfg.model_name}@{cfg.output_alias} -> v{version}")
     return {
         "version": version,
         "correct_rate": metrics["correct_rate"],

@@ -11,11 +11,12 @@ the stream). It prints progress every second and writes its statistics as JSON t
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
 import time
+
+from .. import loadgen
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -28,29 +29,20 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="loadgen")
-    parser.add_argument("--url", required=True, help="base URL, e.g. http://127.0.0.1:8000")
+    parser = loadgen.parser(users=2, duration=8.0)
     parser.add_argument("--model", required=True, help="the model (slot) to ask")
     parser.add_argument("--prompts", required=True, help="file holding a JSON list of prompts")
     parser.add_argument("--max-tokens", type=int, default=16)
-    parser.add_argument("--users", type=int, default=2)
-    parser.add_argument("--duration", type=float, default=8.0)
-    parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    if not 1 <= args.users <= 64 or not 1 <= args.duration <= 600:
-        print("loadgen: --users must be 1..64 and --duration 1..600 s", file=sys.stderr)
-        return 2
+    if problem := loadgen.problem(args):
+        return loadgen.refuse(problem)
     if not 1 <= args.max_tokens <= 256:
-        print("loadgen: --max-tokens must be 1..256", file=sys.stderr)
-        return 2
+        return loadgen.refuse("--max-tokens must be 1..256")
     prompts = json.load(open(args.prompts))
     if not isinstance(prompts, list) or not prompts:
-        print("loadgen: --prompts must hold a non-empty JSON list", file=sys.stderr)
-        return 2
+        return loadgen.refuse("--prompts must hold a non-empty JSON list")
 
-    import gevent
     from locust import HttpUser, constant, task
-    from locust.env import Environment
 
     samples: list[dict] = []
     counter = {"next": 0}
@@ -123,21 +115,14 @@ def main(argv=None) -> int:
                 response.success()
                 samples.append({"ok": True, "ttft": first, "e2e": total, "tokens": tokens})
 
-    env = Environment(user_classes=[StreamUser])
-    runner = env.create_local_runner()
-    runner.start(args.users, spawn_rate=args.users)
-    started = time.monotonic()
-    while (elapsed := time.monotonic() - started) < args.duration:
-        gevent.sleep(min(1.0, args.duration - elapsed))
-        failed = sum(1 for s in samples if not s["ok"])
-        print(
-            f"[perf-test] {time.monotonic() - started:4.0f}/{args.duration:.0f} s: "
-            f"{len(samples)} streamed completions, {failed} failed",
-            file=sys.stderr,
-            flush=True,
-        )
-    runner.quit()
-    elapsed = time.monotonic() - started
+    _, elapsed = loadgen.run(
+        StreamUser,
+        args.users,
+        args.duration,
+        lambda env: (
+            f"{len(samples)} streamed completions, {sum(1 for s in samples if not s['ok'])} failed"
+        ),
+    )
     ok = [s for s in samples if s["ok"]]
     ttft = [s["ttft"] * 1000 for s in ok]
     e2e = [s["e2e"] * 1000 for s in ok]
@@ -160,9 +145,7 @@ def main(argv=None) -> int:
         "users": args.users,
         "max_tokens": args.max_tokens,
     }
-    with open(args.out, "w") as handle:
-        json.dump(result, handle)
-    return 0
+    return loadgen.write(args.out, result)
 
 
 if __name__ == "__main__":

@@ -16,13 +16,15 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import aliases, gates, moves, tracking
-from ..contract import BENCHMARKED, EVALUATED, staged_slot
+from .. import gates, tracking
+from ..contract import BENCHMARKED, EVALUATED
 from ..declare import Config, Stage, alias_option, option
-from ..errors import BadInput, MlcpError
+from ..errors import MlcpError
 from ..serving import vllm
+from ..stage import Reporter, data_source, resolve_input
 from . import PIPELINE
 from . import data as llmdata
+from .deploy import require_staged
 
 TTFT_P95 = "ttft-p95"
 E2E_P95 = "e2e-p95"
@@ -68,8 +70,7 @@ class PerfConfig(Config):
     vllm_url: str | None = vllm.url_option()
 
 
-def _say(message: str) -> None:
-    print(f"[llm perf-test] {message}", file=sys.stderr, flush=True)
+report = Reporter(PIPELINE, "perf-test")
 
 
 def latency_png(stats: dict, path: Path) -> None:
@@ -94,36 +95,20 @@ def perf_test(cfg: PerfConfig) -> dict:
 
     server = vllm.VLLM(cfg.vllm_url)
     server.require_live()
-    client = tracking.client()
-    version = aliases.resolve(client, cfg.model_name, cfg.input_alias)
-    tags = aliases.get_version(client, cfg.model_name, version).tags
-    slot = staged_slot(cfg.model_name)
-    served = server.adapters().get(slot, {}).get("path")
-    if not served or served != tags.get("mlcp.adapter_path"):
-        raise MlcpError(f"vLLM slot {slot} does not serve v{version}: deploy it first")
-    data_uri = tags.get("mlcp.data.source")
-    if not data_uri:
-        raise BadInput(f"{cfg.model_name} v{version} names no data set (mlcp.data.source)")
-    _, instructions = llmdata.read(data_uri)
+    client, version, tags = resolve_input(cfg.model_name, cfg.input_alias)
+    slot = require_staged(server, cfg.model_name, version, tags)
+    _, instructions = llmdata.read(data_source(cfg.model_name, version, tags))
     template = tags.get("mlcp.prompt_template", llmdata.PROMPT_TEMPLATE)
     prompts = [llmdata.format_prompt(s.prompt, template) for s in instructions.samples["eval"]]
     name = tracking.run_name(cfg.model_name, {"v": version, "u": cfg.users, "t": cfg.max_tokens})
     params = {k: v for k, v in vars(cfg).items() if k not in ("model_name", "vllm_url")}
     with (
-        tracking.stage_run(
-            PIPELINE,
-            "perf-test",
-            cfg.model_name,
-            name,
-            version=version,
-            params=params,
-            system_metrics=False,
-        ),
+        report.stage_run(cfg.model_name, name, version=version, params=params),
         tempfile.TemporaryDirectory() as tmp,
     ):
         prompts_path, out_path = Path(tmp) / "prompts.json", Path(tmp) / "stats.json"
         prompts_path.write_text(json.dumps(prompts))
-        _say(
+        report(
             f"{cfg.users} users streaming {cfg.max_tokens}-token completions for "
             f"{cfg.duration:g} s against {slot} v{version}"
         )
@@ -190,18 +175,8 @@ def perf_test(cfg: PerfConfig) -> dict:
                 metrics["success_rate"],
             ),
         ]
-        decisions = gates.evaluate_all(
-            checks,
-            model=cfg.model_name,
-            version=version,
-            pipeline=PIPELINE,
-            stage="perf-test",
-            evidence=evidence,
-        )
-        for d in decisions:
-            _say(f"gate {d.gate.name}: {d.verdict} ({'; '.join(d.reasons)})")
-        gates.enforce(decisions)
-    moves.assign(
+        report.judge(checks, model=cfg.model_name, version=version, evidence=evidence)
+    report.advance(
         cfg.model_name,
         cfg.output_alias,
         version,
@@ -210,7 +185,6 @@ def perf_test(cfg: PerfConfig) -> dict:
         ),
         client=client,
     )
-    _say(f"{cfg.model_name}@{cfg.output_alias} -> v{version}")
     return {"version": version, **metrics}
 
 

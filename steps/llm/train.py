@@ -13,15 +13,15 @@ from __future__ import annotations
 import json
 import math
 import re
-import sys
 import time
 from dataclasses import dataclass
 
-from .. import gates, moves, tracking
-from ..contract import CANDIDATE
+from .. import gates, tracking
+from ..contract import CANDIDATE, PIPELINE_TAG, SERVING_TAG, VERSION_TAG
 from ..cv.train import device_option, resolve_device
 from ..declare import Config, Stage, alias_option, option
 from ..errors import BadInput
+from ..stage import Reporter
 from . import PIPELINE
 from . import data as llmdata
 
@@ -75,8 +75,7 @@ class TrainConfig(Config):
             )
 
 
-def _say(message: str) -> None:
-    print(f"[llm train] {message}", file=sys.stderr, flush=True)
+report = Reporter(PIPELINE, "train")
 
 
 def encode(tokenizer, samples, template: str, max_length: int) -> list[tuple[list, list]]:
@@ -154,10 +153,10 @@ def train(cfg: TrainConfig) -> dict:
         existing = client.get_registered_model(cfg.model_name)
     except Exception:
         existing = None
-    if existing is not None and existing.tags.get("mlcp.pipeline", PIPELINE) != PIPELINE:
+    if existing is not None and existing.tags.get(PIPELINE_TAG, PIPELINE) != PIPELINE:
         raise BadInput(
             f"registered model {cfg.model_name!r} belongs to the "
-            f"{existing.tags['mlcp.pipeline']!r} pipeline, not {PIPELINE!r}"
+            f"{existing.tags[PIPELINE_TAG]!r} pipeline, not {PIPELINE!r}"
         )
     base = llmdata.materialize(base_ref)
     llmdata.quiet_transformers()
@@ -195,15 +194,9 @@ def train(cfg: TrainConfig) -> dict:
         "val_samples": len(val_set),
         "device": device,
     }
-    with tracking.stage_run(PIPELINE, "train", cfg.model_name, name, params=params) as run:
+    with report.stage_run(cfg.model_name, name, params=params, system_metrics=True) as run:
         lineage.log(base.read, name=base.name, num_rows=1, context="base-model")
-        lineage.log(
-            read,
-            name="instructions",
-            num_rows=instructions.rows(),
-            columns=llmdata.COLUMNS,
-            context="training",
-        )
+        llmdata.log(read, instructions, "training")
         torch.manual_seed(cfg.seed)
         model = AutoModelForCausalLM.from_pretrained(base.folder, dtype=torch.float32)
         try:
@@ -233,7 +226,7 @@ def train(cfg: TrainConfig) -> dict:
         )
         initial = mean_loss(model, val_set, pad_id, device=device)
         mlflow.log_metrics({"eval_loss": initial, "eval_perplexity": math.exp(initial)}, step=0)
-        _say(
+        report(
             f"{name}: {len(train_set)} samples, {steps_per_epoch} steps per epoch, "
             f"{trainable} trainable parameters; eval_loss {initial:.4f} before training"
         )
@@ -264,7 +257,7 @@ def train(cfg: TrainConfig) -> dict:
                     )
                     window = []
                 if step % 25 == 0:
-                    _say(f"step {step}/{total_steps}: loss {value:.4f}")
+                    report(f"step {step}/{total_steps}: loss {value:.4f}")
             eval_loss = mean_loss(model, val_set, pad_id, device=device)
             train_loss = epoch_total / steps_per_epoch
             mlflow.log_metrics(
@@ -275,7 +268,7 @@ def train(cfg: TrainConfig) -> dict:
                 },
                 step=step,
             )
-            _say(
+            report(
                 f"epoch {epoch}/{cfg.epochs}: train_loss {train_loss:.4f}, eval_loss "
                 f"{eval_loss:.4f}, perplexity {math.exp(eval_loss):.3f} "
                 f"({time.monotonic() - started:.1f} s)"
@@ -301,7 +294,7 @@ def train(cfg: TrainConfig) -> dict:
             config_path.write_text(json.dumps(adapter_config, indent=2) + "\n")
             mlflow.log_artifacts(str(folder), "adapter")
         tags = {
-            "mlcp.pipeline": PIPELINE,
+            PIPELINE_TAG: PIPELINE,
             "mlcp.base_model": base.name,
             "mlcp.base_model_ref": base.ref,
             "mlcp.base_model_digest": base.read.digest,
@@ -311,17 +304,16 @@ def train(cfg: TrainConfig) -> dict:
             "mlcp.target_modules": ",".join(cfg.target_modules),
             "mlcp.prompt_template": template,
             "mlcp.adapter_uri": f"runs:/{run.info.run_id}/adapter",
-            "mlcp.data.source": read.uri,
-            "mlcp.data.digest": read.digest,
+            **read.tags,
             "mlcp.train_run": run.info.run_id,
         }
         try:
             client.create_registered_model(
-                cfg.model_name, tags={"mlcp.pipeline": PIPELINE, "mlcp.serving": "vllm"}
+                cfg.model_name, tags={PIPELINE_TAG: PIPELINE, SERVING_TAG: "vllm"}
             )
         except Exception:
             aliases.get_model(client, cfg.model_name)  # it exists: fine; anything else: raise
-            client.set_registered_model_tag(cfg.model_name, "mlcp.serving", "vllm")
+            client.set_registered_model_tag(cfg.model_name, SERVING_TAG, "vllm")
         version = str(
             client.create_model_version(
                 cfg.model_name,
@@ -330,33 +322,21 @@ def train(cfg: TrainConfig) -> dict:
                 tags=tags,
             ).version
         )
-        mlflow.set_tag("mlcp.version", version)
-        decision = gates.evaluate(
-            gates.Gate(MAX_EVAL_PERPLEXITY, "eval_perplexity", "<=", cfg.max_eval_perplexity),
-            model=cfg.model_name,
-            version=version,
-            value=perplexity,
-            pipeline=PIPELINE,
-            stage="train",
-            evidence={
-                "initial_eval_perplexity": math.exp(initial),
-                "eval_loss": eval_loss,
-                "val_samples": len(val_set),
-            },
-        )
-        _say(
-            f"v{version}: gate max-eval-perplexity {decision.verdict} "
-            f"({'; '.join(decision.reasons)})"
-        )
-        gates.enforce([decision])
-    moves.assign(
+        mlflow.set_tag(VERSION_TAG, version)
+        gate = gates.Gate(MAX_EVAL_PERPLEXITY, "eval_perplexity", "<=", cfg.max_eval_perplexity)
+        evidence = {
+            "initial_eval_perplexity": math.exp(initial),
+            "eval_loss": eval_loss,
+            "val_samples": len(val_set),
+        }
+        report.judge([(gate, perplexity)], model=cfg.model_name, version=version, evidence=evidence)
+    report.advance(
         cfg.model_name,
         cfg.output_alias,
         version,
         reason=f"training gate passed (eval perplexity {perplexity:.4f})",
         client=client,
     )
-    _say(f"{cfg.model_name}@{cfg.output_alias} -> v{version}")
     return {
         "version": version,
         "eval_loss": eval_loss,

@@ -24,6 +24,7 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .. import s3, settings
 from ..errors import BadInput, MlcpError
 
 if TYPE_CHECKING:
@@ -122,7 +123,7 @@ def write_entry(
 ) -> str:
     """Write ``<repository>/<slot>/config.pbtxt`` and ``<repository>/<slot>/<version>/``
     (``model.onnx``, plus ``model.py`` for the python backend) to a local folder or an
-    ``s3://bucket/prefix`` (boto3; endpoint from ``AWS_ENDPOINT_URL``). Returns the version's
+    ``s3://bucket/prefix`` (the client of :mod:`steps.s3`). Returns the version's
     folder (a path, or an ``s3://`` URI).
 
     No half-written version is ever exposed. Locally the version is written to a temporary
@@ -187,23 +188,10 @@ def _write_local(root: Path, slot: str, version: str, files: dict, config: bytes
     return str(target)
 
 
-def _split_s3(uri: str) -> tuple[str, str]:
-    bucket, _, prefix = uri[len("s3://") :].partition("/")
-    if not bucket:
-        raise BadInput(f"not an s3:// repository URI: {uri!r}")
-    return bucket, prefix.strip("/")
-
-
-def _s3_client():
-    import boto3
-
-    return boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
-
-
 def _write_s3(uri: str, slot: str, version: str, files: dict, config: bytes) -> str:
-    bucket, prefix = _split_s3(uri)
+    bucket, prefix = s3.split(uri, prefix=True)
     base = f"{prefix}/{slot}" if prefix else slot
-    client = _s3_client()
+    client = s3.client()
     for name, data in files.items():
         client.put_object(Bucket=bucket, Key=f"{base}/{version}/{name}", Body=data)
     client.put_object(Bucket=bucket, Key=f"{base}/{CONFIG_FILE}", Body=config)
@@ -213,9 +201,9 @@ def _write_s3(uri: str, slot: str, version: str, files: dict, config: bytes) -> 
 def _read_config_text(repository: str, slot: str) -> str | None:
     """The slot's config.pbtxt in a repository, or None when it has none."""
     if repository.startswith("s3://"):
-        bucket, prefix = _split_s3(repository)
+        bucket, prefix = s3.split(repository, prefix=True)
         key = f"{prefix}/{slot}/{CONFIG_FILE}" if prefix else f"{slot}/{CONFIG_FILE}"
-        client = _s3_client()
+        client = s3.client()
         try:
             return client.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
         except client.exceptions.NoSuchKey:
@@ -382,17 +370,8 @@ class Triton:
     Safe to use from several threads (each thread gets its own HTTP connection)."""
 
     def __init__(self, url: str | None = None):
-        url = (url or os.environ.get("MLCP_TRITON_URL") or "").strip().rstrip("/")
-        if not url:
-            raise BadInput(
-                "no Triton URL: set MLCP_TRITON_URL (`mlcp stack up` does) or pass --triton-url"
-            )
-        if "://" not in url:
-            url = f"http://{url}"
-        scheme, _, rest = url.partition("://")
-        if scheme not in ("http", "https") or not rest:
-            raise BadInput(f"not an http(s) URL for Triton: {url!r}")
-        self.url = url
+        self.url = settings.server_url(url, "MLCP_TRITON_URL", "Triton", "--triton-url")
+        scheme, _, rest = self.url.partition("://")
         self._address = rest
         self._ssl = scheme == "https"
         self._local = threading.local()

