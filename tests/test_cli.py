@@ -135,3 +135,21 @@ def test_training_on_a_gpu_that_is_not_there_is_bad_input_before_any_work(tmp_pa
         assert "no-such-data" not in result.err
     unknown = run_mlcp("cv", "train", "--model-name", "m", "--device", "tpu", env=env)
     assert unknown.code == 2 and "unknown --device value 'tpu'" in unknown.err
+
+
+def test_a_core_command_parses_without_importing_a_pipeline():
+    # given the command line of a rollback (the path that must stay fast)
+    probe = (
+        "import sys, json; from steps import cli;"
+        "args = cli.build_parser(['rollback', '--model-name', 'm']).parse_args("
+        "['rollback', '--model-name', 'm']);"
+        "print(json.dumps([args.model_name, sorted(m for m in sys.modules "
+        "if m.startswith(('steps.cv', 'steps.llm', 'steps.pipelines')))]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    # then it parses, and no pipeline declaration was imported for it
+    assert json.loads(out) == ["m", []]
+    # while the full parser (mlcp --help) still lists the pipelines
+    assert {"cv", "llm", "data"} <= set(run_mlcp("--help").out.split())

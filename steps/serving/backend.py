@@ -21,11 +21,13 @@ from __future__ import annotations
 import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib.metadata import EntryPoint, entry_points
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from ..contract import SERVING_TAG
 from ..errors import BadInput, MlcpError
+
+if TYPE_CHECKING:  # importing importlib.metadata costs every promote ~15 ms: only when needed
+    from importlib.metadata import EntryPoint
 
 GROUP = "mlcp.serving"  # the entry-point group back ends register in
 
@@ -88,6 +90,13 @@ def problems(candidate: object, name: str | None = None) -> list[str]:
         except ValueError:
             pass  # no signature to read (a builtin): trust it
     return found
+
+
+def entry_points(group: str):
+    """The installed entry points of ``group`` (importlib.metadata, imported on first use)."""
+    from importlib import metadata
+
+    return metadata.entry_points(group=group)
 
 
 def _registered() -> dict[str, list[EntryPoint]]:
