@@ -36,6 +36,8 @@ VERDICT_TAG = TAG_PREFIX + "verdict"  # on a decision run: pass | fail
 DATA_SOURCE_TAG = TAG_PREFIX + "data.source"
 DATA_DIGEST_TAG = TAG_PREFIX + "data.digest"
 ROLLED_BACK_TAG = TAG_PREFIX + "rolled_back"
+TRAIN_RUN_TAG = TAG_PREFIX + "train_run"  # the run that trained the version
+GPU_TAG = TAG_PREFIX + "gpu"  # on a training run: the GPU it ran on
 # An alias-move record stores a missing version (an unset alias) as this value.
 NO_VERSION = "none"
 

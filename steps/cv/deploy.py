@@ -22,7 +22,7 @@ from ..errors import BadInput, MlcpError
 from ..serving import triton
 from ..serving.triton import BACKENDS
 from ..stage import Reporter, data_source, resolve_input
-from . import PIPELINE
+from . import IMAGE_SIZE_TAG, NUM_CLASSES_TAG, ONNX_URI_TAG, PIPELINE, TRITON_BACKEND_TAG
 from . import data as cvdata
 
 CHECK_SAMPLES = 64
@@ -116,8 +116,8 @@ def deploy(cfg: DeployConfig) -> dict:
     server = triton.Triton(cfg.triton_url)
     server.require_live()
     client, version, tags = resolve_input(cfg.model_name, cfg.input_alias)
-    image_size = int(tags.get("mlcp.image_size", "32"))
-    num_classes = int(tags.get("mlcp.num_classes", "10"))
+    image_size = int(tags.get(IMAGE_SIZE_TAG, "32"))
+    num_classes = int(tags.get(NUM_CLASSES_TAG, "10"))
     data_uri = data_source(cfg.model_name, version, tags)
     slot = staged_slot(cfg.model_name)
     name = tracking.run_name(cfg.model_name, {"v": version, "backend": cfg.backend})
@@ -149,9 +149,9 @@ def deploy(cfg: DeployConfig) -> dict:
             onnx_bytes = onnx_path.read_bytes()
         run_id = mlflow.active_run().info.run_id
         client.set_model_version_tag(
-            cfg.model_name, version, "mlcp.onnx_uri", f"runs:/{run_id}/onnx/model.onnx"
+            cfg.model_name, version, ONNX_URI_TAG, f"runs:/{run_id}/onnx/model.onnx"
         )
-        client.set_model_version_tag(cfg.model_name, version, "mlcp.triton_backend", cfg.backend)
+        client.set_model_version_tag(cfg.model_name, version, TRITON_BACKEND_TAG, cfg.backend)
         before = server.served_versions(slot)
         where = triton.write_entry(
             repository,

@@ -17,7 +17,7 @@ from ..declare import Config, Stage, alias_option, option
 from ..errors import MlcpError
 from ..serving import triton
 from ..stage import Reporter, data_source, resolve_input
-from . import PIPELINE
+from . import IMAGE_SIZE_TAG, PIPELINE
 from . import data as cvdata
 from .deploy import require_staged
 
@@ -73,7 +73,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     client, version, tags = resolve_input(cfg.model_name, cfg.input_alias)
     slot = require_staged(server, cfg.model_name, version)
     data_uri = data_source(cfg.model_name, version, tags, cfg.data)
-    image_size = int(tags.get("mlcp.image_size", "32"))
+    image_size = int(tags.get(IMAGE_SIZE_TAG, "32"))
     read, images = cvdata.read(data_uri)
     x = cvdata.preprocess(images.images["test"], image_size)
     y = images.labels["test"]

@@ -22,7 +22,7 @@ from ..declare import Config, Stage, alias_option, option
 from ..errors import MlcpError
 from ..serving import triton
 from ..stage import Reporter, data_source, resolve_input
-from . import PIPELINE
+from . import IMAGE_SIZE_TAG, PIPELINE
 from . import data as cvdata
 from .deploy import require_staged
 
@@ -84,7 +84,7 @@ def perf_test(cfg: PerfConfig) -> dict:
     server.require_live()
     client, version, tags = resolve_input(cfg.model_name, cfg.input_alias)
     slot = require_staged(server, cfg.model_name, version)
-    image_size = int(tags.get("mlcp.image_size", "32"))
+    image_size = int(tags.get(IMAGE_SIZE_TAG, "32"))
     _, images = cvdata.read(data_source(cfg.model_name, version, tags))
     x = cvdata.preprocess(images.images["test"][: cfg.batch], image_size)
     body = {

@@ -17,13 +17,10 @@ from ..contract import live_slot, show_version
 from ..errors import BadInput
 from ..serving import triton
 from ..serving.backend import Volume
+from . import IMAGE_SIZE_TAG, NUM_CLASSES_TAG, ONNX_URI_TAG, TRITON_BACKEND_TAG
 
 # What a version records when `mlcp cv deploy` placed it (version tags), and the defaults
 # of a version trained before a tag existed.
-ONNX_URI_TAG = "mlcp.onnx_uri"
-TRITON_BACKEND_TAG = "mlcp.triton_backend"
-IMAGE_SIZE_TAG = "mlcp.image_size"
-NUM_CLASSES_TAG = "mlcp.num_classes"
 DEFAULT_TRITON_BACKEND = "python"
 DEFAULT_IMAGE_SIZE = 32
 DEFAULT_NUM_CLASSES = 10

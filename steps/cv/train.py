@@ -11,11 +11,11 @@ import time
 from dataclasses import dataclass
 
 from .. import gates, tracking
-from ..contract import CANDIDATE, PIPELINE_TAG, SERVING_TAG, VERSION_TAG
+from ..contract import CANDIDATE, GPU_TAG, PIPELINE_TAG, SERVING_TAG, TRAIN_RUN_TAG, VERSION_TAG
 from ..declare import Config, Stage, alias_option, option
 from ..errors import BadInput
 from ..stage import Reporter
-from . import PIPELINE
+from . import IMAGE_SIZE_TAG, NUM_CLASSES_TAG, PIPELINE
 from . import data as cvdata
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -167,7 +167,7 @@ def train(cfg: TrainConfig) -> dict:
         rng = np.random.default_rng(cfg.seed)
         model = place(build_model(len(images.classes), cfg.weights), device)
         if device == "cuda":
-            mlflow.set_tag("mlcp.gpu", torch.cuda.get_device_name())
+            mlflow.set_tag(GPU_TAG, torch.cuda.get_device_name())
         optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=5e-4)
         loss_fn = torch.nn.CrossEntropyLoss()
         steps_per_epoch = (len(y_train) + cfg.batch_size - 1) // cfg.batch_size
@@ -213,10 +213,10 @@ def train(cfg: TrainConfig) -> dict:
         mlflow.set_tag(VERSION_TAG, version)
         for key, value in {
             PIPELINE_TAG: PIPELINE,
-            "mlcp.image_size": str(cfg.image_size),
-            "mlcp.num_classes": str(len(images.classes)),
+            IMAGE_SIZE_TAG: str(cfg.image_size),
+            NUM_CLASSES_TAG: str(len(images.classes)),
             **read.tags,
-            "mlcp.train_run": run.info.run_id,
+            TRAIN_RUN_TAG: run.info.run_id,
         }.items():
             client.set_model_version_tag(cfg.model_name, version, key, value)
         gate = gates.Gate(MIN_VAL_ACCURACY, "val_accuracy", ">=", cfg.min_val_accuracy)

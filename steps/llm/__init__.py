@@ -7,4 +7,15 @@ Stages (each reads one alias and writes the next): data -> train (candidate) -> 
 reloads vLLM's ``<model>-live`` slot.
 """
 
+from ..contract import TAG_PREFIX
+
 PIPELINE = "llm"
+
+# Tags this pipeline sets on its model versions (read by deploy, evaluate, perf-test, its
+# serving back end and the vLLM client's fit check).
+ADAPTER_PATH_TAG = TAG_PREFIX + "adapter_path"
+ADAPTER_URI_TAG = TAG_PREFIX + "adapter_uri"
+SMOKE_PROMPT_TAG = TAG_PREFIX + "smoke_prompt"
+PROMPT_TEMPLATE_TAG = TAG_PREFIX + "prompt_template"
+HIDDEN_SIZE_TAG = TAG_PREFIX + "hidden_size"
+BASE_MODEL_TAG = TAG_PREFIX + "base_model"

@@ -28,7 +28,14 @@ from ..declare import Config, Stage, alias_option, option
 from ..errors import BadInput, MlcpError
 from ..serving import vllm
 from ..stage import Reporter, resolve_input
-from . import PIPELINE
+from . import (
+    ADAPTER_PATH_TAG,
+    ADAPTER_URI_TAG,
+    HIDDEN_SIZE_TAG,
+    PIPELINE,
+    PROMPT_TEMPLATE_TAG,
+    SMOKE_PROMPT_TAG,
+)
 from . import data as llmdata
 
 ADAPTER_MARKER = "mlcp-adapter.json"
@@ -115,7 +122,7 @@ def fetch_checked(server, model: str, version: str, tags: dict, root: Path) -> t
     """Download a version's adapter, refuse it unless it fits the served base, place it where
     the server reads it. Returns the folder as the server sees it, the served base, and the
     folder as this process sees it."""
-    source = tags.get("mlcp.adapter_uri")
+    source = tags.get(ADAPTER_URI_TAG)
     if not source:
         raise BadInput(
             f"{model} v{version} records no adapter (tag mlcp.adapter_uri): "
@@ -127,7 +134,7 @@ def fetch_checked(server, model: str, version: str, tags: dict, root: Path) -> t
         folder = download(source, Path(tmp))
         shape = vllm.adapter_shape(folder)
         if shape["hidden_size"] is not None and str(shape["hidden_size"]) != tags.get(
-            "mlcp.hidden_size"
+            HIDDEN_SIZE_TAG
         ):
             problems.append(
                 f"its weights are for hidden size {shape['hidden_size']}, its tag says "
@@ -168,7 +175,7 @@ def require_staged(server, model: str, version: str, tags: dict) -> str:
     measure)."""
     slot = staged_slot(model)
     served = server.adapters().get(slot, {}).get("path")
-    if not served or served != tags.get("mlcp.adapter_path"):
+    if not served or served != tags.get(ADAPTER_PATH_TAG):
         raise MlcpError(
             f"vLLM slot {slot} serves {served or 'nothing'}, not v{version}: "
             f"run `mlcp llm deploy --model-name {model}` first"
@@ -197,7 +204,7 @@ def deploy(cfg: DeployConfig) -> dict:
 
         path, base, placed = fetch_checked(server, cfg.model_name, version, tags, root)
         report(f"{cfg.model_name} v{version} fits {base.name}; placed at {placed}")
-        template = tags.get("mlcp.prompt_template", llmdata.PROMPT_TEMPLATE)
+        template = tags.get(PROMPT_TEMPLATE_TAG, llmdata.PROMPT_TEMPLATE)
         started = time.perf_counter()
         answer = serve(
             server, slot, path, llmdata.format_prompt(cfg.smoke_prompt, template), cfg.max_tokens
@@ -209,8 +216,8 @@ def deploy(cfg: DeployConfig) -> dict:
             {"slot": slot, "path": path, "prompt": cfg.smoke_prompt, "answer": answer},
             "deploy/smoke.json",
         )
-        client.set_model_version_tag(cfg.model_name, version, "mlcp.adapter_path", path)
-        client.set_model_version_tag(cfg.model_name, version, "mlcp.smoke_prompt", cfg.smoke_prompt)
+        client.set_model_version_tag(cfg.model_name, version, ADAPTER_PATH_TAG, path)
+        client.set_model_version_tag(cfg.model_name, version, SMOKE_PROMPT_TAG, cfg.smoke_prompt)
         report(f"{slot} serves v{version} ({path}); smoke answer {answer.strip()!r}")
     report.advance(
         cfg.model_name,

@@ -21,7 +21,7 @@ from ..contract import EVALUATED, STAGED
 from ..declare import Config, Stage, alias_option, option
 from ..serving import vllm
 from ..stage import Reporter, data_source, resolve_input
-from . import PIPELINE
+from . import PIPELINE, PROMPT_TEMPLATE_TAG
 from . import data as llmdata
 from . import judge as judges
 from .deploy import require_staged
@@ -108,7 +108,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     samples = instructions.samples["eval"]
     if cfg.limit:
         samples = samples[: cfg.limit]
-    template = tags.get("mlcp.prompt_template", llmdata.PROMPT_TEMPLATE)
+    template = tags.get(PROMPT_TEMPLATE_TAG, llmdata.PROMPT_TEMPLATE)
     base = server.base_model_info()
     name = tracking.run_name(cfg.model_name, {"v": version, "judge": judge.kind}, read.digest)
     params = {

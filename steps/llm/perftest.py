@@ -22,7 +22,7 @@ from ..declare import Config, Stage, alias_option, option
 from ..errors import MlcpError
 from ..serving import vllm
 from ..stage import Reporter, data_source, resolve_input
-from . import PIPELINE
+from . import PIPELINE, PROMPT_TEMPLATE_TAG
 from . import data as llmdata
 from .deploy import require_staged
 
@@ -98,7 +98,7 @@ def perf_test(cfg: PerfConfig) -> dict:
     client, version, tags = resolve_input(cfg.model_name, cfg.input_alias)
     slot = require_staged(server, cfg.model_name, version, tags)
     _, instructions = llmdata.read(data_source(cfg.model_name, version, tags))
-    template = tags.get("mlcp.prompt_template", llmdata.PROMPT_TEMPLATE)
+    template = tags.get(PROMPT_TEMPLATE_TAG, llmdata.PROMPT_TEMPLATE)
     prompts = [llmdata.format_prompt(s.prompt, template) for s in instructions.samples["eval"]]
     name = tracking.run_name(cfg.model_name, {"v": version, "u": cfg.users, "t": cfg.max_tokens})
     params = {k: v for k, v in vars(cfg).items() if k not in ("model_name", "vllm_url")}

@@ -15,11 +15,9 @@ from pathlib import Path
 from ..contract import live_slot, show_version
 from ..errors import BadInput, MlcpError
 from ..serving.backend import Volume
+from . import ADAPTER_PATH_TAG, PROMPT_TEMPLATE_TAG, SMOKE_PROMPT_TAG
 
 # What a version records when `mlcp llm deploy` placed it (a version tag).
-ADAPTER_PATH_TAG = "mlcp.adapter_path"
-SMOKE_PROMPT_TAG = "mlcp.smoke_prompt"
-PROMPT_TEMPLATE_TAG = "mlcp.prompt_template"
 
 # The ReadWriteMany claim the steps share with the vLLM server: a step places adapters on it
 # and vLLM loads them from it.

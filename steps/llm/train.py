@@ -17,12 +17,12 @@ import time
 from dataclasses import dataclass
 
 from .. import gates, tracking
-from ..contract import CANDIDATE, PIPELINE_TAG, SERVING_TAG, VERSION_TAG
+from ..contract import CANDIDATE, GPU_TAG, PIPELINE_TAG, SERVING_TAG, TRAIN_RUN_TAG, VERSION_TAG
 from ..cv.train import device_option, resolve_device
 from ..declare import Config, Stage, alias_option, option
 from ..errors import BadInput
 from ..stage import Reporter
-from . import PIPELINE
+from . import ADAPTER_URI_TAG, BASE_MODEL_TAG, HIDDEN_SIZE_TAG, PIPELINE, PROMPT_TEMPLATE_TAG
 from . import data as llmdata
 
 TARGET_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
@@ -214,7 +214,7 @@ def train(cfg: TrainConfig) -> dict:
             raise BadInput(f"--target-modules {','.join(cfg.target_modules)}: {exc}") from None
         model = model.to(device)
         if device == "cuda":
-            mlflow.set_tag("mlcp.gpu", torch.cuda.get_device_name())
+            mlflow.set_tag(GPU_TAG, torch.cuda.get_device_name())
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], cfg.lr)
         steps_per_epoch = (len(train_set) + cfg.batch_size - 1) // cfg.batch_size
@@ -295,17 +295,17 @@ def train(cfg: TrainConfig) -> dict:
             mlflow.log_artifacts(str(folder), "adapter")
         tags = {
             PIPELINE_TAG: PIPELINE,
-            "mlcp.base_model": base.name,
+            BASE_MODEL_TAG: base.name,
             "mlcp.base_model_ref": base.ref,
             "mlcp.base_model_digest": base.read.digest,
-            "mlcp.hidden_size": str(base.hidden_size),
+            HIDDEN_SIZE_TAG: str(base.hidden_size),
             "mlcp.lora_rank": str(cfg.rank),
             "mlcp.lora_alpha": f"{cfg.alpha:g}",
             "mlcp.target_modules": ",".join(cfg.target_modules),
-            "mlcp.prompt_template": template,
-            "mlcp.adapter_uri": f"runs:/{run.info.run_id}/adapter",
+            PROMPT_TEMPLATE_TAG: template,
+            ADAPTER_URI_TAG: f"runs:/{run.info.run_id}/adapter",
             **read.tags,
-            "mlcp.train_run": run.info.run_id,
+            TRAIN_RUN_TAG: run.info.run_id,
         }
         try:
             client.create_registered_model(

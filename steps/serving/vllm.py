@@ -33,6 +33,7 @@ from pathlib import Path
 
 from .. import settings
 from ..errors import BadInput, MlcpError
+from ..llm import BASE_MODEL_TAG, HIDDEN_SIZE_TAG
 from ..stage import say
 from . import envs
 
@@ -347,12 +348,12 @@ def served_hidden_size(base: BaseInfo) -> int | None:
 def check_fits(tags: dict[str, str], base: BaseInfo, hidden_size: int | None) -> list[str]:
     """Why an adapter (its version tags) does not fit the served base ([] when it does)."""
     problems = []
-    wanted = tags.get("mlcp.base_model")
+    wanted = tags.get(BASE_MODEL_TAG)
     if not wanted:
         problems.append("the version records no base model (tag mlcp.base_model)")
     elif wanted != base.name:
         problems.append(f"it was trained on base {wanted!r}, the server serves {base.name!r}")
-    made_for = tags.get("mlcp.hidden_size")
+    made_for = tags.get(HIDDEN_SIZE_TAG)
     if hidden_size is None:
         problems.append(
             f"the served base's hidden size is unknown ({base.root}/config.json is not "
