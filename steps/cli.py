@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from . import __version__
 from .contract import show_version
-from .declare import Opt, Pipeline, Stage, options
+from .declare import Opt, Pipeline, Stage, csv, options
 from .errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_GATE_FAILED, EXIT_OK, BadInput, MlcpError
 
 
@@ -201,7 +201,12 @@ def _add_pipeline(sub, data_sub, pipeline: Pipeline) -> None:
         default=train_cfg["epochs"].default,
         help=f"training epochs (default {train_cfg['epochs'].default})",
     )
-    c.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    c.add_argument(
+        "--seed",
+        type=int,
+        default=train_cfg["seed"].default,
+        help=f"training seed (default {train_cfg['seed'].default})",
+    )
     c.add_argument("--duration", type=float, default=5.0, help="perf-test seconds (default 5)")
     for stage in pipeline.stages:
         c.add_argument(
@@ -287,7 +292,7 @@ def cmd_stack(args) -> int:
 def _services(text: str) -> list[str]:
     from .stack import SERVICES
 
-    names = [part.strip() for part in text.split(",") if part.strip()]
+    names = list(csv(text))
     unknown = [n for n in names if n not in SERVICES]
     if unknown or not names:
         raise argparse.ArgumentTypeError(

@@ -302,12 +302,6 @@ class Stage:
         return tuple(word for word in (self.pipeline, self.name) if word)
 
     @property
-    def reads(self) -> str | None:
-        """The alias the stage reads by default (None: it reads data, not an alias)."""
-        opt = next((o for o in options(self.config) if o.name == "input_alias"), None)
-        return None if opt is None else opt.default
-
-    @property
     def writes(self) -> str:
         return next(o for o in options(self.config) if o.name == "output_alias").default
 
@@ -334,9 +328,3 @@ class Pipeline:
     @property
     def gates(self) -> tuple[str, ...]:
         return tuple(g for stage in self.stages for g in stage.gates)
-
-    def stage(self, name: str) -> Stage:
-        for stage in self.stages:
-            if stage.name == name:
-                return stage
-        raise KeyError(f"{self.name} has no stage {name!r}")

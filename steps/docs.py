@@ -173,13 +173,13 @@ def usage_block(entries: Sequence[tuple[tuple[str, ...], argparse.ArgumentParser
 
 def gate_flags(stage: Stage) -> dict[str, list[Opt]]:
     """Each gate the stage records and the options that set its thresholds: those whose help
-    starts with ``gate <name>:`` (or ``gate:`` when the stage records a single gate)."""
+    starts with ``gate <name>:``."""
     found: dict[str, list[Opt]] = {gate: [] for gate in stage.gates}
     for opt in options(stage.config):
-        named = re.match(r"gate(?: ([\w-]+))?:", opt.help)
+        named = re.match(r"gate ([\w-]+):", opt.help)
         if named is None:
             continue
-        gate = named.group(1) or (stage.gates[0] if len(stage.gates) == 1 else None)
+        gate = named.group(1)
         if gate not in found:
             raise ValueError(
                 f"{' '.join(stage.command)} {opt.flag}: its help names gate {gate!r}, "

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 
 from . import tracking
-from .contract import GATE_TAG, LIVE, MODEL_TAG, VERDICT_TAG, VERSION_TAG
+from .contract import GATE_TAG, KIND_TAG, LIVE, MODEL_TAG, VERDICT_TAG, VERSION_TAG
 from .errors import BadInput, GateFailed, RecordFailed
 
 OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
@@ -190,7 +190,7 @@ def evaluate(
         tags = tracking.context_tags(pipeline, stage, model, version)
         tags.update(
             {
-                tracking.KIND: "decision",
+                KIND_TAG: "decision",
                 GATE_TAG: gate.name,
                 VERDICT_TAG: decision.verdict,
             }

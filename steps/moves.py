@@ -43,7 +43,6 @@ from .errors import BadInput, ConcurrentChange, RecordFailed
 from .serving import backend
 
 LOCK_TIMEOUT_S = 120.0
-NONE = NO_VERSION
 
 
 @dataclass
@@ -115,7 +114,7 @@ def _record_tag(field: str) -> str:
 
 def _stored(version: str | None) -> str:
     """A version as a record stores it (an unset alias is ``none``)."""
-    return NONE if version is None else str(version)
+    return NO_VERSION if version is None else str(version)
 
 
 def _open_record(
@@ -193,8 +192,8 @@ class Record:
         tags = run.data.tags
 
         def version(key: str) -> str | None:
-            value = tags.get(key, NONE)
-            return None if value == NONE else value
+            value = tags.get(key, NO_VERSION)
+            return None if value == NO_VERSION else value
 
         return cls(
             run_id=run.info.run_id,

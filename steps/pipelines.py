@@ -7,18 +7,7 @@ Adding a pipeline is one line here and its ``steps/<name>/pipeline.py``.
 from __future__ import annotations
 
 from .cv.pipeline import CV
-from .declare import Pipeline, Stage
+from .declare import Pipeline
 from .llm.pipeline import LLM
 
 PIPELINES: tuple[Pipeline, ...] = (CV, LLM)
-
-
-def pipeline(name: str) -> Pipeline:
-    for p in PIPELINES:
-        if p.name == name:
-            return p
-    raise KeyError(f"no pipeline {name!r}")
-
-
-def stage(pipeline_name: str, stage_name: str) -> Stage:
-    return pipeline(pipeline_name).stage(stage_name)

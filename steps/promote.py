@@ -13,27 +13,24 @@ from dataclasses import dataclass
 
 from . import aliases, gates, tracking
 from .contract import CHAIN, LIVE, NO_VERSION, PIPELINE_TAG, PREVIOUS, show_version
-from .declare import Declared, Stage, alias_name, option
+from .declare import Config, Stage, alias_name, option
 from .errors import BadInput, GateFailed
 from .moves import Move, Outcome, apply, history, live_stack, model_lock
-
-NONE = NO_VERSION
 
 
 def version_number(text: str) -> str | None:
     """A version flag's text: empty is "not given", ``none`` is "unset", else a number."""
     if text == "":  # an Argo parameter left empty means "not given"
         return None
-    if text.lower() == NONE:
-        return NONE
+    if text.lower() == NO_VERSION:
+        return NO_VERSION
     if not text.isdigit() or int(text) < 1:
         raise ValueError(f"not a model version number: {text!r}")
     return str(int(text))
 
 
 @dataclass(kw_only=True)
-class PromoteConfig(Declared):
-    model_name: str = option(help="registered model name in MLflow")
+class PromoteConfig(Config):
     source_alias: str = option(
         help="alias naming the version to promote (previous for a rollback)",
         parse=alias_name,
@@ -71,8 +68,7 @@ class PromoteConfig(Declared):
 
 
 @dataclass(kw_only=True)
-class RollbackConfig(Declared):
-    model_name: str = option(help="registered model name in MLflow")
+class RollbackConfig(Config):
     expect_version: str | None = option(
         None, help="refuse unless previous names this version (empty: any)", parse=version_number
     )
@@ -133,7 +129,7 @@ def plan(
         )
     target_now = current.get(target_alias)
     if expect_current is not aliases.UNSET:
-        wanted = None if expect_current in (None, NONE) else str(expect_current)
+        wanted = None if expect_current in (None, NO_VERSION) else str(expect_current)
         if target_now != wanted:
             raise BadInput(
                 f"{model}@{target_alias} is {show_version(target_now)}, expected "
@@ -224,7 +220,7 @@ def rollback(model: str, **kwargs) -> Outcome:
 def run_promote(cfg: PromoteConfig) -> Outcome:
     expect_current = aliases.UNSET
     if cfg.expect_current is not None:
-        expect_current = None if cfg.expect_current == NONE else cfg.expect_current
+        expect_current = None if cfg.expect_current == NO_VERSION else cfg.expect_current
     return promote(
         cfg.model_name,
         cfg.source_alias,

@@ -27,8 +27,6 @@ from .contract import (
 )
 from .errors import MlcpError
 
-KIND = KIND_TAG  # stage | decision | alias-move
-
 
 def client():
     """An MlflowClient on the configured tracking server (lazy import)."""
@@ -125,7 +123,7 @@ def stage_run(
 
     mlflow_client = client()
     all_tags = context_tags(pipeline, stage, model_name, version)
-    all_tags[KIND] = "stage"
+    all_tags[KIND_TAG] = "stage"
     all_tags.update(tags or {})
     if system_metrics:
         mlflow.set_system_metrics_sampling_interval(2)

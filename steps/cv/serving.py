@@ -11,23 +11,21 @@ Light at import time: mlflow is imported when a version is loaded.
 from __future__ import annotations
 
 import os
-import sys
 
 from ..contract import live_slot, show_version
 from ..errors import BadInput
 from ..serving import triton
 from ..serving.backend import Volume
+from ..stage import say
 from . import IMAGE_SIZE_TAG, NUM_CLASSES_TAG, ONNX_URI_TAG, TRITON_BACKEND_TAG
 
-# What a version records when `mlcp cv deploy` placed it (version tags), and the defaults
-# of a version trained before a tag existed.
+# What a version that predates a tag is read as.
 DEFAULT_TRITON_BACKEND = "python"
 DEFAULT_IMAGE_SIZE = 32
 DEFAULT_NUM_CLASSES = 10
 
 
-def _say(message: str) -> None:
-    print(f"[serving] {message}", file=sys.stderr, flush=True)
+_say = say("serving")
 
 
 class TritonBackend:

@@ -9,23 +9,20 @@ at it in place. Light at import time: the deploy stage is imported when a versio
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from ..contract import live_slot, show_version
 from ..errors import BadInput, MlcpError
 from ..serving.backend import Volume
+from ..stage import say
 from . import ADAPTER_PATH_TAG, PROMPT_TEMPLATE_TAG, SMOKE_PROMPT_TAG
-
-# What a version records when `mlcp llm deploy` placed it (a version tag).
 
 # The ReadWriteMany claim the steps share with the vLLM server: a step places adapters on it
 # and vLLM loads them from it.
 ADAPTER_VOLUME = Volume(name="adapters", claim="mlcp-vllm-adapters", mount_path="/adapters")
 
 
-def _say(message: str) -> None:
-    print(f"[serving] {message}", file=sys.stderr, flush=True)
+_say = say("serving")
 
 
 class VLLMBackend:
