@@ -14,7 +14,8 @@ import pytest
 
 from steps import docs
 from steps.cli import build_parser
-from steps.pipelines import PIPELINES, pipeline
+from steps.cv.pipeline import CV
+from steps.pipelines import PIPELINES
 
 from .conftest import ROOT
 
@@ -166,5 +167,5 @@ def test_the_demo_prose_names_the_cv_gates_the_chain_requires():
     section = text[text.index("## The two commands") : text.index("## Exit codes")]
     listed = re.search(r"six CV gates \(([^)]*)\)", section)
     assert listed is not None
-    assert tuple(re.findall(r"`([a-z0-9-]+)`", listed.group(1))) == pipeline("cv").gates
-    assert len(pipeline("cv").gates) == 6
+    assert tuple(re.findall(r"`([a-z0-9-]+)`", listed.group(1))) == CV.gates
+    assert len(CV.gates) == 6
