@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import __version__
+from . import __version__, outputs
 from .contract import show_version
 from .declare import Opt, Pipeline, Stage, csv, options
 from .errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_GATE_FAILED, EXIT_OK, BadInput, MlcpError
@@ -93,24 +93,11 @@ def config_of(args) -> object:
 # ------------------------------------------------------------------------------ handlers
 
 
-def _write_outputs(values: dict[str, str]) -> None:
-    """Write output values as files under ``$MLCP_OUTPUT_DIR`` (the Argo templates read them
-    as output parameters); nothing when the variable is unset."""
-    folder = os.environ.get("MLCP_OUTPUT_DIR")
-    if not folder:
-        return
-    from pathlib import Path
-
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    for name, value in values.items():
-        (Path(folder) / name).write_text(value)
-
-
 def cmd_move(args) -> int:
     """promote or rollback: run it, print the moves, write the template's outputs."""
     cfg = config_of(args)
     outcome = args.stage.run(cfg)
-    _write_outputs(
+    outputs.write(
         {
             "version": outcome.version,
             "moves": " ".join(m.describe().replace(" ", "") for m in outcome.moves),
@@ -132,7 +119,7 @@ def cmd_stage(args) -> int:
     """A pipeline stage: its summary as one JSON line, and the template's outputs."""
     result = args.stage.run(config_of(args))
     print(json.dumps(result, default=str))
-    _write_outputs(
+    outputs.write(
         {
             "version": str(result["version"]),
             "verdict": "pass",
@@ -146,7 +133,7 @@ def cmd_data(args) -> int:
     """``mlcp data <pipeline>``: what was published, as one JSON line and as outputs."""
     published = args.stage.run(config_of(args))
     print(json.dumps(published))
-    _write_outputs({key.replace("_", "-"): str(value) for key, value in published.items()})
+    outputs.write({key.replace("_", "-"): str(value) for key, value in published.items()})
     return EXIT_OK
 
 
@@ -389,7 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mlcp: error: {exc}", file=sys.stderr)
         if exc.exit_code == EXIT_GATE_FAILED:  # the templates' outputs say so too
             refused = getattr(exc, "version", None)
-            _write_outputs({"verdict": "fail", **({"version": refused} if refused else {})})
+            outputs.write({"verdict": "fail", **({"version": refused} if refused else {})})
         return exc.exit_code
     except KeyboardInterrupt:
         print("mlcp: interrupted", file=sys.stderr)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from . import aliases, gates, moves, tracking
+from . import aliases, gates, moves, outputs, tracking
 from .contract import DATA_SOURCE_TAG, show_version
 from .errors import BadInput
 
@@ -115,6 +115,8 @@ class Reporter:
         )
         for d in decisions:
             self(f"gate {d.gate.name}: {d.verdict} ({'; '.join(d.reasons)})")
+            # what the template's gate metrics read (workflows/metrics.py), pass or fail
+            outputs.write(outputs.gate_files(d.gate.name, d.value, d.passed))
         gates.enforce(decisions)
         return decisions
 
