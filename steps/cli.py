@@ -101,6 +101,8 @@ def cmd_move(args) -> int:
         {
             "version": outcome.version,
             "moves": " ".join(m.describe().replace(" ", "") for m in outcome.moves),
+            "action": outcome.action,
+            "pipeline": outcome.pipeline or outputs.UNKNOWN_PIPELINE,
             "outcome.json": json.dumps(outcome.to_dict()),
         }
     )
@@ -112,6 +114,15 @@ def cmd_move(args) -> int:
         print(f"{outcome.model} {prefix} {move.describe()}")
     if outcome.gate_runs:
         print(f"gate decisions relied on: {', '.join(outcome.gate_runs)}")
+    return EXIT_OK
+
+
+def cmd_record_exit(args) -> int:
+    """The Argo exit handler's step: record how the workflow ended, as one JSON line and
+    the ``run-id`` output."""
+    summary = args.stage.run(config_of(args))
+    print(json.dumps(summary))
+    outputs.write({"run-id": summary["run_id"]})
     return EXIT_OK
 
 
@@ -293,7 +304,7 @@ def _services(text: str) -> list[str]:
 
 
 # The commands that are not a pipeline's: parsing one of them needs no pipeline declaration.
-CORE_COMMANDS = ("promote", "rollback", "history", "lineage", "stack")
+CORE_COMMANDS = ("promote", "rollback", "record-exit", "history", "lineage", "stack")
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
@@ -301,6 +312,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     the pipelines' stage declarations are left out, so a rollback imports only what it uses
     (about a tenth of a second less on every promote and rollback)."""
     from .promote import PROMOTE, ROLLBACK
+    from .workflow_exit import EXIT
 
     parser = _Parser(
         prog="mlcp",
@@ -311,6 +323,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_stage(sub, PROMOTE, cmd_move)
     add_stage(sub, ROLLBACK, cmd_move)
+    add_stage(sub, EXIT, cmd_record_exit)
 
     p = sub.add_parser("history", help="the timeline of a model's alias moves")
     p.add_argument("--model-name", required=True, help="registered model name")

@@ -71,9 +71,19 @@ class Outcome:
     record_run_ids: list[str] = field(default_factory=list)
     gate_runs: list[str] = field(default_factory=list)
     dry_run: bool = False
+    pipeline: str = ""  # the model's pipeline tag (empty: none)
+
+    @property
+    def action(self) -> str:
+        """``promote`` or ``rollback`` when the requested alias moved; ``none`` for a no-op or
+        a dry run (what the promote template's alias-move metric counts)."""
+        if self.dry_run:
+            return "none"
+        moved = [m.action for m in self.moves if m.action in ("promote", "rollback")]
+        return moved[0] if moved else "none"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "action": self.action}
 
 
 # ---------------------------------------------------------------------------- locking

@@ -13,6 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 OUTPUT_DIR_VARIABLE = "MLCP_OUTPUT_DIR"
+# The promote step's ``pipeline`` output when the model names no pipeline, or the step
+# failed before reading it (the label its metrics then carry).
+UNKNOWN_PIPELINE = "unknown"
 
 
 def write(values: Mapping[str, str]) -> None:

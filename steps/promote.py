@@ -196,7 +196,14 @@ def promote(
             except GateFailed:
                 if not force:
                     raise
-        outcome = Outcome(model, version, moves, gate_runs=gate_runs, dry_run=dry_run)
+        outcome = Outcome(
+            model,
+            version,
+            moves,
+            gate_runs=gate_runs,
+            dry_run=dry_run,
+            pipeline=model_tags.get(PIPELINE_TAG, ""),
+        )
         if dry_run:
             return outcome
         apply(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import ast
 import copy
+import dataclasses
 import enum
 import importlib
 import json
@@ -71,16 +72,8 @@ PROMOTE_PARAMS = {  # name: (default or None when required, enum or None)
 ADAPTER_CLAIM = ADAPTER_VOLUME.claim  # declared by the vLLM back end
 
 
-SETTINGS_VARIABLES = (
-    "MLCP_CV_RETRAIN_SCHEDULE",
-    "MLCP_RETRAIN_TIMEZONE",
-    "MLCP_CV_RETRAIN_SUSPEND",
-    "MLCP_CV_RETRAIN_MODEL",
-    "MLCP_CV_TRAIN_GPUS",
-    "MLCP_LLM_RETRAIN_SCHEDULE",
-    "MLCP_LLM_RETRAIN_SUSPEND",
-    "MLCP_LLM_RETRAIN_MODEL",
-    "MLCP_LLM_TRAIN_GPUS",
+SETTINGS_VARIABLES = tuple(
+    f"MLCP_{f.name.upper()}" for f in dataclasses.fields(build_settings.Settings)
 )
 KINDS = {"WorkflowTemplate": hm.WorkflowTemplate, "CronWorkflow": hm.CronWorkflow}
 

@@ -36,8 +36,18 @@ from hera.workflows import models as m
 from steps.declare import Pipeline, Stage
 from steps.serving.backend import Volume
 
+from . import metrics
 from .settings import Settings
-from .specs import STAGE_OUTPUTS, Override, Param, PipelineSpec, StepSpec, step_spec
+from .specs import (
+    EXIT_OUTPUT,
+    STAGE_OUTPUTS,
+    Override,
+    Param,
+    PipelineSpec,
+    StepSpec,
+    gate_outputs,
+    step_spec,
+)
 from .specs import Resources as SpecResources
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,6 +81,23 @@ RETRY_LIMIT = 3
 RETRY_BACKOFF = m.Backoff(duration="15s", factor=m.IntOrString(2), max_duration="5m")
 
 PART_OF_LABEL = {"app.kubernetes.io/part-of": "mlflow-control-plane"}
+# What the chart reads off a generated document: its pipeline, its stage, and whether it
+# trains (the chart places training steps on the training nodes: charts/mlcp/values.yaml).
+PIPELINE_LABEL = "mlcp.io/pipeline"
+STAGE_LABEL = "mlcp.io/stage"
+ROLE_LABEL = "mlcp.io/role"
+TRAINING_ROLE = "training"
+
+# Trainings that may run at once, per pipeline: an Argo semaphore whose size is a key of
+# this ConfigMap (the chart creates it, one key per training template, sized by
+# workflows.concurrency.training). A cron run and a manual one then queue for the GPUs.
+SEMAPHORE_CONFIG_MAP = "mlcp-semaphores"
+
+# The exit handler of the pipelines and crons: records a run that did not succeed in MLflow
+# (steps/workflow_exit.py) and, with a URL in the Secret, notifies. It never moves an alias.
+EXIT_HANDLER = "exit-handler"
+EXIT_STEP = "record-failure"
+EXIT_WHEN = "{{workflow.status}} != Succeeded"
 
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -131,7 +158,7 @@ def outputs(spec: StepSpec) -> list[Parameter]:
         Parameter(
             name=o.name,
             description=o.description,
-            value_from=m.ValueFrom(path=f"{OUTPUT_DIR}/{o.file}", default=""),
+            value_from=m.ValueFrom(path=f"{OUTPUT_DIR}/{o.file}", default=o.default),
         )
         for o in spec.outputs
     ]
@@ -216,8 +243,10 @@ def step_container(
     *,
     synchronization: m.Synchronization | None = None,
     volumes: tuple = (),
+    step_metrics: m.Metrics | None = None,
 ):
-    """The container template running ``mlcp`` for ``spec`` (``volumes``: besides /tmp)."""
+    """The container template running ``mlcp`` for ``spec`` (``volumes``: besides /tmp;
+    ``step_metrics``: what the controller exports when it ends, workflows/metrics.py)."""
     return Container(
         name=spec.name,
         image=image(),
@@ -235,6 +264,7 @@ def step_container(
         retry_strategy=retry_strategy(),
         active_deadline_seconds=spec.active_deadline_seconds,
         synchronization=synchronization,
+        metrics=step_metrics,
     )
 
 
@@ -243,24 +273,54 @@ def mutex(name: str) -> m.Synchronization:
     return m.Synchronization(mutexes=[m.Mutex(name=name)])
 
 
+def semaphore(key: str) -> m.Synchronization:
+    """A template-level semaphore sized by ``key`` of the ConfigMap SEMAPHORE_CONFIG_MAP."""
+    return m.Synchronization(
+        semaphores=[
+            m.SemaphoreRef(
+                config_map_key_ref=m.ConfigMapKeySelector(name=SEMAPHORE_CONFIG_MAP, key=key)
+            )
+        ]
+    )
+
+
+def cleanup(settings: Settings) -> dict:
+    """What every workflow a template starts carries: a TTL after success and after failure
+    (failures are kept longer, to be read) and a pod GC strategy (workflows/settings.py)."""
+    return {
+        "ttl_strategy": m.TTLStrategy(
+            seconds_after_success=settings.ttl_after_success,
+            seconds_after_failure=settings.ttl_after_failure,
+        ),
+        "pod_gc": m.PodGC(strategy=settings.pod_gc),
+    }
+
+
 def step_workflow_template(
     spec: StepSpec,
     *,
+    settings: Settings | None = None,
     synchronization: m.Synchronization | None = None,
     volumes: tuple = (),
     gpus: int = 0,
+    labels: dict[str, str] | None = None,
+    step_metrics: m.Metrics | None = None,
 ) -> WorkflowTemplate:
     """A WorkflowTemplate whose entrypoint is the one step ``spec`` describes (``gpus``: the
     build setting of a training step)."""
     if gpus:
         spec = dataclasses.replace(spec, resources=dataclasses.replace(spec.resources, gpus=gpus))
+    container = step_container(
+        spec, synchronization=synchronization, volumes=volumes, step_metrics=step_metrics
+    )
     return WorkflowTemplate(
         name=spec.name,
         annotations={TITLE_ANNOTATION: spec.title, DESCRIPTION_ANNOTATION: spec.description},
-        labels=dict(PART_OF_LABEL),
+        labels={**PART_OF_LABEL, **(labels or {})},
         entrypoint=spec.name,
         arguments=arguments(spec.params),
-        templates=[step_container(spec, synchronization=synchronization, volumes=volumes)],
+        templates=[container],
+        **cleanup(settings or Settings()),
     )
 
 
@@ -273,27 +333,47 @@ def stage_template(
     overrides: dict[str, Override] | None = None,
     volumes: tuple = (),
     gpus: str | None = None,
+    training: bool = False,
 ):
     """The spec and the ``template(settings)`` builder of a pipeline stage's template.
 
     ``resources``: CPU request, memory request, CPU limit, memory limit; ``deadline``: the
     step's activeDeadlineSeconds; ``gpus``: the build setting naming the step's GPUs
-    (workflows/settings.py). Title, description and parameters come from the stage.
+    (workflows/settings.py); ``training``: the step trains, so it is labelled for the
+    chart's training placement and holds its pipeline's training semaphore. Title,
+    description and parameters come from the stage; the outputs and metrics from its gates.
     """
     spec = step_spec(
         stage,
         name=stage.template_name,
         title=stage.title,
         description=stage.description,
-        outputs=STAGE_OUTPUTS,
+        outputs=(*STAGE_OUTPUTS, *gate_outputs(stage.gates)),
         resources=SpecResources(*resources),
         active_deadline_seconds=deadline,
         overrides=overrides or {},
     )
+    labels = {PIPELINE_LABEL: stage.pipeline, STAGE_LABEL: stage.name}
+    if training:
+        labels[ROLE_LABEL] = TRAINING_ROLE
+    step_metrics = metrics.step_metrics(
+        stage.pipeline,
+        stage.name,
+        gates=stage.gates,
+        model=spec.param("model-name").reference,
+    )
 
     def template(settings: Settings | None = None) -> WorkflowTemplate:
-        count = getattr(settings or Settings(), gpus) if gpus else 0
-        return step_workflow_template(spec, volumes=volumes, gpus=count)
+        settings = settings or Settings()
+        return step_workflow_template(
+            spec,
+            settings=settings,
+            volumes=volumes,
+            gpus=getattr(settings, gpus) if gpus else 0,
+            labels=labels,
+            step_metrics=step_metrics,
+            synchronization=semaphore(spec.name) if training else None,
+        )
 
     template.__module__ = module  # the generated file names its source module
     return spec, template
@@ -324,19 +404,61 @@ def stage_arguments(pipeline: PipelineSpec, spec: StepSpec) -> list[Parameter]:
     return passed
 
 
-def pipeline_workflow_template(pipeline: PipelineSpec) -> WorkflowTemplate:
+def exit_spec() -> StepSpec:
+    """The exit handler's step: ``mlcp record-exit`` (steps/workflow_exit.py)."""
+    from steps.workflow_exit import EXIT
+
+    return step_spec(
+        EXIT,
+        name=EXIT.template_name,
+        title=EXIT.title,
+        description=EXIT.description,
+        outputs=(EXIT_OUTPUT,),
+        resources=SpecResources("100m", "256Mi", "1", "512Mi"),
+        active_deadline_seconds=300,
+    )
+
+
+def exit_arguments(pipeline: PipelineSpec, spec: StepSpec) -> list[Parameter]:
+    """What the exit handler passes ``mlcp record-exit``: Argo's account of the run."""
+    values = {
+        "model-name": "{{workflow.parameters.model-name}}",
+        "pipeline": pipeline.pipeline,
+        "workflow-name": "{{workflow.name}}",
+        "status": "{{workflow.status}}",
+        "failures": "{{workflow.failures}}",
+    }
+    missing = {p.name for p in spec.params if p.required} - set(values)
+    if missing:
+        raise ValueError(f"{spec.name}: the exit handler passes no {sorted(missing)}")
+    return [Parameter(name=p.name, value=values[p.name]) for p in spec.params if p.name in values]
+
+
+def exit_handling(pipeline: PipelineSpec) -> dict:
+    """The workflow-level fields a pipeline's runs carry: the exit handler and the metrics
+    the controller exports when the workflow ends (a CronWorkflow carries the same)."""
+    return {"on_exit": EXIT_HANDLER, "metrics": metrics.workflow_metrics(pipeline.pipeline)}
+
+
+def pipeline_workflow_template(
+    pipeline: PipelineSpec, settings: Settings | None = None
+) -> WorkflowTemplate:
     """A WorkflowTemplate running the pipeline's stages in order, each by ``templateRef`` to
     its own WorkflowTemplate. No ``continueOn``: a failed step (a gate said no, exit 3)
-    fails the workflow and the later stages never run."""
+    fails the workflow and the later stages never run. When it did not succeed, the exit
+    handler records why in MLflow (``<pipeline>/workflow``)."""
+    record = exit_spec()
     with WorkflowTemplate(
         name=pipeline.name,
         annotations={
             TITLE_ANNOTATION: pipeline.title,
             DESCRIPTION_ANNOTATION: pipeline.description,
         },
-        labels=dict(PART_OF_LABEL),
+        labels={**PART_OF_LABEL, PIPELINE_LABEL: pipeline.pipeline},
         entrypoint=pipeline.name,
         arguments=arguments(pipeline.params()),
+        **exit_handling(pipeline),
+        **cleanup(settings or Settings()),
     ) as wt:
         with Steps(name=pipeline.name):
             for step_name, spec in pipeline.stages:
@@ -345,6 +467,14 @@ def pipeline_workflow_template(pipeline: PipelineSpec) -> WorkflowTemplate:
                     template_ref=m.TemplateRef(name=spec.name, template=spec.name),
                     arguments=stage_arguments(pipeline, spec),
                 )
+        with Steps(name=EXIT_HANDLER):
+            Step(
+                name=EXIT_STEP,
+                template=record.name,
+                when=EXIT_WHEN,
+                arguments=exit_arguments(pipeline, record),
+            )
+        step_container(record)
     return wt
 
 
@@ -366,7 +496,7 @@ def pipeline_template(
     )
 
     def template(settings: Settings | None = None) -> WorkflowTemplate:
-        return pipeline_workflow_template(spec)
+        return pipeline_workflow_template(spec, settings)
 
     template.__module__ = module
     return spec, template
@@ -392,6 +522,7 @@ def retrain_template(module: str, pipeline: PipelineSpec, prefix: str, title: st
             timezone=settings.retrain_timezone,
             suspend=getattr(settings, f"{prefix}_retrain_suspend"),
             model_name=model,
+            settings=settings,
         )
 
     template.__module__ = module
@@ -408,15 +539,17 @@ def retrain_cron_workflow(
     timezone: str,
     suspend: bool,
     model_name: str,
+    settings: Settings | None = None,
 ) -> CronWorkflow:
     """A CronWorkflow that submits the pipeline's WorkflowTemplate (``workflowTemplateRef``)
     for one model; a run still going when the next is due makes the next one skip
-    (``Forbid``)."""
+    (``Forbid``). Its runs carry the pipeline's exit handler and metrics (Argo would take
+    them from the template; they are written here too, so that the cron shows them) and
+    their own cleanup."""
     model = next(p for p in pipeline.params() if p.name == "model-name")
     return CronWorkflow(
         name=name,
         annotations={TITLE_ANNOTATION: title, DESCRIPTION_ANNOTATION: description},
-        labels=dict(PART_OF_LABEL),
         schedules=[schedule],
         timezone=timezone,
         concurrency_policy="Forbid",
@@ -426,4 +559,7 @@ def retrain_cron_workflow(
         failed_jobs_history_limit=CRON_HISTORY_LIMIT,
         workflow_template_ref=m.WorkflowTemplateRef(name=pipeline.name),
         arguments=[Parameter(name=model.name, description=model.description, value=model_name)],
+        labels={**PART_OF_LABEL, PIPELINE_LABEL: pipeline.pipeline},
+        **exit_handling(pipeline),
+        **cleanup(settings or Settings()),
     )

@@ -12,5 +12,10 @@ from steps.cv import train
 from .common import stage_template
 
 SPEC, template = stage_template(
-    __name__, train.STAGE, ("1", "2Gi", "2", "4Gi"), deadline=3600, gpus="cv_train_gpus"
+    __name__,
+    train.STAGE,
+    ("1", "2Gi", "2", "4Gi"),
+    deadline=3600,
+    gpus="cv_train_gpus",
+    training=True,
 )

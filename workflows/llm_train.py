@@ -13,5 +13,10 @@ from steps.llm import train
 from .common import stage_template
 
 SPEC, template = stage_template(
-    __name__, train.STAGE, ("1", "4Gi", "4", "16Gi"), deadline=7200, gpus="llm_train_gpus"
+    __name__,
+    train.STAGE,
+    ("1", "4Gi", "4", "16Gi"),
+    deadline=7200,
+    gpus="llm_train_gpus",
+    training=True,
 )

@@ -18,9 +18,18 @@ from hera.workflows import WorkflowTemplate
 from steps import promote
 from steps.contract import BENCHMARKED, LIVE
 
+from . import metrics
 from .common import backend_volumes, mutex, step_workflow_template
 from .settings import Settings
-from .specs import MOVES_OUTPUT, VERSION_OUTPUT, Override, Resources, step_spec
+from .specs import (
+    ACTION_OUTPUT,
+    MOVES_OUTPUT,
+    PIPELINE_OUTPUT,
+    VERSION_OUTPUT,
+    Override,
+    Resources,
+    step_spec,
+)
 
 SPEC = step_spec(
     promote.PROMOTE,
@@ -31,7 +40,7 @@ SPEC = step_spec(
         "live version as previous. Rollback: source-alias=previous, target-alias=live. "
         "One promotion per model at a time (mutex)."
     ),
-    outputs=(VERSION_OUTPUT, MOVES_OUTPUT),
+    outputs=(VERSION_OUTPUT, MOVES_OUTPUT, ACTION_OUTPUT, PIPELINE_OUTPUT),
     resources=Resources("100m", "256Mi", "1", "1Gi"),
     active_deadline_seconds=600,
     overrides={
@@ -41,8 +50,26 @@ SPEC = step_spec(
     },
 )
 MUTEX = f"mlcp-promote-{SPEC.param('model-name').reference}"
+# The same step serves every pipeline: its metrics take the pipeline from the model's tag.
+METRICS = metrics.step_metrics(
+    metrics.output(PIPELINE_OUTPUT.name),
+    SPEC.name,
+    extra=(
+        metrics.alias_move_metric(
+            SPEC.param("model-name").reference,
+            SPEC.param("target-alias").reference,
+            ACTION_OUTPUT.name,
+        ),
+    ),
+)
 
 
 def template(settings: Settings | None = None) -> WorkflowTemplate:
     # promote loads the new live version into its back end: it mounts what they declare
-    return step_workflow_template(SPEC, synchronization=mutex(MUTEX), volumes=backend_volumes())
+    return step_workflow_template(
+        SPEC,
+        settings=settings,
+        synchronization=mutex(MUTEX),
+        volumes=backend_volumes(),
+        step_metrics=METRICS,
+    )

@@ -17,7 +17,16 @@ too, whatever the environment says. Bad values fail the build with a clear messa
 - ``MLCP_LLM_RETRAIN_MODEL`` (``tiny-llama-instruct``): the model llm-retrain trains and
   promotes;
 - ``MLCP_LLM_TRAIN_GPUS`` (``0``): ``nvidia.com/gpu`` of llm-train (0: none; a real base model
-  wants 1).
+  wants 1);
+- ``MLCP_TTL_AFTER_SUCCESS`` (``86400``, a day): seconds a succeeded workflow is kept before
+  Argo deletes it (``ttlStrategy.secondsAfterSuccess``);
+- ``MLCP_TTL_AFTER_FAILURE`` (``604800``, a week): the same for a failed one, kept longer so
+  that someone can read why it failed;
+- ``MLCP_POD_GC`` (``OnPodSuccess``): the ``podGC`` strategy; the default deletes a step's pod
+  as soon as it succeeds and keeps a failed pod (and its logs) until its workflow goes.
+
+The chart's values ``workflows.ttlStrategy`` and ``workflows.podGC`` carry the same defaults
+(a test compares them) and replace these at install time.
 """
 
 from __future__ import annotations
@@ -33,6 +42,8 @@ from dataclasses import dataclass
 from steps.declare import flag_value
 
 CRON_FIELD = re.compile(r"[0-9A-Za-z*/,\-?LW#]+")
+# Argo's podGC strategies (its validation refuses any other).
+POD_GC_STRATEGIES = ("OnPodSuccess", "OnPodCompletion", "OnWorkflowSuccess", "OnWorkflowCompletion")
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 
 
@@ -47,6 +58,9 @@ class Settings:
     llm_retrain_suspend: bool = True
     llm_retrain_model: str = "tiny-llama-instruct"
     llm_train_gpus: int = 0
+    ttl_after_success: int = 86400
+    ttl_after_failure: int = 604800
+    pod_gc: str = "OnPodSuccess"
 
     def __post_init__(self) -> None:
         _check_schedule("MLCP_CV_RETRAIN_SCHEDULE", self.cv_retrain_schedule)
@@ -56,6 +70,17 @@ class Settings:
         _check_model("MLCP_LLM_RETRAIN_MODEL", self.llm_retrain_model)
         _check_gpus("MLCP_CV_TRAIN_GPUS", self.cv_train_gpus)
         _check_gpus("MLCP_LLM_TRAIN_GPUS", self.llm_train_gpus)
+        _check_ttl("MLCP_TTL_AFTER_SUCCESS", self.ttl_after_success)
+        _check_ttl("MLCP_TTL_AFTER_FAILURE", self.ttl_after_failure)
+        if self.pod_gc not in POD_GC_STRATEGIES:
+            raise ValueError(
+                f"MLCP_POD_GC: {self.pod_gc!r} is not one of {', '.join(POD_GC_STRATEGIES)}"
+            )
+
+
+def _check_ttl(variable: str, seconds: int) -> None:
+    if not 0 < seconds <= 365 * 86400:
+        raise ValueError(f"{variable} must be 1..{365 * 86400} seconds, got {seconds}")
 
 
 def _check_schedule(variable: str, schedule: str) -> None:

@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from steps import outputs
 from steps.contract import CHAIN
 from steps.declare import BOOLEAN, Opt, Pipeline, Stage, options
 
@@ -70,11 +71,13 @@ class Param:
 
 @dataclass(frozen=True)
 class Output:
-    """An output parameter read from a file the CLI writes under $MLCP_OUTPUT_DIR."""
+    """An output parameter read from a file the CLI writes under $MLCP_OUTPUT_DIR
+    (``default``: its value when the step wrote no such file)."""
 
     name: str
     file: str
     description: str
+    default: str = ""
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,36 @@ VERDICT_OUTPUT = Output(
 RESULT_OUTPUT = Output("result", "result.json", "the stage's summary as JSON (metrics, run id)")
 STAGE_OUTPUTS = (VERSION_OUTPUT, VERDICT_OUTPUT, RESULT_OUTPUT)
 MOVES_OUTPUT = Output("moves", "moves", "the alias moves made, e.g. live:v1->v2 previous:unset->v1")
+EXIT_OUTPUT = Output("run-id", "run-id", "the MLflow run that records the workflow's end")
+ACTION_OUTPUT = Output(
+    "action", "action", "promote or rollback when the target alias moved, none otherwise", "none"
+)
+PIPELINE_OUTPUT = Output(
+    "pipeline",
+    "pipeline",
+    "the model's pipeline (its metrics' label)",
+    outputs.UNKNOWN_PIPELINE,
+)
+
+
+def gate_outputs(gates: tuple[str, ...]) -> tuple[Output, ...]:
+    """Each gate's judged value and verdict (1 passed, 0 refused), as the stage writes them
+    (``steps/outputs.py``); empty when the step ended before judging it."""
+    found: list[Output] = []
+    for gate in gates:
+        found.append(
+            Output(
+                outputs.gate_value(gate), outputs.gate_value(gate), f"the value gate {gate} judged"
+            )
+        )
+        found.append(
+            Output(
+                outputs.gate_passed(gate),
+                outputs.gate_passed(gate),
+                f"1 when gate {gate} passed, 0 when it refused",
+            )
+        )
+    return tuple(found)
 
 
 # ------------------------------------------------------------------ pipelines
@@ -194,6 +227,7 @@ class PipelineSpec:
     description: str
     stages: tuple[tuple[str, StepSpec], ...]  # (step name, spec), in order
     require_gates: tuple[str, ...]
+    pipeline: str  # the declared pipeline's name: cv, llm
 
     @classmethod
     def of(
@@ -216,6 +250,7 @@ class PipelineSpec:
             description=description,
             stages=(*((s.name, steps[s.name]) for s in pipeline.stages), ("promote", promote)),
             require_gates=pipeline.gates,
+            pipeline=pipeline.name,
         )
 
     def alias_params(self) -> tuple[Param, ...]:
