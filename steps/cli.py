@@ -101,8 +101,7 @@ def cmd_move(args) -> int:
         {
             "version": outcome.version,
             "moves": " ".join(m.describe().replace(" ", "") for m in outcome.moves),
-            "action": outcome.action,
-            "pipeline": outcome.pipeline or outputs.UNKNOWN_PIPELINE,
+            outputs.ACTION: outcome.action,
             "outcome.json": json.dumps(outcome.to_dict()),
         }
     )

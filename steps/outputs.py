@@ -13,8 +13,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 OUTPUT_DIR_VARIABLE = "MLCP_OUTPUT_DIR"
-# The promote step's ``pipeline`` output when the model names no pipeline, or the step
-# failed before reading it (the label its metrics then carry).
+# The promote step's outputs besides version and moves: what it did (promote, rollback or
+# none) and the model's pipeline, written as soon as it is known (also when a gate refuses),
+# else UNKNOWN_PIPELINE: the labels of its metrics.
+ACTION = "action"
+PIPELINE = "pipeline"
 UNKNOWN_PIPELINE = "unknown"
 
 

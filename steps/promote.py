@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from . import aliases, gates, tracking
+from . import aliases, gates, outputs, tracking
 from .contract import CHAIN, LIVE, NO_VERSION, PIPELINE_TAG, PREVIOUS, show_version
 from .declare import Config, Stage, alias_name, option
 from .errors import BadInput, GateFailed
@@ -188,6 +188,8 @@ def promote(
             expect_version=expect_version,
             expect_current=expect_current,
         )
+        # the template's metrics label this step with the model's pipeline, refused or not
+        outputs.write({outputs.PIPELINE: model_tags.get(PIPELINE_TAG) or outputs.UNKNOWN_PIPELINE})
         is_noop = moves[0].action == "noop"
         gate_runs: list[str] = []
         if required and not is_noop:

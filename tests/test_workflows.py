@@ -34,6 +34,7 @@ from steps.llm.serving import ADAPTER_VOLUME
 from workflows import build, common, specs
 from workflows import settings as build_settings
 
+from . import argo_when
 from .conftest import ROOT, run_mlcp, unique
 
 # What the templates' build must never load. The stage declarations under steps/ are read
@@ -368,7 +369,7 @@ def test_promote_parameters_have_the_expected_defaults_and_enums():
     # the alias enum is the chain the steps know
     assert ALIASES == list(CHAIN) == list(specs.ALIASES)
     outputs = [p["name"] for p in entry_template(doc)["outputs"]["parameters"]]
-    assert outputs == ["version", "moves"]
+    assert outputs == ["version", "moves", "action", "pipeline"]
 
 
 def test_annotations_title_and_description_are_present():
@@ -483,18 +484,68 @@ def substitute(text: str, values: dict[str, str], workflow: Workflow) -> str:
     return text
 
 
+def template_inputs(template: dict, given: dict[str, str]) -> dict[str, str]:
+    """A template's input values from what a step passes it, refused as Argo would."""
+    declared = {p["name"]: p for p in template["inputs"]["parameters"]}
+    unknown = set(given) - set(declared)
+    if unknown:
+        raise ValueError(f"unknown inputs {sorted(unknown)}")
+    values = {}
+    for name, param in declared.items():
+        value = given.get(name, param.get("default"))
+        if value is None:
+            raise ValueError(f"input {name} is required")
+        if "enum" in param and value not in param["enum"]:
+            raise ValueError(f"{name}={value!r} is not in {param['enum']}")
+        values[name] = value
+    return values
+
+
 @dataclass
 class Run:
     code: int
     out: str
     err: str
     outputs: dict[str, str | None]
+    inputs: dict[str, str] = field(default_factory=dict)
+    template: dict = field(default_factory=dict)
+
+    def exported(self, duration: float = 42.0) -> list[tuple[str, dict, float]]:
+        """The metrics Argo's controller would export when this step ends: its ``when``s and
+        values evaluated with the step's status, exit code, inputs and outputs (an output
+        the step did not write takes its template default, as Argo's valueFrom does)."""
+        declared = {p["name"]: p for p in self.template["outputs"]["parameters"]}
+        scope = {
+            "status": "Succeeded" if self.code == 0 else "Failed",
+            "exitCode": str(self.code),
+            "duration": str(duration),
+        }
+        scope.update({f"inputs.parameters.{k}": v for k, v in self.inputs.items()})
+        for name, param in declared.items():
+            value = self.outputs.get(name)
+            scope[f"outputs.parameters.{name}"] = (
+                param["valueFrom"]["default"] if value is None else value
+            )
+        return argo_when.emitted(self.template.get("metrics", {}).get("prometheus", []), scope)
+
+    def metric(self, name: str) -> list[tuple[dict, float]]:
+        return [(labels, value) for found, labels, value in self.exported() if found == name]
 
 
-def run_template(doc: dict, given: dict[str, str], workflow: Workflow, tmp_path: Path) -> Run:
-    """Run the template's container command locally, as the pod would run it."""
-    values = submission(doc, given)
-    template = entry_template(doc)
+def run_template(
+    doc: dict,
+    given: dict[str, str],
+    workflow: Workflow,
+    tmp_path: Path,
+    template: dict | None = None,
+) -> Run:
+    """Run the template's container command locally, as the pod would run it (``template``:
+    another container template of the document, its inputs given whole)."""
+    if template is None:
+        values = submission(doc, given)
+        template = entry_template(doc)
+    else:
+        values = template_inputs(template, given)
     container = template["container"]
     argv = [substitute(a, values, workflow) for a in container["command"] + container["args"]]
     assert argv[0] == "mlcp"
@@ -518,7 +569,7 @@ def run_template(doc: dict, given: dict[str, str], workflow: Workflow, tmp_path:
         relative = Path(param["valueFrom"]["path"]).relative_to(template_out_dir)
         path = out_dir / relative
         outputs[param["name"]] = path.read_text() if path.is_file() else None
-    return Run(proc.returncode, proc.stdout, proc.stderr, outputs)
+    return Run(proc.returncode, proc.stdout, proc.stderr, outputs, values, template)
 
 
 def test_promotion_submission_moves_live_and_writes_the_outputs(models, client, tmp_path):
@@ -538,6 +589,15 @@ def test_promotion_submission_moves_live_and_writes_the_outputs(models, client, 
     assert (record.alias, record.to_version, record.action) == ("live", "1", "promote")
     assert (record.workflow_name, record.workflow_uid) == (workflow.name, workflow.uid)
     assert record.actor == "alice"
+    # and the controller would count one promotion of live, time the step, count no failure
+    assert (run.outputs["action"], run.outputs["pipeline"]) == ("promote", "test")
+    assert run.metric("mlcp_alias_moves") == [
+        ({"model": name, "alias": "live", "action": "promote"}, 1.0)
+    ]
+    assert run.metric("mlcp_stage_duration_seconds") == [
+        ({"pipeline": "test", "stage": "promote", "status": "Succeeded"}, 42.0)
+    ]
+    assert run.metric("mlcp_stage_failures") == []
 
 
 def test_readme_rollback_submission_rolls_back_without_swapping(models, client, tmp_path):
@@ -562,6 +622,9 @@ def test_readme_rollback_submission_rolls_back_without_swapping(models, client, 
     live = [r for r in moves.history(client, name, "live") if r.action != "noop"]
     assert (live[-1].from_version, live[-1].to_version, live[-1].action) == ("3", "2", "rollback")
     assert live[-1].workflow_name == workflow.name
+    assert run.metric("mlcp_alias_moves") == [
+        ({"model": name, "alias": "live", "action": "rollback"}, 1.0)
+    ]
 
 
 def test_unknown_model_or_alias_exits_2_and_moves_nothing(models, client, tmp_path):
@@ -569,8 +632,13 @@ def test_unknown_model_or_alias_exits_2_and_moves_nothing(models, client, tmp_pa
     run = run_template(promote_doc(), {"model-name": missing}, Workflow(), tmp_path / "a")
     assert run.code == 2, run.err
     assert f"registered model '{missing}' does not exist" in run.err
-    assert run.outputs == {"version": None, "moves": None}
+    assert run.outputs == {"version": None, "moves": None, "action": None, "pipeline": None}
     assert client.search_registered_models(filter_string=f"name = '{missing}'") == []
+    # counted as a failure with exit code 2, under the pipeline "unknown"; no alias move
+    assert run.metric("mlcp_stage_failures") == [
+        ({"pipeline": "unknown", "stage": "promote", "exit_code": "2"}, 1.0)
+    ]
+    assert run.metric("mlcp_alias_moves") == []
     # a known model whose source alias is not set: refused, nothing moved or recorded
     name = models.create(1)
     models.set_alias(name, "candidate", "1")
@@ -589,11 +657,16 @@ def test_gates_force_and_dry_run_go_through_the_template(models, client, tmp_pat
     run = run_template(doc, {"model-name": name, "dry-run": "true"}, Workflow(), tmp_path / "a")
     assert run.code == 0, run.err
     assert run.outputs["version"] == "1" and models.aliases(name) == {"benchmarked": "1"}
+    assert run.outputs["action"] == "none" and run.metric("mlcp_alias_moves") == []
     # a required gate without a passing decision: exit 3 (final), nothing moved
     gated = {"model-name": name, "require-gates": "quality"}
     run = run_template(doc, gated, Workflow(), tmp_path / "b")
     assert run.code == 3, run.err
     assert models.aliases(name) == {"benchmarked": "1"}
+    assert run.metric("mlcp_stage_failures") == [
+        ({"pipeline": "test", "stage": "promote", "exit_code": "3"}, 1.0)
+    ]
+    assert run.metric("mlcp_alias_moves") == []
     # forced with a reason: promoted, recorded as forced
     forced = {**gated, "force": "true", "reason": "hotfix approved"}
     run = run_template(doc, forced, Workflow(), tmp_path / "c")

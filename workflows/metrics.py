@@ -108,7 +108,8 @@ PIPELINE_RUNS = Metric(
     "counter",
     "Pipeline workflows that ended, by pipeline and status (Succeeded, Failed, Error)",
     ("pipeline", "status"),
-    'sum by (pipeline) (increase(argo_workflows_mlcp_pipeline_runs_total{status!="Succeeded"}[7d]))',
+    "sum by (pipeline) "
+    '(increase(argo_workflows_mlcp_pipeline_runs_total{status!="Succeeded"}[7d]))',
 )
 PIPELINE_DURATION = Metric(
     "mlcp_pipeline_duration_seconds",

@@ -180,11 +180,14 @@ STAGE_OUTPUTS = (VERSION_OUTPUT, VERDICT_OUTPUT, RESULT_OUTPUT)
 MOVES_OUTPUT = Output("moves", "moves", "the alias moves made, e.g. live:v1->v2 previous:unset->v1")
 EXIT_OUTPUT = Output("run-id", "run-id", "the MLflow run that records the workflow's end")
 ACTION_OUTPUT = Output(
-    "action", "action", "promote or rollback when the target alias moved, none otherwise", "none"
+    outputs.ACTION,
+    outputs.ACTION,
+    "promote or rollback when the target alias moved, none otherwise",
+    "none",
 )
 PIPELINE_OUTPUT = Output(
-    "pipeline",
-    "pipeline",
+    outputs.PIPELINE,
+    outputs.PIPELINE,
     "the model's pipeline (its metrics' label)",
     outputs.UNKNOWN_PIPELINE,
 )
