@@ -697,6 +697,76 @@ def test_retry_strategy_retries_exit_1_only():
         assert not retried(strategy["expression"], code, status="Error")
 
 
+# ------------------------------------------------------------------ Argo's when, metrics
+
+
+def test_when_is_evaluated_as_argo_evaluates_it():
+    scope = {"status": "Failed", "workflow.status": "Error", "outputs.parameters.x": ""}
+    # Argo's own examples: bare words are strings
+    assert argo_when.evaluate("{{status}} == Failed", scope)
+    assert not argo_when.evaluate("{{status}} == Succeeded", scope)
+    assert argo_when.evaluate("{{workflow.status}} != Succeeded", scope)
+    # an empty output is only safe quoted; numbers compare as numbers
+    assert not argo_when.evaluate("'{{outputs.parameters.x}}' != ''", scope)
+    assert argo_when.evaluate("3 > 2 && !(1 == 2) || false", {})
+    # what Argo would refuse or misread is an error here too
+    for bad in ("{{nope}} == x", "gate-accuracy == x", "{{outputs.parameters.x}} != ", "(a == a"):
+        with pytest.raises(argo_when.WhenError):
+            argo_when.evaluate(bad, scope)
+    metric = {"name": "m", "labels": [{"key": "k", "value": "{{status}}"}], "gauge": {}}
+    assert argo_when.emitted([{**metric, "gauge": {"value": "1.5"}}], scope) == [
+        ("m", {"k": "Failed"}, 1.5)
+    ]
+    with pytest.raises(argo_when.WhenError, match="not a number"):
+        argo_when.emitted([{**metric, "gauge": {"value": "{{outputs.parameters.x}}"}}], scope)
+
+
+def workflow_spec_of(doc: dict) -> dict:
+    return doc["spec"]["workflowSpec"] if doc["kind"] == "CronWorkflow" else doc["spec"]
+
+
+def test_every_document_is_cleaned_up_and_the_pipelines_carry_metrics_and_exit_handler():
+    defaults = build_settings.Settings()
+    for name, doc in committed().items():
+        spec = workflow_spec_of(doc)
+        assert spec["ttlStrategy"] == {
+            "secondsAfterSuccess": defaults.ttl_after_success,
+            "secondsAfterFailure": defaults.ttl_after_failure,
+        }, name
+        assert defaults.ttl_after_failure > defaults.ttl_after_success
+        assert spec["podGC"] == {"strategy": defaults.pod_gc}, name
+    for pipeline in (CV, LLM):
+        for name in (f"{pipeline.name}-pipeline", f"{pipeline.name}-retrain"):
+            spec = workflow_spec_of(doc_named(name))
+            assert spec["onExit"] == common.EXIT_HANDLER, name
+            names = [m["name"] for m in spec["metrics"]["prometheus"]]
+            assert names == ["mlcp_pipeline_runs", "mlcp_pipeline_duration_seconds"], name
+            labels = {"workflow.status": "Failed", "workflow.duration": "61.2"}
+            found = argo_when.emitted(spec["metrics"]["prometheus"], labels)
+            assert [(n, tags) for n, tags, _ in found] == [
+                (n, {"pipeline": pipeline.name, "status": "Failed"}) for n in names
+            ]
+        # the cron's exit handler is the template's (Argo resolves it through the ref)
+        templates = {
+            t["name"]: t for t in doc_named(f"{pipeline.name}-pipeline")["spec"]["templates"]
+        }
+        (handler,) = templates[common.EXIT_HANDLER]["steps"]
+        (step,) = handler
+        assert step["template"] in templates and step["name"] == common.EXIT_STEP
+        for status, runs in (("Succeeded", False), ("Failed", True), ("Error", True)):
+            assert argo_when.evaluate(step["when"], {"workflow.status": status}) is runs
+    # every stage template reports its duration and failures, and each of its gates
+    for name, (words, _, _) in STAGES.items():
+        pipeline = {CV.name: CV, LLM.name: LLM}[words[0]]
+        stage = next(s for s in pipeline.stages if s.name == words[1])
+        metrics = entry_template(doc_named(name))["metrics"]["prometheus"]
+        gates = [m["labels"][-1]["value"] for m in metrics if m["name"] == "mlcp_gate_value"]
+        assert gates == list(stage.gates), name
+        for metric in metrics:  # low cardinality: no version, run id or workflow in a label
+            for label in metric["labels"]:
+                assert not re.search(r"version|run|workflow\.", label["value"]), (name, label)
+
+
 # ------------------------------------------------------------------ the stage templates
 
 STAGES = {  # template: (mlcp words, alias read or None, alias written)
