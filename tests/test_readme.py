@@ -169,3 +169,25 @@ def test_the_demo_prose_names_the_cv_gates_the_chain_requires():
     assert listed is not None
     assert tuple(re.findall(r"`([a-z0-9-]+)`", listed.group(1))) == CV.gates
     assert len(CV.gates) == 6
+
+
+def test_operating_it_names_every_metric_with_its_labels_and_query_and_the_true_defaults():
+    from workflows import metrics
+    from workflows.settings import Settings
+
+    text = README.read_text()
+    section = text[text.index("## Operating it") :]
+    section = section[: section.index("\n## ", 1)]
+    rows = {
+        line.split("|")[1].strip(" `"): line
+        for line in section.splitlines()
+        if line.startswith("| `argo_workflows_")
+    }
+    assert sorted(rows) == sorted(m.exported for m in metrics.METRICS)
+    for metric in metrics.METRICS:
+        row = rows[metric.exported]
+        assert metric.kind in row and f"`{metric.example}`" in row, metric.name
+        assert all(f"`{label}`" in row for label in metric.labels), metric.name
+    defaults = Settings()
+    for value in (defaults.ttl_after_success, defaults.ttl_after_failure, defaults.pod_gc):
+        assert str(value) in section
