@@ -23,7 +23,8 @@ import pytest
 import yaml
 
 from steps.llm.serving import ADAPTER_VOLUME
-from workflows import common
+from workflows import build, common
+from workflows.settings import Settings
 
 from .conftest import ROOT
 from .test_workflows import KINDS, strict_errors
@@ -206,29 +207,69 @@ def test_the_schema_checks_catch_unknown_fields():
 # ------------------------------------------------------------------ the workflow files
 
 
-def _without_chart_changes(doc: dict) -> dict:
-    """A rendered workflow document with what the chart adds taken out again."""
+# The labels the chart gives every object (mlcp.labels); the files' own labels are kept.
+CHART_LABELS = (
+    "helm.sh/chart",
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/component",
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/managed-by",
+)
+GPU_TOLERATION = {"key": common.GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+
+
+def workflow_spec(doc: dict) -> dict:
+    return doc["spec"]["workflowSpec"] if doc["kind"] == "CronWorkflow" else doc["spec"]
+
+
+def is_training(doc: dict) -> bool:
+    return doc["metadata"].get("labels", {}).get(common.ROLE_LABEL) == common.TRAINING_ROLE
+
+
+def _without_chart_changes(doc: dict, values: dict) -> dict:
+    """A rendered workflow document with what the chart adds for these values taken out
+    again (each taken-out placement checked against the values first). The cleanup values
+    are left in: at their defaults they are the files' own."""
     doc = copy.deepcopy(doc)
     meta = doc["metadata"]
     meta.pop("namespace")
-    meta["labels"] = {"app.kubernetes.io/part-of": meta["labels"]["app.kubernetes.io/part-of"]}
-    spec = doc["spec"]["workflowSpec"] if doc["kind"] == "CronWorkflow" else doc["spec"]
+    for key in CHART_LABELS:
+        meta["labels"].pop(key)
+    spec = workflow_spec(doc)
     for key in ("serviceAccountName", "securityContext", "imagePullSecrets"):
         spec.pop(key, None)
+    training = values.get("workflows", {}).get("training", {})
+    gpu = training.get("gpuResource", common.GPU_RESOURCE)
+    count = training.get("gpus", {}).get(meta["labels"].get(common.PIPELINE_LABEL))
     for template in spec.get("templates", []):
-        if "container" in template:
-            template["container"]["image"] = common.image()
+        if "container" not in template:
+            continue
+        template["container"]["image"] = common.image()
+        if not is_training(doc):
+            continue
+        for key in ("nodeSelector", "affinity", "tolerations"):
+            if training.get(key):
+                assert template.pop(key) == training[key], (meta["name"], key)
+        if count is not None:
+            resources = template["container"]["resources"]
+            for kind in ("requests", "limits"):
+                assert resources[kind].pop(gpu, "0") == str(count), (meta["name"], kind)
+            if count and not training.get("tolerations"):
+                assert template.pop("tolerations") == [{**GPU_TOLERATION, "key": gpu}]
     return doc
 
 
 def test_every_committed_workflow_file_is_installed_once_and_unchanged():
+    values = values_of(CHART / "ci" / "all-values.yaml")
+    assert values["workflows"]["training"]["gpus"]["cv"]  # the placement is undone below
     docs = rendered("all-values.yaml")
     installed = [d for d in docs if d["apiVersion"] == ARGO_API]
     files = committed_workflows()
     assert sorted(d["metadata"]["name"] + ".yaml" for d in installed) == sorted(files)
     for doc in installed:
         original = files[doc["metadata"]["name"] + ".yaml"]
-        assert _without_chart_changes(doc) == original, doc["metadata"]["name"]
+        assert _without_chart_changes(doc, values) == original, doc["metadata"]["name"]
 
 
 def test_the_sets_select_files_by_prefix_and_the_rest_is_always_installed():
@@ -268,7 +309,7 @@ def _step_containers(docs: list[dict]):
     for doc in docs:
         if doc["apiVersion"] != ARGO_API:
             continue
-        spec = doc["spec"]["workflowSpec"] if doc["kind"] == "CronWorkflow" else doc["spec"]
+        spec = workflow_spec(doc)
         for template in spec.get("templates", []):
             if "container" in template:
                 yield doc, spec, template
@@ -280,7 +321,11 @@ def test_templates_read_the_configmap_and_secret_the_chart_makes_and_run_as_its_
 ):
     values = values_of(values_file)
     docs = rendered(values_file.name)
-    (config,) = by_kind(docs, "ConfigMap")
+    config = named(docs, "ConfigMap", values.get("config", {}).get("name", "mlcp-config"))
+    assert {c["metadata"]["name"] for c in by_kind(docs, "ConfigMap")} == {
+        config["metadata"]["name"],
+        common.SEMAPHORE_CONFIG_MAP,
+    }
     (account,) = by_kind(docs, "ServiceAccount")
     secret = values.get("credentials", {}).get("existingSecret", "mlcp-credentials")
     image = values["image"]["repository"] + ":" + values["image"].get("tag", "0.1.0")
@@ -360,6 +405,284 @@ def test_triton_reads_its_repository_from_s3_with_explicit_model_control():
     dockerfile = (ROOT / "images" / "triton.Dockerfile").read_text()
     assert "--model-control-mode=explicit" in dockerfile
     assert '--model-repository=\\"$MODEL_REPOSITORY\\"' in dockerfile
+
+
+# ------------------------------------------------------------------ cleanup, placement, concurrency
+
+MLFLOW = {"config": {"mlflowTrackingUri": "http://mlflow:5000"}}  # the least that renders
+PLACEMENT = {
+    "nodeSelector": {"mlcp.io/pool": "training"},
+    "tolerations": [
+        {"key": "dedicated", "operator": "Equal", "value": "training", "effect": "NoSchedule"}
+    ],
+    "affinity": {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [{"key": "gpu", "operator": "Exists"}]}]
+            }
+        }
+    },
+}
+# The training templates of each scenario (the documents labelled mlcp.io/role=training).
+TRAINING = {
+    "cv-values.yaml": {"cv-train"},
+    "llm-values.yaml": {"llm-train"},
+    "all-values.yaml": {"cv-train", "llm-train"},
+}
+
+
+def argo_docs(docs: list[dict]) -> list[dict]:
+    return [d for d in docs if d["apiVersion"] == ARGO_API]
+
+
+def with_workflows(values: dict, **workflows) -> dict:
+    """A copy of ``values`` with these keys of ``workflows`` set."""
+    values = copy.deepcopy(values)
+    values.setdefault("workflows", {}).update(copy.deepcopy(workflows))
+    return values
+
+
+def chart_built_with(tmp_path: Path, settings: Settings) -> Path:
+    """A copy of the chart whose workflow files are generated with ``settings``."""
+    chart = tmp_path / "mlcp"
+    shutil.copytree(CHART, chart)
+    for name, text in build.generate(settings).items():
+        (chart / "files" / "workflows" / name).write_text(text)
+    return chart
+
+
+def cleanup_of(doc: dict) -> tuple[dict, dict]:
+    spec = workflow_spec(doc)
+    return spec["ttlStrategy"], spec["podGC"]
+
+
+def test_the_cleanup_defaults_are_the_generated_files_own():
+    settings = Settings()
+    defaults = values_of(CHART / "values.yaml")["workflows"]
+    ttl = {
+        "secondsAfterSuccess": settings.ttl_after_success,
+        "secondsAfterFailure": settings.ttl_after_failure,
+    }
+    gc = {"strategy": settings.pod_gc}
+    assert defaults["ttlStrategy"] == ttl and defaults["podGC"] == gc
+    assert ttl["secondsAfterFailure"] > ttl["secondsAfterSuccess"]  # failures are kept longer
+    for name, doc in committed_workflows().items():
+        assert cleanup_of(doc) == (ttl, gc), name
+    for scenario in SERVING:
+        for doc in argo_docs(rendered(scenario)):
+            assert cleanup_of(doc) == (ttl, gc), (scenario, doc["metadata"]["name"])
+
+
+def test_the_cleanup_values_replace_every_documents_and_null_keeps_the_files(tmp_path):
+    # files generated with other settings than the chart's defaults, to tell them apart
+    built = Settings(ttl_after_success=600, ttl_after_failure=1200, pod_gc="OnPodCompletion")
+    chart = chart_built_with(tmp_path, built)
+    files = (
+        {"secondsAfterSuccess": 600, "secondsAfterFailure": 1200},
+        {"strategy": "OnPodCompletion"},
+    )
+    defaults = values_of(CHART / "values.yaml")["workflows"]
+    values = values_of(CHART / "ci" / "all-values.yaml")
+    count = len(committed_workflows())
+
+    def cleanups(values: dict, chart: Path = chart) -> list[tuple[dict, dict]]:
+        docs = argo_docs(render(values, chart))
+        assert len(docs) == count
+        return [cleanup_of(doc) for doc in docs]
+
+    # other values: on every installed document, strictly valid
+    ttl = {"secondsAfterSuccess": 3600, "secondsAfterFailure": 1209600}
+    gc = {"strategy": "OnWorkflowSuccess"}
+    docs = argo_docs(render(with_workflows(values, ttlStrategy=ttl, podGC=gc), chart))
+    assert {doc["kind"] for doc in docs} == {"WorkflowTemplate", "CronWorkflow"}
+    for doc in docs:
+        assert cleanup_of(doc) == (ttl, gc), doc["metadata"]["name"]
+        assert strict_errors(doc, KINDS[doc["kind"]]) == [], doc["metadata"]["name"]
+    # the defaults replace the files' too
+    assert cleanups(values) == [(defaults["ttlStrategy"], defaults["podGC"])] * count
+    # emptied (null: Helm merges a {} given at install time into the defaults) keeps each file's
+    assert cleanups(with_workflows(values, ttlStrategy=None, podGC=None)) == [files] * count
+    merged = cleanups(with_workflows(values, ttlStrategy={}, podGC={}))
+    assert merged == [(defaults["ttlStrategy"], defaults["podGC"])] * count
+    # and so does {} as the chart's own value
+    chart_values = values_of(chart / "values.yaml")
+    chart_values["workflows"].update(ttlStrategy={}, podGC={})
+    (chart / "values.yaml").write_text(yaml.safe_dump(chart_values))
+    assert cleanups(values) == [files] * count
+
+
+def _placements(docs: list[dict]):
+    """(document, template, its nodeSelector/affinity/tolerations) of every workflow
+    template; no workflow spec carries them at its own level."""
+    for doc in argo_docs(docs):
+        spec = workflow_spec(doc)
+        assert not {"nodeSelector", "affinity", "tolerations"} & set(spec), doc["metadata"]
+        for template in spec.get("templates", []):
+            keys = ("nodeSelector", "affinity", "tolerations")
+            yield doc, template, {k: template[k] for k in keys if k in template}
+
+
+def test_the_training_placement_goes_to_the_training_templates_and_no_other():
+    for scenario, training in TRAINING.items():
+        values = with_workflows(values_of(CHART / "ci" / scenario), training=PLACEMENT)
+        docs = render(values)
+        placed_on = set()
+        for doc, template, placed in _placements(docs):
+            name = doc["metadata"]["name"]
+            if is_training(doc) and "container" in template:
+                assert placed == PLACEMENT, (scenario, name)
+                placed_on.add(name)
+            else:
+                assert placed == {}, (scenario, name, template["name"])
+        assert placed_on == training, scenario
+        for doc in argo_docs(docs):
+            assert strict_errors(doc, KINDS[doc["kind"]]) == [], doc["metadata"]["name"]
+    # the ci scenario with placement values carries them on its training templates
+    values = values_of(CHART / "ci" / "all-values.yaml")["workflows"]["training"]
+    for doc, _template, placed in _placements(rendered("all-values.yaml")):
+        if is_training(doc):
+            assert placed == {k: values[k] for k in PLACEMENT}, doc["metadata"]["name"]
+
+
+def test_without_placement_values_no_workflow_template_is_placed():
+    for docs in (render(MLFLOW), rendered("cv-values.yaml"), rendered("llm-values.yaml")):
+        assert {doc["metadata"]["name"] for doc in argo_docs(docs) if is_training(doc)}
+        for doc, template, placed in _placements(docs):
+            # the committed files are built without GPUs: nothing to tolerate either
+            assert placed == {}, (doc["metadata"]["name"], template["name"])
+            resources = template.get("container", {}).get("resources", {})
+            assert common.GPU_RESOURCE not in json.dumps(resources), doc["metadata"]["name"]
+
+
+def _training_step(training: dict, name: str = "cv-train", chart: Path = CHART):
+    docs = render(with_workflows(MLFLOW, training=training), chart)
+    doc = named(docs, "WorkflowTemplate", name)
+    assert strict_errors(doc, KINDS["WorkflowTemplate"]) == []
+    (step,) = doc["spec"]["templates"]
+    resources = step["container"]["resources"]
+    gpus = {
+        kind: {k: v for k, v in resources[kind].items() if k not in ("cpu", "memory")}
+        for kind in ("requests", "limits")
+    }
+    assert gpus["requests"] == gpus["limits"], name  # an extended resource: request = limit
+    return gpus["limits"], step.get("tolerations")
+
+
+def test_gpu_counts_and_the_gpu_resource_name_of_the_training_steps(tmp_path):
+    chart = chart_built_with(tmp_path, Settings(cv_train_gpus=2))  # as MLCP_CV_TRAIN_GPUS=2
+    amd = "amd.com/gpu"
+    # null: as generated
+    assert _training_step({}, chart=chart) == ({common.GPU_RESOURCE: "2"}, [GPU_TOLERATION])
+    # another resource name renames the generated entries and the toleration's key
+    assert _training_step({"gpuResource": amd}, chart=chart) == (
+        {amd: "2"},
+        [{**GPU_TOLERATION, "key": amd}],
+    )
+    # a count: that many, requested = limited; 0: none, and nothing to tolerate
+    assert _training_step({"gpus": {"cv": 4}}, chart=chart) == (
+        {common.GPU_RESOURCE: "4"},
+        [GPU_TOLERATION],
+    )
+    assert _training_step({"gpus": {"cv": 0}}, chart=chart) == ({}, None)
+    # only that pipeline's training step
+    assert _training_step({"gpus": {"llm": 3}}, chart=chart)[0] == {common.GPU_RESOURCE: "2"}
+    assert _training_step({"gpus": {"llm": 3}}, "llm-train", chart)[0] == {common.GPU_RESOURCE: "3"}
+    # on a step built without GPUs (the committed files) a count adds the GPU and its toleration
+    assert _training_step({"gpus": {"llm": 1}, "gpuResource": amd}, "llm-train") == (
+        {amd: "1"},
+        [{**GPU_TOLERATION, "key": amd}],
+    )
+    # given tolerations replace the generated ones
+    tolerations = PLACEMENT["tolerations"]
+    assert _training_step({"tolerations": tolerations}, chart=chart)[1] == tolerations
+    assert _training_step({"gpus": {"cv": 1}, "tolerations": tolerations}) == (
+        {common.GPU_RESOURCE: "1"},
+        tolerations,
+    )
+    # anything but a whole number fails the render, saying why
+    for bad in (-1, 1.5, "two", True):
+        with pytest.raises(helm.HelmError, match=r"workflows\.training\.gpus\.cv must be a whole"):
+            _training_step({"gpus": {"cv": bad}})
+
+
+def test_serving_pods_take_their_affinity_from_the_values():
+    values = values_of(CHART / "ci" / "all-values.yaml")
+    docs = rendered("all-values.yaml")
+    triton = named(docs, "Deployment", "mlcp-triton")["spec"]["template"]["spec"]
+    assert triton["affinity"] == values["triton"]["affinity"]
+    assert "affinity" not in named(docs, "Deployment", "mlcp-vllm")["spec"]["template"]["spec"]
+    values["vllm"]["affinity"] = PLACEMENT["affinity"]
+    vllm = named(render(values), "Deployment", "mlcp-vllm")["spec"]["template"]["spec"]
+    assert vllm["affinity"] == PLACEMENT["affinity"]
+    kubernetes_validate.validate(
+        named(render(values), "Deployment", "mlcp-vllm"), KUBE_VERSION, strict=True
+    )
+
+
+def _semaphore_refs(docs: list[dict]) -> dict[str, str]:
+    """{semaphore key: the pipeline of the document holding it} over the installed documents."""
+    refs = {}
+    for doc in argo_docs(docs):
+        spec = workflow_spec(doc)
+        for holder in (spec, *spec.get("templates", [])):
+            for ref in holder.get("synchronization", {}).get("semaphores", []):
+                key_ref = ref["configMapKeyRef"]
+                assert key_ref["name"] == common.SEMAPHORE_CONFIG_MAP
+                refs[key_ref["key"]] = doc["metadata"]["labels"][common.PIPELINE_LABEL]
+    return refs
+
+
+@pytest.mark.parametrize("values_file", CI_VALUES, ids=scenario_ids(CI_VALUES))
+def test_the_semaphore_configmap_sizes_exactly_the_semaphores_installed(values_file):
+    values = values_of(values_file)
+    docs = rendered(values_file.name)
+    refs = _semaphore_refs(docs)
+    assert set(refs) == TRAINING[values_file.name]  # one key per training template, its name
+    sizes = values_of(CHART / "values.yaml")["workflows"]["concurrency"]["training"]
+    sizes.update(values.get("workflows", {}).get("concurrency", {}).get("training", {}))
+    semaphores = named(docs, "ConfigMap", common.SEMAPHORE_CONFIG_MAP)
+    assert semaphores["data"] == {key: str(sizes[pipeline]) for key, pipeline in refs.items()}
+    assert semaphores["metadata"]["namespace"] == NAMESPACE
+    # the promote mutex is left as generated
+    (promote,) = named(docs, "WorkflowTemplate", "promote")["spec"]["templates"]
+    (generated,) = committed_workflows()["promote.yaml"]["spec"]["templates"]
+    assert promote["synchronization"] == generated["synchronization"]
+    assert "semaphores" not in promote["synchronization"]
+
+
+def test_semaphore_sizes_come_from_the_values_and_a_bad_size_fails(tmp_path):
+    values = values_of(CHART / "ci" / "all-values.yaml")
+
+    def data(values: dict, chart: Path = CHART) -> dict | None:
+        docs = render(values, chart)
+        found = [
+            d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"] == "mlcp-semaphores"
+        ]
+        return found[0]["data"] if found else None
+
+    sized = with_workflows(values, concurrency={"training": {"cv": 3, "llm": 5}})
+    assert data(sized) == {"cv-train": "3", "llm-train": "5"}
+    # only the installed sets' keys, and only those are checked
+    only_llm = with_workflows(
+        values, sets={"cv": False, "llm": True}, concurrency={"training": {"cv": "x"}}
+    )
+    assert data(only_llm) == {"llm-train": "1"}
+    # no workflows, or no semaphore held: no ConfigMap
+    assert data(with_workflows(values, enabled=False)) is None
+    chart = tmp_path / "mlcp"
+    shutil.copytree(CHART, chart)
+    for name in ("cv-train.yaml", "llm-train.yaml"):
+        (chart / "files" / "workflows" / name).unlink()
+    assert data(values, chart) is None
+    # a size that is not a positive whole number, or none, fails the render
+    for bad in (0, -2, 1.5, "many", True):
+        with pytest.raises(
+            helm.HelmError,
+            match=r"workflows\.concurrency\.training\.cv must be a positive whole number",
+        ):
+            data(with_workflows(values, concurrency={"training": {"cv": bad}}))
+    with pytest.raises(helm.HelmError, match=r"workflows\.concurrency\.training\.llm is required"):
+        data(with_workflows(values, concurrency={"training": {"llm": None}}))
 
 
 # ------------------------------------------------------------------ security over the output

@@ -147,3 +147,143 @@ imagePullSecrets:
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/* The GPU resource name the generated files use (workflows/common.py GPU_RESOURCE). */}}
+{{- define "mlcp.generatedGpuResource" -}}nvidia.com/gpu{{- end }}
+
+{{/*
+The training placement of workflows.training, applied in place to one container template of
+a document labelled mlcp.io/role=training: (dict "root" $ "template" $template "pipeline" "cv").
+In order: another gpuResource renames the generated GPU requests, limits and toleration key;
+a gpus count of the pipeline sets that many requested = limited (0: none) and, unless
+tolerations are given, tolerates the gpuResource NoSchedule taint (as a GPU step is
+generated); then nodeSelector, affinity and tolerations, when given, are set (tolerations
+replace the generated ones). Prints nothing.
+*/}}
+{{- define "mlcp.trainingPlacement" -}}
+{{- $template := .template }}
+{{- $values := .root.Values.workflows.training | default dict }}
+{{- $generated := include "mlcp.generatedGpuResource" .root }}
+{{- $gpu := $values.gpuResource | default $generated }}
+{{- $resources := $template.container.resources | default dict }}
+{{- if ne $gpu $generated }}
+{{- range $kind := list "requests" "limits" }}
+{{- $amounts := index $resources $kind }}
+{{- if and $amounts (hasKey $amounts $generated) }}
+{{- $_ := set $amounts $gpu (index $amounts $generated) }}
+{{- $_ := unset $amounts $generated }}
+{{- end }}
+{{- end }}
+{{- range ($template.tolerations | default list) }}
+{{- if eq (.key | default "") $generated }}
+{{- $_ := set . "key" $gpu }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $count := index ($values.gpus | default dict) .pipeline }}
+{{- if not (kindIs "invalid" $count) }}
+{{- $text := toString $count }}
+{{- if not (regexMatch "^(0|[1-9][0-9]*)$" $text) }}
+{{- fail (printf "workflows.training.gpus.%s must be a whole number of %s (or null: as generated), got %v" .pipeline $gpu $count) }}
+{{- end }}
+{{- range $kind := list "requests" "limits" }}
+{{- $amounts := index $resources $kind | default dict }}
+{{- if eq $text "0" }}
+{{- $_ := unset $amounts $gpu }}
+{{- else }}
+{{- $_ := set $amounts $gpu $text }}
+{{- end }}
+{{- if $amounts }}
+{{- $_ := set $resources $kind $amounts }}
+{{- end }}
+{{- end }}
+{{- if $resources }}
+{{- $_ := set $template.container "resources" $resources }}
+{{- end }}
+{{- $tolerations := list }}
+{{- $tolerated := false }}
+{{- range ($template.tolerations | default list) }}
+{{- if eq (.key | default "") $gpu }}
+{{- $tolerated = true }}
+{{- if ne $text "0" }}
+{{- $tolerations = append $tolerations . }}
+{{- end }}
+{{- else }}
+{{- $tolerations = append $tolerations . }}
+{{- end }}
+{{- end }}
+{{- if and (ne $text "0") (not $tolerated) }}
+{{- $tolerations = append $tolerations (dict "key" $gpu "operator" "Exists" "effect" "NoSchedule") }}
+{{- end }}
+{{- if $tolerations }}
+{{- $_ := set $template "tolerations" $tolerations }}
+{{- else }}
+{{- $_ := unset $template "tolerations" }}
+{{- end }}
+{{- end }}
+{{- with $values.nodeSelector }}
+{{- $_ := set $template "nodeSelector" (deepCopy .) }}
+{{- end }}
+{{- with $values.affinity }}
+{{- $_ := set $template "affinity" (deepCopy .) }}
+{{- end }}
+{{- with $values.tolerations }}
+{{- $_ := set $template "tolerations" (deepCopy .) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The semaphores the installed workflow documents hold, as JSON: {configMap: {key: size}}.
+Collected from every synchronization (workflow level and template level) of every installed
+file's semaphores[].configMapKeyRef; each key is sized by
+workflows.concurrency.training[<the document's mlcp.io/pipeline label>], which must be a
+positive whole number. Empty ({}) when workflows are off or nothing holds a semaphore.
+*/}}
+{{- define "mlcp.semaphores" -}}
+{{- $root := . }}
+{{- $maps := dict }}
+{{- if .Values.workflows.enabled }}
+{{- $sizes := dig "concurrency" "training" dict .Values.workflows }}
+{{- range $path, $_ := .Files.Glob "files/workflows/*.yaml" }}
+{{- $file := base $path }}
+{{- if include "mlcp.workflowFileEnabled" (dict "root" $root "file" $file) }}
+{{- $doc := $root.Files.Get $path | fromYaml }}
+{{- $spec := $doc.spec | default dict }}
+{{- if eq $doc.kind "CronWorkflow" }}
+{{- $spec = $spec.workflowSpec | default dict }}
+{{- end }}
+{{- $syncs := list }}
+{{- with $spec.synchronization }}
+{{- $syncs = append $syncs . }}
+{{- end }}
+{{- range ($spec.templates | default list) }}
+{{- with .synchronization }}
+{{- $syncs = append $syncs . }}
+{{- end }}
+{{- end }}
+{{- $pipeline := index ($doc.metadata.labels | default dict) "mlcp.io/pipeline" | default "" | toString }}
+{{- range $sync := $syncs }}
+{{- range $ref := ($sync.semaphores | default list) }}
+{{- with $ref.configMapKeyRef }}
+{{- if not $pipeline }}
+{{- fail (printf "files/workflows/%s holds the semaphore %s of ConfigMap %s but has no mlcp.io/pipeline label to size it by (workflows.concurrency.training)" $file .key .name) }}
+{{- end }}
+{{- $size := index $sizes $pipeline }}
+{{- if kindIs "invalid" $size }}
+{{- fail (printf "workflows.concurrency.training.%s is required: files/workflows/%s holds the semaphore %s of ConfigMap %s" $pipeline $file .key .name) }}
+{{- end }}
+{{- $text := toString $size }}
+{{- if not (regexMatch "^[1-9][0-9]*$" $text) }}
+{{- fail (printf "workflows.concurrency.training.%s must be a positive whole number (the trainings that may run at once), got %v" $pipeline $size) }}
+{{- end }}
+{{- $keys := get $maps .name | default dict }}
+{{- $_ := set $keys .key $text }}
+{{- $_ := set $maps .name $keys }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- toJson $maps }}
+{{- end }}
