@@ -24,7 +24,7 @@ TAG_PREFIX = "mlcp."
 PIPELINE_TAG = TAG_PREFIX + "pipeline"  # cv | llm: the experiments of its runs
 SERVING_TAG = TAG_PREFIX + "serving"  # the serving back end that carries its live traffic
 # on runs
-KIND_TAG = TAG_PREFIX + "kind"  # stage | decision | alias-move
+KIND_TAG = TAG_PREFIX + "kind"  # stage | decision | alias-move | workflow
 MODEL_TAG = TAG_PREFIX + "model"
 VERSION_TAG = TAG_PREFIX + "version"
 STAGE_TAG = TAG_PREFIX + "stage"
@@ -32,6 +32,14 @@ ACTOR_TAG = TAG_PREFIX + "actor"
 ARGO_TAG_PREFIX = TAG_PREFIX + "argo."  # + workflow_name, workflow_uid
 GATE_TAG = TAG_PREFIX + "gate"  # on a decision run: the gate's name
 VERDICT_TAG = TAG_PREFIX + "verdict"  # on a decision run: pass | fail
+# on a workflow run (``mlcp record-exit``, the Argo exit handler): how a workflow ended
+WORKFLOW_STATUS_TAG = TAG_PREFIX + "workflow.status"  # Succeeded | Failed | Error
+FAILED_STEP_TAG = TAG_PREFIX + "workflow.failed_step"  # e.g. evaluate; none
+FAILED_TEMPLATE_TAG = TAG_PREFIX + "workflow.failed_template"  # e.g. cv-evaluate; none
+EXIT_CODE_TAG = TAG_PREFIX + "workflow.exit_code"  # 3; unknown (no exit code); none
+EXIT_REASON_TAG = TAG_PREFIX + "workflow.reason"  # one line: why it failed
+REFUSED_BY_TAG = TAG_PREFIX + "workflow.refused_by"  # comma-separated gates; empty: none
+NOTIFICATION_TAG = TAG_PREFIX + "workflow.notification"  # sent | not configured | failed: why
 # on model versions
 DATA_SOURCE_TAG = TAG_PREFIX + "data.source"
 DATA_DIGEST_TAG = TAG_PREFIX + "data.digest"

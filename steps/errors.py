@@ -14,6 +14,14 @@ EXIT_ERROR = 1
 EXIT_BAD_INPUT = 2
 EXIT_GATE_FAILED = 3
 
+# What each code means, for people reading a failed step's record (``mlcp record-exit``).
+EXIT_MEANINGS = {
+    EXIT_OK: "success",
+    EXIT_ERROR: "an error: a server that cannot be reached, a concurrent change or a bug",
+    EXIT_BAD_INPUT: "bad input: nothing was changed",
+    EXIT_GATE_FAILED: "a quality gate or a promotion requirement said no",
+}
+
 
 class MlcpError(Exception):
     """Base of the errors the CLI turns into a one-line message and an exit code."""

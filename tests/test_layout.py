@@ -41,6 +41,7 @@ CORE = (
     "steps.report",
     "steps.settings",
     "steps.tracking",
+    "steps.workflow_exit",
     "steps.serving.backend",
 )
 CORE_IF_PRESENT = ("steps.stage", "steps.s3")
