@@ -26,7 +26,7 @@ import yaml
 from hera.workflows import models as hm
 from pydantic import BaseModel, RootModel
 
-from steps import moves, promote
+from steps import contract, moves, promote
 from steps.contract import CHAIN
 from steps.cv.pipeline import CV
 from steps.llm.pipeline import LLM
@@ -1149,6 +1149,63 @@ PERF_SMALL = {
 }
 
 
+def refused_at(step: str) -> list[dict]:
+    """Argo's ``workflow.failures`` after ``step`` of cv-pipeline exited 3: the workflow, the
+    steps group, the retry parent and the pod node each failed."""
+
+    def node(name: str, message: str, template: str, second: int) -> dict:
+        return {
+            "displayName": name,
+            "message": message,
+            "templateName": template,
+            "phase": "Failed",
+            "podName": f"cv-pipeline-k8x2q-{second}",
+            "finishedAt": f"2026-11-29T10:00:{second:02d}Z",
+        }
+
+    return [
+        node("cv-pipeline-k8x2q", "child 'cv-pipeline-k8x2q[2]' failed", "cv-pipeline", 40),
+        node("[2]", "child 'cv-pipeline-k8x2q-1' failed", "cv-pipeline", 39),
+        node(step, "Error (exit code 3)", f"cv-{step}", 38),
+        node(f"{step}(0)", "Error (exit code 3)", f"cv-{step}", 37),
+    ]
+
+
+def exit_handler(
+    doc: dict,
+    workflow: Workflow,
+    values: dict[str, str],
+    status: str,
+    failures: list[dict],
+    tmp_path: Path,
+) -> Run:
+    """Run the pipeline's exit handler as Argo would at the end of the workflow: its step's
+    ``when`` and arguments resolved from the workflow's globals, then its container."""
+    templates = {t["name"]: t for t in doc["spec"]["templates"]}
+    ((step,),) = templates[doc["spec"]["onExit"]]["steps"]
+    scope = {
+        "workflow.name": workflow.name,
+        "workflow.status": status,
+        "workflow.failures": json.dumps(failures),
+        **{f"workflow.parameters.{k}": v for k, v in values.items()},
+    }
+    assert argo_when.evaluate(step["when"], scope)
+    given = {
+        a["name"]: argo_when.substitute(a["value"], scope) for a in step["arguments"]["parameters"]
+    }
+    return run_template(doc, given, workflow, tmp_path / "on-exit", templates[step["template"]])
+
+
+def exit_record(client, pipeline: str, workflow_name: str):
+    """The one run the exit handler recorded for a workflow."""
+    experiment = client.get_experiment_by_name(f"{pipeline}/workflow")
+    (run,) = client.search_runs(
+        [experiment.experiment_id],
+        f"tags.`{contract.ARGO_TAG_PREFIX}workflow_name` = '{workflow_name}'",
+    )
+    return run
+
+
 def served(slot: str) -> list[str]:
     from steps.serving import triton
 
@@ -1190,10 +1247,34 @@ def test_cv_templates_run_the_chain_against_the_real_stack(models, client, tmp_p
     # the version output names the version the gate refused, so the UI shows which one
     assert run.outputs["verdict"] == "fail" and run.outputs["version"] == "1"
     assert models.aliases(model) == {"candidate": "1", "staged": "1"}
+    # the controller would export the refusal: the gate's value and 0, a failure with exit 3
+    labels = {"pipeline": "cv", "stage": "evaluate", "model": model, "gate": "accuracy"}
+    assert run.metric("mlcp_gate_passed") == [(labels, 0.0)]
+    ((_, judged),) = run.metric("mlcp_gate_value")
+    assert 0 <= judged < 1 and run.outputs["gate-accuracy"] == f"{judged:.10g}"
+    assert run.metric("mlcp_stage_failures") == [
+        ({"pipeline": "cv", "stage": "evaluate", "exit_code": "3"}, 1.0)
+    ]
+    # the workflow fails there; its exit handler runs and records why, moving nothing
+    record = exit_handler(pipeline, workflow, values, "Failed", refused_at("evaluate"), tmp_path)
+    assert record.code == 0, record.err[-3000:]
+    assert models.aliases(model) == {"candidate": "1", "staged": "1"}
+    tags = exit_record(client, "cv", workflow.name).data.tags
+    assert tags[contract.FAILED_STEP_TAG] == "evaluate"
+    assert tags[contract.FAILED_TEMPLATE_TAG] == "cv-evaluate"
+    assert tags[contract.EXIT_CODE_TAG] == "3"
+    assert tags[contract.REFUSED_BY_TAG] == "accuracy"
+    assert (
+        "accuracy" in tags[contract.EXIT_REASON_TAG]
+        and "misses >= 1" in tags[contract.EXIT_REASON_TAG]
+    )
+    assert record.outputs["run-id"] == exit_record(client, "cv", workflow.name).info.run_id
     # cv-evaluate -> evaluated
     run = stage("evaluate", **{"min-accuracy": "0.1"})
     assert run.code == 0, run.err[-3000:]
     assert models.aliases(model)["evaluated"] == "1"
+    assert run.metric("mlcp_gate_passed") == [(labels, 1.0)]
+    assert run.metric("mlcp_stage_failures") == []
     assert json.loads(run.outputs["result"])["accuracy"] >= 0.1
     # cv-perf-test -> benchmarked
     run = stage("perf-test", **PERF_SMALL)
