@@ -425,7 +425,9 @@ def test_configuration_credentials_security_resources_and_the_mutex():
         assert not re.search(r"SECRET|PASSWORD|TOKEN|ACCESS_KEY", name), name
         assert "valueFrom" not in entry
     outputs = {p["name"]: p["valueFrom"]["path"] for p in template["outputs"]["parameters"]}
-    assert outputs == {"version": "/tmp/outputs/version", "moves": "/tmp/outputs/moves"}
+    assert outputs == {
+        name: f"/tmp/outputs/{name}" for name in ("version", "moves", "action", "pipeline")
+    }
     sc = container["securityContext"]
     assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 10001
     assert sc["allowPrivilegeEscalation"] is False
@@ -757,8 +759,7 @@ def test_every_document_is_cleaned_up_and_the_pipelines_carry_metrics_and_exit_h
             assert argo_when.evaluate(step["when"], {"workflow.status": status}) is runs
     # every stage template reports its duration and failures, and each of its gates
     for name, (words, _, _) in STAGES.items():
-        pipeline = {CV.name: CV, LLM.name: LLM}[words[0]]
-        stage = next(s for s in pipeline.stages if s.name == words[1])
+        stage = declared_stage(words)
         metrics = entry_template(doc_named(name))["metrics"]["prometheus"]
         gates = [m["labels"][-1]["value"] for m in metrics if m["name"] == "mlcp_gate_value"]
         assert gates == list(stage.gates), name
@@ -802,6 +803,12 @@ DOCSTRING_ALIASES = {
     "llm_pipeline": ("no alias", "live"),
     "llm_retrain": ("no alias", "live"),
 }
+
+
+def declared_stage(words: tuple[str, ...]):
+    """The stage declaration ``mlcp <pipeline> <stage>`` runs."""
+    pipeline = {CV.name: CV, LLM.name: LLM}[words[0]]
+    return next(s for s in pipeline.stages if s.name == words[1])
 
 
 def doc_named(name: str) -> dict:
@@ -872,10 +879,16 @@ def test_stage_template_runs_mlcp_with_every_flag_of_its_cli(name):
         assert from_template[key] == expected, f"{name} {key}"
     # outputs: the files the CLI writes under $MLCP_OUTPUT_DIR
     outputs = {p["name"]: p["valueFrom"] for p in template["outputs"]["parameters"]}
+    gate_files = {  # each gate's value and verdict, as steps/outputs.py names them
+        name: {"default": "", "path": f"/tmp/outputs/{name}"}
+        for gate in declared_stage(words).gates
+        for name in (f"gate-{gate}", f"gate-{gate}-passed")
+    }
     assert outputs == {
         "version": {"default": "", "path": "/tmp/outputs/version"},
         "verdict": {"default": "", "path": "/tmp/outputs/verdict"},
         "result": {"default": "", "path": "/tmp/outputs/result.json"},
+        **gate_files,
     }
     assert template["retryStrategy"]["expression"] == common.RETRY_EXPRESSION
     assert container["envFrom"] == entry_template(promote_doc())["container"]["envFrom"]
@@ -1015,7 +1028,12 @@ def test_pipeline_chains_the_stage_templates_by_templateref_passing_only_names(p
     for p in arguments[1:]:
         assert p["value"] == p["name"].removesuffix("-alias") and p["enum"] == ALIASES
     assert "continueOn" not in json.dumps(doc)  # a failed step fails the workflow
-    assert [t["name"] for t in doc["spec"]["templates"]] == [doc["spec"]["entrypoint"]]
+    # the chain, and the exit handler with the one container it runs
+    assert [t["name"] for t in doc["spec"]["templates"]] == [
+        doc["spec"]["entrypoint"],
+        common.EXIT_HANDLER,
+        "record-exit",
+    ]
     steps = pipeline_steps(doc)
     assert [s["name"] for s in steps] == ["train", "deploy", "evaluate", "perf-test", "promote"]
     allowed = {"{{workflow.parameters.model-name}}"} | {
@@ -1077,7 +1095,18 @@ def test_retrain_cron_submits_the_pipeline_with_forbid_and_the_settings_schedule
     suspended = getattr(defaults, f"{prefix}_retrain_suspend")
     assert spec["suspend"] is suspended is True  # switched on by a person
     assert spec["workflowSpec"]["workflowTemplateRef"] == {"name": pipeline}
-    assert set(spec["workflowSpec"]) == {"workflowTemplateRef", "arguments"}
+    # the template's exit handler and metrics, and the cleanup every workflow carries
+    assert set(spec["workflowSpec"]) == {
+        "workflowTemplateRef",
+        "arguments",
+        "onExit",
+        "metrics",
+        "ttlStrategy",
+        "podGC",
+    }
+    template_spec = doc_named(pipeline)["spec"]
+    for key in ("onExit", "metrics", "ttlStrategy", "podGC"):
+        assert spec["workflowSpec"][key] == template_spec[key], key
     # the arguments it gives are ones the pipeline accepts, and all it requires
     given = {p["name"]: p["value"] for p in spec["workflowSpec"]["arguments"]["parameters"]}
     assert (
