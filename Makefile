@@ -68,10 +68,11 @@ images: ## build the step image (CUDA; CPU with TORCH_INDEX_URL=...) and the ser
 		echo "make images: no docker engine here (docker missing or not running): nothing built."; \
 		echo "The Dockerfiles are under images/; every one is checked by hadolint in make test."; exit 1; }
 	$(eval VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml))
-	docker build -f images/steps.Dockerfile -t mlcp-steps:$(VERSION) .
+	$(eval GIT_COMMIT := $(shell git rev-parse HEAD 2>/dev/null || echo unknown))
+	docker build -f images/steps.Dockerfile --build-arg GIT_COMMIT=$(GIT_COMMIT) -t mlcp-steps:$(VERSION) .
 	@if [ -n "$(TORCH_INDEX_URL)" ]; then \
 		docker build -f images/steps.Dockerfile --build-arg TORCH_INDEX_URL="$(TORCH_INDEX_URL)" \
-			-t mlcp-steps:$(VERSION)-cpu . ; \
+			--build-arg GIT_COMMIT=$(GIT_COMMIT) -t mlcp-steps:$(VERSION)-cpu . ; \
 	else echo "mlcp-steps:$(VERSION)-cpu skipped: set TORCH_INDEX_URL to a CPU-only PyTorch wheel index"; fi
 	docker build -f images/vllm.Dockerfile -t mlcp-vllm:$(VERSION) images
 	docker build -f images/mlflow.Dockerfile -t mlcp-mlflow:$(VERSION) images

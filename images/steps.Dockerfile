@@ -15,7 +15,8 @@
 # EXTRAS (default [cv,llm], what `promote` needs to serve both pipelines) narrows the image,
 # e.g. --build-arg EXTRAS=[cv]. TORCH_VERSION and TORCHVISION_VERSION must stay equal to the
 # cv extra's pins (a test checks). BASE_IMAGE must be an official-python-style image
-# (python3.11 on PATH).
+# (python3.11 on PATH). GIT_COMMIT: the commit of the code (the image's label
+# org.opencontainers.image.revision and $MLCP_GIT_COMMIT, recorded on every run).
 ARG BASE_IMAGE=python:3.11.13-slim-bookworm
 
 FROM ${BASE_IMAGE} AS build
@@ -47,10 +48,15 @@ RUN pip install --no-cache-dir --no-deps /src \
     && mlcp --help > /dev/null
 
 FROM ${BASE_IMAGE}
+# The commit the image is built from (`make images` passes `git rev-parse HEAD`): every run
+# records it as mlflow.source.git.commit (steps/provenance.py reads MLCP_GIT_COMMIT).
+ARG GIT_COMMIT=unknown
 LABEL org.opencontainers.image.title="mlcp-steps" \
       org.opencontainers.image.description="mlflow-control-plane pipeline steps (the mlcp CLI)" \
-      org.opencontainers.image.licenses="Apache-2.0"
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.revision="${GIT_COMMIT}"
 ENV PATH=/opt/mlcp/bin:$PATH \
+    MLCP_GIT_COMMIT=${GIT_COMMIT} \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     MLFLOW_DISABLE_TELEMETRY=true \

@@ -125,6 +125,73 @@ def cmd_record_exit(args) -> int:
     return EXIT_OK
 
 
+def cmd_policy(args) -> int:
+    """``mlcp policy show|set``: the model's promotion policy, as text or JSON."""
+    from .policy import print_result
+
+    cfg = config_of(args)
+    print_result(args.stage.run(cfg), as_json=cfg.json)
+    return EXIT_OK
+
+
+def cmd_reproduce(args) -> int:
+    """``mlcp reproduce``: the verdict for people, then one JSON line, and the template's
+    outputs; exit 3 when the new training differs from the recorded one."""
+    from .reproduce import DIFFERS, summary_lines
+
+    summary = args.stage.run(config_of(args))
+    print("\n".join(summary_lines(summary)))
+    print(json.dumps(summary, default=str))
+    outputs.write(
+        {
+            "version": summary["version"],
+            "verdict": summary["verdict"],
+            "registered-version": summary["registered_version"] or "",
+            "result.json": json.dumps(summary, default=str),
+        }
+    )
+    if summary["verdict"] == DIFFERS:
+        print(
+            f"mlcp: {summary['model']} {show_version(summary['version'])} trained again differs "
+            f"from its recorded training (exit {EXIT_GATE_FAILED})",
+            file=sys.stderr,
+        )
+        return EXIT_GATE_FAILED
+    return EXIT_OK
+
+
+def _add_reproduce(sub) -> None:
+    """``mlcp reproduce MODEL@ALIAS``, or with ``--model-name`` and ``--alias`` (as its
+    template passes them): the declared flags, and the reference as an optional positional."""
+    from .aliases import parse_ref
+    from .reproduce import EPILOG, REPRODUCE
+
+    p = add_stage(sub, REPRODUCE, cmd_reproduce)
+    p.epilog = EPILOG
+    p.add_argument(
+        "ref", nargs="?", metavar="MODEL@ALIAS", help="the version (or --model-name, --alias)"
+    )
+    for action in p._actions:
+        if action.dest == "model_name":
+            action.required = False  # MODEL@ALIAS gives it
+    alias_default = p.get_default("alias")
+
+    def run(args) -> int:
+        if args.ref:
+            ref = parse_ref(args.ref)
+            if args.model_name not in (None, ref.model) or args.alias not in (
+                alias_default,
+                ref.alias,
+            ):
+                raise BadInput(f"{args.ref} and --model-name/--alias name different versions")
+            args.model_name, args.alias = ref.model, ref.alias
+        elif not args.model_name:
+            raise BadInput("give MODEL@ALIAS, or --model-name (and --alias)")
+        return cmd_reproduce(args)
+
+    p.set_defaults(handler=run, model_name=None)
+
+
 def cmd_stage(args) -> int:
     """A pipeline stage: its summary as one JSON line, and the template's outputs."""
     result = args.stage.run(config_of(args))
@@ -303,7 +370,7 @@ def _services(text: str) -> list[str]:
 
 
 # The commands that are not a pipeline's: parsing one of them needs no pipeline declaration.
-CORE_COMMANDS = ("promote", "rollback", "record-exit", "history", "lineage", "stack")
+CORE_COMMANDS = ("promote", "rollback", "policy", "record-exit", "history", "lineage", "stack")
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
@@ -322,6 +389,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_stage(sub, PROMOTE, cmd_move)
     add_stage(sub, ROLLBACK, cmd_move)
+    from .policy import SET, SHOW
+
+    p = sub.add_parser("policy", help="show or change the gates a promotion to live requires")
+    actions = p.add_subparsers(dest="policy_action", metavar="ACTION", required=True)
+    add_stage(actions, SHOW, cmd_policy)
+    add_stage(actions, SET, cmd_policy)
     add_stage(sub, EXIT, cmd_record_exit)
 
     p = sub.add_parser("history", help="the timeline of a model's alias moves")
@@ -367,6 +440,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     data_sub = p.add_subparsers(dest="pipeline", metavar="PIPELINE", required=True)
     for pipeline in PIPELINES:
         _add_pipeline(sub, data_sub, pipeline)
+    _add_reproduce(sub)  # not a core command: it trains, through a pipeline's declaration
     return parser
 
 

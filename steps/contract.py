@@ -23,8 +23,10 @@ TAG_PREFIX = "mlcp."
 # on registered models
 PIPELINE_TAG = TAG_PREFIX + "pipeline"  # cv | llm: the experiments of its runs
 SERVING_TAG = TAG_PREFIX + "serving"  # the serving back end that carries its live traffic
+# the gates a promotion to live requires (comma-separated; steps/policy.py)
+REQUIRED_GATES_TAG = TAG_PREFIX + "policy.require_gates"
 # on runs
-KIND_TAG = TAG_PREFIX + "kind"  # stage | decision | alias-move | workflow
+KIND_TAG = TAG_PREFIX + "kind"  # stage | decision | alias-move | workflow | reproduce
 MODEL_TAG = TAG_PREFIX + "model"
 VERSION_TAG = TAG_PREFIX + "version"
 STAGE_TAG = TAG_PREFIX + "stage"
@@ -45,9 +47,41 @@ DATA_SOURCE_TAG = TAG_PREFIX + "data.source"
 DATA_DIGEST_TAG = TAG_PREFIX + "data.digest"
 ROLLED_BACK_TAG = TAG_PREFIX + "rolled_back"
 TRAIN_RUN_TAG = TAG_PREFIX + "train_run"  # the run that trained the version
-GPU_TAG = TAG_PREFIX + "gpu"  # on a training run: the GPU it ran on
+# on a version `mlcp reproduce --register` wrote, and on the runs of a reproduction: the
+# version it trained again
+REPRODUCES_TAG = TAG_PREFIX + "reproduces"
+GPU_TAG = TAG_PREFIX + "gpu"  # the GPU torch sees (provenance); a cuda training run: its GPU
 # An alias-move record stores a missing version (an unset alias) as this value.
 NO_VERSION = "none"
+# provenance, on every run the project creates (steps/provenance.py). MLflow's own names
+# where MLflow defines one (mlflow/utils/mlflow_tags.py), so that its UI shows them.
+GIT_COMMIT_TAG = "mlflow.source.git.commit"  # the commit of the code; unknown
+SOURCE_NAME_TAG = "mlflow.source.name"  # what ran: e.g. mlcp cv train
+SOURCE_TYPE_TAG = "mlflow.source.type"  # JOB
+SOURCE_TYPE = "JOB"
+PACKAGE_VERSION_TAG = TAG_PREFIX + "package_version"  # mlflow-control-plane's version
+IMAGE_TAG = TAG_PREFIX + "image"  # the image the step ran in; local outside one
+ENV_TAG_PREFIX = TAG_PREFIX + "env."  # + a library: its installed version; not installed
+ENV_LIBRARIES = ("python", "torch", "transformers", "peft", "mlflow", "onnxruntime", "vllm")
+CUDA_TAG = TAG_PREFIX + "cuda"  # the CUDA version torch runs with; cpu; not loaded
+SEEDS_TAG = TAG_PREFIX + "seeds"  # name=value,... the seeds the run set; none
+# GPU_TAG (above) is provenance too: the GPU's name; cpu; not loaded
+UNKNOWN = "unknown"  # a commit the run cannot find
+LOCAL_IMAGE = "local"  # a run outside the step image (no MLCP_IMAGE)
+NOT_INSTALLED = "not installed"
+NOT_LOADED = "not loaded"  # torch not imported by the process: CUDA and GPU not looked at
+NO_SEED = "none"
+PROVENANCE_TAGS = (
+    GIT_COMMIT_TAG,
+    SOURCE_NAME_TAG,
+    SOURCE_TYPE_TAG,
+    PACKAGE_VERSION_TAG,
+    IMAGE_TAG,
+    *(ENV_TAG_PREFIX + name for name in ENV_LIBRARIES),
+    CUDA_TAG,
+    GPU_TAG,
+    SEEDS_TAG,
+)  # every key every run carries
 
 # ------------------------------------------------------------------ serving slots
 

@@ -320,11 +320,38 @@ class Pipeline:
     summarize: Callable[[str, dict[str, dict], dict[str, str]], tuple[dict, str]]
     title: str = ""  # of the pipeline's template, in the Argo UI
     description: str = ""
+    # ``mlcp reproduce``: train a version of this pipeline again from its recorded params and
+    # data, and measure it (steps/reproduce.py says what it is given and returns)
+    reproduce: Callable[[Any], dict] | None = None
 
     @property
     def data(self) -> Stage:
         return Stage(self.name, "data", self.data_help, DataConfig, self.publish)
 
+    def __post_init__(self) -> None:
+        _DECLARED[self.name] = self
+
     @property
     def gates(self) -> tuple[str, ...]:
         return tuple(g for stage in self.stages for g in stage.gates)
+
+
+# Every pipeline declared so far, by name: a stage reads its own pipeline's declaration at
+# run time (the training stage records the pipeline's gates as the model's policy) without
+# importing the module that declares it, which imports the stage.
+_DECLARED: dict[str, Pipeline] = {}
+
+
+def declared_pipelines() -> tuple[Pipeline, ...]:
+    """Every pipeline declared so far (``steps.pipelines`` declares them all)."""
+    return tuple(_DECLARED.values())
+
+
+def declared_pipeline(name: str) -> Pipeline:
+    """The declaration of pipeline ``name`` (LookupError when it was never loaded)."""
+    try:
+        return _DECLARED[name]
+    except KeyError:
+        raise LookupError(
+            f"pipeline {name!r} is not declared (import steps.pipelines first)"
+        ) from None

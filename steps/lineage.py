@@ -77,6 +77,19 @@ def write(uri: str, data: bytes) -> str:
     return path.resolve().as_uri()
 
 
+def check_unchanged(data: DataRead, recorded: str, what: str) -> DataRead:
+    """``data`` when its digest is the ``recorded`` one; BadInput naming both digests when
+    the bytes at its URI changed since they were recorded (``what``: "the data set")."""
+    if not recorded:
+        raise BadInput(f"{what} at {data.uri} has no recorded digest to compare with")
+    if data.digest != recorded[:DIGEST_CHARS]:
+        raise BadInput(
+            f"{what} at {data.uri} changed since it was recorded: its digest is now "
+            f"{data.digest}, the recorded one is {recorded}"
+        )
+    return data
+
+
 def _schema(columns: Mapping[str, str] | None):
     if columns is None:
         return None

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from . import aliases, gates, outputs, tracking
+from . import aliases, gates, outputs, policy, tracking
 from .contract import CHAIN, LIVE, NO_VERSION, PIPELINE_TAG, PREVIOUS, show_version
 from .declare import Config, Stage, alias_name, option
 from .errors import BadInput, GateFailed
@@ -83,15 +83,25 @@ class RollbackConfig(Config):
 # ---------------------------------------------------------------------------- promote
 
 
-def _check_gates(client, model: str, version: str, required: list[str]) -> list[str]:
-    """Return the passing decision runs for ``required``; GateFailed naming what is missing."""
+def _check_gates(
+    client, model: str, version: str, required: list[str], by_policy: Iterable[str] = ()
+) -> list[str]:
+    """Return the passing decision runs for ``required``; GateFailed naming what is missing
+    (and which of it the model's policy requires)."""
     statuses = gates.recorded(client, model, version, required)
     missing = [s for s in statuses if s.verdict != gates.PASS]
     if missing:
         detail = ", ".join(f"{s.name} ({s.verdict or 'no decision recorded'})" for s in missing)
+        from_policy = [s.name for s in missing if s.name in set(by_policy)]
+        why = (
+            f" ({', '.join(from_policy)} required by the model's policy: mlcp policy show "
+            f"--model-name {model})"
+            if from_policy
+            else ""
+        )
         raise GateFailed(
-            f"{model} v{version} lacks a passing decision for the required gate(s): {detail}; "
-            "use --force --reason TEXT to override",
+            f"{model} v{version} lacks a passing decision for the required gate(s): {detail}"
+            f"{why}; use --force --reason TEXT to override",
             version=version,
         )
     return [s.run_id for s in statuses if s.run_id]
@@ -191,13 +201,24 @@ def promote(
         # the template's metrics label this step with the model's pipeline, refused or not
         outputs.write({outputs.PIPELINE: model_tags.get(PIPELINE_TAG) or outputs.UNKNOWN_PIPELINE})
         is_noop = moves[0].action == "noop"
+        is_rollback = source_alias == PREVIOUS and target_alias == LIVE
+        by_policy = policy.required_gates(model_tags) if target_alias == LIVE else ()
+        if not is_rollback:  # the policy's gates, then any the caller adds
+            required = policy.with_policy(by_policy, required)
         gate_runs: list[str] = []
         if required and not is_noop:
             try:
-                gate_runs = _check_gates(client, model, version, required)
+                gate_runs = _check_gates(client, model, version, required, by_policy)
             except GateFailed:
                 if not force:
                     raise
+        elif is_rollback and by_policy and not is_noop:
+            # not checked again (the version passed them when it went live): linked
+            gate_runs = [
+                g.run_id
+                for g in gates.recorded(client, model, version, by_policy)
+                if g.verdict == gates.PASS and g.run_id
+            ]
         outcome = Outcome(
             model,
             version,

@@ -8,7 +8,7 @@ import json
 from dataclasses import asdict
 from datetime import UTC, datetime
 
-from . import aliases, gates
+from . import aliases, gates, provenance
 from .contract import STAGE_TAG, show_version
 from .moves import history, quote, search_all
 
@@ -55,6 +55,8 @@ def lineage(client, model: str, alias: str) -> dict:
         if training is not None
         else None
     )
+    # the code, image and environment the version was trained with (steps/provenance.py)
+    report["provenance"] = provenance.of_run(training.data.tags) if training is not None else None
     datasets, prompts_used = [], []
     for run in runs:
         stage = run.data.tags.get(STAGE_TAG, "")
@@ -121,6 +123,29 @@ def history_lines(records) -> list[str]:
     return out
 
 
+def provenance_lines(found: dict | None) -> list[str]:
+    """The training run's code, image and environment, as lineage lines."""
+    if not found:
+        return []
+
+    def show(value: str | None) -> str:
+        return "not recorded" if value is None else value
+
+    code, env = found["code"], found["environment"]
+    libraries = ", ".join(
+        f"{name} {show(value)}"
+        for name, value in env.items()
+        if name not in ("cuda", "gpu", "seeds")
+    )
+    return [
+        f"  code: commit {show(code['commit'])}, package {show(code['package_version'])}"
+        f" (ran {show(code['source'])})",
+        f"  image: {show(found['image'])}",
+        f"  environment: {libraries}",
+        f"    cuda {show(env['cuda'])}, gpu {show(env['gpu'])}, seeds {show(env['seeds'])}",
+    ]
+
+
 def lineage_lines(ref, report: dict) -> list[str]:
     """The lineage report as indented text."""
     out: list[str] = []
@@ -133,6 +158,7 @@ def lineage_lines(ref, report: dict) -> list[str]:
             out.append(f"    {key} = {value}")
     else:
         out.append("  training run: none recorded")
+    out += provenance_lines(report.get("provenance"))
     out.append("  datasets:" if report["datasets"] else "  datasets: none recorded")
     for ds in report["datasets"]:
         rows = f", {ds['rows']} rows" if ds["rows"] is not None else ""

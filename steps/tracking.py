@@ -4,7 +4,9 @@
 - run names that say what ran: ``resnet18-lr0.05-bs64-e3-data-1a2b3c4d``;
 - system metrics on for stage runs;
 - tags ``mlcp.pipeline``, ``mlcp.stage``, ``mlcp.model`` (and ``mlcp.version`` once known),
-  plus the Argo workflow name and uid when the template passed them down.
+  plus the Argo workflow name and uid when the template passed them down;
+- provenance on every run (steps/provenance.py): the code's commit and package version,
+  the image, the library versions, CUDA and GPU, the seeds.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from . import settings
+from . import provenance, settings
 from .contract import (
     ACTOR_TAG,
     ARGO_TAG_PREFIX,
@@ -25,6 +27,7 @@ from .contract import (
     STAGE_TAG,
     VERSION_TAG,
 )
+from .declare import format_number
 from .errors import MlcpError
 
 
@@ -73,8 +76,11 @@ def ensure_experiment(mlflow_client, name: str) -> str:
 
 
 def _fmt(value: Any) -> str:
+    """A param or run-name value as text: a float in the shortest text that reads back the
+    same (``0.05``, not ``0.0500000``; never rounded to 6 digits, which would make a
+    recorded learning rate of 0.1234567 train again as 0.123457)."""
     if isinstance(value, float):
-        return f"{value:g}"
+        return format_number(value)
     return str(value)
 
 
@@ -93,7 +99,10 @@ def run_name(
 def context_tags(
     pipeline: str, stage: str, model_name: str, version: str | int | None = None
 ) -> dict[str, str]:
+    """The tags every run the project creates starts with (stage runs, gate decisions,
+    alias-move records, workflow records): who and what, where, and its provenance."""
     tags = {
+        **provenance.tags(),
         PIPELINE_TAG: pipeline,
         STAGE_TAG: stage,
         MODEL_TAG: model_name,

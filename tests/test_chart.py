@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from steps.llm.serving import ADAPTER_VOLUME
+from steps.provenance import IMAGE_ENV
 from workflows import build, common
 from workflows.settings import Settings
 
@@ -227,6 +228,14 @@ def is_training(doc: dict) -> bool:
     return doc["metadata"].get("labels", {}).get(common.ROLE_LABEL) == common.TRAINING_ROLE
 
 
+def _chart_image(values: dict) -> str:
+    """The step image the chart writes for these values (repository:tag, tag defaulting to
+    the package version)."""
+    image = values.get("image", {})
+    tag = image.get("tag") or common.package_version()
+    return f"{image.get('repository', common.IMAGE_NAME)}:{tag}"
+
+
 def _without_chart_changes(doc: dict, values: dict) -> dict:
     """A rendered workflow document with what the chart adds for these values taken out
     again (each taken-out placement checked against the values first). The cleanup values
@@ -246,6 +255,10 @@ def _without_chart_changes(doc: dict, values: dict) -> dict:
         if "container" not in template:
             continue
         template["container"]["image"] = common.image()
+        for item in template["container"].get("env", []):
+            if item["name"] == IMAGE_ENV:  # the recorded image is the one that runs
+                assert item["value"] == _chart_image(values), meta["name"]
+                item["value"] = common.image()
         if not is_training(doc):
             continue
         for key in ("nodeSelector", "affinity", "tolerations"):
@@ -335,6 +348,8 @@ def test_templates_read_the_configmap_and_secret_the_chart_makes_and_run_as_its_
         name = doc["metadata"]["name"]
         assert spec["serviceAccountName"] == account["metadata"]["name"], name
         assert template["container"]["image"] == image, name
+        recorded = [e["value"] for e in template["container"]["env"] if e["name"] == IMAGE_ENV]
+        assert recorded == [image], name  # what a run records is the image that runs
         refs = template["container"]["envFrom"]
         assert [r["configMapRef"]["name"] for r in refs if "configMapRef" in r] == [
             config["metadata"]["name"]
@@ -424,10 +439,10 @@ PLACEMENT = {
     },
 }
 # The training templates of each scenario (the documents labelled mlcp.io/role=training).
-TRAINING = {
-    "cv-values.yaml": {"cv-train"},
-    "llm-values.yaml": {"llm-train"},
-    "all-values.yaml": {"cv-train", "llm-train"},
+TRAINING = {  # reproduce serves every pipeline, so every set installs it
+    "cv-values.yaml": {"cv-train", "reproduce"},
+    "llm-values.yaml": {"llm-train", "reproduce"},
+    "all-values.yaml": {"cv-train", "llm-train", "reproduce"},
 }
 
 
@@ -637,7 +652,9 @@ def test_the_semaphore_configmap_sizes_exactly_the_semaphores_installed(values_f
     values = values_of(values_file)
     docs = rendered(values_file.name)
     refs = _semaphore_refs(docs)
-    assert set(refs) == TRAINING[values_file.name]  # one key per training template, its name
+    # one key per pipeline training template, its name (reproduce, of every pipeline, holds
+    # none: the semaphores are sized per pipeline)
+    assert set(refs) == TRAINING[values_file.name] - {"reproduce"}
     sizes = values_of(CHART / "values.yaml")["workflows"]["concurrency"]["training"]
     sizes.update(values.get("workflows", {}).get("concurrency", {}).get("training", {}))
     semaphores = named(docs, "ConfigMap", common.SEMAPHORE_CONFIG_MAP)

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from steps import moves
+from steps.contract import REQUIRED_GATES_TAG
 from steps.cv import data as cvdata
+from steps.cv.pipeline import CV
 
 from .conftest import unique
 
@@ -171,6 +173,9 @@ def test_failing_gate_stops_the_chain_and_moves_nothing(mlcp, models, client, da
     model = unique("digits-gate")
     ok = mlcp("cv", "train", "--model-name", model, *TRAIN, timeout=600)
     assert ok.code == 0, ok.err[-2000:]
+    # registering the model recorded its policy: every gate of the CV pipeline
+    policy = client.get_registered_model(model).tags[REQUIRED_GATES_TAG]
+    assert policy.split(",") == list(CV.gates)
     strict = mlcp(
         "cv",
         "train",

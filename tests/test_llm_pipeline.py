@@ -18,8 +18,10 @@ import threading
 import pytest
 
 from steps import prompts
+from steps.contract import REQUIRED_GATES_TAG
 from steps.llm import data as llmdata
 from steps.llm import judge
+from steps.llm.pipeline import LLM
 from steps.serving import vllm
 
 from .conftest import unique
@@ -114,6 +116,9 @@ def test_llm_chain_promote_and_rollback_follow_vllm(mlcp, models, client, llm_da
         "benchmarked": "1",
         "live": "1",
     }
+    # registering the model recorded its policy: every gate of the LLM pipeline
+    policy = client.get_registered_model(model).tags[REQUIRED_GATES_TAG]
+    assert policy.split(",") == list(LLM.gates)
     # the adapter measurably beats the bare base on the eval set
     assert summary["correct_rate"] >= 0.5
     assert summary["correct_rate"] - summary["base_correct_rate"] >= 0.4

@@ -26,7 +26,7 @@ import yaml
 from hera.workflows import models as hm
 from pydantic import BaseModel, RootModel
 
-from steps import contract, moves, promote
+from steps import contract, moves, policy, promote
 from steps.contract import CHAIN
 from steps.cv.pipeline import CV
 from steps.llm.pipeline import LLM
@@ -236,6 +236,7 @@ def test_every_generated_document_is_valid_for_argo_strictly():
         "llm-perf-test.yaml": "WorkflowTemplate",
         "llm-pipeline.yaml": "WorkflowTemplate",
         "llm-retrain.yaml": "CronWorkflow",
+        "reproduce.yaml": "WorkflowTemplate",
     }
     # and Hera's own (lenient) models read every document back
     for doc in committed().values():
@@ -682,6 +683,36 @@ def test_gates_force_and_dry_run_go_through_the_template(models, client, tmp_pat
         submission(doc, {})
 
 
+def test_the_promote_template_enforces_the_model_policy_with_require_gates_empty(
+    models, client, tmp_path
+):
+    # given a model whose policy requires "quality", v1 live (it passed), v2 benchmarked
+    name = models.create(2)
+    policy.set_policy(name, ["quality"], reason="governance", client=client)
+    models.pass_gate(name, "1", "quality")
+    models.set_alias(name, "benchmarked", "1")
+    promote.promote(name, "benchmarked", "live", client=client)
+    models.set_alias(name, "benchmarked", "2")
+    doc = promote_doc()
+    assert submission(doc, {"model-name": name})["require-gates"] == ""
+    # a plain submission (require-gates left empty) refuses v2: exit 3, nothing moved
+    run = run_template(doc, {"model-name": name}, Workflow(), tmp_path / "a")
+    assert run.code == 3, run.err
+    assert "required by the model's policy" in run.err
+    assert models.aliases(name) == {"benchmarked": "2", "live": "1"}
+    # forced with a reason: v2 goes live, recorded as forced
+    forced = {"model-name": name, "force": "true", "reason": "vendor hotfix"}
+    run = run_template(doc, forced, Workflow(), tmp_path / "b")
+    assert run.code == 0, run.err
+    record = moves.history(client, name, "live")[-1]
+    assert (record.to_version, record.forced, record.reason) == ("2", True, "vendor hotfix")
+    # and the README's rollback still works (not checked again)
+    rollback = {"model-name": name, "source-alias": "previous", "target-alias": "live"}
+    run = run_template(doc, rollback, Workflow(), tmp_path / "c")
+    assert run.code == 0, run.err
+    assert models.aliases(name)["live"] == "1"
+
+
 def retried(expression: str, exit_code: int, status: str = "Failed") -> bool:
     """Evaluate an Argo retry expression (expr-lang) for one finished attempt."""
     python = expression.replace("&&", " and ").replace("||", " or ")
@@ -802,6 +833,7 @@ DOCSTRING_ALIASES = {
     "llm_perf_test": ("evaluated", "benchmarked"),
     "llm_pipeline": ("no alias", "live"),
     "llm_retrain": ("no alias", "live"),
+    "reproduce": ("live", "no alias"),
 }
 
 

@@ -31,6 +31,7 @@ from . import (
     llm_retrain,
     llm_train,
     promote,
+    reproduce,
 )
 from . import settings as build_settings
 from .common import ROOT
@@ -54,6 +55,7 @@ TEMPLATES: tuple[Callable[[Settings], Document], ...] = (
     llm_perf_test.template,
     llm_pipeline.template,
     llm_retrain.template,
+    reproduce.template,
 )
 
 

@@ -34,6 +34,7 @@ from hera.workflows import (
 from hera.workflows import models as m
 
 from steps.declare import Pipeline, Stage
+from steps.provenance import IMAGE_ENV
 from steps.serving.backend import Volume
 
 from . import metrics
@@ -173,12 +174,14 @@ def env_from() -> list:
 
 
 def env() -> list[Env]:
-    """Who and what runs the step (recorded with every alias move), where outputs go, and a
-    writable home."""
+    """Who and what runs the step (recorded with every alias move), the image it runs in
+    (recorded on every run; the chart rewrites it with the container's image), where outputs
+    go, and a writable home."""
     return [
         Env(name="ARGO_WORKFLOW_NAME", value="{{workflow.name}}"),
         Env(name="ARGO_WORKFLOW_UID", value="{{workflow.uid}}"),
         Env(name="MLCP_ACTOR", value=ACTOR),
+        Env(name=IMAGE_ENV, value=image()),
         Env(name="MLCP_OUTPUT_DIR", value=OUTPUT_DIR),
         # The root filesystem is read-only: caches (matplotlib, torch, pip) go to /tmp.
         Env(name="HOME", value="/tmp"),

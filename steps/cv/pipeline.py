@@ -4,7 +4,7 @@ and how its chain summary reads. ``steps/pipelines.py`` lists it; nothing in the
 from __future__ import annotations
 
 from ..declare import DataConfig, Pipeline
-from . import PIPELINE, deploy, evaluate, perftest, train
+from . import PIPELINE, deploy, evaluate, perftest, reproduce, train
 
 
 def publish(cfg: DataConfig) -> dict:
@@ -36,6 +36,7 @@ CV = Pipeline(
     data_help="scikit-learn digits as a split .npz, to S3 or a path",
     default_model="resnet18-digits",
     summarize=summarize,
+    reproduce=reproduce.reproduce,
     title="CV: train -> deploy -> evaluate -> perf-test -> promote",
     description=(
         "The whole CV chain, each stage its own WorkflowTemplate (templateRef), sharing "

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
-from .. import gates, tracking
+from .. import determinism, gates, policy, provenance, tracking
 from ..contract import CANDIDATE, GPU_TAG, PIPELINE_TAG, SERVING_TAG, TRAIN_RUN_TAG, VERSION_TAG
-from ..declare import Config, Stage, alias_option, option
+from ..declare import Config, Stage, alias_option, declared_pipeline, option
 from ..errors import BadInput
+from ..lineage import DataRead
 from ..stage import Reporter
 from . import IMAGE_SIZE_TAG, NUM_CLASSES_TAG, PIPELINE
 from . import data as cvdata
@@ -131,94 +133,150 @@ def train_epoch(model, optimizer, loss_fn, x, y, batch_size: int, rng, device: s
     return float(total) / max(len(y), 1)
 
 
-def train(cfg: TrainConfig) -> dict:
+@dataclass
+class Prepared:
+    """A data set made ready to train on, and what the training run is named and records."""
+
+    read: DataRead
+    images: cvdata.ImageSet
+    x_train: Any
+    y_train: Any
+    x_val: Any
+    y_val: Any
+    name: str
+    params: dict
+
+
+def prepare(cfg: TrainConfig, read: DataRead, images, device: str, threads: int) -> Prepared:
+    """The model's inputs and the run's name and params, from the config and the data read
+    (one place: a reproduction records what the training recorded)."""
+    hyper = {"lr": cfg.lr, "bs": cfg.batch_size, "e": cfg.epochs, "s": cfg.image_size}
+    return Prepared(
+        read=read,
+        images=images,
+        x_train=cvdata.preprocess(images.images["train"], cfg.image_size),
+        y_train=images.labels["train"],
+        x_val=cvdata.preprocess(images.images["val"], cfg.image_size),
+        y_val=images.labels["val"],
+        name=tracking.run_name("resnet18", hyper, read.digest),
+        params={
+            "epochs": cfg.epochs,
+            "lr": cfg.lr,
+            "batch_size": cfg.batch_size,
+            "image_size": cfg.image_size,
+            "seed": cfg.seed,
+            "weights": cfg.weights or "none",
+            "min_val_accuracy": cfg.min_val_accuracy,
+            "num_classes": len(images.classes),
+            "device": device,
+            determinism.THREADS_PARAM: threads,
+        },
+    )
+
+
+def fit(cfg: TrainConfig, data: Prepared, device: str, say=None) -> tuple[Any, dict[str, float]]:
+    """Train ResNet-18 in the active run (metrics per epoch) and measure it: the model (on
+    the CPU, in eval mode) and its final ``val_accuracy`` and ``train_loss``. Registers
+    nothing: :func:`register` does, when asked."""
     import mlflow
     import numpy as np
     import torch
+
+    say = say or report
+    x_train, y_train, x_val, y_val = data.x_train, data.y_train, data.x_val, data.y_val
+    torch.manual_seed(cfg.seed)
+    provenance.note_seed("seed", cfg.seed)
+    provenance.log_environment()  # every distribution; the seed, CUDA and GPU tags
+    rng = np.random.default_rng(cfg.seed)  # the data order
+    model = place(build_model(len(data.images.classes), cfg.weights), device)
+    if device == "cuda":
+        mlflow.set_tag(GPU_TAG, torch.cuda.get_device_name())
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=5e-4)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    steps_per_epoch = (len(y_train) + cfg.batch_size - 1) // cfg.batch_size
+    say(
+        f"{data.name}: {len(y_train)} training images, {steps_per_epoch} steps per epoch on "
+        f"{device}"
+    )
+    started = time.monotonic()
+    val_acc, train_loss = 0.0, float("nan")
+    for epoch in range(1, cfg.epochs + 1):
+        train_loss = train_epoch(
+            model, optimizer, loss_fn, x_train, y_train, cfg.batch_size, rng, device
+        )
+        val_acc = accuracy(model, x_val, y_val, device=device)
+        mlflow.log_metrics({"train_loss": train_loss, "val_accuracy": val_acc}, step=epoch)
+        say(
+            f"epoch {epoch}/{cfg.epochs}: train_loss {train_loss:.4f}, val_accuracy "
+            f"{val_acc:.4f} ({time.monotonic() - started:.0f} s)"
+        )
+    seconds = time.monotonic() - started
+    mlflow.log_metrics(
+        {"train_seconds": seconds, "train_images_per_s": cfg.epochs * len(y_train) / seconds}
+    )
+    # logged for CPU readers (deploy exports ONNX on a CPU pod), in the usual layout
+    model = model.cpu().to(memory_format=torch.contiguous_format)
+    model.eval()
+    return model, {"val_accuracy": val_acc, "train_loss": train_loss}
+
+
+def register(
+    client, cfg: TrainConfig, model, data: Prepared, run_id: str, tags: dict | None = None
+) -> str:
+    """Log ``model`` in the active run (signature, input example) and register it as a new
+    version of ``cfg.model_name``, tagged with what its readers need (and ``tags``)."""
+    import mlflow
+    import torch
     from mlflow.models import infer_signature
 
+    example = data.x_val[:2]
+    with torch.no_grad():
+        signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
+    info = mlflow.pytorch.log_model(
+        model,
+        name="model",
+        signature=signature,
+        input_example=example,
+        serialization_format="pickle",
+    )
+    # the gates a promotion to live requires: the pipeline's (steps/policy.py)
+    required = policy.initial_tags(declared_pipeline(PIPELINE).gates)
+    try:
+        client.create_registered_model(
+            cfg.model_name,
+            tags={PIPELINE_TAG: PIPELINE, SERVING_TAG: "triton", **required},
+        )
+    except Exception:
+        pass  # already registered
+    version = str(mlflow.register_model(info.model_uri, cfg.model_name).version)
+    mlflow.set_tag(VERSION_TAG, version)
+    for key, value in {
+        PIPELINE_TAG: PIPELINE,
+        IMAGE_SIZE_TAG: str(cfg.image_size),
+        NUM_CLASSES_TAG: str(len(data.images.classes)),
+        **data.read.tags,
+        TRAIN_RUN_TAG: run_id,
+        **(tags or {}),
+    }.items():
+        client.set_model_version_tag(cfg.model_name, version, key, value)
+    return version
+
+
+def train(cfg: TrainConfig) -> dict:
     uri = cfg.data or cvdata.default_uri()
     if not uri:
         raise BadInput("no --data given and MLCP_DATA_ROOT is not set (run `mlcp stack up`)")
     device = resolve_device(cfg.device)
-    if device == "cpu":
-        torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    determinism.enable(device)
     read, images = cvdata.read(uri)
-    x_train = cvdata.preprocess(images.images["train"], cfg.image_size)
-    x_val = cvdata.preprocess(images.images["val"], cfg.image_size)
-    y_train, y_val = images.labels["train"], images.labels["val"]
-    hyper = {"lr": cfg.lr, "bs": cfg.batch_size, "e": cfg.epochs, "s": cfg.image_size}
-    name = tracking.run_name("resnet18", hyper, read.digest)
-    params = {
-        "epochs": cfg.epochs,
-        "lr": cfg.lr,
-        "batch_size": cfg.batch_size,
-        "image_size": cfg.image_size,
-        "seed": cfg.seed,
-        "weights": cfg.weights or "none",
-        "min_val_accuracy": cfg.min_val_accuracy,
-        "num_classes": len(images.classes),
-        "device": device,
-    }
+    data = prepare(cfg, read, images, device, determinism.CPU_THREADS)
     client = tracking.client()
-    with report.stage_run(cfg.model_name, name, params=params, system_metrics=True) as run:
+    run_args = {"params": data.params, "system_metrics": True}
+    with report.stage_run(cfg.model_name, data.name, **run_args) as run:
         cvdata.log(read, images, "training")
-        torch.manual_seed(cfg.seed)
-        rng = np.random.default_rng(cfg.seed)
-        model = place(build_model(len(images.classes), cfg.weights), device)
-        if device == "cuda":
-            mlflow.set_tag(GPU_TAG, torch.cuda.get_device_name())
-        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=5e-4)
-        loss_fn = torch.nn.CrossEntropyLoss()
-        steps_per_epoch = (len(y_train) + cfg.batch_size - 1) // cfg.batch_size
-        report(
-            f"{name}: {len(y_train)} training images, {steps_per_epoch} steps per epoch on {device}"
-        )
-        started = time.monotonic()
-        val_acc = 0.0
-        for epoch in range(1, cfg.epochs + 1):
-            train_loss = train_epoch(
-                model, optimizer, loss_fn, x_train, y_train, cfg.batch_size, rng, device
-            )
-            val_acc = accuracy(model, x_val, y_val, device=device)
-            mlflow.log_metrics({"train_loss": train_loss, "val_accuracy": val_acc}, step=epoch)
-            report(
-                f"epoch {epoch}/{cfg.epochs}: train_loss {train_loss:.4f}, val_accuracy "
-                f"{val_acc:.4f} ({time.monotonic() - started:.0f} s)"
-            )
-        seconds = time.monotonic() - started
-        mlflow.log_metrics(
-            {"train_seconds": seconds, "train_images_per_s": cfg.epochs * len(y_train) / seconds}
-        )
-        # logged for CPU readers (deploy exports ONNX on a CPU pod), in the usual layout
-        model = model.cpu().to(memory_format=torch.contiguous_format)
-        model.eval()
-        example = x_val[:2]
-        with torch.no_grad():
-            signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
-        info = mlflow.pytorch.log_model(
-            model,
-            name="model",
-            signature=signature,
-            input_example=example,
-            serialization_format="pickle",
-        )
-        try:
-            client.create_registered_model(
-                cfg.model_name, tags={PIPELINE_TAG: PIPELINE, SERVING_TAG: "triton"}
-            )
-        except Exception:
-            pass  # already registered
-        version = str(mlflow.register_model(info.model_uri, cfg.model_name).version)
-        mlflow.set_tag(VERSION_TAG, version)
-        for key, value in {
-            PIPELINE_TAG: PIPELINE,
-            IMAGE_SIZE_TAG: str(cfg.image_size),
-            NUM_CLASSES_TAG: str(len(images.classes)),
-            **read.tags,
-            TRAIN_RUN_TAG: run.info.run_id,
-        }.items():
-            client.set_model_version_tag(cfg.model_name, version, key, value)
+        model, measured = fit(cfg, data, device)
+        val_acc = measured["val_accuracy"]
+        version = register(client, cfg, model, data, run.info.run_id)
         gate = gates.Gate(MIN_VAL_ACCURACY, "val_accuracy", ">=", cfg.min_val_accuracy)
         report.judge([(gate, val_acc)], model=cfg.model_name, version=version)
     report.advance(

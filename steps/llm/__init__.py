@@ -19,3 +19,5 @@ SMOKE_PROMPT_TAG = TAG_PREFIX + "smoke_prompt"
 PROMPT_TEMPLATE_TAG = TAG_PREFIX + "prompt_template"
 HIDDEN_SIZE_TAG = TAG_PREFIX + "hidden_size"
 BASE_MODEL_TAG = TAG_PREFIX + "base_model"
+BASE_MODEL_REF_TAG = TAG_PREFIX + "base_model_ref"  # what the training was given
+BASE_MODEL_DIGEST_TAG = TAG_PREFIX + "base_model_digest"  # of the bytes it read

@@ -4,7 +4,7 @@ and how its chain summary reads. ``steps/pipelines.py`` lists it; nothing in the
 from __future__ import annotations
 
 from ..declare import DataConfig, Pipeline
-from . import PIPELINE, deploy, evaluate, perftest, train
+from . import PIPELINE, deploy, evaluate, perftest, reproduce, train
 
 
 def publish(cfg: DataConfig) -> dict:
@@ -46,6 +46,7 @@ LLM = Pipeline(
     data_help="an instruction set (JSONL) and a small base model, to S3 or a path",
     default_model="tiny-llama-instruct",
     summarize=summarize,
+    reproduce=reproduce.reproduce,
     title="LLM: train -> deploy -> evaluate -> perf-test -> promote",
     description=(
         "The whole LLM chain, each stage its own WorkflowTemplate (templateRef), sharing "

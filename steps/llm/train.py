@@ -15,14 +15,24 @@ import math
 import re
 import time
 from dataclasses import dataclass
+from typing import Any
 
-from .. import gates, tracking
+from .. import determinism, gates, policy, provenance, tracking
 from ..contract import CANDIDATE, GPU_TAG, PIPELINE_TAG, SERVING_TAG, TRAIN_RUN_TAG, VERSION_TAG
 from ..cv.train import device_option, resolve_device
-from ..declare import Config, Stage, alias_option, option
+from ..declare import Config, Stage, alias_option, declared_pipeline, option
 from ..errors import BadInput
+from ..lineage import DataRead
 from ..stage import Reporter
-from . import ADAPTER_URI_TAG, BASE_MODEL_TAG, HIDDEN_SIZE_TAG, PIPELINE, PROMPT_TEMPLATE_TAG
+from . import (
+    ADAPTER_URI_TAG,
+    BASE_MODEL_DIGEST_TAG,
+    BASE_MODEL_REF_TAG,
+    BASE_MODEL_TAG,
+    HIDDEN_SIZE_TAG,
+    PIPELINE,
+    PROMPT_TEMPLATE_TAG,
+)
 from . import data as llmdata
 
 TARGET_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
@@ -130,13 +140,242 @@ def mean_loss(model, encoded, pad_id: int, batch_size: int = 64, device: str = "
     return total / max(count, 1)
 
 
-def train(cfg: TrainConfig) -> dict:
+@dataclass
+class Prepared:
+    """The instruction set encoded for the base model, and what the training run is named and
+    records."""
+
+    read: DataRead
+    instructions: llmdata.InstructionSet
+    base: llmdata.BaseModel
+    tokenizer: Any
+    pad_id: int
+    template: str
+    train_set: list
+    val_set: list
+    name: str
+    params: dict
+
+
+def prepare(
+    cfg: TrainConfig, read: DataRead, instructions, base, device: str, threads: int
+) -> Prepared:
+    """Tokenize and encode the samples for ``base``; the run's name and params (one place:
+    a reproduction records what the training recorded)."""
+    llmdata.quiet_transformers()
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base.folder)
+    if tokenizer.eos_token_id is None:
+        raise BadInput(f"base model {base.ref}: its tokenizer has no end-of-sequence token")
+    pad_id = (
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    )
+    template = llmdata.PROMPT_TEMPLATE
+    train_set = encode(tokenizer, instructions.samples["train"], template, cfg.max_length)
+    val_set = encode(tokenizer, instructions.samples["val"], template, cfg.max_length)
+    hyper = {"r": cfg.rank, "lr": cfg.lr, "bs": cfg.batch_size, "e": cfg.epochs}
+    params = {
+        "base_model": base.name,
+        "base_model_ref": base.ref,
+        "epochs": cfg.epochs,
+        "lr": cfg.lr,
+        "batch_size": cfg.batch_size,
+        "lora_rank": cfg.rank,
+        "lora_alpha": cfg.alpha,
+        "lora_dropout": cfg.dropout,
+        "target_modules": ",".join(cfg.target_modules),
+        "seed": cfg.seed,
+        "max_eval_perplexity": cfg.max_eval_perplexity,
+        "max_length": cfg.max_length,
+        "train_samples": len(train_set),
+        "val_samples": len(val_set),
+        "device": device,
+        determinism.THREADS_PARAM: threads,
+    }
+    return Prepared(
+        read=read,
+        instructions=instructions,
+        base=base,
+        tokenizer=tokenizer,
+        pad_id=pad_id,
+        template=template,
+        train_set=train_set,
+        val_set=val_set,
+        name=tracking.run_name(f"lora-{base.name}", hyper, read.digest),
+        params=params,
+    )
+
+
+def fit(cfg: TrainConfig, data: Prepared, device: str, say=None) -> tuple[Any, dict[str, float]]:
+    """Train the adapter in the active run (the loss curves, eval loss and perplexity) and
+    measure it: the model and its measures (``final_eval_loss``, ``final_eval_perplexity``,
+    ``epoch_train_loss``, ``initial_eval_loss``, ``trainable_parameters``). Registers
+    nothing: :func:`register` does, when asked."""
+    import mlflow
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    say = say or report
+    base, train_set, val_set, pad_id = data.base, data.train_set, data.val_set, data.pad_id
+    torch.manual_seed(cfg.seed)  # the adapter's initialisation and its dropout
+    provenance.note_seed("seed", cfg.seed)
+    provenance.log_environment()  # every distribution; the seed, CUDA and GPU tags
+    model = AutoModelForCausalLM.from_pretrained(base.folder, dtype=torch.float32)
+    try:
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=cfg.rank,
+                lora_alpha=cfg.alpha,
+                lora_dropout=cfg.dropout,
+                target_modules=list(cfg.target_modules),
+                task_type="CAUSAL_LM",
+            ),
+        )
+    except ValueError as exc:  # peft: "Target modules {...} not found in the base model"
+        raise BadInput(f"--target-modules {','.join(cfg.target_modules)}: {exc}") from None
+    model = model.to(device)
+    if device == "cuda":
+        mlflow.set_tag(GPU_TAG, torch.cuda.get_device_name())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], cfg.lr)
+    steps_per_epoch = (len(train_set) + cfg.batch_size - 1) // cfg.batch_size
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup = max(1, total_steps // 20)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / (total_steps - warmup))),
+    )
+    initial = mean_loss(model, val_set, pad_id, device=device)
+    mlflow.log_metrics({"eval_loss": initial, "eval_perplexity": math.exp(initial)}, step=0)
+    say(
+        f"{data.name}: {len(train_set)} samples, {steps_per_epoch} steps per epoch, "
+        f"{trainable} trainable parameters; eval_loss {initial:.4f} before training"
+    )
+    generator = torch.Generator().manual_seed(cfg.seed)  # the data order
+    started = time.monotonic()
+    step, eval_loss, train_loss = 0, initial, float("nan")
+    model.train()
+    for epoch in range(1, cfg.epochs + 1):
+        order = torch.randperm(len(train_set), generator=generator).tolist()
+        epoch_total, window = 0.0, []
+        for index in range(steps_per_epoch):
+            batch = [train_set[i] for i in order[index * cfg.batch_size :][: cfg.batch_size]]
+            ids, labels, mask = (t.to(device) for t in collate(batch, pad_id))
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            value = loss.item()
+            epoch_total += value
+            window.append(value)
+            if step % 10 == 0 or index == steps_per_epoch - 1:
+                mlflow.log_metrics(
+                    {"train_loss": sum(window) / len(window), "lr": scheduler.get_last_lr()[0]},
+                    step=step,
+                )
+                window = []
+            if step % 25 == 0:
+                say(f"step {step}/{total_steps}: loss {value:.4f}")
+        eval_loss = mean_loss(model, val_set, pad_id, device=device)
+        train_loss = epoch_total / steps_per_epoch
+        mlflow.log_metrics(
+            {
+                "epoch_train_loss": train_loss,
+                "eval_loss": eval_loss,
+                "eval_perplexity": math.exp(eval_loss),
+            },
+            step=step,
+        )
+        say(
+            f"epoch {epoch}/{cfg.epochs}: train_loss {train_loss:.4f}, eval_loss "
+            f"{eval_loss:.4f}, perplexity {math.exp(eval_loss):.3f} "
+            f"({time.monotonic() - started:.1f} s)"
+        )
+    measured = {
+        "final_eval_loss": eval_loss,
+        "final_eval_perplexity": math.exp(eval_loss),
+        "epoch_train_loss": train_loss,
+        "initial_eval_loss": initial,
+        "trainable_parameters": trainable,
+    }
+    mlflow.log_metrics(
+        {
+            "train_seconds": time.monotonic() - started,
+            "final_eval_loss": eval_loss,
+            "final_eval_perplexity": measured["final_eval_perplexity"],
+            "eval_loss_improvement": initial - eval_loss,
+            "trainable_parameters": trainable,
+        }
+    )
+    return model, measured
+
+
+def register(client, cfg: TrainConfig, model, data: Prepared, run, tags: dict | None = None) -> str:
+    """Log the adapter folder as the active run's ``adapter`` artifact and register it as a
+    new version of ``cfg.model_name``, tagged with what it needs from a base (and ``tags``)."""
     import tempfile
     from pathlib import Path
 
     import mlflow
 
-    from .. import aliases, lineage
+    from .. import aliases
+
+    base = data.base
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "adapter"
+        model.cpu().save_pretrained(folder)  # CPU tensors: any reader can load them
+        # the adapter names its base by the name the server serves it under, not by the
+        # local folder it was trained from
+        config_path = folder / "adapter_config.json"
+        adapter_config = json.loads(config_path.read_text())
+        adapter_config["base_model_name_or_path"] = base.name
+        config_path.write_text(json.dumps(adapter_config, indent=2) + "\n")
+        mlflow.log_artifacts(str(folder), "adapter")
+    version_tags = {
+        PIPELINE_TAG: PIPELINE,
+        BASE_MODEL_TAG: base.name,
+        BASE_MODEL_REF_TAG: base.ref,
+        BASE_MODEL_DIGEST_TAG: base.read.digest,
+        HIDDEN_SIZE_TAG: str(base.hidden_size),
+        "mlcp.lora_rank": str(cfg.rank),
+        "mlcp.lora_alpha": f"{cfg.alpha:g}",
+        "mlcp.target_modules": ",".join(cfg.target_modules),
+        PROMPT_TEMPLATE_TAG: data.template,
+        ADAPTER_URI_TAG: f"runs:/{run.info.run_id}/adapter",
+        **data.read.tags,
+        TRAIN_RUN_TAG: run.info.run_id,
+        **(tags or {}),
+    }
+    # the gates a promotion to live requires: the pipeline's (steps/policy.py)
+    required = policy.initial_tags(declared_pipeline(PIPELINE).gates)
+    try:
+        client.create_registered_model(
+            cfg.model_name,
+            tags={PIPELINE_TAG: PIPELINE, SERVING_TAG: "vllm", **required},
+        )
+    except Exception:
+        aliases.get_model(client, cfg.model_name)  # it exists: fine; anything else: raise
+        client.set_registered_model_tag(cfg.model_name, SERVING_TAG, "vllm")
+    version = str(
+        client.create_model_version(
+            cfg.model_name,
+            f"{run.info.artifact_uri}/adapter",
+            run_id=run.info.run_id,
+            tags=version_tags,
+        ).version
+    )
+    mlflow.set_tag(VERSION_TAG, version)
+    return version
+
+
+def train(cfg: TrainConfig) -> dict:
+    from .. import lineage
 
     uri = cfg.data or llmdata.default_uri()
     if not uri:
@@ -159,175 +398,21 @@ def train(cfg: TrainConfig) -> dict:
             f"{existing.tags[PIPELINE_TAG]!r} pipeline, not {PIPELINE!r}"
         )
     base = llmdata.materialize(base_ref)
-    llmdata.quiet_transformers()
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    if device == "cpu":
-        torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    tokenizer = AutoTokenizer.from_pretrained(base.folder)
-    if tokenizer.eos_token_id is None:
-        raise BadInput(f"base model {base.ref}: its tokenizer has no end-of-sequence token")
-    pad_id = (
-        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    )
-    template = llmdata.PROMPT_TEMPLATE
-    train_set = encode(tokenizer, instructions.samples["train"], template, cfg.max_length)
-    val_set = encode(tokenizer, instructions.samples["val"], template, cfg.max_length)
-    hyper = {"r": cfg.rank, "lr": cfg.lr, "bs": cfg.batch_size, "e": cfg.epochs}
-    name = tracking.run_name(f"lora-{base.name}", hyper, read.digest)
-    params = {
-        "base_model": base.name,
-        "base_model_ref": base.ref,
-        "epochs": cfg.epochs,
-        "lr": cfg.lr,
-        "batch_size": cfg.batch_size,
-        "lora_rank": cfg.rank,
-        "lora_alpha": cfg.alpha,
-        "lora_dropout": cfg.dropout,
-        "target_modules": ",".join(cfg.target_modules),
-        "seed": cfg.seed,
-        "max_eval_perplexity": cfg.max_eval_perplexity,
-        "max_length": cfg.max_length,
-        "train_samples": len(train_set),
-        "val_samples": len(val_set),
-        "device": device,
-    }
-    with report.stage_run(cfg.model_name, name, params=params, system_metrics=True) as run:
+    determinism.enable(device)
+    data = prepare(cfg, read, instructions, base, device, determinism.CPU_THREADS)
+    run_args = {"params": data.params, "system_metrics": True}
+    with report.stage_run(cfg.model_name, data.name, **run_args) as run:
         lineage.log(base.read, name=base.name, num_rows=1, context="base-model")
         llmdata.log(read, instructions, "training")
-        torch.manual_seed(cfg.seed)
-        model = AutoModelForCausalLM.from_pretrained(base.folder, dtype=torch.float32)
-        try:
-            model = get_peft_model(
-                model,
-                LoraConfig(
-                    r=cfg.rank,
-                    lora_alpha=cfg.alpha,
-                    lora_dropout=cfg.dropout,
-                    target_modules=list(cfg.target_modules),
-                    task_type="CAUSAL_LM",
-                ),
-            )
-        except ValueError as exc:  # peft: "Target modules {...} not found in the base model"
-            raise BadInput(f"--target-modules {','.join(cfg.target_modules)}: {exc}") from None
-        model = model.to(device)
-        if device == "cuda":
-            mlflow.set_tag(GPU_TAG, torch.cuda.get_device_name())
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], cfg.lr)
-        steps_per_epoch = (len(train_set) + cfg.batch_size - 1) // cfg.batch_size
-        total_steps = steps_per_epoch * cfg.epochs
-        warmup = max(1, total_steps // 20)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer,
-            lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / (total_steps - warmup))),
-        )
-        initial = mean_loss(model, val_set, pad_id, device=device)
-        mlflow.log_metrics({"eval_loss": initial, "eval_perplexity": math.exp(initial)}, step=0)
-        report(
-            f"{name}: {len(train_set)} samples, {steps_per_epoch} steps per epoch, "
-            f"{trainable} trainable parameters; eval_loss {initial:.4f} before training"
-        )
-        generator = torch.Generator().manual_seed(cfg.seed)
-        started = time.monotonic()
-        step, eval_loss = 0, initial
-        model.train()
-        for epoch in range(1, cfg.epochs + 1):
-            order = torch.randperm(len(train_set), generator=generator).tolist()
-            epoch_total, window = 0.0, []
-            for index in range(steps_per_epoch):
-                batch = [train_set[i] for i in order[index * cfg.batch_size :][: cfg.batch_size]]
-                ids, labels, mask = (t.to(device) for t in collate(batch, pad_id))
-                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-                optimizer.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                value = loss.item()
-                epoch_total += value
-                window.append(value)
-                if step % 10 == 0 or index == steps_per_epoch - 1:
-                    mlflow.log_metrics(
-                        {"train_loss": sum(window) / len(window), "lr": scheduler.get_last_lr()[0]},
-                        step=step,
-                    )
-                    window = []
-                if step % 25 == 0:
-                    report(f"step {step}/{total_steps}: loss {value:.4f}")
-            eval_loss = mean_loss(model, val_set, pad_id, device=device)
-            train_loss = epoch_total / steps_per_epoch
-            mlflow.log_metrics(
-                {
-                    "epoch_train_loss": train_loss,
-                    "eval_loss": eval_loss,
-                    "eval_perplexity": math.exp(eval_loss),
-                },
-                step=step,
-            )
-            report(
-                f"epoch {epoch}/{cfg.epochs}: train_loss {train_loss:.4f}, eval_loss "
-                f"{eval_loss:.4f}, perplexity {math.exp(eval_loss):.3f} "
-                f"({time.monotonic() - started:.1f} s)"
-            )
-        perplexity = math.exp(eval_loss)
-        mlflow.log_metrics(
-            {
-                "train_seconds": time.monotonic() - started,
-                "final_eval_loss": eval_loss,
-                "final_eval_perplexity": perplexity,
-                "eval_loss_improvement": initial - eval_loss,
-                "trainable_parameters": trainable,
-            }
-        )
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp) / "adapter"
-            model.cpu().save_pretrained(folder)  # CPU tensors: any reader can load them
-            # the adapter names its base by the name the server serves it under, not by the
-            # local folder it was trained from
-            config_path = folder / "adapter_config.json"
-            adapter_config = json.loads(config_path.read_text())
-            adapter_config["base_model_name_or_path"] = base.name
-            config_path.write_text(json.dumps(adapter_config, indent=2) + "\n")
-            mlflow.log_artifacts(str(folder), "adapter")
-        tags = {
-            PIPELINE_TAG: PIPELINE,
-            BASE_MODEL_TAG: base.name,
-            "mlcp.base_model_ref": base.ref,
-            "mlcp.base_model_digest": base.read.digest,
-            HIDDEN_SIZE_TAG: str(base.hidden_size),
-            "mlcp.lora_rank": str(cfg.rank),
-            "mlcp.lora_alpha": f"{cfg.alpha:g}",
-            "mlcp.target_modules": ",".join(cfg.target_modules),
-            PROMPT_TEMPLATE_TAG: template,
-            ADAPTER_URI_TAG: f"runs:/{run.info.run_id}/adapter",
-            **read.tags,
-            TRAIN_RUN_TAG: run.info.run_id,
-        }
-        try:
-            client.create_registered_model(
-                cfg.model_name, tags={PIPELINE_TAG: PIPELINE, SERVING_TAG: "vllm"}
-            )
-        except Exception:
-            aliases.get_model(client, cfg.model_name)  # it exists: fine; anything else: raise
-            client.set_registered_model_tag(cfg.model_name, SERVING_TAG, "vllm")
-        version = str(
-            client.create_model_version(
-                cfg.model_name,
-                f"{run.info.artifact_uri}/adapter",
-                run_id=run.info.run_id,
-                tags=tags,
-            ).version
-        )
-        mlflow.set_tag(VERSION_TAG, version)
+        model, measured = fit(cfg, data, device)
+        eval_loss, perplexity = measured["final_eval_loss"], measured["final_eval_perplexity"]
+        initial = measured["initial_eval_loss"]
+        version = register(client, cfg, model, data, run)
         gate = gates.Gate(MAX_EVAL_PERPLEXITY, "eval_perplexity", "<=", cfg.max_eval_perplexity)
         evidence = {
             "initial_eval_perplexity": math.exp(initial),
             "eval_loss": eval_loss,
-            "val_samples": len(val_set),
+            "val_samples": len(data.val_set),
         }
         report.judge([(gate, perplexity)], model=cfg.model_name, version=version, evidence=evidence)
     report.advance(
