@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from steps import moves
-from steps.contract import REQUIRED_GATES_TAG
+from steps.contract import PROVENANCE_TAGS, REQUIRED_GATES_TAG
 from steps.cv import data as cvdata
 from steps.cv.pipeline import CV
 
@@ -167,6 +167,20 @@ def test_cv_chain_promote_and_rollback_follow_triton(mlcp, models, client, data_
     assert models.aliases(model)["live"] == "1" and "previous" not in models.aliases(model)
     assert triton_live_answer(model) == "1"
     assert client.get_model_version(model, "2").tags["mlcp.rolled_back"] == "true"
+    # every run the chains created carries its provenance: stages, decisions, alias moves
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], f"tags.`mlcp.model` = '{model}'"
+    )
+    kinds = {run.data.tags["mlcp.kind"] for run in runs}
+    assert {"stage", "decision", "alias-move"} <= kinds
+    for run in runs:
+        missing = [key for key in PROVENANCE_TAGS if not run.data.tags.get(key)]
+        assert not missing, (run.data.tags["mlcp.kind"], run.info.run_name, missing)
+    trainings = [r for r in runs if r.data.tags.get("mlcp.stage") == "train"]
+    assert sorted(r.data.tags["mlcp.seeds"] for r in trainings) == ["seed=0", "seed=1"]
+    assert {r.data.tags["mlflow.source.name"] for r in trainings} == {
+        "python -m steps.cli cv train"
+    }
 
 
 def test_failing_gate_stops_the_chain_and_moves_nothing(mlcp, models, client, data_uri):
