@@ -22,6 +22,7 @@ CHAIN = (CANDIDATE, STAGED, EVALUATED, BENCHMARKED, LIVE, PREVIOUS)
 TAG_PREFIX = "mlcp."
 # on registered models
 PIPELINE_TAG = TAG_PREFIX + "pipeline"  # cv | llm: the experiments of its runs
+NO_PIPELINE = "registry"  # the experiments of a model whose PIPELINE_TAG is unset
 SERVING_TAG = TAG_PREFIX + "serving"  # the serving back end that carries its live traffic
 # the gates a promotion to live requires (comma-separated; steps/policy.py)
 REQUIRED_GATES_TAG = TAG_PREFIX + "policy.require_gates"

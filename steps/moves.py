@@ -32,6 +32,7 @@ from .contract import (
     KIND_TAG,
     LIVE,
     MODEL_TAG,
+    NO_PIPELINE,
     NO_VERSION,
     PIPELINE_TAG,
     PREVIOUS,
@@ -71,7 +72,6 @@ class Outcome:
     record_run_ids: list[str] = field(default_factory=list)
     gate_runs: list[str] = field(default_factory=list)
     dry_run: bool = False
-    pipeline: str = ""  # the model's pipeline tag (empty: none)
 
     @property
     def action(self) -> str:
@@ -374,7 +374,7 @@ def assign(model: str, alias: str, version: str | int, *, reason: str = "", clie
         registered = aliases.get_model(client, model)
         now = registered.aliases.get(alias)
         now = None if now is None else str(now)
-        pipeline = registered.tags.get(PIPELINE_TAG, "registry")
+        pipeline = registered.tags.get(PIPELINE_TAG, NO_PIPELINE)
         action = "noop" if now == version else "assign"
         outcome = Outcome(model, version, [Move(alias, now, version, action)])
         apply(client, model, pipeline, f"version {version}", outcome, reason, False)

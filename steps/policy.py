@@ -24,12 +24,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from . import aliases, gates, tracking
-from .contract import KIND_TAG, PIPELINE_TAG, REQUIRED_GATES_TAG, TAG_PREFIX
+from .contract import KIND_TAG, NO_PIPELINE, PIPELINE_TAG, REQUIRED_GATES_TAG, TAG_PREFIX
 from .declare import Config, Stage, csv, option
 from .errors import BadInput, RecordFailed
 
 STAGE = "policy"  # the experiment <pipeline>/policy and the runs' kind
-NO_PIPELINE = "registry"  # the experiment prefix of a model that names no pipeline
 BEFORE_TAG = TAG_PREFIX + "policy.before"
 AFTER_TAG = TAG_PREFIX + "policy.after"
 REASON_TAG = TAG_PREFIX + "reason"

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from . import aliases, gates, outputs, policy, tracking
-from .contract import CHAIN, LIVE, NO_VERSION, PIPELINE_TAG, PREVIOUS, show_version
+from .contract import CHAIN, LIVE, NO_PIPELINE, NO_VERSION, PIPELINE_TAG, PREVIOUS, show_version
 from .declare import Config, Stage, alias_name, option
 from .errors import BadInput, GateFailed
 from .moves import Move, Outcome, apply, history, live_stack, model_lock
@@ -225,14 +225,13 @@ def promote(
             moves,
             gate_runs=gate_runs,
             dry_run=dry_run,
-            pipeline=model_tags.get(PIPELINE_TAG, ""),
         )
         if dry_run:
             return outcome
         apply(
             client,
             model,
-            model_tags.get(PIPELINE_TAG, "registry"),
+            model_tags.get(PIPELINE_TAG, NO_PIPELINE),
             source_alias,
             outcome,
             reason,

@@ -455,22 +455,27 @@ class Workflow:
     labels: dict[str, str] = field(default_factory=dict)
 
 
-def submission(doc: dict, given: dict[str, str]) -> dict[str, str]:
-    """The parameter values of ``argo submit --from workflowtemplate/<name> -p k=v ...``,
-    refused as Argo would: an unknown name, a value outside the enum, a required one missing."""
-    declared = {p["name"]: p for p in doc["spec"]["arguments"]["parameters"]}
-    unknown = set(given) - set(declared)
+def filled(declared: list[dict], given: dict[str, str], default_key: str, where: str) -> dict:
+    """Parameter values from ``given`` over the declared defaults (``default_key``), refused
+    as Argo refuses them: an unknown name, a value outside the enum, a required one missing."""
+    by_name = {p["name"]: p for p in declared}
+    unknown = set(given) - set(by_name)
     if unknown:
         raise ValueError(f"unknown parameters {sorted(unknown)}")
     values = {}
-    for name, param in declared.items():
-        value = given.get(name, param.get("value"))
+    for name, param in by_name.items():
+        value = given.get(name, param.get(default_key))
         if value is None:
-            raise ValueError(f"spec.arguments.{name}.value is required")
+            raise ValueError(f"{where}.{name}.{default_key} is required")
         if "enum" in param and value not in param["enum"]:
             raise ValueError(f"{name}={value!r} is not in {param['enum']}")
         values[name] = value
     return values
+
+
+def submission(doc: dict, given: dict[str, str]) -> dict[str, str]:
+    """The parameter values of ``argo submit --from workflowtemplate/<name> -p k=v ...``."""
+    return filled(doc["spec"]["arguments"]["parameters"], given, "value", "spec.arguments")
 
 
 ACTOR_TAG = re.compile(r"\{\{=fromJSON\(workflow\.labels\.json\)\['([^']+)'\] \?\? '([^']*)'\}\}")
@@ -488,20 +493,8 @@ def substitute(text: str, values: dict[str, str], workflow: Workflow) -> str:
 
 
 def template_inputs(template: dict, given: dict[str, str]) -> dict[str, str]:
-    """A template's input values from what a step passes it, refused as Argo would."""
-    declared = {p["name"]: p for p in template["inputs"]["parameters"]}
-    unknown = set(given) - set(declared)
-    if unknown:
-        raise ValueError(f"unknown inputs {sorted(unknown)}")
-    values = {}
-    for name, param in declared.items():
-        value = given.get(name, param.get("default"))
-        if value is None:
-            raise ValueError(f"input {name} is required")
-        if "enum" in param and value not in param["enum"]:
-            raise ValueError(f"{name}={value!r} is not in {param['enum']}")
-        values[name] = value
-    return values
+    """A template's input values from what a step passes it."""
+    return filled(template["inputs"]["parameters"], given, "default", "inputs")
 
 
 @dataclass
