@@ -16,6 +16,9 @@ PREVIOUS = "previous"
 # In chain order: train writes candidate, deploy staged, evaluate evaluated, perf-test
 # benchmarked, promote live (and previous).
 CHAIN = (CANDIDATE, STAGED, EVALUATED, BENCHMARKED, LIVE, PREVIOUS)
+# Outside the chain: the drift step points it at the live version whose data drifted
+# (steps/drift.py); a promotion of a new version to live removes it (steps/promote.py).
+DRIFT_DETECTED = "drift-detected"
 
 # ------------------------------------------------------------------ tag keys
 
@@ -35,6 +38,8 @@ ACTOR_TAG = TAG_PREFIX + "actor"
 ARGO_TAG_PREFIX = TAG_PREFIX + "argo."  # + workflow_name, workflow_uid
 GATE_TAG = TAG_PREFIX + "gate"  # on a decision run: the gate's name
 VERDICT_TAG = TAG_PREFIX + "verdict"  # on a decision run: pass | fail
+# on a decision run of a gate against the champion: the comparison in one line
+COMPARISON_TAG = TAG_PREFIX + "comparison"
 # on a workflow run (``mlcp record-exit``, the Argo exit handler): how a workflow ended
 WORKFLOW_STATUS_TAG = TAG_PREFIX + "workflow.status"  # Succeeded | Failed | Error
 FAILED_STEP_TAG = TAG_PREFIX + "workflow.failed_step"  # e.g. evaluate; none

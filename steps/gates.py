@@ -1,16 +1,21 @@
 """Quality gates as data, and the decision run each evaluation leaves behind.
 
-A gate compares one metric with a threshold and, optionally, with the version that is live
-now ("not worse than live by more than X"). Evaluating it always records:
+A gate compares one value with a threshold. An absolute gate judges a metric of the version
+alone ("accuracy >= 0.8"). A gate ``against_champion`` judges a :class:`~steps.paired.Comparison`
+made in the same run: an end of the interval of the challenger's difference from (or ratio
+to) the champion, measured side by side on the same inputs ("the lower bound of the accuracy
+difference >= -0.02"). With no champion to compare with, it passes and says so: only the
+absolute gates apply. Evaluating a gate always records:
 
 - one decision run (in the stage's experiment, nested under the stage run when there is
-  one): the thresholds as params, the observed and live values as metrics, the verdict as a
-  tag, ``decision.json`` as an artifact, and the model version it judged;
+  one): the threshold as params, the observed value as a metric, the verdict as a tag,
+  ``decision.json`` as an artifact, and the model version it judged; a comparison adds the
+  versions compared, the test, the statistic, its interval, the p-value and the margin, and
+  the tag ``mlcp.comparison`` (one line for a person, which ``mlcp lineage`` prints);
 - on the model version: ``mlcp.gate.<name>.verdict`` and ``mlcp.gate.<name>.run_id``.
 
 Never best-effort: if either record cannot be written, :class:`RecordFailed` is raised and
-the stage fails. The live baseline is the live version's own recorded decision for the same
-gate, not simply the newest run.
+the stage fails.
 """
 
 from __future__ import annotations
@@ -21,13 +26,16 @@ import operator
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from . import tracking
-from .contract import GATE_TAG, KIND_TAG, LIVE, MODEL_TAG, VERDICT_TAG, VERSION_TAG
+from .contract import COMPARISON_TAG, GATE_TAG, KIND_TAG, MODEL_TAG, VERDICT_TAG, VERSION_TAG
 from .errors import BadInput, GateFailed, RecordFailed
 
+if TYPE_CHECKING:
+    from .paired import Comparison
+
 OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
-HIGHER_IS_BETTER = {">=": True, ">": True, "<=": False, "<": False}
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 PASS, FAIL = "pass", "fail"
 
@@ -42,13 +50,14 @@ def run_id_tag(gate_name: str) -> str:
 
 @dataclass(frozen=True)
 class Gate:
-    """``metric <op> threshold`` and optionally "no worse than live by ``max_regression``"."""
+    """``metric <op> threshold``: an absolute gate, or (``against_champion``) one that judges
+    an end of the interval of a side-by-side comparison with the champion."""
 
     name: str
     metric: str
     op: str
     threshold: float
-    max_regression: float | None = None
+    against_champion: bool = False
 
     def __post_init__(self) -> None:
         if not NAME_RE.match(self.name):
@@ -57,8 +66,6 @@ class Gate:
             raise BadInput(f"gate {self.name}: comparison must be one of {', '.join(OPS)}")
         if not isinstance(self.threshold, int | float) or math.isnan(self.threshold):
             raise BadInput(f"gate {self.name}: threshold must be a number")
-        if self.max_regression is not None and not self.max_regression >= 0:
-            raise BadInput(f"gate {self.name}: max_regression must be a number >= 0")
 
     @classmethod
     def from_dict(cls, data: Mapping) -> Gate:
@@ -68,31 +75,19 @@ class Gate:
                 metric=str(data["metric"]),
                 op=str(data["op"]),
                 threshold=float(data["threshold"]),
-                max_regression=(
-                    None if data.get("max_regression") is None else float(data["max_regression"])
-                ),
+                against_champion=bool(data.get("against_champion", False)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BadInput(f"invalid gate definition {dict(data)!r}: {exc}") from None
 
-    def judge(self, value: float, live_value: float | None) -> tuple[bool, list[str]]:
+    def judge(self, value: float | None) -> tuple[bool, list[str]]:
         """The verdict and the reasons behind it, without recording anything."""
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return False, [f"{self.metric} was not measured"]
-        reasons = []
         ok = OPS[self.op](value, self.threshold)
-        reasons.append(
+        return ok, [
             f"{self.metric}={value:.6g} {'meets' if ok else 'misses'} {self.op} {self.threshold:g}"
-        )
-        if self.max_regression is not None and live_value is not None:
-            worse_by = (live_value - value) if HIGHER_IS_BETTER[self.op] else (value - live_value)
-            within = worse_by <= self.max_regression + 1e-12
-            ok = ok and within
-            reasons.append(
-                f"{'within' if within else 'beyond'} {self.max_regression:g} of live "
-                f"({live_value:.6g}; worse by {max(worse_by, 0):.6g})"
-            )
-        return ok, reasons
+        ]
 
 
 @dataclass
@@ -104,8 +99,7 @@ class Decision:
     verdict: str
     reasons: list[str]
     run_id: str = ""
-    live_version: str | None = None
-    live_value: float | None = None
+    comparison: dict | None = None  # the side-by-side comparison a champion gate judged
     evidence: dict = field(default_factory=dict)
 
     @property
@@ -118,25 +112,21 @@ class Decision:
         return data
 
 
-def live_baseline(
-    client, model: str, gate_name: str, metric: str
-) -> tuple[str | None, float | None]:
-    """The live version and the value its own recorded decision for ``gate_name`` measured."""
-    from mlflow.exceptions import MlflowException
-
-    live = client.get_registered_model(model).aliases.get(LIVE)
-    if live is None:
-        return None, None
-    live = str(live)
-    tags = client.get_model_version(model, live).tags
-    run_id = tags.get(run_id_tag(gate_name))
-    if not run_id:
-        return live, None
-    try:
-        value = client.get_run(run_id).data.metrics.get("value")
-    except MlflowException:
-        return live, None
-    return live, value
+def _verdict(
+    gate: Gate, value: float | None, comparison: Comparison | str | None
+) -> tuple[bool, list[str], Comparison | None]:
+    """Judge one gate: absolute, or against the champion (``comparison`` is what was measured
+    side by side, or the reason nothing could be)."""
+    if not gate.against_champion:
+        if comparison is not None:
+            raise BadInput(f"gate {gate.name} is absolute: it takes no comparison")
+        ok, reasons = gate.judge(value)
+        return ok, reasons, None
+    if comparison is None or isinstance(comparison, str):
+        why = comparison or "no champion to compare with"
+        return True, [f"{why}: not applicable, only the absolute gates apply"], None
+    ok, reasons = gate.judge(value)
+    return ok, [*reasons, comparison.line()], comparison
 
 
 def evaluate(
@@ -147,42 +137,38 @@ def evaluate(
     value: float | None,
     pipeline: str,
     stage: str,
-    live_value: float | None = None,
+    comparison: Comparison | str | None = None,
     evidence: Mapping | None = None,
 ) -> Decision:
-    """Judge ``value`` and record the decision (run + version tags). Raises RecordFailed."""
+    """Judge ``value`` and record the decision (run + version tags). Raises RecordFailed.
+
+    A gate ``against_champion`` takes the :class:`~steps.paired.Comparison` its value was
+    read from, or a string saying why there is none (it then passes: not applicable)."""
     import mlflow
 
     client = tracking.client()
     version = str(version)
-    live_version = None
     try:  # the version must exist before anything is judged or recorded
         client.get_model_version(model, version)
-        if gate.max_regression is not None:
-            live_version, recorded = live_baseline(client, model, gate.name, gate.metric)
     except Exception as exc:
         raise RecordFailed(
             f"cannot judge {model} v{version} for gate {gate.name!r}: {exc}"
         ) from exc
-    if gate.max_regression is not None:
-        if live_version == version:  # judging the live version itself: nothing to regress from
-            live_version, recorded = None, None
-        if live_value is None:
-            live_value = recorded
-    ok, reasons = gate.judge(value, live_value)
-    if gate.max_regression is not None and live_value is None:
-        reasons.append("no live baseline for this gate: regression check not applicable")
+    ok, reasons, compared = _verdict(gate, value, comparison)
+    if gate.against_champion and compared is None:
+        value = None  # nothing was compared: no value was judged
     decision = Decision(
         gate=gate,
         model=model,
         version=version,
-        value=None if value is None else float(value),
+        value=value,
         verdict=PASS if ok else FAIL,
         reasons=reasons,
-        live_version=live_version,
-        live_value=live_value,
+        comparison=None if compared is None else compared.to_dict(),
         evidence=dict(evidence or {}),
     )
+    if decision.value is not None:
+        decision.value = float(decision.value)
     try:
         experiment_id = tracking.ensure_experiment(
             client, tracking.experiment_name(pipeline, stage)
@@ -195,6 +181,8 @@ def evaluate(
                 VERDICT_TAG: decision.verdict,
             }
         )
+        if compared is not None:
+            tags[COMPARISON_TAG] = compared.line()
         active = mlflow.active_run()
         if active is not None:
             tags["mlflow.parentRunId"] = active.info.run_id
@@ -206,28 +194,29 @@ def evaluate(
         decision.run_id = run.info.run_id
         from mlflow.entities import Metric, Param
 
-        params = [
-            Param("gate", gate.name),
-            Param("metric", gate.metric),
-            Param("op", gate.op),
-            Param("threshold", f"{gate.threshold:g}"),
-            Param(
-                "max_regression",
-                "none" if gate.max_regression is None else f"{gate.max_regression:g}",
-            ),
-            Param("model", model),
-            Param("version", version),
-            Param("live_version", live_version or "none"),
-        ]
-        metrics = []
+        texts = {
+            "gate": gate.name,
+            "metric": gate.metric,
+            "op": gate.op,
+            "threshold": f"{gate.threshold:g}",
+            "against_champion": "true" if gate.against_champion else "false",
+            "model": model,
+            "version": version,
+        }
+        numbers = {}
+        if decision.value is not None and not math.isnan(decision.value):
+            numbers["value"] = decision.value
+        if compared is not None:
+            texts.update(compared.params())
+            numbers.update(compared.metrics())
         import time
 
         now = int(time.time() * 1000)
-        if decision.value is not None and not math.isnan(decision.value):
-            metrics.append(Metric("value", decision.value, now, 0))
-        if live_value is not None:
-            metrics.append(Metric("live_value", float(live_value), now, 0))
-        client.log_batch(run.info.run_id, metrics=metrics, params=params)
+        client.log_batch(
+            run.info.run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in numbers.items()],
+            params=[Param(k, v) for k, v in texts.items()],
+        )
         client.log_text(run.info.run_id, json.dumps(decision.to_dict(), indent=2), "decision.json")
         client.set_terminated(run.info.run_id, "FINISHED")
         client.set_model_version_tag(model, version, verdict_tag(gate.name), decision.verdict)
@@ -239,8 +228,13 @@ def evaluate(
     return decision
 
 
+# A gate and the value it judges; a gate against the champion adds its comparison (or the
+# reason there is none).
+Check = tuple[Gate, float | None] | tuple[Gate, float | None, "Comparison | str | None"]
+
+
 def evaluate_all(
-    checks: Iterable[tuple[Gate, float | None]],
+    checks: Iterable[Check],
     *,
     model: str,
     version: str | int,
@@ -248,18 +242,19 @@ def evaluate_all(
     stage: str,
     evidence: Mapping | None = None,
 ) -> list[Decision]:
-    """:func:`evaluate` each ``(gate, value)`` of a stage, every one recorded, in order."""
+    """:func:`evaluate` each check of a stage, every one recorded, in order."""
     return [
         evaluate(
-            gate,
+            check[0],
             model=model,
             version=version,
-            value=value,
+            value=check[1],
             pipeline=pipeline,
             stage=stage,
+            comparison=check[2] if len(check) > 2 else None,
             evidence=evidence,
         )
-        for gate, value in checks
+        for check in checks
     ]
 
 
@@ -278,6 +273,7 @@ class GateStatus:
     name: str
     verdict: str | None
     run_id: str | None
+    comparison: str | None = None  # a champion gate's comparison, in one line
 
 
 def recorded(client, model: str, version: str | int, names: Iterable[str]) -> list[GateStatus]:
@@ -289,7 +285,7 @@ def recorded(client, model: str, version: str | int, names: Iterable[str]) -> li
     found = []
     for name in names:
         run_id = tags.get(run_id_tag(name))
-        verdict = None
+        verdict = comparison = None
         if run_id:
             try:
                 run = client.get_run(run_id)
@@ -302,7 +298,8 @@ def recorded(client, model: str, version: str | int, names: Iterable[str]) -> li
                 and run.data.tags.get(VERSION_TAG) == str(version)
             ):
                 verdict = run.data.tags.get(VERDICT_TAG)
-        found.append(GateStatus(name, verdict, run_id if verdict else None))
+                comparison = run.data.tags.get(COMPARISON_TAG)
+        found.append(GateStatus(name, verdict, run_id if verdict else None, comparison))
     return found
 
 

@@ -172,6 +172,8 @@ def lineage_lines(ref, report: dict) -> list[str]:
     out.append("  gate decisions:" if report["gates"] else "  gate decisions: none recorded")
     for gate in report["gates"]:
         out.append(f"    {gate['name']}: {gate['verdict'] or 'unverified'} (run {gate['run_id']})")
+        if gate.get("comparison"):
+            out.append(f"      {gate['comparison']}")
     became = report["became"]
     if became:
         forced = " [forced]" if became["forced"] else ""

@@ -23,7 +23,7 @@ from . import aliases, gates, moves, outputs, tracking
 from .contract import DATA_SOURCE_TAG, show_version
 from .errors import BadInput
 
-Check = tuple[gates.Gate, float | None]  # a gate and the value it judges
+Check = gates.Check
 
 
 def say(*where: str) -> Callable[[str], None]:
@@ -48,6 +48,27 @@ def resolve_input(model: str, alias: str) -> Input:
     client = tracking.client()
     version = aliases.resolve(client, model, alias)
     return Input(client, version, dict(aliases.get_version(client, model, version).tags))
+
+
+class Champion(NamedTuple):
+    """What a challenger is compared with side by side: the version the champion alias names,
+    or no version and the reason there is none."""
+
+    alias: str
+    version: str | None
+    missing: str | None = None  # why there is nothing to compare with
+
+
+def resolve_champion(client, model: str, alias: str, challenger: str) -> Champion:
+    """The version ``model@alias`` names (the champion). When the alias is unset (the first
+    version) or names the challenger itself, there is nothing to compare with: the stage
+    then judges the absolute gates only, and its champion gates record why."""
+    current = aliases.aliases_of(client, model).get(alias)
+    if current is None:
+        return Champion(alias, None, f"no champion: {model}@{alias} is unset")
+    if str(current) == str(challenger):
+        return Champion(alias, None, f"the challenger v{challenger} is the champion itself")
+    return Champion(alias, str(current))
 
 
 def data_source(model: str, version: str, tags: Mapping[str, str], given: str | None = None) -> str:

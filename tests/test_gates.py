@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from steps import gates, tracking
+from steps import gates, paired, tracking
 from steps.errors import BadInput, GateFailed, RecordFailed
 
 from .conftest import unique
@@ -27,8 +27,6 @@ from .conftest import unique
         {"op": "=>"},
         {"threshold": math.nan},
         {"threshold": "0.5"},
-        {"max_regression": -0.01},
-        {"max_regression": math.nan},
     ],
 )
 def test_gate_rejects_invalid_definitions(kwargs):
@@ -41,26 +39,17 @@ def test_gate_rejects_invalid_definitions(kwargs):
 def test_gate_accepts_every_comparison():
     for op in (">=", ">", "<=", "<"):
         assert gates.Gate("g", "m", op, 1).op == op
-    assert gates.Gate("p95_latency-2", "p95_ms", "<=", 50, max_regression=0).max_regression == 0
+    assert gates.Gate("p95_latency-2", "p95_ms", "<=", 50).against_champion is False
 
 
 def test_gate_from_dict_parses_numbers():
     gate = gates.Gate.from_dict(
-        {"name": "acc", "metric": "accuracy", "op": ">=", "threshold": "0.8", "max_regression": "1"}
+        {"name": "acc", "metric": "accuracy", "op": ">=", "threshold": "0.8"}
     )
-    assert gate == gates.Gate("acc", "accuracy", ">=", 0.8, 1.0)
-    assert (
-        gates.Gate.from_dict(
-            {
-                "name": "acc",
-                "metric": "accuracy",
-                "op": ">=",
-                "threshold": 1,
-                "max_regression": None,
-            }
-        ).max_regression
-        is None
-    )
+    assert gate == gates.Gate("acc", "accuracy", ">=", 0.8)
+    assert gates.Gate.from_dict(
+        {"name": "acc", "metric": "d", "op": ">=", "threshold": -0.02, "against_champion": True}
+    ).against_champion
 
 
 @pytest.mark.parametrize(
@@ -72,7 +61,6 @@ def test_gate_from_dict_parses_numbers():
         {"name": "acc", "metric": "accuracy", "op": ">="},
         {"name": "acc", "metric": "accuracy", "op": ">=", "threshold": "high"},
         {"name": "acc", "metric": "accuracy", "op": ">=", "threshold": None},
-        {"name": "acc", "metric": "accuracy", "op": ">=", "threshold": 1, "max_regression": "x"},
     ],
 )
 def test_gate_from_dict_bad_definition_is_bad_input(data):
@@ -85,49 +73,28 @@ def test_gate_from_dict_bad_definition_is_bad_input(data):
 
 def test_judge_higher_is_better():
     gate = gates.Gate("acc", "accuracy", ">=", 0.8)
-    assert gate.judge(0.8, None)[0] is True
-    assert gate.judge(0.85, None)[0] is True
-    ok, reasons = gate.judge(0.79, None)
+    assert gate.judge(0.8)[0] is True
+    assert gate.judge(0.85)[0] is True
+    ok, reasons = gate.judge(0.79)
     assert ok is False
     assert "misses >= 0.8" in reasons[0]
-    assert gates.Gate("acc", "accuracy", ">", 0.8).judge(0.8, None)[0] is False
+    assert gates.Gate("acc", "accuracy", ">", 0.8).judge(0.8)[0] is False
 
 
 def test_judge_lower_is_better():
     gate = gates.Gate("lat", "p95_ms", "<=", 50)
-    assert gate.judge(50, None)[0] is True
-    assert gate.judge(12.5, None)[0] is True
-    assert gate.judge(50.1, None)[0] is False
-    assert gates.Gate("lat", "p95_ms", "<", 50).judge(50, None)[0] is False
+    assert gate.judge(50)[0] is True
+    assert gate.judge(12.5)[0] is True
+    assert gate.judge(50.1)[0] is False
+    assert gates.Gate("lat", "p95_ms", "<", 50).judge(50)[0] is False
 
 
 def test_judge_unmeasured_value_fails():
     gate = gates.Gate("acc", "accuracy", ">=", 0.0)
     for value in (None, math.nan):
-        ok, reasons = gate.judge(value, 0.9)
+        ok, reasons = gate.judge(value)
         assert ok is False
         assert "not measured" in reasons[0]
-
-
-def test_judge_max_regression_higher_is_better():
-    gate = gates.Gate("acc", "accuracy", ">=", 0.5, max_regression=0.02)
-    assert gate.judge(0.89, 0.90)[0] is True
-    assert gate.judge(0.88, 0.90)[0] is True  # exactly at the limit (float noise tolerated)
-    ok, reasons = gate.judge(0.87, 0.90)
-    assert ok is False
-    assert any("beyond 0.02 of live" in r for r in reasons)
-    assert gate.judge(0.99, 0.90)[0] is True  # better than live
-    assert gate.judge(0.87, None)[0] is True  # no baseline: threshold only
-    assert gate.judge(0.40, 0.41)[0] is False  # within regression but under the threshold
-
-
-def test_judge_max_regression_lower_is_better():
-    gate = gates.Gate("lat", "p95_ms", "<=", 100, max_regression=5)
-    assert gate.judge(84, 80)[0] is True
-    assert gate.judge(85, 80)[0] is True
-    assert gate.judge(86, 80)[0] is False  # 6 ms slower than live
-    assert gate.judge(60, 80)[0] is True  # faster than live
-    assert gate.judge(120, 118)[0] is False  # within regression but over the threshold
 
 
 # ---------------------------------------------------------------- evaluate / records
@@ -143,7 +110,7 @@ def decision_runs(client, model, gate_name=None):
 
 def test_evaluate_records_one_decision_run_with_everything(models, client, tmp_path):
     name = models.create(1)
-    gate = gates.Gate("accuracy", "accuracy", ">=", 0.5, max_regression=0.02)
+    gate = gates.Gate("accuracy", "accuracy", ">=", 0.5)
     decision = gates.evaluate(
         gate,
         model=name,
@@ -163,17 +130,18 @@ def test_evaluate_records_one_decision_run_with_everything(models, client, tmp_p
     assert params["metric"] == "accuracy"
     assert params["op"] == ">="
     assert params["threshold"] == "0.5"
-    assert params["max_regression"] == "0.02"
+    assert params["against_champion"] == "false"
     assert params["version"] == "1"
     assert params["gate"] == "accuracy"
     assert run.data.metrics["value"] == pytest.approx(0.91)
-    assert "live_value" not in run.data.metrics  # nothing live yet
+    assert set(run.data.metrics) == {"value"}  # an absolute gate compares with nothing
     tags = run.data.tags
     assert tags["mlcp.verdict"] == "pass"
     assert tags["mlcp.gate"] == "accuracy"
     assert tags["mlcp.kind"] == "decision"
     assert tags["mlcp.model"] == name and tags["mlcp.version"] == "1"
     assert "mlflow.parentRunId" not in tags  # no stage run was active
+    assert "mlcp.comparison" not in tags
 
     path = client.download_artifacts(decision.run_id, "decision.json", str(tmp_path))
     recorded = json.loads(Path(path).read_text())
@@ -185,9 +153,10 @@ def test_evaluate_records_one_decision_run_with_everything(models, client, tmp_p
         "metric": "accuracy",
         "op": ">=",
         "threshold": 0.5,
-        "max_regression": 0.02,
+        "against_champion": False,
     }
     assert recorded["evidence"] == {"dataset": "val-v2"}
+    assert recorded["comparison"] is None
     assert recorded["run_id"] == decision.run_id
     assert recorded["reasons"]
 
@@ -211,7 +180,7 @@ def test_evaluate_nests_the_decision_under_the_active_stage_run(models, client):
     assert run.data.tags["mlflow.parentRunId"] == stage.info.run_id
     assert run.info.run_id != stage.info.run_id
     assert run.info.experiment_id == stage.info.experiment_id
-    assert run.data.params["op"] == "<=" and run.data.params["max_regression"] == "none"
+    assert run.data.params["op"] == "<=" and run.data.params["against_champion"] == "false"
 
 
 def test_evaluate_failing_gate_tags_the_version_fail(models, client):
@@ -233,62 +202,112 @@ def test_evaluate_failing_gate_tags_the_version_fail(models, client):
     assert (status.verdict, status.run_id) == ("fail", decision.run_id)
 
 
-def test_live_baseline_is_the_live_versions_own_decision(models, client):
-    # given v1 live with a recorded 0.90, and v2 (not live) evaluated later at 0.95
-    name = models.create(3)
-    gate = gates.Gate("accuracy", "accuracy", ">=", 0.5, max_regression=0.02)
-
-    def judge(version, value):
-        return gates.evaluate(
-            gate, model=name, version=version, value=value, pipeline="test", stage="evaluate"
-        )
-
-    judge("1", 0.90)
-    models.set_alias(name, "live", "1")
-    second = judge("2", 0.95)
-    assert second.passed and (second.live_version, second.live_value) == ("1", 0.90)
-    # when v3 scores 0.87: 0.03 below live (not 0.08 below the newest run)
-    worse = judge("3", 0.87)
-    assert worse.verdict == "fail"
-    assert (worse.live_version, worse.live_value) == ("1", pytest.approx(0.90))
-    run = client.get_run(worse.run_id)
-    assert run.data.metrics["live_value"] == pytest.approx(0.90)
-    assert run.data.params["live_version"] == "1"
-    # when v3 scores 0.89: within 0.02 of live v1, though 0.06 below v2's newer run
-    close = judge("3", 0.89)
-    assert close.verdict == "pass", close.reasons
-    assert close.live_value == pytest.approx(0.90)
-    assert client.get_model_version(name, "3").tags["mlcp.gate.accuracy.verdict"] == "pass"
+# ---------------------------------------------------------------- against the champion
 
 
-def test_evaluating_the_live_version_itself_has_no_baseline(models, client):
-    name = models.create(1)
-    gate = gates.Gate("accuracy", "accuracy", ">=", 0.5, max_regression=0.01)
-    gates.evaluate(gate, model=name, version="1", value=0.9, pipeline="test", stage="evaluate")
-    models.set_alias(name, "live", "1")
-    again = gates.evaluate(
-        gate, model=name, version="1", value=0.8, pipeline="test", stage="evaluate"
+def comparison(champion_right, challenger_right, *, margin=0.02, n=270):
+    """A real comparison (scipy): the champion right on ``champion_right`` of ``n`` samples,
+    the challenger on ``challenger_right`` of them (its right ones a subset, or a superset)."""
+    champion = [i < champion_right for i in range(n)]
+    challenger = [i < challenger_right for i in range(n)]
+    return paired.binary(
+        challenger,
+        champion,
+        name="accuracy",
+        challenger_version="2",
+        champion_version="1",
+        champion_alias="live",
+        margin=margin,
     )
-    assert again.passed
-    assert again.live_version is None and again.live_value is None
 
 
-def test_explicit_live_value_overrides_the_recorded_one(models, client):
+NON_INFERIOR = gates.Gate(
+    "accuracy-vs-champion", "accuracy_diff_ci_low", ">=", -0.02, against_champion=True
+)
+
+
+def test_champion_gate_records_the_comparison(models, client, tmp_path):
     name = models.create(2)
-    gate = gates.Gate("accuracy", "accuracy", ">=", 0.5, max_regression=0.02)
-    gates.evaluate(gate, model=name, version="1", value=0.7, pipeline="test", stage="evaluate")
-    models.set_alias(name, "live", "1")
+    worse = comparison(262, 240)  # 22 images the champion gets right and the challenger not
     decision = gates.evaluate(
-        gate,
+        NON_INFERIOR,
         model=name,
         version="2",
-        value=0.8,
-        live_value=0.9,
+        value=worse.ci_low,
+        comparison=worse,
         pipeline="test",
         stage="evaluate",
     )
     assert decision.verdict == "fail"
-    assert client.get_run(decision.run_id).data.metrics["live_value"] == pytest.approx(0.9)
+    assert worse.ci_low < -0.02 and worse.p_value < 1e-5
+    run = client.get_run(decision.run_id)
+    params, metrics = run.data.params, run.data.metrics
+    assert params["against_champion"] == "true"
+    assert (params["challenger_version"], params["champion_version"]) == ("2", "1")
+    assert params["champion_alias"] == "live" and params["margin"] == "0.02"
+    assert "McNemar" in params["test"] and params["confidence"] == "0.95"
+    assert metrics["value"] == pytest.approx(worse.ci_low)
+    assert metrics["p_value"] == pytest.approx(worse.p_value)
+    assert metrics["ci_low"] < metrics["estimate"] < metrics["ci_high"]
+    assert metrics["n"] == 270
+    assert metrics["count_only_champion"] == 22 and metrics["count_only_challenger"] == 0
+    assert run.data.tags["mlcp.comparison"] == worse.line()
+    assert "v2 vs live v1 on 270 samples" in worse.line()
+    path = client.download_artifacts(decision.run_id, "decision.json", str(tmp_path))
+    assert json.loads(Path(path).read_text())["comparison"]["p_value"] == pytest.approx(
+        worse.p_value
+    )
+    [status] = gates.recorded(client, name, "2", ["accuracy-vs-champion"])
+    assert status.verdict == "fail" and status.comparison == worse.line()
+
+
+def test_champion_gate_passes_an_equal_challenger(models, client):
+    name = models.create(2)
+    equal = comparison(262, 262)
+    decision = gates.evaluate(
+        NON_INFERIOR,
+        model=name,
+        version="2",
+        value=equal.ci_low,
+        comparison=equal,
+        pipeline="test",
+        stage="evaluate",
+    )
+    assert decision.passed and equal.p_value == 1.0
+    assert (equal.ci_low, equal.ci_high) == (0.0, 0.0)  # no discordant pair: no doubt
+
+
+def test_champion_gate_without_a_champion_passes_and_says_why(models, client):
+    name = models.create(1)
+    decision = gates.evaluate(
+        NON_INFERIOR,
+        model=name,
+        version="1",
+        value=None,
+        comparison=f"no champion: {name}@live is unset",
+        pipeline="test",
+        stage="evaluate",
+    )
+    assert decision.passed and decision.value is None and decision.comparison is None
+    assert "only the absolute gates apply" in decision.reasons[0]
+    run = client.get_run(decision.run_id)
+    assert "value" not in run.data.metrics and "mlcp.comparison" not in run.data.tags
+    assert "p_value" not in run.data.metrics
+
+
+def test_absolute_gate_refuses_a_comparison(models, client):
+    name = models.create(1)
+    with pytest.raises(BadInput, match="absolute"):
+        gates.evaluate(
+            gates.Gate("accuracy", "accuracy", ">=", 0.5),
+            model=name,
+            version="1",
+            value=0.9,
+            comparison=comparison(200, 200),
+            pipeline="test",
+            stage="evaluate",
+        )
+    assert "mlcp.gate.accuracy.verdict" not in client.get_model_version(name, "1").tags
 
 
 def test_evaluate_missing_version_raises_record_failed(models, client):
@@ -314,11 +333,11 @@ def test_evaluate_missing_version_raises_record_failed(models, client):
     assert leftovers == []
 
 
-@pytest.mark.parametrize("max_regression", [None, 0.01])
-def test_evaluate_missing_model_raises_record_failed(client, stack_env, max_regression):
+@pytest.mark.parametrize("against_champion", [False, True])
+def test_evaluate_missing_model_raises_record_failed(client, stack_env, against_champion):
     with pytest.raises(RecordFailed):
         gates.evaluate(
-            gates.Gate("accuracy", "accuracy", ">=", 0.5, max_regression),
+            gates.Gate("accuracy", "accuracy", ">=", 0.5, against_champion),
             model=unique("no-model"),
             version="1",
             value=0.9,
