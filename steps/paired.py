@@ -80,11 +80,12 @@ class Comparison:
     def line(self) -> str:
         """One line for a person: what was compared, how, and what it showed."""
         p = "" if self.p_value is None else f", p={self.p_value:.3g}"
+        number = "{:.4g}" if "ratio" in self.statistic else "{:+.4g}"  # a difference has a sign
+        estimate, low, high = (number.format(v) for v in (self.estimate, self.ci_low, self.ci_high))
         return (
             f"v{self.challenger_version} vs {self.champion_alias} v{self.champion_version} "
-            f"on {self.n} samples: {self.statistic} {self.estimate:+.4g}, "
-            f"{self.confidence:.0%} CI [{self.ci_low:+.4g}, {self.ci_high:+.4g}]{p} "
-            f"({self.test}; margin {self.margin:g})"
+            f"on {self.n} samples: {self.statistic} {estimate}, "
+            f"{self.confidence:.0%} CI [{low}, {high}]{p} ({self.test}; margin {self.margin:g})"
         )
 
     def params(self) -> dict[str, str]:
@@ -129,29 +130,19 @@ def _interval(samples: tuple, statistic, *, paired: bool, confidence: float) -> 
         return point, point
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # BCa warns, and answers NaN, on a degenerate jackknife
-        result = stats.bootstrap(
-            samples,
-            statistic,
-            n_resamples=RESAMPLES,
-            paired=paired,
-            vectorized=True,
-            confidence_level=confidence,
-            method="BCa",
-            rng=np.random.default_rng(SEED),
-        )
-        low, high = result.confidence_interval
-        if not (math.isfinite(low) and math.isfinite(high)):
-            result = stats.bootstrap(
+        for method in ("BCa", "percentile"):  # percentile when BCa cannot be computed
+            low, high = stats.bootstrap(
                 samples,
                 statistic,
                 n_resamples=RESAMPLES,
                 paired=paired,
                 vectorized=True,
                 confidence_level=confidence,
-                method="percentile",
+                method=method,
                 rng=np.random.default_rng(SEED),
-            )
-            low, high = result.confidence_interval
+            ).confidence_interval
+            if math.isfinite(low) and math.isfinite(high):
+                break
     return float(low), float(high)
 
 
