@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from . import __version__, outputs
 from .contract import show_version
-from .declare import Opt, Pipeline, Stage, csv, options
+from .declare import Opt, Pipeline, Stage, csv, flag_value, options
 from .errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_GATE_FAILED, EXIT_OK, BadInput, MlcpError
 
 
@@ -60,7 +60,7 @@ def help_text(opt: Opt) -> str:
     text = opt.help
     if not opt.required and opt.default not in (None, False, "", ()):
         text += f" (default {opt.text(opt.default)})"
-    return text
+    return text.replace("%", "%%")  # argparse formats help with %: "95%" stays as written
 
 
 def add_options(parser: argparse.ArgumentParser, config: type) -> None:
@@ -214,12 +214,17 @@ def cmd_data(args) -> int:
     return EXIT_OK
 
 
-def cmd_chain(args) -> int:
+def cmd_drift(args) -> int:
+    """``mlcp <pipeline> drift``: the verdict as one JSON line (the step writes its outputs)."""
+    summary = args.stage.run(config_of(args))
+    print(json.dumps(summary, default=str))
+    return EXIT_OK
+
+
+def _chain_stage_args(args, pipeline: Pipeline) -> dict[str, list[str]]:
+    """Each stage's flags from a chain's (or a retrain's) command line."""
     import shlex
 
-    from . import chain
-
-    pipeline = args.pipeline_spec
     stage_args = {
         stage.name: shlex.split(getattr(args, _args_dest(stage))) for stage in pipeline.stages
     }
@@ -227,6 +232,48 @@ def cmd_chain(args) -> int:
     stage_args[train] = ["--epochs", str(args.epochs), "--seed", str(args.seed), *stage_args[train]]
     perf = pipeline.stages[-1].name
     stage_args[perf] = ["--duration", str(args.duration), *stage_args[perf]]
+    return stage_args
+
+
+def cmd_retrain(args) -> int:
+    """``mlcp <pipeline> retrain``: drift, then the chain when it says so (steps/retrain.py)."""
+    import shlex
+
+    from . import retrain
+
+    pipeline = args.pipeline_spec
+    drift_args = [
+        f"--data={args.data}",
+        f"--retrain-on-new-data={'true' if args.retrain_on_new_data else 'false'}",
+        *shlex.split(args.drift_args),
+    ]
+    summary = retrain.run(
+        pipeline,
+        args.model_name,
+        drift_args=drift_args,
+        stage_args=_chain_stage_args(args, pipeline),
+        force=bool(args.force_retrain),
+    )
+    print(json.dumps(summary, indent=2, default=str))
+    found = summary["drift"]
+    if not summary["retrained"]:
+        print(f"not retrained: {found['verdict']}: {found['why']}")
+        return EXIT_OK
+    chain = summary["chain"]
+    print(
+        f"retrained on {found['data']} ({found['verdict']}): live {chain['model']} "
+        f"{show_version(chain['live'])} (previous: {show_version(chain['previous'])}); "
+        f"{summary['line']}"
+    )
+    print(f"roll back with: {chain['rollback']}")
+    return EXIT_OK
+
+
+def cmd_chain(args) -> int:
+    from . import chain
+
+    pipeline = args.pipeline_spec
+    stage_args = _chain_stage_args(args, pipeline)
     summary, line = chain.run(pipeline, args.model_name, stage_args)
     print(json.dumps(summary, indent=2))
     print(
@@ -253,6 +300,54 @@ def _add_pipeline(sub, data_sub, pipeline: Pipeline) -> None:
         "chain",
         help=" -> ".join([*(s.name for s in pipeline.stages), "promote"]) + ": the whole chain",
     )
+    _add_chain_flags(c, pipeline)
+    c.set_defaults(handler=cmd_chain, pipeline_spec=pipeline)
+    if pipeline.drift is not None:
+        add_stage(stages, pipeline.drift, cmd_drift)
+        _add_retrain(stages, pipeline)
+
+
+def _add_retrain(stages, pipeline: Pipeline) -> None:
+    """``mlcp <pipeline> retrain``: the drift step's data and policy flags (from its
+    declaration), --force-retrain, --drift-args, and the chain's flags."""
+    r = stages.add_parser(
+        "retrain",
+        help="drift, then the whole chain only when it says retrain (or --force-retrain)",
+    )
+    drift_opts = {o.name: o for o in options(pipeline.drift.config)}
+    for name in ("data", "retrain_on_new_data"):
+        opt = drift_opts[name]
+        kwargs = {"dest": opt.name, "help": help_text(opt), "type": _parser_type(opt)}
+        if opt.kind == "bool":  # None: not given (false)
+            kwargs.update(nargs="?", const=True, metavar="true|false", default=None)
+        r.add_argument(opt.flag, **{"default": opt.default, **kwargs})
+    r.add_argument(
+        "--force-retrain",
+        nargs="?",
+        const=True,
+        default=None,
+        type=_flag,
+        metavar="true|false",
+        help="run the chain whatever the drift step says (on the data it found)",
+    )
+    r.add_argument(
+        "--drift-args",
+        default="",
+        help=f"more options for `mlcp {' '.join(pipeline.drift.command)}` (its thresholds)",
+    )
+    _add_chain_flags(r, pipeline)
+    r.set_defaults(handler=cmd_retrain, pipeline_spec=pipeline)
+
+
+def _flag(text: str) -> bool:
+    try:
+        return flag_value(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_chain_flags(c: argparse.ArgumentParser, pipeline: Pipeline) -> None:
+    """The flags of ``mlcp <pipeline> chain`` (and of ``retrain``, which runs the chain)."""
     train_cfg = {o.name: o for o in options(pipeline.stages[0].config)}
     c.add_argument(
         "--model-name",
@@ -279,7 +374,6 @@ def _add_pipeline(sub, data_sub, pipeline: Pipeline) -> None:
             default="",
             help=f"more options for `mlcp {' '.join(stage.command)}`",
         )
-    c.set_defaults(handler=cmd_chain, pipeline_spec=pipeline)
 
 
 def cmd_history(args) -> int:

@@ -323,10 +323,15 @@ class Pipeline:
     # ``mlcp reproduce``: train a version of this pipeline again from its recorded params and
     # data, and measure it (steps/reproduce.py says what it is given and returns)
     reproduce: Callable[[Any], dict] | None = None
+    # ``mlcp data <name>``'s config: DataConfig, or the pipeline's own with its variants
+    data_config: type = DataConfig
+    # ``mlcp <name> drift``: its drift statistics as a stage (steps/drift.py); a pipeline
+    # without one has no drift step, retrain command or drift-aware cron
+    drift: Stage | None = None
 
     @property
     def data(self) -> Stage:
-        return Stage(self.name, "data", self.data_help, DataConfig, self.publish)
+        return Stage(self.name, "data", self.data_help, self.data_config, self.publish)
 
     def __post_init__(self) -> None:
         _DECLARED[self.name] = self

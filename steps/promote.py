@@ -12,7 +12,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from . import aliases, gates, outputs, policy, tracking
-from .contract import CHAIN, LIVE, NO_PIPELINE, NO_VERSION, PIPELINE_TAG, PREVIOUS, show_version
+from .contract import (
+    CHAIN,
+    DRIFT_DETECTED,
+    LIVE,
+    NO_PIPELINE,
+    NO_VERSION,
+    PIPELINE_TAG,
+    PREVIOUS,
+    show_version,
+)
 from .declare import Config, Stage, alias_name, option
 from .errors import BadInput, GateFailed
 from .moves import Move, Outcome, apply, history, live_stack, model_lock
@@ -168,6 +177,8 @@ def plan(
     if target_alias == LIVE and target_now is not None:
         moves.append(Move(PREVIOUS, current.get(PREVIOUS), target_now, "follow"))
     moves.append(Move(target_alias, target_now, version, "promote"))
+    if target_alias == LIVE and DRIFT_DETECTED in current:  # the new live answers the drift
+        moves.append(Move(DRIFT_DETECTED, current[DRIFT_DETECTED], None, "remove"))
     return version, moves, model_tags
 
 

@@ -39,9 +39,9 @@ PROBES = ("the moon and the", "where is the door ?", "first: red", "song song so
 # The second chain only has to put v2 live: bounds wide enough for a noisy shared machine.
 LENIENT = [
     "--evaluate-args",
-    "--max-regression 0.5",
+    "--margin 0.5",
     "--perf-test-args",
-    "--max-ttft-regression-ms 20000 --max-e2e-regression-ms 20000 --max-tps-regression 100000",
+    "--max-ttft-ratio 20 --min-tps-ratio 0.05",
 ]
 CLIENTS = 8
 SECONDS = 10.0

@@ -28,12 +28,12 @@ PERF = (
     "5000",
     "--min-rps",
     "1",
-    "--max-p95-regression-ms",
-    "5000",
-    "--max-rps-regression",
-    "1000",
+    "--max-p95-ratio",
+    "100",
+    "--min-rps-ratio",
+    "0",
 )
-GATES = "min-val-accuracy,onnx-parity,accuracy,p95-latency,throughput,error-rate"
+GATES = ",".join(CV.gates)
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def run_chain(mlcp, model: str, seed: str) -> dict:
         "--train-args",
         "--min-val-accuracy 0.5",
         "--evaluate-args",
-        "--min-accuracy 0.5 --max-regression 1",
+        "--min-accuracy 0.5 --margin 1",
         "--perf-test-args",
         " ".join(PERF),
         timeout=900,
@@ -251,3 +251,237 @@ def test_bad_inputs_are_answered_clearly_and_move_nothing(
     down = mlcp("cv", "deploy", "--model-name", model, "--triton-url", f"http://127.0.0.1:{port}")
     assert down.code == 1 and "not reachable" in down.err and str(port) in down.err
     assert models.aliases(model) == {"candidate": "1"}
+
+
+# ------------------------------------------------------------------ champion and challenger
+# Side by side against the live version (steps/paired.py). CPU training is deterministic here
+# (steps/determinism.py), so these recipes give the same models on every run of this machine
+# type: 8 epochs at seed 0 about 0.96 test accuracy, 3 epochs about 0.90, 8 epochs at seed 1
+# about 0.99.
+CHAMPION_RECIPE = ("--epochs", "8", "--lr", "0.05", "--image-size", "32")
+# Wide absolute bounds: these tests judge the side-by-side gates, not the shared machine.
+ABSOLUTE_PERF = ("--max-p95-ms", "20000", "--min-rps", "0.5", "--max-error-rate", "0.5")
+
+
+def chain(mlcp, model: str, seed: str) -> dict:
+    """`mlcp cv chain` (as `make demo` runs it) with the champion's recipe and ``seed``; the
+    stages' defaults except the absolute perf bounds; its summary."""
+    result = mlcp(
+        "cv",
+        "chain",
+        "--model-name",
+        model,
+        "--epochs",
+        CHAMPION_RECIPE[1],
+        "--seed",
+        seed,
+        "--duration",
+        "4",
+        "--perf-test-args",
+        " ".join(ABSOLUTE_PERF),
+        timeout=1500,
+    )
+    assert result.code == 0, result.err[-4000:]
+    summary = json.loads(result.out[result.out.index("{") : result.out.index("}") + 1])
+    return {**summary, "err": result.err}
+
+
+def trained(mlcp, model: str, *args: str) -> str:
+    """A new version trained and deployed to the staged slot; its number."""
+    train = mlcp("cv", "train", "--model-name", model, *args, timeout=900)
+    assert train.code == 0, train.err[-3000:]
+    version = json.loads(train.out.strip().splitlines()[-1])["version"]
+    deploy = mlcp("cv", "deploy", "--model-name", model, timeout=600)
+    assert deploy.code == 0, deploy.err[-3000:]
+    return version
+
+
+def stage_run(client, model: str, stage: str, version: str):
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name(f"cv/{stage}").experiment_id],
+        f"tags.`mlcp.model` = '{model}' AND tags.`mlcp.kind` = 'stage' "
+        f"AND tags.`mlcp.version` = '{version}'",
+    )
+    return run
+
+
+@pytest.fixture(scope="module")
+def champion(stack_env, data_uri, client):
+    """A model whose v1, trained longer, went live through `mlcp cv chain` with nothing to be
+    compared with."""
+    from .conftest import run_mlcp
+
+    model = unique("digits-ab")
+    summary = chain(run_mlcp, model, seed="0")
+    assert (summary["live"], summary["accuracy"] > 0.93) == ("1", True)
+    return {"model": model, "live": "1", "accuracy": summary["accuracy"], "err": summary["err"]}
+
+
+def test_the_first_version_is_judged_by_the_absolute_gates_only(client, champion):
+    # given the champion's own chain, when there was no champion yet
+    model = champion["model"]
+    found = decisions(client, model, "1")
+    # then every champion gate passed as not applicable, and says so, with nothing compared
+    for gate in ("accuracy-vs-champion", "p95-vs-champion", "throughput-vs-champion"):
+        run = found[gate]
+        assert run.data.tags["mlcp.verdict"] == "pass"
+        assert "mlcp.comparison" not in run.data.tags and "value" not in run.data.metrics
+        assert (
+            f"gate {gate}: pass (no champion: {model}@live is unset: not applicable"
+            in (champion["err"])
+        )
+    # and the load went to the staged slot alone
+    perf = stage_run(client, model, "perf-test", "1")
+    assert perf.data.params["slots"] == "1" and "champion_p95_ms" not in perf.data.metrics
+    assert "champion_accuracy" not in stage_run(client, model, "evaluate", "1").data.metrics
+
+
+def test_a_weaker_challenger_is_refused_side_by_side_and_a_retrain_passes(
+    mlcp, models, client, champion, data_uri
+):
+    import mlflow
+
+    model = champion["model"]
+    live = models.aliases(model)["live"]
+    # given a challenger trained for fewer epochs, deployed beside the live champion
+    weak = trained(mlcp, model, "--epochs", "3", "--seed", "0", "--min-val-accuracy", "0.5")
+    aliases, history = models.aliases(model), moves.history(client, model)
+    # when it is evaluated: both slots answer the same test images in the same run
+    refused = mlcp("cv", "evaluate", "--model-name", model, timeout=600)
+    # then it passes the absolute minimum but the paired gate refuses it, and nothing moves
+    assert refused.code == 3, refused.err[-3000:]
+    assert "accuracy-vs-champion" in refused.err and "McNemar" in refused.err
+    assert models.aliases(model) == aliases and moves.history(client, model) == history
+    found = decisions(client, model, weak)
+    assert found["accuracy"].data.tags["mlcp.verdict"] == "pass"
+    assert found["accuracy"].data.metrics["value"] >= 0.8
+    vs = found["accuracy-vs-champion"]
+    assert vs.data.tags["mlcp.verdict"] == "fail"
+    params, metrics = vs.data.params, vs.data.metrics
+    assert (params["champion_alias"], params["champion_version"]) == ("live", live)
+    assert (params["challenger_version"], params["margin"]) == (weak, "0.02")
+    n = len(cvdata.read(data_uri)[1].labels["test"])
+    assert "McNemar" in params["test"] and metrics["n"] == n
+    # significantly worse: McNemar's p-value, and an interval wholly below zero
+    assert metrics["p_value"] < 0.05
+    assert metrics["ci_low"] <= metrics["estimate"] <= metrics["ci_high"] < 0
+    assert metrics["value"] == metrics["ci_low"] < -0.02
+    assert metrics["count_only_champion"] > metrics["count_only_challenger"]
+    assert sum(metrics[f"count_{k}"] for k in ("both_right", "only_challenger")) == (
+        pytest.approx(n * found["accuracy"].data.metrics["value"])
+    )
+    # the decision's one line is what `mlcp lineage` prints under the gate
+    line = vs.data.tags["mlcp.comparison"]
+    assert line.startswith(f"v{weak} vs live v{live} on {n} samples: accuracy difference")
+    print(line)  # the figures of a run, for a person (pytest -rP)
+    lineage = mlcp("lineage", f"{model}@staged")
+    assert lineage.code == 0 and f"accuracy-vs-champion: fail (run {vs.info.run_id})" in (
+        lineage.out
+    )
+    assert f"      {line}" in lineage.out.splitlines()
+    # the evaluate run: both accuracies, the paired counts, the disagreements as a picture
+    run = stage_run(client, model, "evaluate", weak)
+    assert run.data.metrics["champion_accuracy"] == pytest.approx(champion["accuracy"])
+    assert run.data.metrics["mcnemar_p_value"] == pytest.approx(metrics["p_value"])
+    listed = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/disagreements.json")
+    discordant = metrics["count_only_champion"] + metrics["count_only_challenger"]
+    assert len(listed["disagreements"]) >= discordant > 0
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {
+        "disagreements.png",
+        "confusion_matrix.png",
+    }
+    # when the champion's recipe is trained again with another seed, through the whole chain
+    summary = chain(mlcp, model, seed="1")
+    retrain = summary["live"]
+    # then it passes side by side (accuracy, and an equal model's latency and throughput),
+    # and goes live
+    assert (summary["previous"], models.aliases(model)["live"]) == (live, retrain)
+    found = decisions(client, model, retrain)
+    assert all(run.data.tags["mlcp.verdict"] == "pass" for run in found.values())
+    assert found["accuracy-vs-champion"].data.metrics["ci_low"] >= -0.02
+    print("\n".join(found[g].data.tags["mlcp.comparison"] for g in CV.gates if "vs" in g))
+    for gate in ("p95-vs-champion", "throughput-vs-champion"):
+        assert found[gate].data.params["champion_version"] == live
+        assert "mlcp.comparison" in found[gate].data.tags
+    assert found["p95-vs-champion"].data.metrics["ci_low"] <= 1.5
+    assert found["throughput-vs-champion"].data.metrics["ci_high"] >= 0.67
+
+
+def test_a_challenger_with_four_times_the_compute_is_refused_on_latency(
+    mlcp, models, client, champion
+):
+    import mlflow
+
+    model = champion["model"]
+    live = models.aliases(model)["live"]
+    # given the same ResNet-18 at 64 px (the champion: 32 px), deployed beside it
+    heavy = trained(mlcp, model, "--epochs", "1", "--image-size", "64", "--min-val-accuracy", "0")
+    aliases, history = models.aliases(model), moves.history(client, model)
+    # when one locust run loads both slots with the same users, seconds and images
+    perf = mlcp(
+        "cv",
+        "perf-test",
+        "--model-name",
+        model,
+        "--input-alias",
+        "staged",
+        "--duration",
+        "4",
+        *ABSOLUTE_PERF,
+        timeout=600,
+    )
+    # then the latency ratio's interval lies above the tolerance: refused, nothing moves
+    assert perf.code == 3, perf.err[-3000:]
+    assert models.aliases(model) == aliases and moves.history(client, model) == history
+    found = decisions(client, model, heavy)
+    for gate in ("p95-latency", "throughput", "error-rate"):
+        assert found[gate].data.tags["mlcp.verdict"] == "pass"  # the absolute gates
+    p95 = found["p95-vs-champion"]
+    assert p95.data.tags["mlcp.verdict"] == "fail"
+    assert p95.data.metrics["value"] == p95.data.metrics["ci_low"] > 1.5
+    assert p95.data.params["champion_version"] == live
+    assert p95.data.tags["mlcp.comparison"].startswith(f"v{heavy} vs live v{live}")
+    print(p95.data.tags["mlcp.comparison"])
+    print(found["throughput-vs-champion"].data.tags["mlcp.comparison"])
+    # both slots were loaded in the same run: raw latencies and per-second counts of each
+    run = stage_run(client, model, "perf-test", heavy)
+    stats = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/perf/stats.json")
+    ours, theirs = stats["targets"]["challenger"], stats["targets"]["champion"]
+    assert len(ours["per_second"]) == len(theirs["per_second"]) >= 3
+    assert len(ours["latencies_ms"]) == ours["requests"] - ours["failures"] > 0
+    assert run.data.metrics["p95_ratio"] == pytest.approx(p95.data.metrics["estimate"])
+    assert run.data.metrics["p95_ms"] > run.data.metrics["champion_p95_ms"]
+
+
+def test_champion_alias_errors_are_clear_and_move_nothing(mlcp, models, client, champion):
+    model = champion["model"]
+    aliases, history = models.aliases(model), moves.history(client, model)
+    # a malformed champion alias: bad input, before anything is read
+    for stage in ("evaluate", "perf-test"):
+        bad = mlcp("cv", stage, "--model-name", model, "--champion-alias", "v2")
+        assert bad.code == 2 and "invalid alias name 'v2'" in bad.err, bad.err[-2000:]
+    # a champion alias naming a version the live slot does not serve
+    live = aliases["live"]
+    source = client.get_model_version(model, live)
+    # the live version's logged model registered again: a version no slot serves
+    logged = source.source.removeprefix("models:/")
+    other = str(
+        client.create_model_version(
+            model, source.source, run_id=source.run_id, model_id=logged
+        ).version
+    )
+    client.set_registered_model_alias(model, "champion", other)
+    try:
+        named = mlcp("cv", "evaluate", "--model-name", model, "--champion-alias", "champion")
+        assert named.code == 1, named.err[-2000:]
+        assert f"Triton slot {model}-live serves v{live}, not v{other}" in named.err
+        assert f"{model}@champion names v{other}" in named.err
+        # the same when live itself was moved by hand, behind the server's back
+        client.set_registered_model_alias(model, "live", other)
+        moved = mlcp("cv", "perf-test", "--model-name", model, "--input-alias", "staged")
+        assert moved.code == 1, moved.err[-2000:]
+        assert f"serves v{live}, not v{other}" in moved.err and "no-op promotion" in moved.err
+    finally:
+        client.set_registered_model_alias(model, "live", live)
+        client.delete_registered_model_alias(model, "champion")
+    assert models.aliases(model) == aliases and moves.history(client, model) == history

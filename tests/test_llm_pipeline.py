@@ -14,10 +14,11 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+from pathlib import Path
 
 import pytest
 
-from steps import prompts
+from steps import moves, paired, prompts
 from steps.contract import REQUIRED_GATES_TAG
 from steps.llm import data as llmdata
 from steps.llm import judge
@@ -27,12 +28,15 @@ from steps.serving import vllm
 from .conftest import unique
 
 TRAIN = ("--epochs", "1", "--max-eval-perplexity", "100000")  # plumbing only, not quality
-# Generous bounds: this test checks the plumbing, not the speed of a shared 2-core machine.
-PERF = (
-    "--users 2 --duration 3 --max-ttft-p95-ms 20000 --max-e2e-p95-ms 20000 "
-    "--min-tokens-per-s 1 --max-ttft-regression-ms 20000 --max-e2e-regression-ms 20000 "
-    "--max-tps-regression 100000"
-)
+# Generous absolute bounds: this test checks the plumbing, not the speed of a shared 2-core
+# machine. The ratio gates against the champion keep their defaults: they compare two slots
+# measured side by side, so an equal adapter passes them however busy the machine is.
+PERF = "--users 2 --duration 3 --max-ttft-p95-ms 20000 --max-e2e-p95-ms 20000 --min-tokens-per-s 1"
+CHAMPION_GATES = {
+    "correct-rate-vs-champion",
+    "ttft-p95-vs-champion",
+    "tokens-per-second-vs-champion",
+}
 GATES = {
     "max-eval-perplexity",
     "correct-rate",
@@ -42,9 +46,11 @@ GATES = {
     "e2e-p95",
     "tokens-per-second",
     "success-rate",
+    *CHAMPION_GATES,
 }
 # Prompts unlike anything trained: two adapters trained with different seeds answer them
 # differently, so the answers tell which adapter a slot serves.
+COUNTS = ("both_right", "only_challenger", "only_champion", "both_wrong")
 PROBES = ("the moon and the", "where is the door ?", "first: red", "song song song")
 
 
@@ -72,6 +78,18 @@ def stage_run(client, model: str, stage: str):
     return runs[0]
 
 
+def decision_of(client, run) -> dict:
+    """The ``decision.json`` a decision run carries."""
+    return json.loads(Path(client.download_artifacts(run.info.run_id, "decision.json")).read_text())
+
+
+def stats_of(client, run) -> dict:
+    """The raw statistics a perf-test run logged."""
+    return json.loads(
+        Path(client.download_artifacts(run.info.run_id, "perf/stats.json")).read_text()
+    )
+
+
 def answers(server, slot: str) -> list[str]:
     """Deterministic (temperature 0) answers of a slot to the probes."""
     return [server.complete(slot, p, 8) for p in PROBES]
@@ -88,8 +106,6 @@ def run_chain(mlcp, model: str, seed: str) -> dict:
         seed,
         "--duration",
         "3",
-        "--evaluate-args",
-        "--max-regression 0.5",
         "--perf-test-args",
         PERF,
         timeout=900,
@@ -129,6 +145,17 @@ def test_llm_chain_promote_and_rollback_follow_vllm(mlcp, models, client, llm_da
     assert all(run.data.tags["mlcp.verdict"] == "pass" for run in found.values())
     assert found["correct-rate"].data.params["threshold"] == "0.5"
     assert found["max-eval-perplexity"].data.params["op"] == "<="
+    # the first version has no champion: its champion gates pass as not applicable, with no
+    # comparison recorded, and the load ran on the staged slot alone
+    for gate in CHAMPION_GATES:
+        run = found[gate]
+        assert "mlcp.comparison" not in run.data.tags and "value" not in run.data.metrics
+        reasons = decision_of(client, run)["reasons"]
+        assert reasons == [
+            f"no champion: {model}@live is unset: not applicable, only the absolute gates apply"
+        ]
+    perf = stage_run(client, model, "perf-test")
+    assert set(stats_of(client, perf)["slots"]) == {f"{model}-staged"}
     # the registered model and version say what the adapter needs from a base
     registered = client.get_registered_model(model)
     assert registered.tags["mlcp.pipeline"] == "llm" and registered.tags["mlcp.serving"] == "vllm"
@@ -174,6 +201,89 @@ def test_llm_chain_promote_and_rollback_follow_vllm(mlcp, models, client, llm_da
     assert vllm_server.adapters()[live]["path"].endswith(f"/{model}/2")
     second = answers(vllm_server, live)
     assert second != first
+    # the retrain (same recipe, another seed) was judged side by side with v1, then live:
+    # the paired correct-rate interval and both perf ratios, recorded on its decision runs
+    found = decisions(client, model, "2")
+    assert all(run.data.tags["mlcp.verdict"] == "pass" for run in found.values())
+    compared = found["correct-rate-vs-champion"]
+    line = compared.data.tags["mlcp.comparison"]
+    assert line.startswith("v2 vs live v1 on 60 samples: correct_rate difference")
+    assert compared.data.params["test"] == paired.MCNEMAR
+    assert (compared.data.params["champion_version"], compared.data.params["margin"]) == (
+        "1",
+        "0.1",
+    )
+    numbers = compared.data.metrics
+    assert numbers["value"] == numbers["ci_low"] >= -0.1
+    assert numbers["ci_low"] <= numbers["estimate"] <= numbers["ci_high"]
+    assert 0 < numbers["p_value"] <= 1 and numbers["n"] == 60
+    assert sum(numbers[f"count_{k}"] for k in COUNTS) == 60
+    evaluation = stage_run(client, model, "evaluate")
+    table = json.loads(
+        Path(client.download_artifacts(evaluation.info.run_id, "eval/results.json")).read_text()
+    )
+    rows = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+    assert {"answer", "grade", "champion_answer", "champion_grade", "base_grade"} <= set(rows[0])
+    both = sum(r["grade"] == r["champion_grade"] == "correct" for r in rows)
+    assert both == numbers["count_both_right"]
+    for gate, test in (
+        ("ttft-p95-vs-champion", paired.RATIO),
+        ("tokens-per-second-vs-champion", paired.PAIRED_RATIO),
+    ):
+        ratio = found[gate]
+        assert ratio.data.params["test"] == test and "mlcp.comparison" in ratio.data.tags
+        low, high = ratio.data.metrics["ci_low"], ratio.data.metrics["ci_high"]
+        assert 0 < low <= ratio.data.metrics["estimate"] <= high
+        # the judged end: a slower TTFT is refused on the lower end, a lower throughput on
+        # the upper end (only what the whole interval shows)
+        judged = low if gate == "ttft-p95-vs-champion" else high
+        assert ratio.data.metrics["value"] == judged
+    for gate in sorted(CHAMPION_GATES):  # the figures, for a person reading the log (-rP)
+        print(f"v2 {gate}: {found[gate].data.tags['mlcp.comparison']}")
+    slots = stats_of(client, stage_run(client, model, "perf-test"))["slots"]
+    assert set(slots) == {f"{model}-staged", live}
+    assert all(side["requests"] > 0 for side in slots.values())
+    # an adapter trained for one epoch instead of twelve: it passes the absolute gates
+    # (opened wide here) but the paired gate refuses it (exit 3), recording why; only the
+    # staged alias (its deploy) moves. 20 prompts are plenty for a gap this wide.
+    weak = mlcp("llm", "train", "--model-name", model, "--seed", "2", *TRAIN, timeout=300)
+    assert weak.code == 0, weak.err[-2000:]
+    assert mlcp("llm", "deploy", "--model-name", model, timeout=300).code == 0
+    before = moves.history(client, model)
+    refused = mlcp(
+        "llm",
+        "evaluate",
+        "--model-name",
+        model,
+        *("--limit", "20", "--min-correct", "0", "--max-refusal", "1", "--min-gain", "-1"),
+        timeout=300,
+    )
+    assert refused.code == 3, refused.err[-3000:]
+    assert "gate correct-rate-vs-champion: fail" in refused.err
+    assert models.aliases(model) == {
+        "candidate": "3",
+        "staged": "3",
+        "evaluated": "2",
+        "benchmarked": "2",
+        "live": "2",
+        "previous": "1",
+    }
+    assert moves.history(client, model) == before
+    found = decisions(client, model, "3")
+    assert found["correct-rate-vs-champion"].data.tags["mlcp.verdict"] == "fail"
+    assert {found[g].data.tags["mlcp.verdict"] for g in ("correct-rate", "gain-over-base")} == {
+        "pass"
+    }
+    numbers = found["correct-rate-vs-champion"].data.metrics
+    assert numbers["ci_high"] < 0 and numbers["ci_low"] < -0.1 and numbers["p_value"] < 0.01
+    assert found["correct-rate-vs-champion"].data.params["champion_version"] == "2"
+    weakest = found["correct-rate-vs-champion"].data.tags["mlcp.comparison"]
+    print(f"v3 correct-rate-vs-champion: {weakest}")
+    # `mlcp lineage` prints the comparison under the gate
+    lineage = mlcp("lineage", f"{model}@staged")
+    assert lineage.code == 0, lineage.err
+    assert "correct-rate-vs-champion: fail" in lineage.out
+    assert weakest in lineage.out
     # rollback: the registry and the traffic go back to v1
     rollback = mlcp("rollback", "--model-name", model)
     assert rollback.code == 0, rollback.err
@@ -183,6 +293,13 @@ def test_llm_chain_promote_and_rollback_follow_vllm(mlcp, models, client, llm_da
     assert client.get_model_version(model, "2").tags["mlcp.rolled_back"] == "true"
     # a no-op promotion re-syncs a slot that drifted (a server restart, a load by hand)
     vllm_server.load_adapter(live, vllm_server.adapters()[f"{model}-staged"]["path"])
+    # meanwhile the champion cannot be measured through it: evaluate says so, moves nothing
+    before = moves.history(client, model)
+    drifted = mlcp("llm", "evaluate", "--model-name", model, "--limit", "2")
+    assert drifted.code == 1, drifted.err[-2000:]
+    assert f"vLLM slot {live} serves " in drifted.err
+    assert f"/{model}/3 (v3), not v1: {model}@live names v1" in drifted.err
+    assert models.aliases(model)["evaluated"] == "2" and moves.history(client, model) == before
     models.set_alias(model, "pinned", "1")
     resync = mlcp(
         "promote", "--model-name", model, "--source-alias", "pinned", "--target-alias", "live"

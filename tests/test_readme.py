@@ -106,7 +106,7 @@ def test_the_readme_has_every_block_once():
 def drifted(text: str) -> str:
     """The README with one flag dropped from the cv perf-test usage (a hand edit, or a flag
     added to the code after the last `make docs`)."""
-    flag = " [--max-rps-regression 50]"
+    flag = " [--min-rps-ratio 0.67]"
     assert text.count(flag) == 1
     return text.replace(flag, "")
 
@@ -115,8 +115,8 @@ def test_the_checks_detect_a_drifted_block():
     text = drifted(README.read_text())
     problems = docs.differences(text)
     assert len(problems) == 1 and "'cv'" in problems[0]
-    assert "+" in problems[0] and "--max-rps-regression" in problems[0]
-    assert missing_flags(text) == ["mlcp cv perf-test --max-rps-regression"]
+    assert "+" in problems[0] and "--min-rps-ratio" in problems[0]
+    assert missing_flags(text) == ["mlcp cv perf-test --min-rps-ratio"]
 
 
 def test_the_checks_detect_missing_markers_and_unknown_blocks():
@@ -165,10 +165,10 @@ def test_the_demo_prose_names_the_cv_gates_the_chain_requires():
     the list the chain and the template require."""
     text = README.read_text()
     section = text[text.index("## The two commands") : text.index("## Exit codes")]
-    listed = re.search(r"six CV gates \(([^)]*)\)", section)
+    listed = re.search(r"nine CV gates \(([^)]*)\)", section)
     assert listed is not None
     assert tuple(re.findall(r"`([a-z0-9-]+)`", listed.group(1))) == CV.gates
-    assert len(CV.gates) == 6
+    assert len(CV.gates) == 9
 
 
 def test_operating_it_names_every_metric_with_its_labels_and_query_and_the_true_defaults():

@@ -34,6 +34,7 @@ from hera.workflows import (
 from hera.workflows import models as m
 
 from steps.declare import Pipeline, Stage
+from steps.drift import DATA_OUTPUT, RETRAIN_OUTPUT
 from steps.provenance import IMAGE_ENV
 from steps.serving.backend import Volume
 
@@ -337,6 +338,7 @@ def stage_template(
     volumes: tuple = (),
     gpus: str | None = None,
     training: bool = False,
+    outputs: tuple | None = None,
 ):
     """The spec and the ``template(settings)`` builder of a pipeline stage's template.
 
@@ -344,14 +346,15 @@ def stage_template(
     step's activeDeadlineSeconds; ``gpus``: the build setting naming the step's GPUs
     (workflows/settings.py); ``training``: the step trains, so it is labelled for the
     chart's training placement and holds its pipeline's training semaphore. Title,
-    description and parameters come from the stage; the outputs and metrics from its gates.
+    description and parameters come from the stage; the outputs and metrics from its gates
+    (``outputs``: a step that is no gate stage's, e.g. drift, declares its own).
     """
     spec = step_spec(
         stage,
         name=stage.template_name,
         title=stage.title,
         description=stage.description,
-        outputs=(*STAGE_OUTPUTS, *gate_outputs(stage.gates)),
+        outputs=outputs if outputs is not None else (*STAGE_OUTPUTS, *gate_outputs(stage.gates)),
         resources=SpecResources(*resources),
         active_deadline_seconds=deadline,
         overrides=overrides or {},
@@ -464,21 +467,37 @@ def pipeline_workflow_template(
         **cleanup(settings or Settings()),
     ) as wt:
         with Steps(name=pipeline.name):
-            for step_name, spec in pipeline.stages:
-                Step(
-                    name=step_name,
-                    template_ref=m.TemplateRef(name=spec.name, template=spec.name),
-                    arguments=stage_arguments(pipeline, spec),
-                )
-        with Steps(name=EXIT_HANDLER):
-            Step(
-                name=EXIT_STEP,
-                template=record.name,
-                when=EXIT_WHEN,
-                arguments=exit_arguments(pipeline, record),
-            )
-        step_container(record)
+            chain_steps(pipeline)
+        exit_handler_steps(pipeline, record)
     return wt
+
+
+def chain_steps(pipeline: PipelineSpec, data: str | None = None) -> None:
+    """The pipeline's stages in order, each by ``templateRef`` to its own WorkflowTemplate
+    (inside a ``Steps`` context); ``data``: what the first stage (train) is given as its
+    data set instead of the workflow's parameter."""
+    first = pipeline.stages[0][0]
+    for step_name, spec in pipeline.stages:
+        passed = stage_arguments(pipeline, spec)
+        if data is not None and step_name == first:
+            passed.append(Parameter(name="data", value=data))
+        Step(
+            name=step_name,
+            template_ref=m.TemplateRef(name=spec.name, template=spec.name),
+            arguments=passed,
+        )
+
+
+def exit_handler_steps(pipeline: PipelineSpec, record: StepSpec) -> None:
+    """The exit handler's template: ``mlcp record-exit`` when the workflow did not succeed."""
+    with Steps(name=EXIT_HANDLER):
+        Step(
+            name=EXIT_STEP,
+            template=record.name,
+            when=EXIT_WHEN,
+            arguments=exit_arguments(pipeline, record),
+        )
+    step_container(record)
 
 
 def pipeline_template(
@@ -505,7 +524,7 @@ def pipeline_template(
     return spec, template
 
 
-def retrain_template(module: str, pipeline: PipelineSpec, prefix: str, title: str):
+def retrain_template(module: str, pipeline: PipelineSpec, drift: StepSpec, prefix: str, title: str):
     """The ``template(settings)`` builder of a pipeline's scheduled retraining: schedule, model
     and suspension from the build settings ``<prefix>_retrain_*`` (workflows/settings.py)."""
 
@@ -516,10 +535,13 @@ def retrain_template(module: str, pipeline: PipelineSpec, prefix: str, title: st
         return retrain_cron_workflow(
             f"{prefix}-retrain",
             pipeline,
+            drift,
             title=title,
             description=(
-                f"Runs {pipeline.name} for {model} on '{schedule}' ({settings.retrain_timezone}); "
-                "a run still going makes the next one skip."
+                f"On '{schedule}' ({settings.retrain_timezone}) runs {drift.name} for {model}, "
+                f"then the {pipeline.name} chain on the data it found only when it says "
+                f"{RETRAIN_OUTPUT}=true (or {FORCE_RETRAIN}=true); a run still going makes the "
+                "next one skip."
             ),
             schedule=schedule,
             timezone=settings.retrain_timezone,
@@ -532,9 +554,39 @@ def retrain_template(module: str, pipeline: PipelineSpec, prefix: str, title: st
     return template
 
 
+# The retrain crons: the drift step, then the chain only when it says so (or when forced).
+DRIFT_STEP = "drift"
+RETRAIN_STEP = "retrain"
+CHAIN_TEMPLATE = "chain"
+FORCE_RETRAIN = "force-retrain"
+RETRAIN_WHEN = (
+    f"{{{{steps.{DRIFT_STEP}.outputs.parameters.{RETRAIN_OUTPUT}}}}} == true || "
+    f"{{{{workflow.parameters.{FORCE_RETRAIN}}}}} == true"
+)
+
+
+def retrain_parameters(pipeline: PipelineSpec, drift: StepSpec, model_name: str) -> list:
+    """The cron's workflow parameters: the model, the drift step's data and policy (declared
+    by the drift stage), force-retrain, and the chain's alias names."""
+    model = next(p for p in pipeline.params() if p.name == "model-name")
+    params = [
+        Parameter(name=model.name, description=model.description, value=model_name),
+        *arguments(tuple(drift.param(name) for name in ("data", "retrain-on-new-data"))),
+        Parameter(
+            name=FORCE_RETRAIN,
+            description="true: run the chain whatever the drift step says (on the data it found)",
+            value="false",
+            enum=["false", "true"],
+        ),
+        *arguments(pipeline.alias_params()),
+    ]
+    return params
+
+
 def retrain_cron_workflow(
     name: str,
     pipeline: PipelineSpec,
+    drift: StepSpec,
     *,
     title: str,
     description: str,
@@ -544,13 +596,14 @@ def retrain_cron_workflow(
     model_name: str,
     settings: Settings | None = None,
 ) -> CronWorkflow:
-    """A CronWorkflow that submits the pipeline's WorkflowTemplate (``workflowTemplateRef``)
-    for one model; a run still going when the next is due makes the next one skip
-    (``Forbid``). Its runs carry the pipeline's exit handler and metrics (Argo would take
-    them from the template; they are written here too, so that the cron shows them) and
-    their own cleanup."""
-    model = next(p for p in pipeline.params() if p.name == "model-name")
-    return CronWorkflow(
+    """A CronWorkflow that runs the pipeline's drift step, then its chain (the stage templates
+    by ``templateRef``, training on the data the drift step found) only when the drift step
+    says ``retrain=true`` or ``force-retrain`` is true (an Argo ``when``); a run still going
+    when the next is due makes the next one skip (``Forbid``). Its runs carry the pipeline's
+    exit handler and metrics and their own cleanup."""
+    record = exit_spec()
+    train = pipeline.stages[0][1]
+    with CronWorkflow(
         name=name,
         annotations={TITLE_ANNOTATION: title, DESCRIPTION_ANNOTATION: description},
         schedules=[schedule],
@@ -560,9 +613,37 @@ def retrain_cron_workflow(
         starting_deadline_seconds=CRON_STARTING_DEADLINE_SECONDS,
         successful_jobs_history_limit=CRON_HISTORY_LIMIT,
         failed_jobs_history_limit=CRON_HISTORY_LIMIT,
-        workflow_template_ref=m.WorkflowTemplateRef(name=pipeline.name),
-        arguments=[Parameter(name=model.name, description=model.description, value=model_name)],
+        entrypoint=name,
+        arguments=retrain_parameters(pipeline, drift, model_name),
         labels={**PART_OF_LABEL, PIPELINE_LABEL: pipeline.pipeline},
         **exit_handling(pipeline),
         **cleanup(settings or Settings()),
-    )
+    ) as cron:
+        with Steps(name=name):
+            Step(
+                name=DRIFT_STEP,
+                template_ref=m.TemplateRef(name=drift.name, template=drift.name),
+                arguments=[
+                    Parameter(name=p.name, value=workflow_parameter(p))
+                    for p in drift.params
+                    if p.name in ("model-name", "data", "retrain-on-new-data")
+                ],
+            )
+            Step(
+                name=RETRAIN_STEP,
+                template=CHAIN_TEMPLATE,
+                when=RETRAIN_WHEN,
+                arguments=[
+                    Parameter(
+                        name="data",
+                        value=f"{{{{steps.{DRIFT_STEP}.outputs.parameters.{DATA_OUTPUT}}}}}",
+                    )
+                ],
+            )
+        with Steps(
+            name=CHAIN_TEMPLATE,
+            inputs=[Parameter(name="data", description=train.param("data").description)],
+        ):
+            chain_steps(pipeline, data="{{inputs.parameters.data}}")
+        exit_handler_steps(pipeline, record)
+    return cron

@@ -1,8 +1,9 @@
 """cv-evaluate: reads ``input-alias`` (default ``staged``) and writes ``output-alias``
-(default ``evaluated``), only when the accuracy gate passes.
+(default ``evaluated``), only when the accuracy and accuracy-vs-champion gates pass.
 
-One container step running ``mlcp cv evaluate``: the test split through Triton's staged slot,
-accuracy against a minimum and against the live version's recorded decision.
+One container step running ``mlcp cv evaluate``: the test split through Triton's staged slot
+and the champion's live slot side by side, accuracy against a minimum and, paired, against
+the champion's on the same images.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """cv-perf-test: reads ``input-alias`` (default ``evaluated``) and writes ``output-alias``
-(default ``benchmarked``), only when the p95-latency, throughput and error-rate gates pass.
+(default ``benchmarked``), only when the p95-latency, throughput, error-rate, p95-vs-champion
+and throughput-vs-champion gates pass.
 
-One container step running ``mlcp cv perf-test``: a bounded locust load against Triton's
-staged slot.
+One container step running ``mlcp cv perf-test``: one bounded locust load against Triton's
+staged slot and the champion's live slot, interleaved.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """llm-evaluate: reads ``input-alias`` (default ``staged``) and writes ``output-alias``
-(default ``evaluated``), only when the correct-rate, refusal-rate and gain-over-base gates pass.
+(default ``evaluated``), only when the correct-rate, correct-rate-vs-champion, refusal-rate
+and gain-over-base gates pass.
 
-One container step running ``mlcp llm evaluate``: the eval split through vLLM's staged slot
-and the bare base, every answer graded by the judge (``reference`` or an OpenAI-compatible
-endpoint), whose instructions are a versioned prompt.
+One container step running ``mlcp llm evaluate``: the eval split through vLLM's staged slot,
+the champion's live slot and the bare base, every answer graded by the judge (``reference``
+or an OpenAI-compatible endpoint), whose instructions are a versioned prompt.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """llm-perf-test: reads ``input-alias`` (default ``evaluated``) and writes ``output-alias``
-(default ``benchmarked``), only when the ttft-p95, e2e-p95, tokens-per-second and
-success-rate gates pass.
+(default ``benchmarked``), only when the ttft-p95, e2e-p95, tokens-per-second, success-rate,
+ttft-p95-vs-champion and tokens-per-second-vs-champion gates pass.
 
-One container step running ``mlcp llm perf-test``: a bounded locust load of streaming
-completions against vLLM's staged slot.
+One container step running ``mlcp llm perf-test``: one bounded locust load of streaming
+completions against vLLM's staged slot and the champion's live slot, interleaved.
 """
 
 from __future__ import annotations

@@ -1,13 +1,17 @@
-"""llm-retrain: reads no alias and writes ``live`` (and ``previous``): a CronWorkflow that
-submits the llm-pipeline WorkflowTemplate (``workflowTemplateRef``) on a schedule.
+"""llm-retrain: reads ``live`` (the instructions its adapter was trained on) and writes
+``drift-detected``, then ``live`` (and ``previous``) when it retrains.
 
-The LLM twin of cv-retrain (see there), with its own build settings
-``MLCP_LLM_RETRAIN_*`` and an hour later by default, so the two do not compete.
+The LLM twin of cv-retrain (see there): ``llm-drift`` first, then the LLM chain only when it
+says ``retrain=true`` or ``force-retrain=true``; its own build settings
+``MLCP_LLM_RETRAIN_*``, an hour later by default, so the two do not compete.
 """
 
 from __future__ import annotations
 
 from .common import retrain_template
+from .llm_drift import SPEC as DRIFT
 from .llm_pipeline import SPEC as PIPELINE
 
-template = retrain_template(__name__, PIPELINE, "llm", "LLM: scheduled retraining (llm-pipeline)")
+template = retrain_template(
+    __name__, PIPELINE, DRIFT, "llm", "LLM: retraining on drift or new data (llm-drift, LLM chain)"
+)

@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from steps import outputs
+from steps import drift, outputs
 from steps.contract import CHAIN
 from steps.declare import BOOLEAN, Opt, Pipeline, Stage, options
 
@@ -190,6 +190,25 @@ PIPELINE_OUTPUT = Output(
     outputs.PIPELINE,
     "the model's pipeline (its metrics' label)",
     outputs.UNKNOWN_PIPELINE,
+)
+
+
+# The drift step's outputs (steps/drift.py writes them): what the retrain crons' `when` reads.
+DRIFT_OUTPUTS = (
+    Output("version", "version", "the live version whose training data was compared"),
+    Output(
+        drift.RETRAIN_OUTPUT,
+        drift.RETRAIN_OUTPUT,
+        "true when the chain should run: drift, or new data and retrain-on-new-data",
+        "false",
+    ),
+    Output(
+        drift.REASON_OUTPUT,
+        drift.REASON_OUTPUT,
+        f"the verdict: {', '.join(drift.VERDICTS)}",
+    ),
+    Output(drift.DATA_OUTPUT, drift.DATA_OUTPUT, "the data compared: the data to train on"),
+    RESULT_OUTPUT,
 )
 
 

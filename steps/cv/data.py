@@ -7,7 +7,12 @@ File format (one ``.npz``, written by ``mlcp data cv``):
 - ``classes``: the class names, in index order.
 
 The default set is scikit-learn's handwritten digits (1,797 8x8 images, 10 classes; shipped
-with scikit-learn, nothing is downloaded), split 70/15/15 with a fixed seed. The loaders also
+with scikit-learn, nothing is downloaded), split 70/15/15 with a fixed seed. ``mlcp data cv``
+publishes it as a version of the data set ``cv/digits`` (steps/datasets.py):
+``<root>/cv/digits/<variant>-seed<seed>/digits.npz``, then points ``newest`` at it. The build
+is deterministic (the same variant and seed give the same bytes). Another seed is a new split
+of the same distribution; a variant (:data:`VARIANTS`) is the world moved: a changed class
+balance, noisier or inverted images. The loaders also
 read an image-folder layout (``ROOT/{train,val,test}/<class name>/*.png|jpg``), so a real set
 such as Imagenette, unpacked in that layout, goes through the same code; the digest of a
 folder is taken over its files' relative paths and bytes, in sorted order.
@@ -20,12 +25,26 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import datasets
 from ..errors import BadInput
 from ..lineage import DataRead
 from ..stage import say
 
 SPLITS = ("train", "val", "test")
-DEFAULT_KEY = "cv/digits/v1/digits.npz"
+DATASET = "cv/digits"  # the versioned data set under the data root
+FILE = "digits.npz"
+DEFAULT_KEY = f"{DATASET}/{datasets.version_name(datasets.BASE_VARIANT, 0)}/{FILE}"
+# The variants ``mlcp data cv --variant`` publishes (for demos and tests of drift): what each
+# changes, applied to every image of the set before it is split.
+VARIANTS = {
+    datasets.BASE_VARIANT: "the digits as they are",
+    "imbalanced": "a changed class balance: classes 0-4 keep one image in five",
+    "noisy": "noisier images: Gaussian noise (sd 48 of 255) on every pixel",
+    "inverted": "inverted images (255 - x)",
+    "shifted": "imbalanced and noisy together",
+}
+NOISE_SD = 48.0
+KEEP_SHARE = 0.2  # of classes 0-4 in the imbalanced variants
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 
 
@@ -39,14 +58,51 @@ class ImageSet:
         return sum(len(v) for v in self.labels.values())
 
 
-def build_digits(seed: int = 0) -> bytes:
-    """scikit-learn's digits as the versioned .npz, split 70/15/15 with ``seed``."""
+def shift(images, labels, variant: str, seed: int):
+    """The images and labels of ``variant`` (:data:`VARIANTS`), drawn with ``seed``."""
+    import numpy as np
+
+    if variant not in VARIANTS:
+        raise BadInput(f"unknown CV data variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    rng = np.random.default_rng([seed, 1])  # apart from the split's draws
+    if variant in ("imbalanced", "shifted"):
+        keep = (labels >= 5) | (rng.random(len(labels)) < KEEP_SHARE)
+        images, labels = images[keep], labels[keep]
+    if variant in ("noisy", "shifted"):
+        noise = rng.normal(0.0, NOISE_SD, images.shape)
+        images = np.clip(images.astype(np.float64) + noise, 0, 255).astype(np.uint8)
+    if variant == "inverted":
+        images = 255 - images
+    return images, labels
+
+
+def npz_bytes(arrays: dict) -> bytes:
+    """``np.savez_compressed``, but the same arrays always give the same bytes (no time
+    stamps in the zip), so that a data set's digest names its content."""
+    import zipfile
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, array in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with archive.open(info, "w", force_zip64=True) as handle:
+                np.lib.format.write_array(handle, np.asanyarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def build_digits(seed: int = 0, variant: str = datasets.BASE_VARIANT) -> bytes:
+    """scikit-learn's digits (or a :data:`VARIANTS` of them) as the versioned .npz, split
+    70/15/15 with ``seed``."""
     import numpy as np
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     images = np.clip(digits.images * 16, 0, 255).astype(np.uint8)  # 0..16 -> 0..255
     labels = digits.target.astype(np.int64)
+    images, labels = shift(images, labels, variant, seed)
     order = np.random.default_rng(seed).permutation(len(labels))
     n_train, n_val = int(len(order) * 0.7), int(len(order) * 0.15)
     parts = {
@@ -58,9 +114,7 @@ def build_digits(seed: int = 0) -> bytes:
     for split, index in parts.items():
         arrays[f"{split}_images"] = images[index]
         arrays[f"{split}_labels"] = labels[index]
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    return buf.getvalue()
+    return npz_bytes(arrays)
 
 
 def parse(read: DataRead) -> ImageSet:
@@ -189,20 +243,23 @@ def preprocess(images, image_size: int):
     return ((x - 0.5) / 0.5).numpy().astype(np.float32)
 
 
-def publish(uri: str | None = None, seed: int = 0) -> str:
-    """Build the digits set and write it to ``uri`` (default: under ``$MLCP_DATA_ROOT``)."""
-    import os
-
+def publish(uri: str | None = None, seed: int = 0, variant: str = datasets.BASE_VARIANT) -> dict:
+    """Build the digits set (``variant``, split with ``seed``) and publish it as a version of
+    ``cv/digits`` under ``$MLCP_DATA_ROOT``, then make it the newest; or, with ``uri``, write
+    it there and nothing else (a file of its own, not a version of the set)."""
     from .. import lineage
 
-    if uri is None:
-        root = os.environ.get("MLCP_DATA_ROOT")
-        if not root:
-            raise BadInput("no --out given and MLCP_DATA_ROOT is not set (run `mlcp stack up`)")
-        uri = f"{root.rstrip('/')}/{DEFAULT_KEY}"
-    written = lineage.write(uri, build_digits(seed))
-    say("data")(f"wrote {written}")
-    return written
+    data = build_digits(seed, variant)
+    if uri is not None:
+        written = lineage.write(uri, data)
+        say("data")(f"wrote {written}")
+        return {"uri": written, "variant": variant, "seed": seed}
+    version = datasets.version_name(variant, seed)
+    pointer = datasets.publish(
+        datasets.data_root(), DATASET, version, FILE, data, variant=variant, seed=seed
+    )
+    say("data")(f"wrote {pointer['uri']} ({VARIANTS[variant]}); newest: {version}")
+    return {key: pointer[key] for key in ("uri", "version", "digest", "newest")}
 
 
 def default_uri() -> str:

@@ -3,14 +3,26 @@ and how its chain summary reads. ``steps/pipelines.py`` lists it; nothing in the
 
 from __future__ import annotations
 
-from ..declare import DataConfig, Pipeline
-from . import PIPELINE, deploy, evaluate, perftest, reproduce, train
+from dataclasses import dataclass
+
+from ..datasets import BASE_VARIANT
+from ..declare import DataConfig, Pipeline, option
+from . import PIPELINE, data, deploy, drift, evaluate, perftest, reproduce, train
 
 
-def publish(cfg: DataConfig) -> dict:
-    from . import data
+@dataclass(kw_only=True)
+class CvDataConfig(DataConfig):
+    variant: str = option(
+        BASE_VARIANT,
+        help="what to publish: "
+        + "; ".join(f"{name}: {what}" for name, what in data.VARIANTS.items()),
+        choices=tuple(data.VARIANTS),
+        noun="CV data variant",
+    )
 
-    return {"uri": data.publish(cfg.out, seed=cfg.seed)}
+
+def publish(cfg: CvDataConfig) -> dict:
+    return data.publish(cfg.out, seed=cfg.seed, variant=cfg.variant)
 
 
 def summarize(model: str, results: dict[str, dict], aliases: dict[str, str]) -> tuple[dict, str]:
@@ -37,6 +49,8 @@ CV = Pipeline(
     default_model="resnet18-digits",
     summarize=summarize,
     reproduce=reproduce.reproduce,
+    data_config=CvDataConfig,
+    drift=drift.STAGE,
     title="CV: train -> deploy -> evaluate -> perf-test -> promote",
     description=(
         "The whole CV chain, each stage its own WorkflowTemplate (templateRef), sharing "

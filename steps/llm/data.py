@@ -6,6 +6,10 @@ default set holds three instructions a LoRA adapter learns in seconds and that c
 checked exactly, over ordered triples of 16 words: ``repeat: red blue green`` -> ``red blue
 green``, ``first: ...`` -> ``red``, ``last: ...`` -> ``green``; split with a fixed seed (no
 eval triple is ever trained on). A malformed line is refused with its line number.
+``mlcp data llm`` publishes it as a version of the data set ``llm/instructions``
+(steps/datasets.py): ``<root>/llm/instructions/<variant>-seed<seed>/instructions.jsonl``,
+then points ``newest`` at it. Another seed is a new split of the same distribution; a variant
+(:data:`VARIANTS`) is the world moved: a changed task mix, or longer prompts.
 
 The base model is a setting: a ``.tar`` of a ``save_pretrained`` folder (``s3://`` or local),
 a local folder, or a model name (resolved through the Hugging Face cache; in the cluster that
@@ -32,6 +36,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import datasets
 from ..errors import BadInput, MlcpError
 from ..lineage import DataRead
 from ..stage import say
@@ -39,7 +44,15 @@ from ..stage import say
 SPLITS = ("train", "val", "eval")
 SIZES = {"train": 1200, "val": 99, "eval": 60}
 TASKS = ("repeat", "first", "last")
-DEFAULT_KEY = "llm/instructions/v1/instructions.jsonl"
+DATASET = "llm/instructions"  # the versioned data set under the data root
+FILE = "instructions.jsonl"
+DEFAULT_KEY = f"{DATASET}/{datasets.version_name(datasets.BASE_VARIANT, 0)}/{FILE}"
+# The variants ``mlcp data llm --variant`` publishes (for demos and tests of drift).
+VARIANTS = {
+    datasets.BASE_VARIANT: "the three tasks in turn, over three words",
+    "task-mix": "a changed task mix: repeat seven times in ten, first and last the rest",
+    "long-prompts": "longer prompts: the same tasks over five words",
+}
 BASE_NAME = "mlcp-tiny-llama"
 BASE_KEY = f"llm/base/{BASE_NAME}/v1/model.tar"
 BASE_INFO_FILE = "mlcp-base.json"
@@ -65,6 +78,7 @@ class Sample:
     split: str
     prompt: str
     response: str
+    task: str = ""  # the record's "task", when it names one
 
 
 @dataclass
@@ -75,19 +89,36 @@ class InstructionSet:
         return sum(len(v) for v in self.samples.values())
 
 
-def build_instructions(seed: int = 0) -> bytes:
-    """The instructions as JSONL: disjoint train / val / eval triples, fixed by ``seed``, the
-    three tasks in turn."""
+def _word_lists(seed: int, length: int) -> list[tuple[str, ...]]:
+    """Distinct ordered word lists, in an order fixed by ``seed``: every triple shuffled (the
+    default set), or as many longer lists as the splits need, drawn."""
     from .corpus import WORDS
 
-    triples = list(itertools.permutations(WORDS, 3))
-    random.Random(seed).shuffle(triples)
+    if length == 3:
+        triples = list(itertools.permutations(WORDS, 3))
+        random.Random(seed).shuffle(triples)
+        return triples
+    rng, found = random.Random(seed), {}
+    while len(found) < sum(SIZES.values()):
+        found[tuple(rng.sample(WORDS, length))] = None
+    return list(found)
+
+
+def build_instructions(seed: int = 0, variant: str = datasets.BASE_VARIANT) -> bytes:
+    """The instructions as JSONL: disjoint train / val / eval word lists, fixed by ``seed``;
+    the three tasks in turn over three words, or as ``variant`` (:data:`VARIANTS`) says."""
+    if variant not in VARIANTS:
+        raise BadInput(f"unknown LLM data variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    triples = _word_lists(seed, 5 if variant == "long-prompts" else 3)
+    mix = random.Random(f"{seed}-{variant}")  # apart from the lists' draws
     answers = {"repeat": lambda w: w, "first": lambda w: w[:1], "last": lambda w: w[-1:]}
     lines = []
     start = 0
     for split in SPLITS:
         for index, words in enumerate(triples[start : start + SIZES[split]]):
             task = TASKS[index % len(TASKS)]
+            if variant == "task-mix":
+                task = "repeat" if mix.random() < 0.7 else TASKS[1 + index % 2]
             record = {
                 "id": f"{split}-{index:04d}",
                 "split": split,
@@ -126,7 +157,13 @@ def parse(read: DataRead) -> InstructionSet:
             raise BadInput(f"{where}: split {record['split']!r} is not one of {', '.join(SPLITS)}")
         sample_id = str(record.get("id", f"line-{number}"))
         samples[record["split"]].append(
-            Sample(sample_id, record["split"], record["prompt"], record["response"])
+            Sample(
+                sample_id,
+                record["split"],
+                record["prompt"],
+                record["response"],
+                record["task"] if isinstance(record.get("task"), str) else "",
+            )
         )
     empty = [split for split in SPLITS if not samples[split]]
     if empty:
@@ -363,21 +400,32 @@ def default_base() -> str:
     return f"{root.rstrip('/')}/{BASE_KEY}" if root else ""
 
 
-def publish(prefix: str | None = None, seed: int = 0) -> dict[str, str]:
-    """Build the instruction set and the base model and write them under ``prefix`` (default:
-    ``$MLCP_DATA_ROOT``): ``<prefix>/llm/instructions/v1/...`` and ``<prefix>/llm/base/...``."""
+def publish(
+    prefix: str | None = None,
+    seed: int = 0,
+    *,
+    variant: str = datasets.BASE_VARIANT,
+    base_seed: int = 0,
+    base: bool = True,
+) -> dict[str, str]:
+    """Build the instruction set (``variant``, split with ``seed``) and publish it as a
+    version of ``llm/instructions`` under ``prefix`` (default: ``$MLCP_DATA_ROOT``), made the
+    newest; and (``base``) the base model with ``base_seed``, at ``<prefix>/llm/base/...``."""
     from .. import lineage
 
-    root = prefix or os.environ.get("MLCP_DATA_ROOT")
-    if not root:
-        raise BadInput("no --out given and MLCP_DATA_ROOT is not set (run `mlcp stack up`)")
-    root = root.rstrip("/")
-    data_uri = lineage.write(f"{root}/{DEFAULT_KEY}", build_instructions(seed))
-    report(f"wrote {data_uri}")
-    report(f"making the base model {BASE_NAME} (tokenizer + random Llama, no download)")
-    base_uri = lineage.write(f"{root}/{BASE_KEY}", build_base(BASE_NAME, seed=seed))
-    report(f"wrote {base_uri}")
-    return {"data": data_uri, "base_model": base_uri, "base_name": BASE_NAME}
+    root = datasets.data_root(prefix)
+    version = datasets.version_name(variant, seed)
+    pointer = datasets.publish(
+        root, DATASET, version, FILE, build_instructions(seed, variant), variant=variant, seed=seed
+    )
+    report(f"wrote {pointer['uri']} ({VARIANTS[variant]}); newest: {version}")
+    published = {"data": pointer["uri"], "version": version, "digest": pointer["digest"]}
+    if base:
+        report(f"making the base model {BASE_NAME} (tokenizer + random Llama, no download)")
+        base_uri = lineage.write(f"{root}/{BASE_KEY}", build_base(BASE_NAME, seed=base_seed))
+        report(f"wrote {base_uri}")
+        published.update(base_model=base_uri, base_name=BASE_NAME)
+    return published
 
 
 def serving_base(home: Path, ref: str | None = None) -> BaseModel:

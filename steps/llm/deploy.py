@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import settings, tracking
-from ..contract import CANDIDATE, STAGED, staged_slot
+from ..contract import CANDIDATE, LIVE, STAGED, live_slot, show_version, staged_slot
 from ..declare import Config, Stage, alias_option, option
 from ..errors import BadInput, MlcpError
 from ..serving import vllm
-from ..stage import Reporter, resolve_input
+from ..stage import Reporter, resolve_champion, resolve_input
 from . import (
     ADAPTER_PATH_TAG,
     ADAPTER_URI_TAG,
@@ -173,14 +173,75 @@ def serve(server, slot: str, path: str, prompt: str, max_tokens: int = 8) -> str
 def require_staged(server, model: str, version: str, tags: dict) -> str:
     """The staged slot, checked to serve ``version``'s adapter (what evaluate and perf-test
     measure)."""
-    slot = staged_slot(model)
+    return require_slot(
+        server,
+        model,
+        staged_slot(model),
+        version,
+        tags,
+        fix=f"run `mlcp llm deploy --model-name {model}` first",
+    )
+
+
+def require_slot(server, model: str, slot: str, version: str, tags: dict, *, fix: str) -> str:
+    """``slot``, checked to serve ``version``'s adapter (the folder its deploy placed, tag
+    ``mlcp.adapter_path``); MlcpError naming what it serves instead, and ``fix``."""
     served = server.adapters().get(slot, {}).get("path")
     if not served or served != tags.get(ADAPTER_PATH_TAG):
+        folder = Path(served) if served else None
+        other = (
+            f" ({show_version(folder.name)})"
+            if folder is not None and folder.parent.name == model and folder.name.isdigit()
+            else ""
+        )
         raise MlcpError(
-            f"vLLM slot {slot} serves {served or 'nothing'}, not v{version}: "
-            f"run `mlcp llm deploy --model-name {model}` first"
+            f"vLLM slot {slot} serves {served or 'nothing'}{other}, not "
+            f"{show_version(version)}: {fix}"
         )
     return slot
+
+
+def require_champion(server, client, model: str, alias: str, challenger: str):
+    """The champion a challenger is compared with (:func:`steps.stage.resolve_champion`) and
+    the slot it is measured through, ``<model>-live``, checked to serve the version the
+    champion alias names; (champion, None) when there is no champion to compare with."""
+    champion = resolve_champion(client, model, alias, challenger)
+    if champion.version is None:
+        return champion, None
+    tags = dict(client.get_model_version(model, champion.version).tags)
+    fix = (
+        f"a no-op promotion reloads it: `mlcp promote --model-name {model} --source-alias "
+        f"{LIVE} --target-alias {LIVE}`"
+        if alias == LIVE
+        else f"the champion {model}@{alias} is measured through that slot, which must serve it"
+    )
+    slot = require_slot(
+        server,
+        model,
+        live_slot(model),
+        champion.version,
+        tags,
+        fix=f"{model}@{alias} names {show_version(champion.version)}; {fix}",
+    )
+    return champion, slot
+
+
+def served_paths(server, slots) -> dict[str, str | None]:
+    """The adapter folder each slot serves now."""
+    adapters = server.adapters()
+    return {slot: adapters.get(slot, {}).get("path") for slot in slots if slot}
+
+
+def unchanged(server, before: dict[str, str | None]) -> None:
+    """After a measurement: MlcpError when a measured slot was repointed meanwhile (a deploy
+    or a promotion), so its answers or timings mixed two versions."""
+    now = served_paths(server, before)
+    for slot, path in before.items():
+        if now[slot] != path:
+            raise MlcpError(
+                f"vLLM slot {slot} was repointed during the measurement ({path} -> "
+                f"{now[slot]}): nothing was judged, run the stage again"
+            )
 
 
 def deploy(cfg: DeployConfig) -> dict:

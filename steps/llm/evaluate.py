@@ -1,22 +1,28 @@
-"""``mlcp llm evaluate``: reads ``staged``, answers the eval split through vLLM's staged slot,
-grades every answer with a judge, writes ``evaluated``.
+"""``mlcp llm evaluate``: reads ``staged``, answers the eval split through vLLM's staged slot
+and the champion's slot side by side, grades every answer with a judge, writes ``evaluated``.
 
 The eval prompts go through the OpenAI-compatible API of the ``<model>-staged`` slot (the
-path traffic takes), and through the bare base model as well, so the run shows what the
-adapter adds. Every answer is graded ``correct`` / ``partial`` / ``wrong`` / ``refusal`` by the
-judge (``reference`` by default, or any OpenAI-compatible endpoint), whose instructions are
-a versioned prompt: the run carries its sha256. Logged: the rates of each grade for the
-adapter and for the base, a per-sample table, and three gates: ``correct-rate`` (a minimum,
-and no worse than the live version's recorded decision by more than ``max_regression``),
+challenger, on the path traffic takes), of the ``<model>-live`` slot (the champion: the
+version ``--champion-alias``, ``live`` by default, names; the slot is checked to serve it)
+and of the bare base model, so the run shows what the adapter adds and how it compares with
+the champion on the same prompts. Every answer is graded ``correct`` / ``partial`` /
+``wrong`` / ``refusal`` by the same judge (``reference`` by default, or any
+OpenAI-compatible endpoint), whose instructions are a versioned prompt: the run carries its
+sha256. Logged: the rates of each grade for the adapter, the champion and the base, a
+per-sample table with the answers and grades side by side, and four gates:
+``correct-rate`` (a minimum), ``correct-rate-vs-champion`` (non-inferiority: the lower end
+of the paired 95% interval of the correct-rate difference, challenger minus champion, must
+be >= -margin; McNemar's exact p-value recorded beside it; see steps/paired.py),
 ``refusal-rate`` (a maximum) and ``gain-over-base`` (the adapter's score minus the base's,
-a minimum; score = correct + partial / 2).
+a minimum; score = correct + partial / 2). With no champion (the first version) only the
+absolute gates apply, and the champion gate's decision says so.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import gates, tracking
+from .. import gates, paired, tracking
 from ..contract import EVALUATED, STAGED
 from ..declare import Config, Stage, alias_option, option
 from ..serving import vllm
@@ -24,12 +30,13 @@ from ..stage import Reporter, data_source, resolve_input
 from . import PIPELINE, PROMPT_TEMPLATE_TAG
 from . import data as llmdata
 from . import judge as judges
-from .deploy import require_staged
+from .deploy import require_champion, require_staged, served_paths, unchanged
 
 CORRECT_RATE = "correct-rate"
+CORRECT_RATE_VS_CHAMPION = "correct-rate-vs-champion"
 REFUSAL_RATE = "refusal-rate"
 GAIN_OVER_BASE = "gain-over-base"
-GATES = (CORRECT_RATE, REFUSAL_RATE, GAIN_OVER_BASE)
+GATES = (CORRECT_RATE, CORRECT_RATE_VS_CHAMPION, REFUSAL_RATE, GAIN_OVER_BASE)
 
 
 @dataclass(kw_only=True)
@@ -62,9 +69,15 @@ class EvaluateConfig(Config):
     min_correct: float = option(
         0.5, help="gate correct-rate: the lowest share of correct answers", min=0, max=1
     )
-    max_regression: float = option(
+    champion_alias: str = paired.champion_option()
+    # 0.1, six prompts in 60: two adapters of one recipe disagree on a handful of the 60
+    # eval prompts, so the paired 95% interval of their difference spans about +-0.07 (seed 1
+    # against seed 0: +0.033, [-0.017, +0.117]); 0.1 lets such a retrain through, while an
+    # interval that reaches six prompts below the champion is refused.
+    margin: float = option(
         0.1,
-        help="gate correct-rate: the largest drop allowed against the live version",
+        help="gate correct-rate-vs-champion: the largest drop of the correct-rate below the "
+        "champion's that the lower end of the paired 95% interval may show",
         min=0,
         max=1,
     )
@@ -92,6 +105,21 @@ def rates(grades: list[str], prefix: str = "") -> dict[str, float]:
     return found
 
 
+def correct_rate_comparison(
+    grades: list[str], champion_grades: list[str], *, version: str, champion, margin: float
+) -> paired.Comparison:
+    """The paired comparison of the correct-rates: the same prompts, the same judge."""
+    return paired.binary(
+        [g == "correct" for g in grades],
+        [g == "correct" for g in champion_grades],
+        name="correct_rate",
+        challenger_version=version,
+        champion_version=champion.version,
+        champion_alias=champion.alias,
+        margin=margin,
+    )
+
+
 def evaluate(cfg: EvaluateConfig) -> dict:
     import mlflow
 
@@ -104,6 +132,9 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     server.require_live()
     client, version, tags = resolve_input(cfg.model_name, cfg.input_alias)
     slot = require_staged(server, cfg.model_name, version, tags)
+    champion, champion_slot = require_champion(
+        server, client, cfg.model_name, cfg.champion_alias, version
+    )
     read, instructions = llmdata.read(data_source(cfg.model_name, version, tags, cfg.data))
     samples = instructions.samples["eval"]
     if cfg.limit:
@@ -114,55 +145,100 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     params = {
         "input_alias": cfg.input_alias,
         "slot": slot,
+        "champion_alias": cfg.champion_alias,
+        "champion_version": champion.version or "none",
+        "champion_slot": champion_slot or "none",
         "base_model": base.name,
         "min_correct": cfg.min_correct,
-        "max_regression": cfg.max_regression,
+        "margin": cfg.margin,
         "max_refusal": cfg.max_refusal,
         "min_gain": cfg.min_gain,
         "max_tokens": cfg.max_tokens,
         "samples": len(samples),
         **judge.describe(),
     }
+    # who answers each prompt: the challenger, the champion (when there is one), the base
+    sides = {"": slot, "base_": base.name}
+    if champion_slot:
+        sides = {"": slot, "champion_": champion_slot, "base_": base.name}
+    measured = served_paths(server, (slot, champion_slot))
     with report.stage_run(cfg.model_name, name, version=version, params=params):
         llmdata.log(read, instructions, "evaluation")
         prompt = prompts.use(judges.PROMPT_NAME, judges.INSTRUCTIONS)
+        against = (
+            f"the champion {champion_slot} ({cfg.model_name}@{champion.alias} "
+            f"v{champion.version}), "
+            if champion_slot
+            else f"no champion ({champion.missing}), "
+        )
         report(
-            f"{len(samples)} eval prompts through {slot} v{version} and the base {base.name}; "
-            f"judge {judge.kind} (prompt {prompt.name} sha256 {prompt.sha256[:12]})"
+            f"{len(samples)} eval prompts through {slot} v{version}, {against}and the base "
+            f"{base.name}; judge {judge.kind} (prompt {prompt.name} sha256 {prompt.sha256[:12]})"
         )
         rows: dict[str, list] = {
             k: []
-            for k in ("id", "prompt", "reference", "answer", "grade", "base_answer", "base_grade")
+            for k in (
+                "id",
+                "prompt",
+                "reference",
+                *(f"{side}{column}" for side in sides for column in ("answer", "grade")),
+            )
         }
         for index, sample in enumerate(samples, start=1):
             text = llmdata.format_prompt(sample.prompt, template)
-            answer = server.complete(slot, text, cfg.max_tokens, stop=llmdata.STOP)
-            base_answer = server.complete(base.name, text, cfg.max_tokens, stop=llmdata.STOP)
-            for key, value in (
-                ("id", sample.id),
-                ("prompt", sample.prompt),
-                ("reference", sample.response),
-                ("answer", answer.strip()),
-                ("grade", judge.grade(sample.prompt, sample.response, answer)),
-                ("base_answer", base_answer.strip()),
-                ("base_grade", judge.grade(sample.prompt, sample.response, base_answer)),
-            ):
-                rows[key].append(value)
+            rows["id"].append(sample.id)
+            rows["prompt"].append(sample.prompt)
+            rows["reference"].append(sample.response)
+            for side, served in sides.items():
+                answer = server.complete(served, text, cfg.max_tokens, stop=llmdata.STOP)
+                rows[f"{side}answer"].append(answer.strip())
+                rows[f"{side}grade"].append(judge.grade(sample.prompt, sample.response, answer))
             if index % 20 == 0 or index == len(samples):
                 report(f"{index}/{len(samples)} answered and graded")
-        metrics = {**rates(rows["grade"]), **rates(rows["base_grade"], "base_")}
+        unchanged(server, measured)
+        metrics = {}
+        for side in sides:
+            metrics.update(rates(rows[f"{side}grade"], side))
         metrics["gain_over_base"] = metrics["score"] - metrics["base_score"]
+        comparison: paired.Comparison | str | None = champion.missing
+        if champion_slot:
+            comparison = correct_rate_comparison(
+                rows["grade"],
+                rows["champion_grade"],
+                version=version,
+                champion=champion,
+                margin=cfg.margin,
+            )
+            metrics["correct_rate_difference"] = comparison.estimate
         mlflow.log_metrics(metrics)
         mlflow.log_table(rows, "eval/results.json")
         mlflow.log_dict(
-            {"metrics": metrics, "judge": judge.describe(), "prompt_sha256": prompt.sha256},
+            {
+                "metrics": metrics,
+                "judge": judge.describe(),
+                "prompt_sha256": prompt.sha256,
+                "comparison": comparison.to_dict()
+                if isinstance(comparison, paired.Comparison)
+                else {"not_applicable": comparison},
+            },
             "eval/summary.json",
         )
         evidence = {"samples": len(samples), **metrics}
         checks = [
             (
-                gates.Gate(CORRECT_RATE, "correct_rate", ">=", cfg.min_correct, cfg.max_regression),
+                gates.Gate(CORRECT_RATE, "correct_rate", ">=", cfg.min_correct),
                 metrics["correct_rate"],
+            ),
+            (
+                gates.Gate(
+                    CORRECT_RATE_VS_CHAMPION,
+                    "correct_rate_difference_ci_low",
+                    ">=",
+                    -cfg.margin,
+                    against_champion=True,
+                ),
+                comparison.ci_low if isinstance(comparison, paired.Comparison) else None,
+                comparison,
             ),
             (
                 gates.Gate(REFUSAL_RATE, "refusal_rate", "<=", cfg.max_refusal),
@@ -173,48 +249,65 @@ def evaluate(cfg: EvaluateConfig) -> dict:
                 metrics["gain_over_base"],
             ),
         ]
+        champion_line = (
+            f"; champion v{champion.version}: correct {metrics['champion_correct_rate']:.2f}"
+            if champion_slot
+            else ""
+        )
         report(
             f"v{version}: correct {metrics['correct_rate']:.2f}, partial "
             f"{metrics['partial_rate']:.2f}, wrong {metrics['wrong_rate']:.2f}, refusal "
-            f"{metrics['refusal_rate']:.2f} (score {metrics['score']:.3f}); base "
+            f"{metrics['refusal_rate']:.2f} (score {metrics['score']:.3f}){champion_line}; base "
             f"{base.name}: correct {metrics['base_correct_rate']:.2f} (score "
             f"{metrics['base_score']:.3f})"
         )
         report.judge(checks, model=cfg.model_name, version=version, evidence=evidence)
+    versus = f", {comparison.line()}" if isinstance(comparison, paired.Comparison) else ""
     report.advance(
         cfg.model_name,
         cfg.output_alias,
         version,
         reason=(
             f"correct {metrics['correct_rate']:.2f} vs base {metrics['base_correct_rate']:.2f} "
-            f"on {len(samples)} eval prompts ({judge.kind} judge)"
+            f"on {len(samples)} eval prompts ({judge.kind} judge){versus}"
         ),
         client=client,
     )
-    return {
+    found = {
         "version": version,
         "correct_rate": metrics["correct_rate"],
         "score": metrics["score"],
         "base_correct_rate": metrics["base_correct_rate"],
         "base_score": metrics["base_score"],
         "gain_over_base": metrics["gain_over_base"],
+        "champion_version": champion.version,
         "judge": judge.kind,
         "judge_prompt_sha256": prompt.sha256,
         "data_digest": read.digest,
     }
+    if isinstance(comparison, paired.Comparison):
+        found.update(
+            champion_correct_rate=metrics["champion_correct_rate"],
+            correct_rate_difference=comparison.estimate,
+            correct_rate_difference_ci=[comparison.ci_low, comparison.ci_high],
+            p_value=comparison.p_value,
+        )
+    return found
 
 
 STAGE = Stage(
     PIPELINE,
     "evaluate",
-    "answer the eval set through vLLM; a judge grades it",
+    "answer the eval set through vLLM beside the champion; a judge grades it",
     EvaluateConfig,
     evaluate,
     GATES,
     title="LLM: judge the staged slot's answers (staged -> evaluated)",
     description=(
         "Answers the eval split through vLLM's <model>-staged slot and through the bare base; "
-        "a judge (versioned prompt) grades every answer; the correct-rate (also against "
-        "live), refusal-rate and gain-over-base gates decide output-alias (evaluated)."
+        "the champion's <model>-live slot (the version champion-alias names) answers the same "
+        "prompts; a judge (versioned prompt) grades every answer; the correct-rate, "
+        "correct-rate-vs-champion (paired non-inferiority), refusal-rate and gain-over-base "
+        "gates decide output-alias (evaluated)."
     ),
 )

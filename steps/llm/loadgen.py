@@ -2,11 +2,15 @@
 ``python -m steps.llm.loadgen``.
 
 Like :mod:`steps.cv.loadgen` (locust patches the standard library with gevent, so it runs
-apart from the step). Each of ``--users`` users sends streamed ``/v1/completions`` requests
-to one model (a vLLM slot), cycling through the prompts of ``--prompts`` (a JSON list), for
-``--duration`` seconds (both bounded). For every request it measures the time to the first
-token and to the last, and the tokens received (the usage the server reports at the end of
-the stream). It prints progress every second and writes its statistics as JSON to ``--out``.
+apart from the step). Each ``--model`` (a vLLM slot; one, or two for an A/B run: the
+challenger and the champion) gets ``--users`` users of its own, all in the same locust run:
+the slots' requests interleave on the same server for the same ``--duration`` seconds, and
+every user cycles through the prompts of ``--prompts`` (a JSON list) in the same order. For
+every request it measures the time to the first token and to the last, and the tokens
+received (the usage the server reports at the end of the stream); every streamed piece is
+counted in the second (since the start) it arrived, per slot. It prints progress every
+second and writes its statistics as JSON to ``--out``: per slot, the summary figures, the
+raw per-request times and the per-second token counts (what steps/paired.py resamples).
 """
 
 from __future__ import annotations
@@ -28,9 +32,43 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[rank - 1]
 
 
+def summarize(samples: list[dict], seconds: float, pieces: list[float]) -> dict:
+    """One slot's statistics: the summary figures, the raw per-request times, and the tokens
+    (streamed pieces) that arrived in each whole second of the run."""
+    ok = [s for s in samples if s["ok"]]
+    ttft = [s["ttft"] * 1000 for s in ok]
+    e2e = [s["e2e"] * 1000 for s in ok]
+    tokens = sum(s["tokens"] for s in ok)
+    per_second = [0] * max(int(seconds), 1)
+    for arrived in pieces:
+        if int(arrived) < len(per_second):
+            per_second[int(arrived)] += 1
+    return {
+        "requests": len(samples),
+        "failures": len(samples) - len(ok),
+        "rps": len(samples) / seconds if seconds else 0.0,
+        "success_rate": len(ok) / len(samples) if samples else 0.0,
+        "ttft_p50_ms": percentile(ttft, 0.5),
+        "ttft_p95_ms": percentile(ttft, 0.95),
+        "e2e_p50_ms": percentile(e2e, 0.5),
+        "e2e_p95_ms": percentile(e2e, 0.95),
+        "tokens": tokens,
+        "tokens_per_s": tokens / seconds if seconds else 0.0,
+        "ttft_ms": ttft,
+        "e2e_ms": e2e,
+        "tokens_per_second": per_second,
+        "errors": sorted({s["error"] for s in samples if not s["ok"]})[:5],
+    }
+
+
 def main(argv=None) -> int:
     parser = loadgen.parser(users=2, duration=8.0)
-    parser.add_argument("--model", required=True, help="the model (slot) to ask")
+    parser.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        help="a model (slot) to ask; twice for an A/B run (each gets --users users)",
+    )
     parser.add_argument("--prompts", required=True, help="file holding a JSON list of prompts")
     parser.add_argument("--max-tokens", type=int, default=16)
     args = parser.parse_args(argv)
@@ -38,14 +76,19 @@ def main(argv=None) -> int:
         return loadgen.refuse(problem)
     if not 1 <= args.max_tokens <= 256:
         return loadgen.refuse("--max-tokens must be 1..256")
+    slots = list(dict.fromkeys(args.model))
+    if len(slots) != len(args.model) or len(slots) > 2:
+        return loadgen.refuse("--model names one slot, or two different ones for an A/B run")
     prompts = json.load(open(args.prompts))
     if not isinstance(prompts, list) or not prompts:
         return loadgen.refuse("--prompts must hold a non-empty JSON list")
 
     from locust import HttpUser, constant, task
 
-    samples: list[dict] = []
-    counter = {"next": 0}
+    samples: dict[str, list[dict]] = {slot: [] for slot in slots}
+    pieces: dict[str, list[float]] = {slot: [] for slot in slots}  # arrival, s since start
+    spawned = {"count": 0}
+    clock = {"start": time.perf_counter()}
 
     class StreamUser(HttpUser):
         host = args.url
@@ -55,13 +98,19 @@ def main(argv=None) -> int:
             # no proxy: an HTTP(S)_PROXY meant for the internet must not route a server
             # next door
             self.client.trust_env = False
+            # the users alternate between the slots as they are spawned: each slot gets
+            # --users of them, and each user walks the prompts from the first
+            self.slot = slots[spawned["count"] % len(slots)]
+            spawned["count"] += 1
+            self.next = 0
 
         @task
         def complete(self):
-            prompt = prompts[counter["next"] % len(prompts)]
-            counter["next"] += 1
+            prompt = prompts[self.next % len(prompts)]
+            self.next += 1
+            slot = self.slot
             body = {
-                "model": args.model,
+                "model": slot,
                 "prompt": prompt,
                 "max_tokens": args.max_tokens,
                 "temperature": 0.0,
@@ -71,13 +120,13 @@ def main(argv=None) -> int:
             }
             started = time.perf_counter()
             first = None
-            pieces, usage = 0, None
+            count, usage = 0, None
             with self.client.post(
                 "/v1/completions",
                 json=body,
                 stream=True,
                 catch_response=True,
-                name="stream /v1/completions",
+                name=slot,
             ) as response:
                 try:
                     if response.status_code != 200:
@@ -99,50 +148,37 @@ def main(argv=None) -> int:
                             if event.get("usage"):
                                 usage = event["usage"]
                             if any(c.get("text") for c in event.get("choices") or []):
-                                pieces += 1
+                                now = time.perf_counter()
+                                count += 1
+                                pieces[slot].append(now - clock["start"])
                                 if first is None:
-                                    first = time.perf_counter() - started
+                                    first = now - started
                         if done:
                             break
                     if not done or first is None:
                         raise ValueError("the stream ended without tokens or [DONE]")
                 except Exception as exc:
                     response.failure(str(exc))
-                    samples.append({"ok": False, "error": str(exc)[:200]})
+                    samples[slot].append({"ok": False, "error": str(exc)[:200]})
                     return
                 total = time.perf_counter() - started
-                tokens = (usage or {}).get("completion_tokens") or pieces
+                tokens = (usage or {}).get("completion_tokens") or count
                 response.success()
-                samples.append({"ok": True, "ttft": first, "e2e": total, "tokens": tokens})
+                samples[slot].append({"ok": True, "ttft": first, "e2e": total, "tokens": tokens})
 
-    _, elapsed = loadgen.run(
-        StreamUser,
-        args.users,
-        args.duration,
-        lambda env: (
-            f"{len(samples)} streamed completions, {sum(1 for s in samples if not s['ok'])} failed"
-        ),
-    )
-    ok = [s for s in samples if s["ok"]]
-    ttft = [s["ttft"] * 1000 for s in ok]
-    e2e = [s["e2e"] * 1000 for s in ok]
-    tokens = sum(s["tokens"] for s in ok)
+    def progress(env) -> str:
+        return ", ".join(
+            f"{slot}: {len(done)} streamed completions, "
+            f"{sum(1 for s in done if not s['ok'])} failed"
+            for slot, done in samples.items()
+        )
+
+    clock["start"] = time.perf_counter()
+    _, elapsed = loadgen.run(StreamUser, args.users * len(slots), args.duration, progress)
     result = {
-        "requests": len(samples),
-        "failures": len(samples) - len(ok),
+        "slots": {slot: summarize(samples[slot], elapsed, pieces[slot]) for slot in slots},
         "seconds": elapsed,
-        "rps": len(samples) / elapsed if elapsed else 0.0,
-        "success_rate": len(ok) / len(samples) if samples else 0.0,
-        "ttft_p50_ms": percentile(ttft, 0.5),
-        "ttft_p95_ms": percentile(ttft, 0.95),
-        "e2e_p50_ms": percentile(e2e, 0.5),
-        "e2e_p95_ms": percentile(e2e, 0.95),
-        "tokens": tokens,
-        "tokens_per_s": tokens / elapsed if elapsed else 0.0,
-        "ttft_ms": ttft,
-        "e2e_ms": e2e,
-        "errors": sorted({s["error"] for s in samples if not s["ok"]})[:5],
-        "users": args.users,
+        "users_per_slot": args.users,
         "max_tokens": args.max_tokens,
     }
     return loadgen.write(args.out, result)

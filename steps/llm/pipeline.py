@@ -3,14 +3,33 @@ and how its chain summary reads. ``steps/pipelines.py`` lists it; nothing in the
 
 from __future__ import annotations
 
-from ..declare import DataConfig, Pipeline
-from . import PIPELINE, deploy, evaluate, perftest, reproduce, train
+from dataclasses import dataclass
+
+from ..datasets import BASE_VARIANT
+from ..declare import DataConfig, Pipeline, option
+from . import PIPELINE, data, deploy, drift, evaluate, perftest, reproduce, train
 
 
-def publish(cfg: DataConfig) -> dict:
-    from . import data
+@dataclass(kw_only=True)
+class LlmDataConfig(DataConfig):
+    seed: int = option(0, help="seed of the instruction set's split")
+    variant: str = option(
+        BASE_VARIANT,
+        help="what to publish: "
+        + "; ".join(f"{name}: {what}" for name, what in data.VARIANTS.items()),
+        choices=tuple(data.VARIANTS),
+        noun="LLM data variant",
+    )
+    base: bool = option(True, help="publish the base model too (false: the instructions only)")
+    base_seed: int = option(
+        0, help="seed of the base model's weights (the local vLLM serves the base of seed 0)"
+    )
 
-    return data.publish(cfg.out, seed=cfg.seed)
+
+def publish(cfg: LlmDataConfig) -> dict:
+    return data.publish(
+        cfg.out, seed=cfg.seed, variant=cfg.variant, base_seed=cfg.base_seed, base=cfg.base
+    )
 
 
 def summarize(model: str, results: dict[str, dict], aliases: dict[str, str]) -> tuple[dict, str]:
@@ -47,6 +66,8 @@ LLM = Pipeline(
     default_model="tiny-llama-instruct",
     summarize=summarize,
     reproduce=reproduce.reproduce,
+    data_config=LlmDataConfig,
+    drift=drift.STAGE,
     title="LLM: train -> deploy -> evaluate -> perf-test -> promote",
     description=(
         "The whole LLM chain, each stage its own WorkflowTemplate (templateRef), sharing "

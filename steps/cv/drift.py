@@ -1,0 +1,131 @@
+"""cv drift: reads ``live`` (the data its version was trained on) and the newest (or given) image
+set, and writes ``drift-detected`` (at the live version) when the images moved.
+
+The CV pipeline's drift statistics, over every image of each set (all splits: the data set as
+published):
+
+- ``label-chi2-p``: the label distribution, a chi-square test of homogeneity of the class
+  counts; drift when its p-value is below ``--label-alpha``;
+- ``intensity-ks-p``: the per-image mean intensity (0-1), a two-sample Kolmogorov-Smirnov
+  test; drift when its p-value is below ``--intensity-alpha``;
+- ``intensity-psi``: the population stability index of that intensity over the reference's
+  deciles; drift when it is above ``--max-intensity-psi``.
+
+The step itself (compare digests, record the decision, move the alias, write ``retrain``) is
+the core's :mod:`steps.drift`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import drift
+from ..declare import Stage, option
+from . import PIPELINE, data
+
+
+@dataclass(kw_only=True)
+class CvDriftConfig(drift.DriftConfig):
+    label_alpha: float = option(
+        0.01,
+        help="drift when the chi-square test of the label distribution has a p-value below this",
+        above=0,
+        below=1,
+    )
+    intensity_alpha: float = option(
+        0.01,
+        help="drift when the Kolmogorov-Smirnov test of the per-image mean intensity has a "
+        "p-value below this",
+        above=0,
+        below=1,
+    )
+    max_intensity_psi: float = option(
+        0.2,
+        help="drift when the population stability index of the per-image mean intensity is "
+        "above this",
+        min=0,
+    )
+
+
+def labels(images: data.ImageSet) -> dict[str, int]:
+    """How many images of each class the set holds, by class name."""
+    import numpy as np
+
+    counts: dict[str, int] = {}
+    for split in data.SPLITS:
+        found = np.bincount(images.labels[split], minlength=len(images.classes))
+        for name, count in zip(images.classes, found, strict=True):
+            counts[name] = counts.get(name, 0) + int(count)
+    return counts
+
+
+def intensities(images: data.ImageSet) -> list[float]:
+    """Each image's mean intensity, 0 (black) to 1 (white)."""
+    found: list[float] = []
+    for split in data.SPLITS:
+        x = images.images[split]
+        found += (x.reshape(len(x), -1).mean(axis=1) / 255.0).tolist()
+    return found
+
+
+def statistics(
+    cfg: CvDriftConfig, reference: data.ImageSet, new: data.ImageSet
+) -> list[drift.Statistic]:
+    label_test = drift.chi_square(labels(reference), labels(new))
+    before, after = intensities(reference), intensities(new)
+    intensity_test = drift.ks(before, after)
+    return [
+        drift.Statistic(
+            "label-chi2-p",
+            "label distribution: chi-square test of the class counts (p-value)",
+            label_test["p_value"],
+            cfg.label_alpha,
+            "<",
+            label_test,
+        ),
+        drift.Statistic(
+            "intensity-ks-p",
+            "per-image mean intensity: two-sample Kolmogorov-Smirnov test (p-value)",
+            intensity_test["p_value"],
+            cfg.intensity_alpha,
+            "<",
+            intensity_test,
+        ),
+        drift.Statistic(
+            "intensity-psi",
+            "per-image mean intensity: population stability index over the reference deciles",
+            drift.psi(before, after),
+            cfg.max_intensity_psi,
+            ">",
+            {"reference_images": len(before), "new_images": len(after)},
+        ),
+    ]
+
+
+CHECK = drift.DriftCheck(
+    dataset=data.DATASET,
+    read=lambda uri: data.read(uri),
+    log=lambda read, images, context: data.log(read, images, context),
+    statistics=statistics,
+)
+
+
+def run(cfg: CvDriftConfig) -> dict:
+    return drift.run(cfg, PIPELINE, CHECK)
+
+
+STAGE = Stage(
+    PIPELINE,
+    drift.NAME,
+    "compare the newest image set with the live version's; drift-detected and retrain=true "
+    "when it moved",
+    CvDriftConfig,
+    run,
+    title="CV: drift (new images? moved?)",
+    description=(
+        "Compares the data the live version was trained on with the newest published image "
+        "set (or data): no new data, new data without drift, or drift (label chi-square, "
+        "intensity KS and PSI). Records the decision; on drift points drift-detected at the "
+        "live version. Outputs retrain=true|false and the data to train on."
+    ),
+)
