@@ -233,6 +233,16 @@ def evaluate(
 Check = tuple[Gate, float | None] | tuple[Gate, float | None, "Comparison | str | None"]
 
 
+def champion_check(gate: Gate, comparison: Comparison | str | None, end: str) -> Check:
+    """The check of a gate against the champion: it judges the ``end`` (``ci_low`` or
+    ``ci_high``) of the comparison's interval, or nothing when there was no comparison
+    (``comparison`` then says why)."""
+    if not gate.against_champion:
+        raise BadInput(f"gate {gate.name} is absolute: it judges no comparison")
+    value = getattr(comparison, end) if hasattr(comparison, "ci_low") else None
+    return gate, value, comparison
+
+
 def evaluate_all(
     checks: Iterable[Check],
     *,

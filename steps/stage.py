@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from . import aliases, gates, moves, outputs, tracking
-from .contract import DATA_SOURCE_TAG, show_version
+from .contract import DATA_SOURCE_TAG, LIVE, show_version
 from .errors import BadInput
 
 Check = gates.Check
@@ -69,6 +69,18 @@ def resolve_champion(client, model: str, alias: str, challenger: str) -> Champio
     if str(current) == str(challenger):
         return Champion(alias, None, f"the challenger v{challenger} is the champion itself")
     return Champion(alias, str(current))
+
+
+def champion_slot_fix(model: str, champion: Champion) -> str:
+    """What to do when the live slot does not serve the champion: the end of the error."""
+    fix = (
+        f"a no-op promotion reloads it: `mlcp promote --model-name {model} --source-alias "
+        f"{LIVE} --target-alias {LIVE}`"
+        if champion.alias == LIVE
+        else f"the champion is measured through the {LIVE} slot, which must serve it (promote "
+        f"it to {LIVE}, or name the alias of the version {LIVE} serves)"
+    )
+    return f"{model}@{champion.alias} names {show_version(champion.version)}; {fix}"
 
 
 def data_source(model: str, version: str, tags: Mapping[str, str], given: str | None = None) -> str:

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import gates, tracking
-from ..contract import CANDIDATE, LIVE, STAGED, live_slot, show_version, staged_slot
+from ..contract import CANDIDATE, STAGED, live_slot, staged_slot
 from ..declare import Config, Stage, alias_option, option
 from ..errors import BadInput, MlcpError
 from ..serving import triton
 from ..serving.triton import BACKENDS
-from ..stage import Reporter, data_source, resolve_champion, resolve_input
+from ..stage import Reporter, champion_slot_fix, data_source, resolve_champion, resolve_input
 from . import IMAGE_SIZE_TAG, NUM_CLASSES_TAG, ONNX_URI_TAG, PIPELINE, TRITON_BACKEND_TAG
 from . import data as cvdata
 
@@ -121,18 +121,11 @@ def require_champion(server, client, model: str, alias: str, challenger: str):
     champion = resolve_champion(client, model, alias, challenger)
     if champion.version is None:
         return champion, None
-    fix = (
-        f"a no-op promotion reloads it: `mlcp promote --model-name {model} --source-alias "
-        f"{LIVE} --target-alias {LIVE}`"
-        if alias == LIVE
-        else "the champion is measured through that slot, which must serve it (promote it "
-        f"to {LIVE}, or name the alias of the version {LIVE} serves)"
-    )
     slot = require_slot(
         server,
         live_slot(model),
         champion.version,
-        f"{model}@{alias} names {show_version(champion.version)}; {fix}",
+        champion_slot_fix(model, champion),
     )
     return champion, slot
 

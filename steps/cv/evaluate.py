@@ -247,7 +247,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
             report(compared.line())
         checks = [
             (gates.Gate(ACCURACY, "accuracy", ">=", cfg.min_accuracy), accuracy),
-            (
+            gates.champion_check(
                 gates.Gate(
                     ACCURACY_VS_CHAMPION,
                     "accuracy_difference_ci_low",
@@ -255,8 +255,8 @@ def evaluate(cfg: EvaluateConfig) -> dict:
                     -cfg.margin,
                     against_champion=True,
                 ),
-                compared.ci_low if isinstance(compared, paired.Comparison) else None,
                 compared,
+                "ci_low",
             ),
         ]
         report.judge(

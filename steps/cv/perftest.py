@@ -240,7 +240,7 @@ def perf_test(cfg: PerfConfig) -> dict:
                 gates.Gate(ERROR_RATE, "error_rate", "<=", cfg.max_error_rate),
                 metrics["error_rate"],
             ),
-            (
+            gates.champion_check(
                 gates.Gate(
                     P95_VS_CHAMPION,
                     "p95_ratio_ci_low",
@@ -248,10 +248,10 @@ def perf_test(cfg: PerfConfig) -> dict:
                     cfg.max_p95_ratio,
                     against_champion=True,
                 ),
-                p95.ci_low if isinstance(p95, paired.Comparison) else None,
                 p95,
+                "ci_low",
             ),
-            (
+            gates.champion_check(
                 gates.Gate(
                     THROUGHPUT_VS_CHAMPION,
                     "rps_ratio_ci_high",
@@ -259,8 +259,8 @@ def perf_test(cfg: PerfConfig) -> dict:
                     cfg.min_rps_ratio,
                     against_champion=True,
                 ),
-                rps.ci_high if isinstance(rps, paired.Comparison) else None,
                 rps,
+                "ci_high",
             ),
         ]
         report.judge(checks, model=cfg.model_name, version=version, evidence=evidence)

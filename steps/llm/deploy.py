@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import settings, tracking
-from ..contract import CANDIDATE, LIVE, STAGED, live_slot, show_version, staged_slot
+from ..contract import CANDIDATE, STAGED, live_slot, show_version, staged_slot
 from ..declare import Config, Stage, alias_option, option
 from ..errors import BadInput, MlcpError
 from ..serving import vllm
-from ..stage import Reporter, resolve_champion, resolve_input
+from ..stage import Reporter, champion_slot_fix, resolve_champion, resolve_input
 from . import (
     ADAPTER_PATH_TAG,
     ADAPTER_URI_TAG,
@@ -209,19 +209,13 @@ def require_champion(server, client, model: str, alias: str, challenger: str):
     if champion.version is None:
         return champion, None
     tags = dict(client.get_model_version(model, champion.version).tags)
-    fix = (
-        f"a no-op promotion reloads it: `mlcp promote --model-name {model} --source-alias "
-        f"{LIVE} --target-alias {LIVE}`"
-        if alias == LIVE
-        else f"the champion {model}@{alias} is measured through that slot, which must serve it"
-    )
     slot = require_slot(
         server,
         model,
         live_slot(model),
         champion.version,
         tags,
-        fix=f"{model}@{alias} names {show_version(champion.version)}; {fix}",
+        fix=champion_slot_fix(model, champion),
     )
     return champion, slot
 

@@ -229,7 +229,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
                 gates.Gate(CORRECT_RATE, "correct_rate", ">=", cfg.min_correct),
                 metrics["correct_rate"],
             ),
-            (
+            gates.champion_check(
                 gates.Gate(
                     CORRECT_RATE_VS_CHAMPION,
                     "correct_rate_difference_ci_low",
@@ -237,8 +237,8 @@ def evaluate(cfg: EvaluateConfig) -> dict:
                     -cfg.margin,
                     against_champion=True,
                 ),
-                comparison.ci_low if isinstance(comparison, paired.Comparison) else None,
                 comparison,
+                "ci_low",
             ),
             (
                 gates.Gate(REFUSAL_RATE, "refusal_rate", "<=", cfg.max_refusal),
