@@ -36,12 +36,16 @@ demo: $(STAMP) ## start the local stack, publish the data, run the CV chain (aga
 	$(VENV)/bin/mlcp cv chain
 
 .PHONY: demo-llm
+LLM_MODEL ?= tiny-llama-instruct
 demo-llm: $(STAMP) ## start the local stack, publish the LLM data and base, run the LLM chain (vLLM)
 	$(VENV)/bin/mlcp stack up --services mlflow,s3,vllm
 	$(VENV)/bin/mlcp data llm
-	$(VENV)/bin/mlcp llm chain
+	$(VENV)/bin/mlcp llm chain --model-name $(LLM_MODEL)
+	@echo "== the answers the judge graded wrong in the evaluation of $(LLM_MODEL)@live (MLflow traces):"
+	$(VENV)/bin/mlcp traces $(LLM_MODEL)@live --grade wrong
+	@echo "== every traced answer: mlcp traces $(LLM_MODEL)@live; in the UI: the experiment llm/evaluate, tab Traces"
 
-bench: $(STAMP) ## control-plane latency, CV and LLM chain wall times, Triton batching gain, LLM rollback: a table
+bench: $(STAMP) ## control-plane latency vs its REST floor, chains, Triton vs mlflow serve, switches under load: a table
 	$(PY) -m tests.bench
 
 .PHONY: yaml

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from .contract import show_version
 from .errors import BadInput, ConcurrentChange
+from .rest import error_code
 
 ALIAS_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,254}$")
 # ``v1``/``v2``... are reserved by MLflow as version references, never alias names.
@@ -48,24 +49,24 @@ def parse_ref(text: str) -> Ref:
 
 
 def _is_missing(exc: Exception) -> bool:
-    code = getattr(exc, "error_code", "")
-    return code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
+    """A refused request (either client's) saying the thing asked for does not exist."""
+    return error_code(exc) in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
 
 
 def get_model(client, name: str):
     """The registered model ``name``; BadInput naming close matches when it does not exist."""
-    from mlflow.exceptions import MlflowException
-
     if not name or not name.strip():
         raise BadInput("model name is empty")
     try:
         return client.get_registered_model(name)
-    except MlflowException as exc:
+    except Exception as exc:
         if not _is_missing(exc):
             raise
     try:
         known = [m.name for m in client.search_registered_models(max_results=200)]
-    except MlflowException:
+    except Exception as exc:
+        if error_code(exc) is None:
+            raise
         known = []
     hint = f" (registered models: {', '.join(sorted(known)[:20])})" if known else ""
     raise BadInput(f"registered model {name!r} does not exist{hint}") from None
@@ -88,11 +89,9 @@ def resolve(client, name: str, alias: str, current: dict[str, str] | None = None
 
 
 def get_version(client, name: str, version: str | int):
-    from mlflow.exceptions import MlflowException
-
     try:
         return client.get_model_version(name, str(version))
-    except MlflowException as exc:
+    except Exception as exc:
         if _is_missing(exc):
             raise BadInput(f"model {name!r} has no version {version}") from None
         raise
@@ -110,33 +109,50 @@ def _check_expected(name: str, alias: str, actual: str | None, expected) -> None
 
 
 def set_alias(
-    client, name: str, alias: str, version: str | int, *, expect_current=UNSET, known=False
-) -> None:
+    client,
+    name: str,
+    alias: str,
+    version: str | int,
+    *,
+    expect_current=UNSET,
+    known=False,
+    current: dict[str, str] | None = None,
+) -> dict[str, str]:
     """Point ``name@alias`` at ``version``, refusing if it does not currently hold
     ``expect_current``; read back and verify. ``known``: the caller already knows the
-    version exists (it resolved it from an alias), so it is not looked up again."""
+    version exists (it resolved it from an alias), so it is not looked up again.
+    ``current``: the model's aliases as read back right after the caller's previous write
+    (else they are read now). Returns the aliases read back."""
     check_alias_name(alias)
     version = str(version)
     if not known:
         get_version(client, name, version)
-    _check_expected(name, alias, aliases_of(client, name).get(alias), expect_current)
+    current = aliases_of(client, name) if current is None else current
+    _check_expected(name, alias, current.get(alias), expect_current)
     client.set_registered_model_alias(name, alias, version)
-    after = aliases_of(client, name).get(alias)
+    read_back = aliases_of(client, name)
+    after = read_back.get(alias)
     if after != version:
         raise ConcurrentChange(
             f"{name}@{alias} reads {show_version(after)} right after being set to v{version}: "
             "a concurrent writer moved it"
         )
+    return read_back
 
 
-def delete_alias(client, name: str, alias: str, *, expect_current=UNSET) -> None:
-    """Remove ``name@alias`` (no-op when unset), with the same compare-and-set and check."""
+def delete_alias(
+    client, name: str, alias: str, *, expect_current=UNSET, current: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Remove ``name@alias`` (no-op when unset), with the same compare-and-set and check;
+    ``current`` and the result as for :func:`set_alias`."""
     check_alias_name(alias)
-    current = aliases_of(client, name).get(alias)
-    _check_expected(name, alias, current, expect_current)
-    if current is None:
-        return
+    current = aliases_of(client, name) if current is None else current
+    _check_expected(name, alias, current.get(alias), expect_current)
+    if current.get(alias) is None:
+        return current
     client.delete_registered_model_alias(name, alias)
-    after = aliases_of(client, name).get(alias)
+    read_back = aliases_of(client, name)
+    after = read_back.get(alias)
     if after is not None:
         raise ConcurrentChange(f"{name}@{alias} reads v{after} right after being removed")
+    return read_back

@@ -381,7 +381,7 @@ def cmd_history(args) -> int:
 
     from . import aliases, moves, report, tracking
 
-    client = tracking.client()
+    client = tracking.registry_client()  # MLflow's REST API: no `mlflow` import here
     aliases.get_model(client, args.model_name)
     if args.alias:
         aliases.check_alias_name(args.alias)
@@ -406,6 +406,22 @@ def cmd_lineage(args) -> int:
         print(json.dumps(found, indent=2, default=str))
     else:
         print("\n".join(report.lineage_lines(ref, found)))
+    return EXIT_OK
+
+
+def cmd_traces(args) -> int:
+    from . import aliases, settings, traces, tracking
+
+    ref = aliases.parse_ref(args.ref)
+    client = tracking.client()
+    aliases.get_model(client, ref.model)
+    found = traces.find(
+        client, ref.model, ref.alias, grade=args.grade, judge_prompt=args.judge_prompt
+    )
+    if args.json:
+        print(json.dumps(found, indent=2))
+    else:
+        print("\n".join(traces.lines(found, settings.tracking_uri())))
     return EXIT_OK
 
 
@@ -464,7 +480,16 @@ def _services(text: str) -> list[str]:
 
 
 # The commands that are not a pipeline's: parsing one of them needs no pipeline declaration.
-CORE_COMMANDS = ("promote", "rollback", "policy", "record-exit", "history", "lineage", "stack")
+CORE_COMMANDS = (
+    "promote",
+    "rollback",
+    "policy",
+    "record-exit",
+    "history",
+    "lineage",
+    "traces",
+    "stack",
+)
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
@@ -501,6 +526,22 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("ref", metavar="MODEL@ALIAS")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_lineage)
+
+    p = sub.add_parser(
+        "traces",
+        help="the traced answers of MODEL@ALIAS's evaluation (MLflow traces), by grade or "
+        "judge prompt",
+    )
+    p.add_argument("ref", metavar="MODEL@ALIAS")
+    p.add_argument("--grade", default=None, help="only answers graded so (e.g. wrong)")
+    p.add_argument(
+        "--judge-prompt",
+        default=None,
+        metavar="SHA",
+        help="only answers graded with the judge prompt of this sha256 (or its first 8+ digits)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_traces)
 
     p = sub.add_parser("stack", help="start, stop or inspect the local stack (.mlcp/)")
     p.add_argument("action", choices=["up", "down", "status"])

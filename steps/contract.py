@@ -89,6 +89,21 @@ PROVENANCE_TAGS = (
     SEEDS_TAG,
 )  # every key every run carries
 
+# on traces (steps/traces.py): one trace per call a stage makes to a model or a judge
+CALL_TAG = TAG_PREFIX + "call"  # what the call was: one of CALLS
+ANSWER_CALL = "answer"  # a completion that answers an eval prompt
+JUDGE_CALL = "judge"  # a judge grading one answer
+SMOKE_CALL = "smoke"  # a deploy's smoke completion
+CALLS = (ANSWER_CALL, JUDGE_CALL, SMOKE_CALL)
+SAMPLE_TAG = TAG_PREFIX + "sample_id"  # the eval sample asked
+SLOT_TAG = TAG_PREFIX + "slot"  # who answered: a serving slot, or the bare base's name
+# MODEL_TAG and VERSION_TAG (above) too: the model, and the version the slot served (NO_VERSION
+# for the bare base)
+JUDGE_PROMPT_TAG = TAG_PREFIX + "judge_prompt.sha256"  # the sha256 of the judge's instructions
+GRADE_TAG = TAG_PREFIX + "grade"  # the judge's grade; on an answer also an assessment:
+GRADE_ASSESSMENT = "grade"  # the name of that assessment (MLflow's feedback)
+TRACE_TAGS = (CALL_TAG, MODEL_TAG, VERSION_TAG, SAMPLE_TAG, SLOT_TAG, JUDGE_PROMPT_TAG, GRADE_TAG)
+
 # ------------------------------------------------------------------ serving slots
 
 

@@ -328,6 +328,15 @@ class Pipeline:
     # ``mlcp <name> drift``: its drift statistics as a stage (steps/drift.py); a pipeline
     # without one has no drift step, retrain command or drift-aware cron
     drift: Stage | None = None
+    # The stages whose experiments MLflow's UI opens on its GenAI view (traces, judges)
+    # rather than its model-training view (runs, charts): those whose runs are graded model
+    # answers, each a trace (steps/experiments.py)
+    genai: tuple[str, ...] = ()
+    # The serving back end of its models (their ``mlcp.serving`` tag, an entry point of
+    # steps/serving/backend.py), and what its registered models are, in words for someone
+    # who has never seen mlcp: the start of each model's description (steps/describe.py)
+    serving: str = ""
+    model_description: str = ""
 
     @property
     def data(self) -> Stage:

@@ -289,7 +289,7 @@ class GateStatus:
 def recorded(client, model: str, version: str | int, names: Iterable[str]) -> list[GateStatus]:
     """The verdicts recorded for ``names`` on a version, each checked against its decision run
     (a version tag alone, which anyone can set by hand, is not taken as proof)."""
-    from mlflow.exceptions import MlflowException
+    from .rest import error_code
 
     tags = client.get_model_version(model, str(version)).tags
     found = []
@@ -299,7 +299,9 @@ def recorded(client, model: str, version: str | int, names: Iterable[str]) -> li
         if run_id:
             try:
                 run = client.get_run(run_id)
-            except MlflowException:
+            except Exception as exc:  # a refused request (either client): no proof
+                if error_code(exc) is None:
+                    raise
                 run = None
             if (
                 run is not None

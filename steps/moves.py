@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import aliases, settings, tracking
+from . import aliases, rest, settings, tracking
 from .contract import (
     ACTOR_TAG,
     ARGO_TAG_PREFIX,
@@ -128,7 +128,6 @@ def _stored(version: str | None) -> str:
 
 
 def _open_record(
-    client,
     experiment_id: str,
     model: str,
     move: Move,
@@ -139,7 +138,9 @@ def _open_record(
     gate_runs: Iterable[str],
     forced: bool,
     pipeline: str,
-) -> str:
+):
+    """The call that opens the record of ``move`` (a function of a client returning the
+    run id); its tags, sequence number included, are fixed now, in the order of the moves."""
     tags = tracking.context_tags(pipeline, "promote", model, move.to_version)
     tags.update(
         {
@@ -159,20 +160,21 @@ def _open_record(
     name = f"{model}-{move.alias}-{_stored(move.from_version)}-to-{_stored(move.to_version)}"
     if move.action != "promote":
         name += f"-{move.action}"
-    run = client.create_run(experiment_id, run_name=name, tags=tags)
-    from mlflow.entities import Param
+    params = {
+        "model": model,
+        "alias": move.alias,
+        "from_version": _stored(move.from_version),
+        "to_version": _stored(move.to_version),
+        "action": move.action,
+    }
 
-    client.log_batch(
-        run.info.run_id,
-        params=[
-            Param("model", model),
-            Param("alias", move.alias),
-            Param("from_version", _stored(move.from_version)),
-            Param("to_version", _stored(move.to_version)),
-            Param("action", move.action),
-        ],
-    )
-    return run.info.run_id
+    def send(client) -> str:
+        run = client.create_run(experiment_id, run_name=name, tags=tags)
+        param = rest.param_type(client)
+        client.log_batch(run.info.run_id, params=[param(k, v) for k, v in params.items()])
+        return run.info.run_id
+
+    return send
 
 
 # ---------------------------------------------------------------------------- history
@@ -295,21 +297,23 @@ def apply(
         experiment_id = tracking.ensure_experiment(
             client, tracking.experiment_name(pipeline, "promote")
         )
-        run_ids = [
-            _open_record(
-                client,
-                experiment_id,
-                model,
-                move,
-                operation=operation,
-                reason=reason,
-                source_alias=source_alias,
-                gate_runs=outcome.gate_runs,
-                forced=force,
-                pipeline=pipeline,
-            )
-            for move in outcome.moves
-        ]
+        run_ids = rest.each(  # the records of one operation, opened side by side
+            client,
+            [
+                _open_record(
+                    experiment_id,
+                    model,
+                    move,
+                    operation=operation,
+                    reason=reason,
+                    source_alias=source_alias,
+                    gate_runs=outcome.gate_runs,
+                    forced=force,
+                    pipeline=pipeline,
+                )
+                for move in outcome.moves
+            ],
+        )
     except Exception as exc:
         raise RecordFailed(f"could not record the move, so nothing was moved: {exc}") from exc
     outcome.record_run_ids = run_ids
@@ -326,20 +330,24 @@ def apply(
                     client.set_terminated(run_id, "FAILED")
             raise
     done = 0
+    read_back = None  # each write's compare-and-set reads what the previous one read back
     try:
         for move, run_id in zip(outcome.moves, run_ids, strict=True):
             if move.action == "noop":
                 pass
             elif move.to_version is None:
-                aliases.delete_alias(client, model, move.alias, expect_current=move.from_version)
+                read_back = aliases.delete_alias(
+                    client, model, move.alias, expect_current=move.from_version, current=read_back
+                )
             else:
-                aliases.set_alias(
+                read_back = aliases.set_alias(
                     client,
                     model,
                     move.alias,
                     move.to_version,
                     expect_current=move.from_version,
                     known=True,
+                    current=read_back,
                 )
             client.set_terminated(run_id, "FINISHED")
             done += 1
@@ -352,13 +360,19 @@ def apply(
     rolled = next((m for m in outcome.moves if m.action == "rollback"), None)
     if rolled is not None and rolled.from_version is not None:
         stamp = datetime.now(UTC).isoformat(timespec="seconds")
-        for key, value in (
-            (ROLLED_BACK_TAG, "true"),
-            (f"{ROLLED_BACK_TAG}_at", stamp),
-            (f"{ROLLED_BACK_TAG}_to", str(rolled.to_version)),
-            (f"{ROLLED_BACK_TAG}_run", run_ids[0]),
-        ):
-            client.set_model_version_tag(model, rolled.from_version, key, value)
+        tags = {
+            ROLLED_BACK_TAG: "true",
+            f"{ROLLED_BACK_TAG}_at": stamp,
+            f"{ROLLED_BACK_TAG}_to": str(rolled.to_version),
+            f"{ROLLED_BACK_TAG}_run": run_ids[0],
+        }
+        rest.each(  # MLflow sets a version's tags one per request: side by side
+            client,
+            [
+                lambda c, k=key, v=value: c.set_model_version_tag(model, rolled.from_version, k, v)
+                for key, value in tags.items()
+            ],
+        )
 
 
 def assign(model: str, alias: str, version: str | int, *, reason: str = "", client=None) -> Outcome:
@@ -367,7 +381,7 @@ def assign(model: str, alias: str, version: str | int, *, reason: str = "", clie
     aliases.check_alias_name(alias)
     if alias in (LIVE, PREVIOUS):
         raise BadInput(f"{alias!r} moves only through `mlcp promote` / `mlcp rollback`")
-    client = client or tracking.client()
+    client = client or tracking.registry_client()
     version = str(version)
     with model_lock(model):
         aliases.get_version(client, model, version)

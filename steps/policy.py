@@ -83,7 +83,7 @@ class SetConfig(Config):
 
 
 def show(model: str, client=None) -> dict:
-    client = client or tracking.client()
+    client = client or tracking.registry_client()
     registered = aliases.get_model(client, model)
     tags = dict(registered.tags)
     return {
@@ -97,7 +97,7 @@ def show(model: str, client=None) -> dict:
 def set_policy(model: str, gate_names: Iterable[str], *, reason: str, client=None) -> dict:
     """Change the policy, recorded: the run is opened before the tag is written and closed
     FINISHED once the tag reads back as written (FAILED, and RecordFailed, otherwise)."""
-    client = client or tracking.client()
+    client = client or tracking.registry_client()
     wanted = ",".join(check_gate_names(gate_names))
     registered = aliases.get_model(client, model)
     tags = dict(registered.tags)

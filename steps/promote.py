@@ -199,7 +199,7 @@ def promote(
     required = [g for g in require_gates if g]
     if force and not reason.strip():
         raise BadInput("--force needs --reason TEXT: a forced promotion is always explained")
-    client = client or tracking.client()
+    client = client or tracking.registry_client()
     with model_lock(model):
         version, moves, model_tags = plan(
             client,

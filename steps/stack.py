@@ -296,6 +296,8 @@ def env_for(services: dict[str, Service], bucket: str) -> dict[str, str]:
     if "triton" in services:
         values["MLCP_TRITON_URL"] = services["triton"].url
         values["MLCP_TRITON_REPOSITORY"] = services["triton"].extra["repository"]
+        # loads over gRPC leave the HTTP workers serving (steps/serving/triton.py)
+        values["MLCP_TRITON_GRPC_URL"] = f"{HOST}:{services['triton'].extra['grpc_port']}"
     if "vllm" in services:
         values["MLCP_VLLM_URL"] = services["vllm"].url
         values["MLCP_VLLM_ADAPTER_DIR"] = services["vllm"].extra["adapter_dir"]

@@ -6,7 +6,8 @@ its gate checks.
 - :func:`data_source`: the data set a stage reads (``--data``, else the version's own);
 - :class:`Reporter`, bound to one pipeline and stage: prints (``report("...")``), opens the
   stage's run (:meth:`~Reporter.stage_run`), records, prints and enforces the gate checks
-  (:meth:`~Reporter.judge`), and writes the output alias (:meth:`~Reporter.advance`).
+  (:meth:`~Reporter.judge`; the gates passed go into the version's description), and
+  writes the output alias (:meth:`~Reporter.advance`).
 
 Core side: it never imports a pipeline or a serving engine, and nothing heavy at import
 time (MLflow is imported inside the functions of the modules it calls).
@@ -19,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from . import aliases, gates, moves, outputs, tracking
+from . import aliases, describe, gates, moves, outputs, tracking
 from .contract import DATA_SOURCE_TAG, LIVE, show_version
 from .errors import BadInput
 
@@ -151,7 +152,23 @@ class Reporter:
             # what the template's gate metrics read (workflows/metrics.py), pass or fail
             outputs.write(outputs.gate_files(d.gate.name, d.value, d.passed))
         gates.enforce(decisions)
+        # the version's description says which gates it passed, and where (steps/describe.py)
+        line = describe.passed(self.command, decisions)
+        describe.describe_version(tracking.client(), model, version, line, first=False)
         return decisions
+
+    @property
+    def command(self) -> str:
+        """``mlcp cv train``: what ran, as the descriptions and logs name it."""
+        return f"mlcp {self.pipeline} {self.stage}"
+
+    def describe_trained(
+        self, client, model: str, version: str | int, read, metric: str, value: float
+    ) -> None:
+        """Start the description of the version this training stage registered: the data it
+        read (a :class:`~steps.lineage.DataRead`) and its headline ``metric``."""
+        line = describe.trained(self.command, read.digest, read.uri, metric, value)
+        describe.describe_version(client, model, version, line, first=True)
 
     def advance(
         self, model: str, alias: str, version: str | int, *, reason: str, client=None

@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from . import provenance, settings
+from . import experiments, provenance, settings
 from .contract import (
     ACTOR_TAG,
     ARGO_TAG_PREFIX,
@@ -42,6 +42,20 @@ def client():
     return MlflowClient(tracking_uri=uri)
 
 
+def registry_client(tracking_uri: str | None = None):
+    """The promote path's client: MLflow's REST API without importing ``mlflow``
+    (:class:`steps.rest.Client`); for a tracking URI that is not an http(s) server (a local
+    sqlite file, say) the ``mlflow`` package's client instead."""
+    from urllib.parse import urlsplit
+
+    from .rest import Client
+
+    uri = tracking_uri or settings.tracking_uri()
+    if urlsplit(uri).scheme not in ("http", "https"):
+        return client()
+    return Client(uri)
+
+
 def quiet_mlflow() -> None:
     """Keep MLflow's chatter (run links, registry waits) out of the commands' output."""
     for name in ("mlflow", "alembic", "urllib3"):
@@ -56,23 +70,34 @@ def experiment_name(pipeline: str, stage: str) -> str:
     return f"{pipeline}/{stage}"
 
 
-def ensure_experiment(mlflow_client, name: str) -> str:
-    """Return the id of experiment ``name``, creating it; safe when many processes race."""
-    from mlflow.exceptions import MlflowException
+def ensure_experiment(mlflow_client, name: str, tags: Mapping[str, str] | None = None) -> str:
+    """Return the id of experiment ``name``, creating it (with ``tags``); safe when many
+    processes race. Either client: ``mlflow``'s or :class:`steps.rest.Client`.
 
+    The experiment carries its kind and description (steps/experiments.py) from its
+    creation; an older one gets those it lacks: one look-up, a write only for a missing tag
+    (a kind or description someone changed in the UI is kept)."""
+    from .rest import error_code
+
+    pipeline, _, stage = name.partition("/")
+    wanted = {**experiments.experiment_tags(pipeline, stage), **(tags or {})}
     found = mlflow_client.get_experiment_by_name(name)
-    if found is not None:
-        if found.lifecycle_stage == "deleted":
-            mlflow_client.restore_experiment(found.experiment_id)
-        return found.experiment_id
-    try:
-        return mlflow_client.create_experiment(name)
-    except MlflowException:
-        # Another process created it between our look-up and our create.
-        found = mlflow_client.get_experiment_by_name(name)
-        if found is None:
-            raise
-        return found.experiment_id
+    if found is None:
+        try:
+            return mlflow_client.create_experiment(name, tags=wanted or None)
+        except Exception as exc:
+            if error_code(exc) is None:
+                raise
+            # Another process created it between our look-up and our create.
+            found = mlflow_client.get_experiment_by_name(name)
+            if found is None:
+                raise
+    if found.lifecycle_stage == "deleted":
+        mlflow_client.restore_experiment(found.experiment_id)
+    for key, value in wanted.items():
+        if key not in found.tags:
+            mlflow_client.set_experiment_tag(found.experiment_id, key, value)
+    return found.experiment_id
 
 
 def _fmt(value: Any) -> str:

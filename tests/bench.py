@@ -5,11 +5,18 @@ folder, then measures, in one run:
 
 - the control plane: whole ``mlcp`` processes from start to exit (``--help``, ``rollback``
   with its alias then read back, ``promote``, ``history``), as a person or an Argo step
-  runs them;
+  runs them; beside the rollback, ``python -c "import mlflow"`` and the bare REST floor
+  (``tests/rest_floor.py`` making the same calls a rollback made);
 - the CV chain: the wall time of ``mlcp cv chain`` (train -> deploy -> evaluate ->
   perf-test -> promote, each stage its own process);
+- Triton against ``mlflow models serve --env-manager local`` of the same registered
+  version: requests per second and p95 with the same client threads and image, the ratio;
 - Triton: requests per second on the chain's ResNet-18 with dynamic batching and without
   it, same ONNX file, same concurrent clients, and the ratio;
+- switches of ``<model>-live`` under a bounded load (``tests/switching.py``), on Triton after
+  a second CV chain and on vLLM after the LLM rollback: requests, failed requests, steady
+  p50/p99, the worst latency during a switch, each command's time and the time until
+  every client sees the new version;
 - the LLM chain (vLLM joins the stack): the wall time of ``mlcp llm chain``, and, after a
   second chain put v2 live, the time from starting ``mlcp rollback`` until vLLM's
   ``<model>-live`` slot answers from v1's adapter folder with v1's answers.
@@ -34,7 +41,7 @@ from steps import promote, stack
 
 from .conftest import ROOT, ModelFactory
 
-TARGETS = {"mlcp --help": 1.0, "mlcp rollback": 3.0, "mlcp cv chain (wall)": 180.0}
+TARGETS = {"mlcp --help": 1.0, "mlcp rollback": 1.0, "mlcp cv chain (wall)": 180.0}
 PROBES = ("the moon and the", "where is the door ?", "first: red", "song song song")
 # The second chain only has to put v2 live: bounds wide enough for a noisy shared machine.
 LENIENT = [
@@ -45,6 +52,16 @@ LENIENT = [
 ]
 CLIENTS = 8
 SECONDS = 10.0
+ROLLBACKS = 5  # versions promoted in turn, then rolled back one by one
+SERVE_CLIENTS, SERVE_SECONDS = 4, 10.0  # Triton against mlflow models serve
+SWITCH_CLIENTS, SWITCH_SETTLE_S, SWITCHES = 4, 3.0, 6  # live-slot switches under load
+# A second CV chain only has to put v2 live.
+CV_LENIENT = [
+    "--evaluate-args",
+    "--min-accuracy 0.5 --margin 1",
+    "--perf-test-args",
+    "--max-p95-ratio 100 --min-rps-ratio 0",
+]
 
 
 def triton_throughput(slot: str, image_size: int) -> float:
@@ -75,12 +92,14 @@ def triton_throughput(slot: str, image_size: int) -> float:
 
 def bench_cv(rows: list, client) -> None:
     import mlflow
+    import numpy as np
 
     from steps.serving import triton
 
     model = "bench-digits"
     timed("data", "cv")
     rows.append(("mlcp cv chain (wall)", [timed("cv", "chain", "--model-name", model)]))
+    bench_against_mlflow_serve(rows, model, "1", client)
     tags = client.get_model_version(model, "1").tags
     onnx = Path(mlflow.artifacts.download_artifacts(tags["mlcp.onnx_uri"])).read_bytes()
     image_size = int(tags["mlcp.image_size"])
@@ -103,6 +122,150 @@ def bench_cv(rows: list, client) -> None:
         rates[label] = triton_throughput(slot, image_size)
         rows.append((f"triton req/s {label} dyn. batching", [rates[label]]))
     rows.append(("triton batching speed-up (x)", [rates["with"] / rates["without"]]))
+    # a second version live (v2, v1 previous), then the live slot switched under load
+    timed("cv", "chain", "--model-name", model, "--seed", "1", *CV_LENIENT)
+    slot = f"{model}-live"
+    x = np.random.default_rng(0).standard_normal((1, 3, image_size, image_size)).astype(np.float32)
+    servers = [triton.Triton() for _ in range(SWITCH_CLIENTS)]
+    switch_rows(rows, "triton", model, lambda i: servers[i].infer(slot, x)[1])
+
+
+def closed_loop(ask, clients: int, seconds: float) -> tuple[float, float]:
+    """Requests per second and p95 latency (ms) of ``clients`` threads calling ``ask(i)``
+    without pause for ``seconds``."""
+    import threading
+
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    stop = time.monotonic() + seconds
+
+    def client(index: int) -> None:
+        while time.monotonic() < stop:
+            sent = time.perf_counter()
+            ask(index)
+            latencies[index].append(time.perf_counter() - sent)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    every = sorted(v for mine in latencies for v in mine)
+    return len(every) / seconds, 1000 * statistics.quantiles(every, n=100)[94]
+
+
+def bench_against_mlflow_serve(rows: list, model: str, version: str, client) -> None:
+    """The same registered version behind Triton (its live slot) and behind
+    ``mlflow models serve --env-manager local``: same client threads at batch 1, same image."""
+    import http.client
+    import json
+
+    import numpy as np
+
+    from steps.serving import triton
+
+    size = int(client.get_model_version(model, version).tags["mlcp.image_size"])
+    x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
+    servers = [triton.Triton() for _ in range(SERVE_CLIENTS)]
+    slot = f"{model}-live"
+    if servers[0].infer(slot, x)[1] != version:
+        raise SystemExit(f"{slot} does not serve v{version}")
+    closed_loop(lambda i: servers[i].infer(slot, x), SERVE_CLIENTS, 3)  # warm-up
+    triton_rps, triton_p95 = closed_loop(
+        lambda i: servers[i].infer(slot, x), SERVE_CLIENTS, SERVE_SECONDS
+    )
+    port = stack.free_port()
+    log = open(Path(os.environ["MLCP_HOME"]) / "mlflow-serve.log", "w")
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("mlflow")),
+            "models",
+            "serve",
+            "-m",
+            f"models:/{model}/{version}",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={
+            **os.environ,
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+            # it starts `uvicorn` by name: this environment's
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        },
+    )
+    try:
+        body = json.dumps({"inputs": x.tolist()}).encode()
+        conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=60) for _ in servers]
+
+        def ask(index: int) -> None:
+            conns[index].request(
+                "POST", "/invocations", body=body, headers={"Content-Type": "application/json"}
+            )
+            answer = conns[index].getresponse()
+            data = answer.read()
+            if answer.status != 200:
+                raise SystemExit(f"mlflow models serve answered {answer.status}: {data[:300]}")
+
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                ask(0)
+                break
+            except (OSError, http.client.HTTPException):
+                conns[0] = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.flush()
+                    raise SystemExit(
+                        "mlflow models serve did not start: " + Path(log.name).read_text()[-2000:]
+                    ) from None
+                time.sleep(1)
+        closed_loop(ask, SERVE_CLIENTS, 3)  # warm-up
+        serve_rps, serve_p95 = closed_loop(ask, SERVE_CLIENTS, SERVE_SECONDS)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        log.close()
+    rows.append(("triton req/s (4 clients, batch 1)", [triton_rps]))
+    rows.append(("triton p95 ms (4 clients, batch 1)", [triton_p95]))
+    rows.append(("mlflow models serve req/s (same)", [serve_rps]))
+    rows.append(("mlflow models serve p95 ms (same)", [serve_p95]))
+    rows.append(("triton / mlflow models serve req/s (x)", [triton_rps / serve_rps]))
+
+
+def switch_rows(rows: list, label: str, model: str, ask, live: str = "2") -> None:
+    """Switch ``<model>-live`` back and forth SWITCHES times under SWITCH_CLIENTS threads
+    between v1 and v2 (``benchmarked``): rollback, promote, rollback, ... when v2 is
+    ``live`` to begin with (v1 previous), promote, rollback, ... when v1 is."""
+    from . import switching
+
+    promote_v2 = ("promote", "--model-name", model, "--source-alias", "benchmarked")
+    promote_v2 += ("--target-alias", "live", "--reason", "bench switch")
+    rollback = ("rollback", "--model-name", model, "--reason", "bench switch")
+    switches = [
+        switching.Switch(rollback, "1")
+        if (n % 2 == 0) == (live == "2")
+        else switching.Switch(promote_v2, "2")
+        for n in range(SWITCHES)
+    ]
+    samples = switching.under_load(ask, switches, clients=SWITCH_CLIENTS, settle_s=SWITCH_SETTLE_S)
+    for switch in switches:
+        if switch.code != 0:
+            raise SystemExit(f"{' '.join(switch.command)} failed: {switch.output[-2000:]}")
+    found = switching.summary(samples, switches, SWITCH_CLIENTS)
+    if found["errors"]:
+        print(f"{label} switch errors: {found['errors']}")
+    rows.append((f"{label} switch: requests ({SWITCHES} switches)", [found["requests"]]))
+    rows.append((f"{label} switch: failed requests", [found["failed"]]))
+    rows.append((f"{label} switch: steady p50 ms", [found["p50_ms"]]))
+    rows.append((f"{label} switch: steady p99 ms", [found["p99_ms"]]))
+    rows.append((f"{label} switch: worst ms during a switch", [found["worst_during_switch_ms"]]))
+    rows.append((f"{label} switch: promote/rollback s", found["switch_s"]))
+    rows.append((f"{label} switch: start to all clients new s", found["visible_s"]))
 
 
 def bench_llm(rows: list, home: Path) -> None:
@@ -140,17 +303,74 @@ def bench_llm(rows: list, home: Path) -> None:
     rows.append(("llm rollback: live slot answers v1", [answered]))
     if first == second:
         print("note: v1 and v2 answer the probes alike; the slot's folder told them apart")
+    # the live slot switched under load: each client sends one probe; its answer says which
+    # version answered (where v1 and v2 answer it alike, the switch's visibility is unknown)
+    clients = [vllm.VLLM(values["MLCP_VLLM_URL"]) for _ in range(SWITCH_CLIENTS)]
+
+    def ask(index: int) -> str:
+        k = index % len(PROBES)
+        answer = clients[index].complete(slot, PROBES[k], 8)
+        if first[k] == second[k]:
+            return "1|2"
+        return {first[k]: "1", second[k]: "2"}.get(answer, f"other: {answer!r}")
+
+    switch_rows(rows, "vllm", model, ask, live="1")
 
 
-def timed(*args: str) -> float:
+def timed(*args: str, env: dict | None = None) -> float:
     started = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "steps.cli", *args], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "steps.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
     )
     elapsed = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"mlcp {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
     return elapsed
+
+
+def timed_python(code: str) -> float:
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+def rest_calls(trace: Path) -> int:
+    return sum(1 for line in trace.read_text().splitlines() if line.strip())
+
+
+def rest_floor(models: ModelFactory, name: str, trace: Path, runs: int = 5) -> list[float]:
+    """The same REST calls as one rollback, made by a bare script (tests/rest_floor.py)
+    against a scratch model with as many versions and a scratch experiment."""
+    floor = f"{name}-floor"
+    client = models.client
+    client.create_registered_model(floor)
+    real = client.get_model_version(name, "1")  # the same artifacts, registered again
+    for _ in range(ROLLBACKS + 1):
+        client.create_model_version(floor, real.source, run_id=real.run_id)
+    experiment_id = client.create_experiment(f"{name}/floor")
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "tests" / "rest_floor.py"),
+                str(trace),
+                os.environ["MLFLOW_TRACKING_URI"],
+                name,
+                floor,
+                experiment_id,
+            ],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+        times.append(time.perf_counter() - started)
+    return times
 
 
 def main() -> int:
@@ -171,19 +391,27 @@ def main() -> int:
 
             models = ModelFactory(tracking.client())
             name = models.create(0, pipeline="bench", prefix="bench")
-            for _ in range(4):
+            for _ in range(ROLLBACKS + 1):
                 version = models.add_version(name, pipeline="bench")
                 models.set_alias(name, "benchmarked", version)
                 promote.promote(name, "benchmarked", "live", reason="bench setup")
             rows.append(("mlcp --help", [timed("--help") for _ in range(5)]))
+            trace = home / "rollback-trace.jsonl"
             rollbacks = []
-            for expected in ("3", "2"):
-                rollbacks.append(timed("rollback", "--model-name", name))
+            for expected in range(ROLLBACKS, 0, -1):
+                env = {"MLCP_REST_TRACE": str(trace)} if expected == ROLLBACKS else None
+                rollbacks.append(timed("rollback", "--model-name", name, env=env))
                 live = models.aliases(name)["live"]
-                if live != expected:
+                if live != str(expected):
                     raise SystemExit(f"rollback left live at v{live}, expected v{expected}")
             rows.append(("mlcp rollback", rollbacks))
-            models.set_alias(name, "benchmarked", "4")
+            rows.append(
+                ("python -c 'import mlflow'", [timed_python("import mlflow") for _ in range(3)])
+            )
+            rows.append(
+                (f"bare REST floor ({rest_calls(trace)} calls)", rest_floor(models, name, trace))
+            )
+            models.set_alias(name, "benchmarked", str(ROLLBACKS + 1))
             rows.append(
                 (
                     "mlcp promote (to live)",

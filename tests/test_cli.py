@@ -14,7 +14,7 @@ from .conftest import ROOT, run_mlcp
 def test_help_lists_every_command_and_the_exit_codes():
     result = run_mlcp("--help")
     assert result.code == 0
-    for command in ("promote", "rollback", "history", "lineage", "stack"):
+    for command in ("promote", "rollback", "history", "lineage", "traces", "stack"):
         assert command in result.out
     assert "3 a quality gate said no" in result.out
 

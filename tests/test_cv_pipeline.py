@@ -336,6 +336,33 @@ def test_the_first_version_is_judged_by_the_absolute_gates_only(client, champion
     assert "champion_accuracy" not in stage_run(client, model, "evaluate", "1").data.metrics
 
 
+def test_the_registry_page_explains_the_champion(client, champion):
+    # given the champion's chain: its model and version read well in MLflow's registry page
+    model = champion["model"]
+    text = client.get_registered_model(model).description
+    assert text.startswith(CV.model_description) and "`triton` back end" in text
+    assert f"`mlcp rollback --model-name {model}`" in text
+    version = client.get_model_version(model, "1")
+    train = stage_run(client, model, "train", "1")
+    lines = version.description.split("\n")
+    # written by the stage that produced it: the data digest and the headline metric
+    accuracy = train.data.metrics["val_accuracy"]
+    assert lines[0] == (
+        f"Trained by `mlcp cv train` on data `{version.tags['mlcp.data.digest']}` "
+        f"({version.tags['mlcp.data.source']}): val_accuracy {round(accuracy, 4):g}."
+    )
+    # then the gates passed, by each stage that judged them
+    passed = {line.split("`")[1]: line for line in lines[1:]}
+    assert set(passed) == {f"mlcp cv {stage.name}" for stage in CV.stages if stage.gates}
+    for stage in CV.stages:
+        for gate in stage.gates:
+            assert f" {gate} (" in passed[f"mlcp cv {stage.name}"], (gate, passed)
+    # and the experiments open on MLflow's model-training view
+    for stage in ("train", "deploy", "evaluate", "perf-test", "promote"):
+        tags = client.get_experiment_by_name(f"cv/{stage}").tags
+        assert tags["mlflow.experimentKind"] == "custom_model_development"
+
+
 def test_a_weaker_challenger_is_refused_side_by_side_and_a_retrain_passes(
     mlcp, models, client, champion, data_uri
 ):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
 import subprocess
 import sys
 from collections import deque
@@ -32,8 +33,10 @@ CORE = (
     "steps.aliases",
     "steps.contract",
     "steps.declare",
+    "steps.describe",
     "steps.determinism",
     "steps.errors",
+    "steps.experiments",
     "steps.gates",
     "steps.lineage",
     "steps.moves",
@@ -45,8 +48,10 @@ CORE = (
     "steps.reproduce",
     "steps.settings",
     "steps.tracking",
+    "steps.traces",
     "steps.workflow_exit",
     "steps.serving.backend",
+    "steps.serving.openai_client",
 )
 CORE_IF_PRESENT = ("steps.stage", "steps.s3")
 # A module is a pipeline (or a serving engine's client) when it is one of these or inside one.
@@ -379,6 +384,46 @@ def test_script_mode_prints_what_it_finds_and_fails(tmp_path):
         timeout=60,
     )
     assert clean.returncode == 0, clean.stdout + clean.stderr
+
+
+# ------------------------------------------------------------------ OpenAI-API calls by hand
+
+# The paths of the OpenAI API's generating endpoints. A module that spells one builds its own
+# request; the standard client (steps/serving/openai_client.py) spells none. vLLM's own
+# endpoints (/health, /v1/models with its adapter fields, /v1/load_lora_adapter) are not here:
+# the openai client does not cover them.
+OPENAI_PATHS = re.compile(r"(^|/)v1/(chat/completions|completions|embeddings|responses)\b")
+
+
+def hand_made_openai_requests(root: Path) -> list[str]:
+    """``path:line: text`` of every string (f-strings' pieces included) under ``root/steps``
+    that names an OpenAI-API path."""
+    found = []
+    for path in sorted((root / PACKAGE).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                if OPENAI_PATHS.search(node.value):
+                    found.append(f"{path.relative_to(root)}:{node.lineno}: {node.value!r}")
+    return found
+
+
+def test_no_module_builds_openai_api_requests_by_hand(tmp_path):
+    # given a tree whose client posts to the completions endpoint itself
+    faulty = write_tree(
+        tmp_path,
+        {
+            "steps/__init__.py": "",
+            "steps/client.py": (
+                "import urllib.request\n"
+                "def complete(url, body):\n"
+                "    return urllib.request.urlopen(f'{url}/v1/completions', body)\n"
+            ),
+        },
+    )
+    # then it is found
+    assert [line.split(":")[0] for line in hand_made_openai_requests(faulty)] == ["steps/client.py"]
+    # and this checkout has none: every such call goes through the openai client
+    assert hand_made_openai_requests(ROOT) == []
 
 
 # ---------------------------------------------------------------------------- serving back ends

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -83,6 +84,14 @@ def decision_of(client, run) -> dict:
     return json.loads(Path(client.download_artifacts(run.info.run_id, "decision.json")).read_text())
 
 
+def results_of(client, run) -> list[dict]:
+    """The per-sample results table an evaluate run logged, as rows."""
+    table = json.loads(
+        Path(client.download_artifacts(run.info.run_id, "eval/results.json")).read_text()
+    )
+    return [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+
+
 def stats_of(client, run) -> dict:
     """The raw statistics a perf-test run logged."""
     return json.loads(
@@ -93,6 +102,84 @@ def stats_of(client, run) -> dict:
 def answers(server, slot: str) -> list[str]:
     """Deterministic (temperature 0) answers of a slot to the probes."""
     return [server.complete(slot, p, 8) for p in PROBES]
+
+
+def demo_traces_command(model: str) -> list[str]:
+    """The `mlcp traces` command `make demo-llm` runs (its arguments), for ``model``."""
+    import shlex
+    import subprocess
+
+    dry = subprocess.run(
+        ["make", "-n", "demo-llm", f"LLM_MODEL={model}"],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert dry.returncode == 0, dry.stderr
+    (line,) = [x for x in dry.stdout.splitlines() if "/mlcp traces " in x]
+    return shlex.split(line)[1:]
+
+
+def search_traces(run, filter_string: str | None = None) -> list:
+    """The traces linked to ``run`` (MLflow's own search)."""
+    import mlflow
+
+    return mlflow.search_traces(
+        locations=[run.info.experiment_id],
+        run_id=run.info.run_id,
+        filter_string=filter_string,
+        return_type="list",
+    )
+
+
+def sides(model: str) -> list[tuple[str, str]]:
+    """(slot, column prefix of the results table) of each slot an evaluation asks."""
+    return [(f"{model}-staged", ""), (f"{model}-live", "champion_"), (llmdata.BASE_NAME, "base_")]
+
+
+def assert_traced(client, model: str, evaluation, rows: list[dict], sha: str, versions) -> None:
+    """The evaluation's traces: one per completion and one per judge call, tagged, found by
+    the judge prompt's hash and by grade exactly as the results table says."""
+    found = search_traces(evaluation)
+    slots = [(slot, side) for slot, side in sides(model) if f"{side}grade" in rows[0]]
+    assert len(found) == len(rows) * len(slots) * 2  # samples x slots + as many judge calls
+    calls = [t.info.tags["mlcp.call"] for t in found]
+    assert calls.count("answer") == calls.count("judge") == len(rows) * len(slots)
+    expected = {
+        (r["id"], slot, call): (versions.get(side, "none"), r[f"{side}grade"])
+        for r in rows
+        for slot, side in slots
+        for call in ("answer", "judge")
+    }
+    seen = {
+        (t.info.tags["mlcp.sample_id"], t.info.tags["mlcp.slot"], t.info.tags["mlcp.call"]): (
+            t.info.tags["mlcp.version"],
+            t.info.tags["mlcp.grade"],
+        )
+        for t in found
+    }
+    assert seen == expected
+    assert all(t.info.tags["mlcp.judge_prompt.sha256"] == sha for t in found)
+    # an answer: its own span around the autologged openai call, the grade as an assessment
+    answer = next(t for t in found if t.info.tags["mlcp.call"] == "answer")
+    assert [s.name for s in answer.data.spans] == ["answer", "Completions"]
+    (feedback,) = [a for a in answer.info.assessments if a.name == "grade"]
+    assert feedback.value == answer.info.tags["mlcp.grade"]
+    assert feedback.source.source_type == "CODE" and feedback.source.source_id == "reference"
+    judged = next(t for t in found if t.info.tags["mlcp.call"] == "judge")
+    assert [s.name for s in judged.data.spans] == ["judge"]  # the reference judge: no HTTP
+    # searches by judge prompt hash and by grade return exactly the expected traces
+    by_sha = search_traces(evaluation, f"tags.`mlcp.judge_prompt.sha256` = '{sha}'")
+    assert len(by_sha) == len(found)
+    assert search_traces(evaluation, f"tags.`mlcp.judge_prompt.sha256` = '{'0' * 64}'") == []
+    for grade in judge.GRADES:
+        hits = search_traces(
+            evaluation, f"tags.`mlcp.call` = 'answer' AND tags.`mlcp.grade` = '{grade}'"
+        )
+        want = {(r["id"], slot) for r in rows for slot, side in slots if r[f"{side}grade"] == grade}
+        assert {(t.info.tags["mlcp.sample_id"], t.info.tags["mlcp.slot"]) for t in hits} == want
+        assert len(hits) == len(want)
 
 
 def run_chain(mlcp, model: str, seed: str) -> dict:
@@ -185,6 +272,8 @@ def test_llm_chain_promote_and_rollback_follow_vllm(mlcp, models, client, llm_da
     assert evaluation.info.run_id in {r.info.run_id for r in prompts.find_runs(client, sha)}
     artifacts = {a.path for a in client.list_artifacts(evaluation.info.run_id, "eval")}
     assert "eval/results.json" in artifacts
+    # no champion: the challenger and the base answered, 60 x 2 answers + 120 judgements
+    assert_traced(client, model, evaluation, results_of(client, evaluation), sha, {"": "1"})
     metrics = evaluation.data.metrics
     assert {"correct_rate", "partial_rate", "wrong_rate", "refusal_rate"} <= set(metrics)
     assert metrics["base_correct_rate"] == summary["base_correct_rate"]
@@ -194,6 +283,18 @@ def test_llm_chain_promote_and_rollback_follow_vllm(mlcp, models, client, llm_da
     assert adapters[live]["parent"] == llm_data["base_name"]
     first = answers(vllm_server, live)
     assert first == answers(vllm_server, f"{model}-staged")
+    # a streamed completion (the openai client's stream) says what the plain one says
+    pieces = list(vllm_server.stream(live, PROBES[0], 8))
+    assert len(pieces) > 1 and "".join(pieces) == first[0]
+    # the deploy's smoke completion is a trace of the deploy run, with its slot and version
+    deploy_run = stage_run(client, model, "deploy")
+    (smoke,) = search_traces(deploy_run)
+    assert {k: smoke.info.tags[k] for k in ("mlcp.call", "mlcp.slot", "mlcp.version")} == {
+        "mlcp.call": "smoke",
+        "mlcp.slot": f"{model}-staged",
+        "mlcp.version": "1",
+    }
+    assert [s.name for s in smoke.data.spans] == ["smoke", "Completions"]  # autologged
     assert vllm_server.complete(live, "repeat: red blue green\nanswer:", 8, stop=["\n"]) != ""
     # a second training and promotion: v2 live, v1 previous, vLLM follows
     summary = run_chain(mlcp, model, seed="1")
@@ -219,13 +320,36 @@ def test_llm_chain_promote_and_rollback_follow_vllm(mlcp, models, client, llm_da
     assert 0 < numbers["p_value"] <= 1 and numbers["n"] == 60
     assert sum(numbers[f"count_{k}"] for k in COUNTS) == 60
     evaluation = stage_run(client, model, "evaluate")
-    table = json.loads(
-        Path(client.download_artifacts(evaluation.info.run_id, "eval/results.json")).read_text()
-    )
-    rows = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+    rows = results_of(client, evaluation)
     assert {"answer", "grade", "champion_answer", "champion_grade", "base_grade"} <= set(rows[0])
     both = sum(r["grade"] == r["champion_grade"] == "correct" for r in rows)
     assert both == numbers["count_both_right"]
+    # every completion and every judgement of that evaluation is a trace linked to its run:
+    # 60 samples x 3 answering slots (challenger, champion, base) + as many judge calls
+    assert_traced(client, model, evaluation, rows, sha, {"": "2", "champion_": "1"})
+    # `mlcp traces` lists the same answers from the command line
+    wrong = {
+        (r["id"], slot) for r in rows for slot, side in sides(model) if r[f"{side}grade"] == "wrong"
+    }
+    listed = mlcp("traces", f"{model}@evaluated", "--grade", "wrong", "--judge-prompt", sha[:12])
+    assert listed.code == 0, listed.err
+    assert listed.out.startswith(f"{model}@evaluated = v2: {len(wrong)} traced answers of run ")
+    shown = {tuple(line.split()[:2]) for line in listed.out.splitlines()[3:-1]}
+    assert shown == wrong and all(" wrong " in line for line in listed.out.splitlines()[3:-1])
+    assert "/traces (search: tags.`mlcp.call` = 'answer' AND tags.`mlcp.grade` = 'wrong'" in (
+        listed.out
+    )
+    # the trace search `make demo-llm` prints, on this model (the demo's own, by its name)
+    demo = demo_traces_command(model)
+    assert demo[:2] == ["traces", f"{model}@live"]
+    shown = mlcp(*demo)
+    assert shown.code == 0, shown.err
+    assert shown.out.startswith(f"{model}@live = v2: {len(wrong)} traced answers")
+    assert f"in the MLflow UI: {os.environ['MLFLOW_TRACKING_URI']}/#/experiments/" in shown.out
+    other = mlcp("traces", f"{model}@evaluated", "--judge-prompt", "0" * 64, "--json")
+    assert other.code == 0 and json.loads(other.out)["traces"] == []
+    bad = mlcp("traces", f"{model}@evaluated", "--judge-prompt", "not-a-sha")
+    assert bad.code == 2 and "--judge-prompt must be a sha256" in bad.err
     for gate, test in (
         ("ttft-p95-vs-champion", paired.RATIO),
         ("tokens-per-second-vs-champion", paired.PAIRED_RATIO),
@@ -308,6 +432,49 @@ def test_llm_chain_promote_and_rollback_follow_vllm(mlcp, models, client, llm_da
     assert "already v1 (no-op)" in resync.out
     assert vllm_server.adapters()[live]["path"].endswith(f"/{model}/1")
     assert answers(vllm_server, live) == first
+
+
+# The judge's full rubric does not fit the tiny base's 256-token context (vLLM answers 400,
+# "maximum context length is 256 tokens"): the real-server test grades with this short one.
+SHORT_RUBRIC = "Grade the answer against the reference: correct, partial, wrong or refusal."
+
+
+def test_openai_judge_grades_through_a_real_openai_compatible_server(client, vllm_server):
+    """The openai judge's happy path against the session's real vLLM (OpenAI-compatible, with
+    vLLM's structured outputs holding the reply to the grades): what is tested is the client
+    path (request, constrained reply, parsing, tracing), not the tiny base's judgement."""
+    import mlflow
+
+    from steps import traces, tracking
+
+    # given the judge pointed at vLLM's base, with a rubric that fits its context
+    grader = judge.OpenAIJudge(
+        f"{vllm_server.url}/v1", llmdata.BASE_NAME, instructions=SHORT_RUBRIC
+    )
+    answers_ = ("red blue green", "green blue red", "moon")
+    experiment = tracking.ensure_experiment(client, unique("tests/openai-judge"))
+    traces.autolog()
+    try:
+        # when it grades three answers twice, in a run
+        with mlflow.start_run(experiment_id=experiment) as run:
+            graded = [
+                [grader.grade("repeat: red blue green", "red blue green", a) for a in answers_]
+                for _ in range(2)
+            ]
+        traces.flush()
+    finally:
+        mlflow.openai.autolog(disable=True)
+    # then every reply is a grade, the same both times (temperature 0)
+    assert all(g in judge.GRADES for g in graded[0]) and graded[0] == graded[1]
+    # and each call is a trace of the run: the autologged chat completion, rubric first
+    found = search_traces(run)
+    assert len(found) == 6
+    for trace in found:
+        (span,) = trace.data.spans
+        assert span.span_type == "CHAT_MODEL"
+        assert span.inputs["messages"][0] == {"role": "system", "content": SHORT_RUBRIC}
+        assert span.inputs["extra_body"] == {"structured_outputs": {"choice": list(judge.GRADES)}}
+        assert span.outputs["choices"][0]["message"]["content"] in judge.GRADES
 
 
 class FakeJudge(http.server.BaseHTTPRequestHandler):
@@ -482,18 +649,6 @@ def test_check_fits_names_every_misfit():
     assert "trained on base 'llama-7b', the server serves 'mlcp-tiny-llama'" in problems[0]
     assert "made for hidden size 4096, the served base has 128" in problems[1]
     assert "hidden size is unknown" in vllm.check_fits(tags, base, None)[0]
-
-
-def test_stream_events_are_read_as_they_come():
-    events = [
-        b'data: {"choices": [{"text": " red"}]}\n',
-        b"\n",
-        b'data: {"choices": [{"text": " blue"}]}\n',
-        b'data: {"choices": [], "usage": {"completion_tokens": 2}}\n',
-        b"data: [DONE]\n",
-        b'data: {"choices": [{"text": " never"}]}\n',
-    ]
-    assert list(vllm.sse_texts(events)) == [" red", " blue"]
 
 
 def test_server_command_follows_the_recipe(tmp_path):

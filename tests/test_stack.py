@@ -150,6 +150,10 @@ def _listening_addresses(port: int) -> set[str]:
     return found
 
 
+def extra_of(home):
+    return json.loads((home / "stack.json").read_text())["triton"]["extra"]
+
+
 def test_a_triton_only_stack_reuses_a_built_environment_and_stops(stack_env, tmp_path, mlcp):
     # given a stack folder whose triton environment is already built (the session's)
     home = tmp_path / "triton-only"
@@ -169,6 +173,7 @@ def test_a_triton_only_stack_reuses_a_built_environment_and_stops(stack_env, tmp
         assert values == {
             "MLCP_TRITON_URL": f"http://127.0.0.1:{port}",
             "MLCP_TRITON_REPOSITORY": str(home / "triton" / "models"),
+            "MLCP_TRITON_GRPC_URL": f"127.0.0.1:{extra_of(home)['grpc_port']}",
         }
         assert (home / "triton" / "models").is_dir()
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/live", timeout=5) as r:

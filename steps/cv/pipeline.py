@@ -51,6 +51,12 @@ CV = Pipeline(
     reproduce=reproduce.reproduce,
     data_config=CvDataConfig,
     drift=drift.STAGE,
+    serving="triton",
+    model_description=(
+        "An image classifier: ResNet-18 (torchvision) trained on a versioned image set (by "
+        "default scikit-learn's handwritten digits, 10 classes), each version a PyTorch model "
+        "that deploy exports to ONNX or TorchScript for Triton Inference Server."
+    ),
     title="CV: train -> deploy -> evaluate -> perf-test -> promote",
     description=(
         "The whole CV chain, each stage its own WorkflowTemplate (templateRef), sharing "

@@ -5,7 +5,8 @@ the core finds it through :mod:`steps.serving.backend` and never imports this mo
 :meth:`TritonBackend.load_live` writes the version's ONNX export (recorded by ``mlcp cv
 deploy`` as the version tag ``mlcp.onnx_uri``) into the model repository under the slot
 ``<model>-live`` and loads exactly that version, so a restarted Triton serves it too.
-Light at import time: mlflow is imported when a version is loaded.
+Light at import time, and no ``mlflow``: the export is downloaded through the caller's client
+(MLflow's REST API on the promote path).
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ class TritonBackend:
     volumes: tuple[Volume, ...] = ()
 
     def load_live(self, client, model: str, version: str) -> None:
-        import mlflow
+        import tempfile
+
+        from ..rest import download
 
         version = str(version)
         tags = client.get_model_version(model, version).tags
@@ -55,9 +58,8 @@ class TritonBackend:
         slot = live_slot(model)
         if server.served_versions(slot) == [version]:
             return
-        path = mlflow.artifacts.download_artifacts(onnx_uri)
-        with open(path, "rb") as handle:
-            onnx_bytes = handle.read()
+        with tempfile.TemporaryDirectory() as tmp:  # through the caller's client: REST or mlflow
+            onnx_bytes = download(client, onnx_uri, tmp).read_bytes()
         triton.write_entry(
             repository,
             slot,

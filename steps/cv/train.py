@@ -11,9 +11,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .. import determinism, gates, policy, provenance, tracking
-from ..contract import CANDIDATE, GPU_TAG, PIPELINE_TAG, SERVING_TAG, TRAIN_RUN_TAG, VERSION_TAG
-from ..declare import Config, Stage, alias_option, declared_pipeline, option
+from .. import describe, determinism, gates, provenance, tracking
+from ..contract import CANDIDATE, GPU_TAG, PIPELINE_TAG, TRAIN_RUN_TAG, VERSION_TAG
+from ..declare import Config, Stage, alias_option, option
 from ..errors import BadInput
 from ..lineage import DataRead
 from ..stage import Reporter
@@ -239,15 +239,8 @@ def register(
         input_example=example,
         serialization_format="pickle",
     )
-    # the gates a promotion to live requires: the pipeline's (steps/policy.py)
-    required = policy.initial_tags(declared_pipeline(PIPELINE).gates)
-    try:
-        client.create_registered_model(
-            cfg.model_name,
-            tags={PIPELINE_TAG: PIPELINE, SERVING_TAG: "triton", **required},
-        )
-    except Exception:
-        pass  # already registered
+    # its tags, its promotion policy (every gate of the pipeline) and its description
+    describe.register_model(client, cfg.model_name, PIPELINE)
     version = str(mlflow.register_model(info.model_uri, cfg.model_name).version)
     mlflow.set_tag(VERSION_TAG, version)
     for key, value in {
@@ -277,6 +270,7 @@ def train(cfg: TrainConfig) -> dict:
         model, measured = fit(cfg, data, device)
         val_acc = measured["val_accuracy"]
         version = register(client, cfg, model, data, run.info.run_id)
+        report.describe_trained(client, cfg.model_name, version, read, "val_accuracy", val_acc)
         gate = gates.Gate(MIN_VAL_ACCURACY, "val_accuracy", ">=", cfg.min_val_accuracy)
         report.judge([(gate, val_acc)], model=cfg.model_name, version=version)
     report.advance(

@@ -8,12 +8,14 @@ placed or loaded. The adapter is placed in a folder the server reads
 (``$MLCP_VLLM_ADAPTER_DIR/<model>/<version>``, default ``<stack home>/vllm/adapters``; in
 the cluster a shared volume), loaded into the slot with the runtime LoRA API (in place: the
 slot never stops answering), checked (vLLM must report the slot at that folder) and
-smoke-tested with a completion. On any failure the slot is pointed back at what it served
+smoke-tested with a completion, which is an MLflow trace of the deploy run (steps/traces.py).
+On any failure the slot is pointed back at what it served
 and no alias moves.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -22,8 +24,18 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import settings, tracking
-from ..contract import CANDIDATE, STAGED, live_slot, show_version, staged_slot
+from .. import settings, traces, tracking
+from ..contract import (
+    CANDIDATE,
+    MODEL_TAG,
+    SLOT_TAG,
+    SMOKE_CALL,
+    STAGED,
+    VERSION_TAG,
+    live_slot,
+    show_version,
+    staged_slot,
+)
 from ..declare import Config, Stage, alias_option, option
 from ..errors import BadInput, MlcpError
 from ..serving import vllm
@@ -84,15 +96,21 @@ def server_path(root: Path, model: str, version: str) -> str:
     return str(Path(seen) / model / version) if seen else str(root / model / version)
 
 
-def download(source_uri: str, dest: Path) -> Path:
-    """The version's adapter folder, downloaded from its artifacts into ``dest``."""
+def download(source_uri: str, dest: Path, client=None) -> Path:
+    """The version's adapter folder, downloaded from its artifacts into ``dest`` (through
+    ``client`` when given: the promote path's REST client; else with ``mlflow``)."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    import mlflow
-
     try:
-        path = Path(
-            mlflow.artifacts.download_artifacts(artifact_uri=source_uri, dst_path=str(dest))
-        )
+        if client is not None:
+            from ..rest import download as fetch
+
+            path = fetch(client, source_uri, dest)
+        else:
+            import mlflow
+
+            path = Path(
+                mlflow.artifacts.download_artifacts(artifact_uri=source_uri, dst_path=str(dest))
+            )
     except Exception as exc:
         raise MlcpError(f"cannot download the adapter from {source_uri}: {exc}") from exc
     return path
@@ -118,7 +136,7 @@ def place(folder: Path, root: Path, model: str, version: str, source_uri: str) -
     return dest
 
 
-def fetch_checked(server, model: str, version: str, tags: dict, root: Path) -> tuple:
+def fetch_checked(server, model: str, version: str, tags: dict, root: Path, client=None) -> tuple:
     """Download a version's adapter, refuse it unless it fits the served base, place it where
     the server reads it. Returns the folder as the server sees it, the served base, and the
     folder as this process sees it."""
@@ -131,7 +149,7 @@ def fetch_checked(server, model: str, version: str, tags: dict, root: Path) -> t
     base = server.base_model_info()
     problems = vllm.check_fits(tags, base, vllm.served_hidden_size(base))
     with tempfile.TemporaryDirectory() as tmp:
-        folder = download(source, Path(tmp))
+        folder = download(source, Path(tmp), client)
         shape = vllm.adapter_shape(folder)
         if shape["hidden_size"] is not None and str(shape["hidden_size"]) != tags.get(
             HIDDEN_SIZE_TAG
@@ -149,16 +167,26 @@ def fetch_checked(server, model: str, version: str, tags: dict, root: Path) -> t
     return server_path(root, model, version), base, placed
 
 
-def serve(server, slot: str, path: str, prompt: str, max_tokens: int = 8) -> str:
+def serve(
+    server, slot: str, path: str, prompt: str, max_tokens: int = 8, *, trace: dict | None = None
+) -> str:
     """Load ``path`` into ``slot`` (in place), check vLLM reports it there, and smoke-test it
-    with a completion; on failure point the slot back at what it served. Returns the answer."""
+    with a completion (a trace tagged ``trace`` when given); on failure point the slot back at
+    what it served. Returns the answer."""
     before = server.adapters().get(slot, {}).get("path")
     try:
         server.load_adapter(slot, path)
         reported = server.adapters().get(slot, {}).get("path")
         if reported != path:
             raise MlcpError(f"vLLM reports slot {slot} at {reported!r}, not {path!r}")
-        answer = server.complete(slot, prompt, max_tokens, stop=llmdata.STOP)
+        with (
+            traces.call(SMOKE_CALL, trace, {"model": slot, "prompt": prompt})
+            if trace is not None
+            else contextlib.nullcontext()
+        ) as span:
+            answer = server.complete(slot, prompt, max_tokens, stop=llmdata.STOP)
+            if span is not None:
+                span.set_outputs(answer)
     except Exception:
         if before and before != path:
             report(f"pointing {slot} back at {before}")
@@ -261,8 +289,14 @@ def deploy(cfg: DeployConfig) -> dict:
         report(f"{cfg.model_name} v{version} fits {base.name}; placed at {placed}")
         template = tags.get(PROMPT_TEMPLATE_TAG, llmdata.PROMPT_TEMPLATE)
         started = time.perf_counter()
+        traces.autolog()  # the smoke completion is a trace of this run
         answer = serve(
-            server, slot, path, llmdata.format_prompt(cfg.smoke_prompt, template), cfg.max_tokens
+            server,
+            slot,
+            path,
+            llmdata.format_prompt(cfg.smoke_prompt, template),
+            cfg.max_tokens,
+            trace={MODEL_TAG: cfg.model_name, VERSION_TAG: version, SLOT_TAG: slot},
         )
         mlflow.log_metrics(
             {"smoke_ok": 1.0, "load_and_smoke_seconds": time.perf_counter() - started}

@@ -16,14 +16,33 @@ be >= -margin; McNemar's exact p-value recorded beside it; see steps/paired.py),
 ``refusal-rate`` (a maximum) and ``gain-over-base`` (the adapter's score minus the base's,
 a minimum; score = correct + partial / 2). With no champion (the first version) only the
 absolute gates apply, and the champion gate's decision says so.
+
+Every completion (challenger, champion, base) and every judgement is an MLflow trace linked to
+the run (steps/traces.py): the completions through the ``openai`` client, traced by MLflow's
+autologging under a span of their own; the reference judge as a span of its own, the openai
+judge's call under it. Each carries the sample id, the slot, the version it served, the judge
+prompt's sha256 and the grade as tags, and each answer its grade as an assessment, so
+``mlcp traces MODEL@ALIAS --grade wrong`` (or the MLflow UI) finds every answer graded wrong.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import gates, paired, tracking
-from ..contract import EVALUATED, STAGED
+from .. import gates, paired, traces, tracking
+from ..contract import (
+    ANSWER_CALL,
+    EVALUATED,
+    GRADE_TAG,
+    JUDGE_CALL,
+    JUDGE_PROMPT_TAG,
+    MODEL_TAG,
+    NO_VERSION,
+    SAMPLE_TAG,
+    SLOT_TAG,
+    STAGED,
+    VERSION_TAG,
+)
 from ..declare import Config, Stage, alias_option, option
 from ..serving import vllm
 from ..stage import Reporter, data_source, resolve_input
@@ -164,7 +183,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     measured = served_paths(server, (slot, champion_slot))
     with report.stage_run(cfg.model_name, name, version=version, params=params):
         llmdata.log(read, instructions, "evaluation")
-        prompt = prompts.use(judges.PROMPT_NAME, judges.INSTRUCTIONS)
+        prompt = prompts.use(judges.PROMPT_NAME, judge.instructions)
         against = (
             f"the champion {champion_slot} ({cfg.model_name}@{champion.alias} "
             f"v{champion.version}), "
@@ -184,18 +203,46 @@ def evaluate(cfg: EvaluateConfig) -> dict:
                 *(f"{side}{column}" for side in sides for column in ("answer", "grade")),
             )
         }
+        # every answer and every judgement is a trace of this run (steps/traces.py)
+        traces.autolog()
+        served_version = {"": version, "champion_": champion.version, "base_": NO_VERSION}
+        graded: list[tuple[str, str]] = []  # (the answer's trace, its grade)
         for index, sample in enumerate(samples, start=1):
             text = llmdata.format_prompt(sample.prompt, template)
             rows["id"].append(sample.id)
             rows["prompt"].append(sample.prompt)
             rows["reference"].append(sample.response)
             for side, served in sides.items():
-                answer = server.complete(served, text, cfg.max_tokens, stop=llmdata.STOP)
+                tags = {
+                    MODEL_TAG: cfg.model_name,
+                    VERSION_TAG: served_version[side],
+                    SAMPLE_TAG: sample.id,
+                    SLOT_TAG: served,
+                    JUDGE_PROMPT_TAG: prompt.sha256,
+                }
+                with traces.call(ANSWER_CALL, tags, {"model": served, "prompt": text}) as span:
+                    answer = server.complete(served, text, cfg.max_tokens, stop=llmdata.STOP)
+                    span.set_outputs(answer)
+                asked = {
+                    "instruction": sample.prompt,
+                    "reference": sample.response,
+                    "answer": answer,
+                }
+                with traces.call(JUDGE_CALL, tags, asked) as judged:
+                    grade = judge.grade(sample.prompt, sample.response, answer)
+                    judged.set_outputs(grade)
+                    traces.tag_current({GRADE_TAG: grade})
+                graded.append((span.trace_id, grade))
                 rows[f"{side}answer"].append(answer.strip())
-                rows[f"{side}grade"].append(judge.grade(sample.prompt, sample.response, answer))
+                rows[f"{side}grade"].append(grade)
             if index % 20 == 0 or index == len(samples):
                 report(f"{index}/{len(samples)} answered and graded")
         unchanged(server, measured)
+        traces.attach_grades(graded, judge=judge.source(), code=judge.kind == "reference")
+        report(
+            f"{2 * len(graded)} traces (an answer and its judgement each) in this run; list "
+            f"them with `mlcp traces {cfg.model_name}@{cfg.input_alias}`"
+        )
         metrics = {}
         for side in sides:
             metrics.update(rates(rows[f"{side}grade"], side))

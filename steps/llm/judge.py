@@ -6,8 +6,9 @@ so a grade can always be traced to the exact rubric that produced it. Two back e
 
 - ``reference`` (the default): deterministic, compares the answer with the reference answer
   following the same rubric;
-- ``openai``: any OpenAI-compatible chat endpoint (``/v1/chat/completions``), told the
-  rubric as its system message, its output constrained to the four labels (vLLM's
+- ``openai``: any OpenAI-compatible endpoint's chat completions, asked through the standard
+  ``openai`` client (so MLflow's openai autologging traces each call), told the rubric as
+  its system message, its output constrained to the four labels (vLLM's
   ``structured_outputs`` choice by default; ``guided_choice`` for older vLLM; ``none`` for
   endpoints without such an option). A reply that is not one of the labels is an error,
   never guessed at.
@@ -15,13 +16,11 @@ so a grade can always be traced to the exact rubric that produced it. Two back e
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import urllib.error
-import urllib.request
 
 from ..errors import BadInput, MlcpError
+from ..serving import openai_client
 
 GRADES = ("correct", "partial", "wrong", "refusal")
 PROMPT_NAME = "llm-judge"
@@ -73,9 +72,14 @@ def parse_grade(reply: str, where: str) -> str:
 
 class ReferenceJudge:
     kind = "reference"
+    instructions = INSTRUCTIONS  # the rubric it follows, versioned by each evaluation
 
     def describe(self) -> dict:
         return {"judge": self.kind}
+
+    def source(self) -> str:
+        """Who graded, as an assessment's source names it."""
+        return self.kind
 
     def grade(self, instruction: str, reference: str, answer: str) -> str:
         return reference_grade(answer, reference)
@@ -94,6 +98,7 @@ class OpenAIJudge:
         constraint: str = "structured_outputs",
         api_key: str | None = None,
         timeout: float = 60.0,
+        instructions: str = INSTRUCTIONS,
     ):
         url = (url or "").strip().rstrip("/")
         if not url:
@@ -112,7 +117,8 @@ class OpenAIJudge:
         self.constraint = constraint
         self.api_key = api_key
         self.timeout = timeout
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self.instructions = instructions  # its system message, versioned by each evaluation
+        self._client = None  # the openai client, made on first use
 
     def describe(self) -> dict:
         return {
@@ -122,53 +128,48 @@ class OpenAIJudge:
             "judge_constraint": self.constraint,
         }
 
+    def source(self) -> str:
+        return f"{self.kind}:{self.model}"
+
+    def _openai(self):
+        if self._client is None:
+            self._client = openai_client.make(self.url, self.api_key, self.timeout)
+        return self._client
+
     def grade(self, instruction: str, reference: str, answer: str) -> str:
-        body: dict = {
-            "model": self.model,
-            "messages": [
-                {"role": "system", "content": INSTRUCTIONS},
-                {
-                    "role": "user",
-                    "content": (
-                        f"Instruction: {instruction}\nReference answer: {reference}\n"
-                        f"Assistant's answer: {answer.strip()}\nGrade:"
-                    ),
-                },
-            ],
-            "temperature": 0,
-            "max_tokens": 16,  # room for the longest label in any tokenization
-        }
+        extra: dict = {}
         if self.constraint == "structured_outputs":
-            body["structured_outputs"] = {"choice": list(GRADES)}
+            extra["structured_outputs"] = {"choice": list(GRADES)}
         elif self.constraint == "guided_choice":
-            body["guided_choice"] = list(GRADES)
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        request = urllib.request.Request(
-            f"{self.url}/v1/chat/completions",
-            data=json.dumps(body).encode(),
-            headers=headers,
-            method="POST",
+            extra["guided_choice"] = list(GRADES)
+        reply = openai_client.call(
+            self._openai().chat.completions.create,
+            "the judge",
+            self.url,
+            model=self.model,
+            messages=[
+                {"role": "system", "content": self.instructions},
+                {"role": "user", "content": user_message(instruction, reference, answer)},
+            ],
+            temperature=0,
+            max_tokens=16,  # room for the longest label in any tokenization
+            extra_body=extra or None,
         )
         try:
-            with self._opener.open(request, timeout=self.timeout) as response:
-                data = json.loads(response.read().decode("utf-8", "replace"))
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode("utf-8", "replace")[:300]
-            raise MlcpError(f"the judge at {self.url} answered HTTP {exc.code}: {detail}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", None) or exc
-            raise MlcpError(f"the judge is not reachable at {self.url}: {reason}") from None
-        except ValueError as exc:
-            raise MlcpError(f"the judge at {self.url} did not answer JSON: {exc}") from None
-        try:
-            reply = data["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError):
+            text = reply.choices[0].message.content
+        except (AttributeError, IndexError, TypeError):
             raise MlcpError(
-                f"the judge at {self.url} answered no chat completion: {str(data)[:200]!r}"
+                f"the judge at {self.url} answered no chat completion: {str(reply)[:200]!r}"
             ) from None
-        return parse_grade(reply, f"{self.url} ({self.model})")
+        return parse_grade(text, f"{self.url} ({self.model})")
+
+
+def user_message(instruction: str, reference: str, answer: str) -> str:
+    """What the judge is shown of one answer."""
+    return (
+        f"Instruction: {instruction}\nReference answer: {reference}\n"
+        f"Assistant's answer: {answer.strip()}\nGrade:"
+    )
 
 
 def make(

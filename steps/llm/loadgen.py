@@ -5,12 +5,14 @@ Like :mod:`steps.cv.loadgen` (locust patches the standard library with gevent, s
 apart from the step). Each ``--model`` (a vLLM slot; one, or two for an A/B run: the
 challenger and the champion) gets ``--users`` users of its own, all in the same locust run:
 the slots' requests interleave on the same server for the same ``--duration`` seconds, and
-every user cycles through the prompts of ``--prompts`` (a JSON list) in the same order. For
-every request it measures the time to the first token and to the last, and the tokens
-received (the usage the server reports at the end of the stream); every streamed piece is
-counted in the second (since the start) it arrived, per slot. It prints progress every
-second and writes its statistics as JSON to ``--out``: per slot, the summary figures, the
-raw per-request times and the per-second token counts (what steps/paired.py resamples).
+every user cycles through the prompts of ``--prompts`` (a JSON list) in the same order,
+streaming through the standard ``openai`` client. For every request it measures the time
+to the first token and to the last, and the tokens received (the usage the server reports
+at the end of the stream); every streamed piece is counted in the second (since the start)
+it arrived, per slot. No request is traced (tracing would add to the latency it measures).
+It prints progress every second and writes its statistics as JSON to ``--out``: per slot,
+the summary figures, the raw per-request times and the per-second token counts (what
+steps/paired.py resamples).
 """
 
 from __future__ import annotations
@@ -83,88 +85,89 @@ def main(argv=None) -> int:
     if not isinstance(prompts, list) or not prompts:
         return loadgen.refuse("--prompts must hold a non-empty JSON list")
 
-    from locust import HttpUser, constant, task
+    # locust first: it patches the standard library with gevent, and the openai client's
+    # sockets, made afterwards, yield to the other users while they wait
+    from locust import User, constant, task
+
+    from ..serving import openai_client
+
+    # one client per user, made before the clock starts: making one (its TLS context) takes
+    # a good part of a second on a busy machine, and would hold up every user meanwhile
+    clients = [openai_client.make(args.url, None, 120.0) for _ in range(args.users * len(slots))]
 
     samples: dict[str, list[dict]] = {slot: [] for slot in slots}
     pieces: dict[str, list[float]] = {slot: [] for slot in slots}  # arrival, s since start
     spawned = {"count": 0}
     clock = {"start": time.perf_counter()}
 
-    class StreamUser(HttpUser):
-        host = args.url
+    class StreamUser(User):
+        """Streams completions through the standard openai client (locust's HttpUser speaks
+        plain HTTP only), reporting each request to locust's statistics itself. Nothing is
+        traced: MLflow is not even imported in this process."""
+
         wait_time = constant(0)
 
         def on_start(self):
-            # no proxy: an HTTP(S)_PROXY meant for the internet must not route a server
-            # next door
-            self.client.trust_env = False
+            self.openai = clients.pop()
             # the users alternate between the slots as they are spawned: each slot gets
             # --users of them, and each user walks the prompts from the first
             self.slot = slots[spawned["count"] % len(slots)]
             spawned["count"] += 1
             self.next = 0
 
+        def on_stop(self):
+            self.openai.close()
+
         @task
         def complete(self):
             prompt = prompts[self.next % len(prompts)]
             self.next += 1
             slot = self.slot
-            body = {
-                "model": slot,
-                "prompt": prompt,
-                "max_tokens": args.max_tokens,
-                "temperature": 0.0,
-                "ignore_eos": True,  # every request asks for the same number of tokens
-                "stream": True,
-                "stream_options": {"include_usage": True},
-            }
             started = time.perf_counter()
             first = None
-            count, usage = 0, None
-            with self.client.post(
-                "/v1/completions",
-                json=body,
-                stream=True,
-                catch_response=True,
+            count, usage, error = 0, None, None
+            try:
+                events = openai_client.call(
+                    self.openai.completions.create,
+                    "vLLM",
+                    args.url,
+                    model=slot,
+                    prompt=prompt,
+                    max_tokens=args.max_tokens,
+                    temperature=0.0,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                    # every request asks for the same number of tokens
+                    extra_body={"ignore_eos": True},
+                )
+                with events:
+                    for event in events:
+                        if event.usage:
+                            usage = event.usage
+                        if any(c.text for c in event.choices or []):
+                            now = time.perf_counter()
+                            count += 1
+                            pieces[slot].append(now - clock["start"])
+                            if first is None:
+                                first = now - started
+                if first is None:
+                    raise ValueError("the stream ended without tokens")
+            except Exception as exc:
+                error = exc
+            total = time.perf_counter() - started
+            self.environment.events.request.fire(
+                request_type="STREAM",
                 name=slot,
-            ) as response:
-                try:
-                    if response.status_code != 200:
-                        raise ValueError(f"HTTP {response.status_code}")
-                    buffer = b""
-                    done = False
-                    for chunk in response.iter_content(chunk_size=None):
-                        buffer += chunk
-                        while b"\n" in buffer and not done:
-                            line, buffer = buffer.split(b"\n", 1)
-                            line = line.strip()
-                            if not line.startswith(b"data:"):
-                                continue
-                            payload = line[5:].strip()
-                            if payload == b"[DONE]":
-                                done = True
-                                break
-                            event = json.loads(payload)
-                            if event.get("usage"):
-                                usage = event["usage"]
-                            if any(c.get("text") for c in event.get("choices") or []):
-                                now = time.perf_counter()
-                                count += 1
-                                pieces[slot].append(now - clock["start"])
-                                if first is None:
-                                    first = now - started
-                        if done:
-                            break
-                    if not done or first is None:
-                        raise ValueError("the stream ended without tokens or [DONE]")
-                except Exception as exc:
-                    response.failure(str(exc))
-                    samples[slot].append({"ok": False, "error": str(exc)[:200]})
-                    return
-                total = time.perf_counter() - started
-                tokens = (usage or {}).get("completion_tokens") or count
-                response.success()
-                samples[slot].append({"ok": True, "ttft": first, "e2e": total, "tokens": tokens})
+                response_time=total * 1000,
+                response_length=count,
+                exception=error,
+                context={},
+            )
+            if error is not None:
+                samples[slot].append({"ok": False, "error": str(error)[:200]})
+                return
+            tokens = (usage.completion_tokens if usage else 0) or count
+            samples[slot].append({"ok": True, "ttft": first, "e2e": total, "tokens": tokens})
 
     def progress(env) -> str:
         return ", ".join(

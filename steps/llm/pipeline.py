@@ -68,6 +68,13 @@ LLM = Pipeline(
     reproduce=reproduce.reproduce,
     data_config=LlmDataConfig,
     drift=drift.STAGE,
+    genai=(evaluate.STAGE.name,),  # its runs are the judged answers, each a trace
+    serving="vllm",
+    model_description=(
+        "An instruction-following LoRA adapter (transformers + peft) on a causal LM base: "
+        "each version is the adapter alone, tagged with the base it needs (mlcp.base_model), "
+        "and vLLM loads it at run time beside that base."
+    ),
     title="LLM: train -> deploy -> evaluate -> perf-test -> promote",
     description=(
         "The whole LLM chain, each stage its own WorkflowTemplate (templateRef), sharing "

@@ -52,7 +52,7 @@ class VLLMBackend:
         wanted = deploy.server_path(root, model, version)
         if server.adapters().get(slot, {}).get("path") == wanted:
             return
-        path, _, _ = deploy.fetch_checked(server, model, version, tags, root)
+        path, _, _ = deploy.fetch_checked(server, model, version, tags, root, client)
         prompt = llmdata.format_prompt(
             tags.get(SMOKE_PROMPT_TAG, deploy.SMOKE_PROMPT),
             tags.get(PROMPT_TEMPLATE_TAG, llmdata.PROMPT_TEMPLATE),

@@ -17,10 +17,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .. import determinism, gates, policy, provenance, tracking
-from ..contract import CANDIDATE, GPU_TAG, PIPELINE_TAG, SERVING_TAG, TRAIN_RUN_TAG, VERSION_TAG
+from .. import describe, determinism, gates, provenance, tracking
+from ..contract import CANDIDATE, GPU_TAG, PIPELINE_TAG, TRAIN_RUN_TAG, VERSION_TAG
 from ..cv.train import device_option, resolve_device
-from ..declare import Config, Stage, alias_option, declared_pipeline, option
+from ..declare import Config, Stage, alias_option, option
 from ..errors import BadInput
 from ..lineage import DataRead
 from ..stage import Reporter
@@ -324,8 +324,6 @@ def register(client, cfg: TrainConfig, model, data: Prepared, run, tags: dict | 
 
     import mlflow
 
-    from .. import aliases
-
     base = data.base
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "adapter"
@@ -352,16 +350,8 @@ def register(client, cfg: TrainConfig, model, data: Prepared, run, tags: dict | 
         TRAIN_RUN_TAG: run.info.run_id,
         **(tags or {}),
     }
-    # the gates a promotion to live requires: the pipeline's (steps/policy.py)
-    required = policy.initial_tags(declared_pipeline(PIPELINE).gates)
-    try:
-        client.create_registered_model(
-            cfg.model_name,
-            tags={PIPELINE_TAG: PIPELINE, SERVING_TAG: "vllm", **required},
-        )
-    except Exception:
-        aliases.get_model(client, cfg.model_name)  # it exists: fine; anything else: raise
-        client.set_registered_model_tag(cfg.model_name, SERVING_TAG, "vllm")
+    # its tags, its promotion policy (every gate of the pipeline) and its description
+    describe.register_model(client, cfg.model_name, PIPELINE)
     version = str(
         client.create_model_version(
             cfg.model_name,
@@ -408,6 +398,9 @@ def train(cfg: TrainConfig) -> dict:
         eval_loss, perplexity = measured["final_eval_loss"], measured["final_eval_perplexity"]
         initial = measured["initial_eval_loss"]
         version = register(client, cfg, model, data, run)
+        report.describe_trained(
+            client, cfg.model_name, version, read, "eval_perplexity", perplexity
+        )
         gate = gates.Gate(MAX_EVAL_PERPLEXITY, "eval_perplexity", "<=", cfg.max_eval_perplexity)
         evidence = {
             "initial_eval_perplexity": math.exp(initial),

@@ -8,7 +8,10 @@ its name and switches to the new weights, so a rollback is one more load. vLLM d
 that an adapter fits the served base (one made for another hidden size loads and generates
 garbage): :func:`check_fits` is that check, done by the steps before loading.
 
-The client uses the standard library only (no ``vllm`` import in the steps' environment).
+Completions go through the standard ``openai`` client (imported on first use), so MLflow's
+openai autologging traces them; the health check, the model list (vLLM's own fields: an
+adapter's parent and folder) and the LoRA load and unload endpoints, which that client does
+not cover, use the standard library (no ``vllm`` import in the steps' environment).
 The server side, :func:`ensure_env` and :func:`server_command`, builds the ``vllm``
 environment under ``<home>/envs/vllm`` (as it would be its own image) and gives the command
 line and environment that start it: ``python -m vllm.entrypoints.openai.api_server`` with
@@ -35,7 +38,7 @@ from .. import settings
 from ..errors import BadInput, MlcpError
 from ..llm import BASE_MODEL_TAG, HIDDEN_SIZE_TAG
 from ..stage import say
-from . import envs
+from . import envs, openai_client
 
 LIVE_TIMEOUT = 3.0
 REQUEST_TIMEOUT = 120.0
@@ -56,6 +59,14 @@ VLLM_BUILD_TIMEOUT = 1800.0
 MAX_MODEL_LEN = 256
 MAX_LORA_RANK = 8
 MAX_LORAS = 2
+# A plain chat template for a base whose tokenizer has none (the project's tiny base): each
+# message as "role: content" on its own line, then "assistant:". With it the server answers
+# chat completions too, so the openai judge can be pointed at it (vLLM refuses a template
+# sent with a request unless told to trust it, so the server is started with this one).
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant:{% endif %}"
+)
 
 
 def url_option():
@@ -94,6 +105,7 @@ class VLLM:
         self.timeout = timeout
         # no proxy: an HTTP(S)_PROXY meant for the internet must not route a server next door
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self._client = None  # the openai client, made on first use
 
     def __repr__(self) -> str:
         return f"VLLM({self.url!r})"
@@ -185,7 +197,21 @@ class VLLM:
         check_slot(slot)
         self._call("POST", "/v1/unload_lora_adapter", {"lora_name": slot})
 
-    # -- completions
+    # -- completions (the openai client; traced when MLflow's openai autologging is on)
+
+    def _openai(self):
+        """The ``openai`` client of this server, made on first use (``$MLCP_VLLM_API_KEY``
+        is sent when the server wants one)."""
+        if self._client is None:
+            self._client = openai_client.make(
+                self.url, os.environ.get("MLCP_VLLM_API_KEY"), self.timeout
+            )
+        return self._client
+
+    def _create(self, **request):
+        """A completion request through the openai client; its errors as the exit-code
+        convention wants them (BadInput for a refused request, MlcpError otherwise)."""
+        return openai_client.call(self._openai().completions.create, "vLLM", self.url, **request)
 
     def complete(
         self,
@@ -198,65 +224,38 @@ class VLLM:
         extra: dict | None = None,
     ) -> str:
         """One completion from ``model`` (the base's served name or a slot)."""
-        body = {
-            "model": model,
-            "prompt": prompt,
-            "max_tokens": int(max_tokens),
-            "temperature": float(temperature),
-        }
-        if stop:
-            body["stop"] = stop
-        body.update(extra or {})
-        data = self._call("POST", "/v1/completions", body)
+        reply = self._create(
+            model=model,
+            prompt=prompt,
+            max_tokens=int(max_tokens),
+            temperature=float(temperature),
+            stop=stop or None,
+            extra_body=extra or None,
+        )
         try:
-            return str(data["choices"][0]["text"])
-        except (KeyError, IndexError, TypeError):
+            return str(reply.choices[0].text)
+        except (AttributeError, IndexError, TypeError):
             raise MlcpError(
-                f"vLLM at {self.url}: unexpected completion {str(data)[:200]!r}"
+                f"vLLM at {self.url}: unexpected completion {str(reply)[:200]!r}"
             ) from None
 
     def stream(
         self, model: str, prompt: str, max_tokens: int = 16, *, stop: list[str] | None = None
     ) -> Iterator[str]:
-        """The pieces of a streamed (server-sent events) completion, as they arrive."""
-        body = {
-            "model": model,
-            "prompt": prompt,
-            "max_tokens": int(max_tokens),
-            "temperature": 0.0,
-            "stream": True,
-        }
-        if stop:
-            body["stop"] = stop
-        try:
-            response = self._open("POST", "/v1/completions", body, None)
-        except urllib.error.HTTPError as exc:
-            raise MlcpError(
-                f"vLLM at {self.url}: streamed completion: HTTP {exc.code}: {_error_text(exc)}"
-            ) from None
-        with response:
-            yield from sse_texts(response)
-
-
-def sse_texts(lines) -> Iterator[str]:
-    """The ``choices[0].text`` of each ``data:`` event of an OpenAI completion stream."""
-    for raw in lines:
-        line = raw.decode("utf-8", "replace").strip() if isinstance(raw, bytes) else raw.strip()
-        if not line.startswith("data:"):
-            continue
-        payload = line[len("data:") :].strip()
-        if payload == "[DONE]":
-            return
-        try:
-            event = json.loads(payload)
-        except ValueError:
-            continue
-        if "error" in event:
-            raise MlcpError(f"vLLM stream error: {event['error']}")
-        for choice in event.get("choices") or []:
-            text = choice.get("text")
-            if text:
-                yield text
+        """The pieces of a streamed completion, as they arrive."""
+        events = self._create(
+            model=model,
+            prompt=prompt,
+            max_tokens=int(max_tokens),
+            temperature=0.0,
+            stop=stop or None,
+            stream=True,
+        )
+        with events:
+            for event in events:
+                for choice in event.choices or []:
+                    if choice.text:
+                        yield choice.text
 
 
 def _error_text(exc: urllib.error.HTTPError) -> str:
@@ -480,6 +479,8 @@ def server_command(
         str(int(max_loras)),
         "--dtype",
         "float32",
+        "--chat-template",
+        CHAT_TEMPLATE,
     ]
     env = envs.venv_process_env(python.parent.parent)
     env.update(

@@ -1,0 +1,171 @@
+"""Switching a live slot under a bounded client load: what the bench reports and the tests
+assert (``tests/bench.py``, ``tests/test_switching.py``).
+
+A fixed number of client threads send requests to ``<model>-live`` without pause, each
+noting when it sent, when the answer came, whether it failed and which version answered,
+while real ``mlcp promote`` / ``mlcp rollback`` processes switch the slot back and forth.
+:func:`summary` turns that into: requests, failed requests, p50 and p99 in steady state
+(requests that overlap no switch), the worst latency during a switch, and for each switch
+the time from the command's start until every client sees the new version.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from .conftest import ROOT
+
+# Runs the real CLI, then prints which mlflow modules the process imported (last line).
+WATCHED = (
+    "import json, sys\n"
+    "from steps.cli import main\n"
+    "code = main(sys.argv[1:])\n"
+    "loaded = sorted(m for m in sys.modules if m == 'mlflow' or m.startswith('mlflow.'))\n"
+    "print(json.dumps({'code': code, 'mlflow_modules': loaded}))\n"
+    "sys.exit(code)\n"
+)
+
+
+AMBIGUOUS = "|"  # in a version that ``ask`` could not tell apart ("1|2")
+
+
+@dataclass
+class Sample:
+    client: int
+    sent: float
+    done: float
+    version: str | None  # None: failed
+    error: str = ""
+
+    @property
+    def latency(self) -> float:
+        return self.done - self.sent
+
+
+@dataclass
+class Switch:
+    command: tuple[str, ...]
+    to_version: str
+    started: float = 0.0
+    exited: float = 0.0
+    code: int = 0
+    mlflow_modules: list[str] = field(default_factory=list)
+    output: str = ""
+
+
+def watched(*args: str, timeout: float = 300) -> tuple[int, list[str], str]:
+    """``mlcp ARGS`` in its own process: exit code, the mlflow modules it imported, output."""
+    proc = subprocess.run(
+        [sys.executable, "-c", WATCHED, *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+    )
+    lines = proc.stdout.strip().splitlines()
+    loaded = json.loads(lines[-1])["mlflow_modules"] if lines else ["(no report)"]
+    return proc.returncode, loaded, proc.stdout + proc.stderr
+
+
+def under_load(
+    ask: Callable[[int], str],
+    switches: Sequence[Switch],
+    *,
+    clients: int,
+    settle_s: float,
+) -> list[Sample]:
+    """Run ``clients`` threads calling ``ask(client)`` (it returns the version that
+    answered, or raises) while the switches run one after the other, ``settle_s`` of steady
+    load before the first, between two and after the last. Fills in each switch's times."""
+    samples: list[Sample] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client(index: int) -> None:
+        while not stop.is_set():
+            sent = time.monotonic()
+            try:
+                version, error = ask(index), ""
+            except Exception as exc:  # any failure counts
+                version, error = None, f"{type(exc).__name__}: {exc}"[:300]
+            with lock:
+                samples.append(Sample(index, sent, time.monotonic(), version, error))
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(settle_s)
+        for switch in switches:
+            switch.started = time.monotonic()
+            switch.code, switch.mlflow_modules, switch.output = watched(*switch.command)
+            switch.exited = time.monotonic()
+            time.sleep(settle_s)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    return sorted(samples, key=lambda s: s.sent)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[round(q) - 1]
+
+
+def visible_after(samples: list[Sample], switch: Switch, until: float, clients: int) -> float:
+    """Seconds from the command's start until every client answers from the new version
+    (each client's first answer from it after which it sees no other); inf when one never
+    does before ``until``. Clients whose answers name no one version are left out."""
+    latest = switch.started
+    for index in range(clients):
+        mine = [
+            s
+            for s in samples
+            if s.client == index and s.done > switch.started and s.sent < until and s.version
+        ]
+        if all(AMBIGUOUS in s.version for s in mine):
+            continue  # this client's answers do not tell the versions apart
+        seen = None
+        for sample in mine:
+            if sample.version == switch.to_version:
+                seen = sample.done if seen is None else seen
+            else:
+                seen = None
+        if seen is None:
+            return float("inf")
+        latest = max(latest, seen)
+    return latest - switch.started
+
+
+def summary(samples: list[Sample], switches: Sequence[Switch], clients: int) -> dict:
+    windows = [(s.started, s.exited) for s in switches]
+
+    def overlaps(sample: Sample) -> bool:
+        return any(sample.sent < end and sample.done > start for start, end in windows)
+
+    steady = [s.latency for s in samples if s.version and not overlaps(s)]
+    during = [s.latency for s in samples if overlaps(s)]
+    ends = [s.started for s in switches[1:]] + [float("inf")]
+    return {
+        "requests": len(samples),
+        "failed": sum(1 for s in samples if s.version is None),
+        "errors": sorted({s.error for s in samples if s.error})[:5],
+        "p50_ms": 1000 * _percentile(steady, 50),
+        "p99_ms": 1000 * _percentile(steady, 99),
+        "worst_during_switch_ms": 1000 * max(during, default=float("nan")),
+        "switch_s": [s.exited - s.started for s in switches],
+        "visible_s": [
+            visible_after(samples, s, end, clients) for s, end in zip(switches, ends, strict=True)
+        ],
+    }
