@@ -369,6 +369,10 @@ def test_templates_read_the_configmap_and_secret_the_chart_makes_and_run_as_its_
     sets = values.get("workflows", {}).get("sets", {})
     if sets.get("cv", True):
         required |= {"MLCP_TRITON_URL", "MLCP_TRITON_REPOSITORY"}
+        if values.get("triton", {}).get("enabled"):  # loads go to the chart's Triton over gRPC
+            assert data["MLCP_TRITON_GRPC_URL"].endswith(
+                f":{values_of(CHART / 'values.yaml')['triton']['service']['grpcPort']}"
+            )
     if sets.get("llm", True):
         required |= {"MLCP_VLLM_URL", "MLCP_VLLM_ADAPTER_DIR"}
     assert required <= set(data), required - set(data)

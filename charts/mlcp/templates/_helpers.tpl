@@ -98,6 +98,16 @@ app.kubernetes.io/part-of: mlflow-control-plane
 {{- end }}
 {{- end }}
 
+{{- /* host:port of Triton's gRPC endpoint, where model loads go (a load over HTTP holds
+Triton's HTTP workers, and the inference requests on them wait for the whole load). */ -}}
+{{- define "mlcp.tritonGrpcUrl" -}}
+{{- if .Values.config.tritonGrpcUrl }}
+{{- .Values.config.tritonGrpcUrl }}
+{{- else if .Values.triton.enabled }}
+{{- printf "%s.%s.svc:%v" (include "mlcp.tritonName" .) .Release.Namespace .Values.triton.service.grpcPort }}
+{{- end }}
+{{- end }}
+
 {{- define "mlcp.vllmUrl" -}}
 {{- if .Values.config.vllmUrl }}
 {{- .Values.config.vllmUrl }}
