@@ -13,8 +13,9 @@ using the ``mlflow`` package (:func:`steps.tracking.client`).
 Errors the server answers with become :class:`ApiError`, carrying MLflow's ``error_code``
 (``RESOURCE_DOES_NOT_EXIST``, ...) like ``MlflowException`` does; :func:`error_code` reads
 it from either. Authentication and TLS follow MLflow's client and its variables:
-``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD`` (basic; they win over a token, as
-in MLflow), ``MLFLOW_TRACKING_TOKEN`` (bearer), ``MLFLOW_TRACKING_INSECURE_TLS``,
+``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD`` (basic, each else from
+``~/.mlflow/credentials``; they win over a token, as in MLflow), ``MLFLOW_TRACKING_TOKEN``
+(bearer), ``MLFLOW_TRACKING_INSECURE_TLS``,
 ``MLFLOW_TRACKING_SERVER_CERT_PATH`` (a CA bundle) and ``MLFLOW_TRACKING_CLIENT_CERT_PATH``
 (a client certificate with its key). Requests that fail with 429 or 5xx, or cannot
 connect, are retried ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` times with MLflow's backoff
@@ -202,6 +203,26 @@ def _env_true(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in TRUE
 
 
+def credentials() -> tuple[str | None, str | None]:
+    """The basic-auth user and password as MLflow's client finds them: each from its
+    variable (``MLFLOW_TRACKING_USERNAME``/``PASSWORD``), else from the ``[mlflow]`` section
+    of ``~/.mlflow/credentials`` (keys ``mlflow_tracking_username``/``_password``), the file
+    MLflow's basic-auth documentation has people write."""
+    from_file: dict[str, str] = {}
+    path = Path.home() / ".mlflow" / "credentials"
+    if path.is_file():
+        import configparser
+
+        parser = configparser.ConfigParser()
+        parser.read(path)
+        if parser.has_section("mlflow"):
+            from_file = dict(parser["mlflow"])
+    found = []
+    for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        found.append(os.environ.get(var) or from_file.get(var.lower()) or None)
+    return found[0], found[1]
+
+
 class Client:
     """The MLflow REST API on ``tracking_uri`` (``$MLFLOW_TRACKING_URI`` when not given)."""
 
@@ -218,8 +239,7 @@ class Client:
         self.retries = int(os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES") or 7)
         self.backoff = float(os.environ.get("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR") or 2)
         self.headers = {"Content-Type": "application/json", "User-Agent": "mlcp"}
-        username = os.environ.get("MLFLOW_TRACKING_USERNAME")
-        password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
+        username, password = credentials()
         token = os.environ.get("MLFLOW_TRACKING_TOKEN")
         if username and password:  # as MLflow's client: basic credentials win over a token
             basic = base64.standard_b64encode(f"{username}:{password}".encode()).decode()

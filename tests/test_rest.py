@@ -181,7 +181,7 @@ class _Recorder(BaseHTTPRequestHandler):
         pass
 
 
-def test_credentials_are_sent_as_mlflow_sends_them(monkeypatch):
+def test_credentials_are_sent_as_mlflow_sends_them(monkeypatch, tmp_path):
     server = HTTPServer(("127.0.0.1", 0), _Recorder)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -193,16 +193,28 @@ def test_credentials_are_sent_as_mlflow_sends_them(monkeypatch):
             "MLFLOW_TRACKING_TOKEN",
         ):
             monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv("HOME", str(tmp_path))  # no credentials file yet
         rest.Client(uri).get_registered_model("m")
         monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "tok-123")
         rest.Client(uri).get_registered_model("m")
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "ann")
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "s3cret")
         rest.Client(uri).get_registered_model("m")  # basic wins over a token, as in MLflow
+        # MLflow's credentials file, each variable winning over its line
+        (tmp_path / ".mlflow").mkdir()
+        (tmp_path / ".mlflow" / "credentials").write_text(
+            "[mlflow]\nmlflow_tracking_username = bob\nmlflow_tracking_password = from-file\n"
+        )
+        monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD")
+        rest.Client(uri).get_registered_model("m")
+        monkeypatch.delenv("MLFLOW_TRACKING_USERNAME")
+        rest.Client(uri).get_registered_model("m")
     finally:
         server.shutdown()
     basic = "Basic " + base64.b64encode(b"ann:s3cret").decode()
-    assert _Recorder.seen == [None, "Bearer tok-123", basic]
+    mixed = "Basic " + base64.b64encode(b"ann:from-file").decode()
+    from_file = "Basic " + base64.b64encode(b"bob:from-file").decode()
+    assert _Recorder.seen == [None, "Bearer tok-123", basic, mixed, from_file]
 
 
 def test_tls_settings_reach_the_connection(monkeypatch, tmp_path):
