@@ -32,6 +32,7 @@ from .declare import Pipeline, declared_pipeline, format_number
 from .errors import RecordFailed
 from .gates import Decision
 from .promote import PROMOTE, ROLLBACK
+from .rest import error_code
 
 
 def model_description(pipeline: Pipeline, model: str) -> str:
@@ -77,8 +78,10 @@ def register_model(client, model: str, pipeline_name: str) -> None:
             description=description,
         )
         return
-    except Exception:
-        existing = aliases.get_model(client, model)  # it exists: fine; anything else: raise
+    except Exception as exc:
+        if error_code(exc) != "RESOURCE_ALREADY_EXISTS":  # only "it exists" is fine
+            raise
+        existing = aliases.get_model(client, model)
     client.set_registered_model_tag(model, SERVING_TAG, pipeline.serving)
     if not (existing.description or "").strip():
         client.update_registered_model(model, description=description)

@@ -70,9 +70,9 @@ def experiment_name(pipeline: str, stage: str) -> str:
     return f"{pipeline}/{stage}"
 
 
-def ensure_experiment(mlflow_client, name: str, tags: Mapping[str, str] | None = None) -> str:
-    """Return the id of experiment ``name``, creating it (with ``tags``); safe when many
-    processes race. Either client: ``mlflow``'s or :class:`steps.rest.Client`.
+def ensure_experiment(mlflow_client, name: str) -> str:
+    """Return the id of experiment ``name``, creating it; safe when many processes race.
+    Either client: ``mlflow``'s or :class:`steps.rest.Client`.
 
     The experiment carries its kind and description (steps/experiments.py) from its
     creation; an older one gets those it lacks: one look-up, a write only for a missing tag
@@ -80,7 +80,7 @@ def ensure_experiment(mlflow_client, name: str, tags: Mapping[str, str] | None =
     from .rest import error_code
 
     pipeline, _, stage = name.partition("/")
-    wanted = {**experiments.experiment_tags(pipeline, stage), **(tags or {})}
+    wanted = experiments.experiment_tags(pipeline, stage)
     found = mlflow_client.get_experiment_by_name(name)
     if found is None:
         try:

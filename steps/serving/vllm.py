@@ -200,12 +200,10 @@ class VLLM:
     # -- completions (the openai client; traced when MLflow's openai autologging is on)
 
     def _openai(self):
-        """The ``openai`` client of this server, made on first use (``$MLCP_VLLM_API_KEY``
-        is sent when the server wants one)."""
+        """The ``openai`` client of this server, made on first use (the server asks for no
+        key: its load and unload endpoints, sent without one, would be refused if it did)."""
         if self._client is None:
-            self._client = openai_client.make(
-                self.url, os.environ.get("MLCP_VLLM_API_KEY"), self.timeout
-            )
+            self._client = openai_client.make(self.url, None, self.timeout)
         return self._client
 
     def _create(self, **request):
