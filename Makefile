@@ -78,7 +78,7 @@ images: ## build the step image (CUDA; CPU with TORCH_INDEX_URL=...) and the ser
 		docker build -f images/steps.Dockerfile --build-arg TORCH_INDEX_URL="$(TORCH_INDEX_URL)" \
 			--build-arg GIT_COMMIT=$(GIT_COMMIT) -t mlcp-steps:$(VERSION)-cpu . ; \
 	else echo "mlcp-steps:$(VERSION)-cpu skipped: set TORCH_INDEX_URL to a CPU-only PyTorch wheel index"; fi
-	docker build -f images/vllm.Dockerfile -t mlcp-vllm:$(VERSION) images
+	docker build -f images/vllm.Dockerfile -t mlcp-vllm:$(VERSION) .
 	docker build -f images/mlflow.Dockerfile -t mlcp-mlflow:$(VERSION) images
 	@if [ -n "$(TRITON_REGISTRY)" ]; then \
 		docker build -f images/triton.Dockerfile --build-arg TRITON_REGISTRY="$(TRITON_REGISTRY)" \

@@ -13,7 +13,7 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONUNBUFFERED=1 \
     MLFLOW_DISABLE_TELEMETRY=true \
     HOME=/tmp
-RUN pip install --no-cache-dir mlflow==3.17.2 boto3==1.44.5 psycopg2-binary==2.9.13 \
+RUN pip install --no-cache-dir "mlflow[auth]==3.17.2" boto3==1.44.5 psycopg2-binary==2.9.13 \
     && useradd --uid 10001 --user-group --no-create-home --home-dir /tmp \
         --shell /usr/sbin/nologin mlcp
 WORKDIR /tmp

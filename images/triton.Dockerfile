@@ -11,9 +11,17 @@
 # At run time it serves the model repository named by $MODEL_REPOSITORY, e.g.
 # s3://minio.mlops:9000/mlcp/triton (Triton's form for an S3-compatible endpoint: host:port
 # before the bucket; s3://https://host:port/... for TLS) with AWS_ACCESS_KEY_ID,
-# AWS_SECRET_ACCESS_KEY and AWS_DEFAULT_REGION from the environment, and explicit model
-# control: nothing is loaded at start; `mlcp cv deploy` and `mlcp promote` load and reload
-# the <model>-staged and <model>-live slots. Extra arguments are passed to tritonserver.
+# AWS_SECRET_ACCESS_KEY and AWS_DEFAULT_REGION from the environment, with explicit model
+# control and --load-model=*: at start every slot of the repository is loaded at the version
+# its config.pbtxt pins (the desired state `mlcp cv deploy` and `mlcp promote` write once every
+# replica serves a version), so a restarted pod serves what the registry says with no step
+# running; afterwards the steps load and reload the <model>-staged and <model>-live slots.
+# Poll mode is not used: it forbids the load API the steps confirm each switch with, and it
+# would read an S3 entry whose upload is half done.
+# With $MLCP_TRITON_CONTROL_KEY set, the model-repository API (load, unload, index) answers
+# only requests carrying it in the mlcp-control-key header (over gRPC:
+# triton-grpc-protocol-mlcp-control-key), as mlcp sends it; inference, health and metadata
+# stay open. Extra arguments are passed to tritonserver.
 ARG TRITON_REGISTRY
 FROM ${TRITON_REGISTRY}/nvidia/tritonserver:24.10-py3
 
@@ -29,5 +37,5 @@ ENV MODEL_REPOSITORY="" \
 WORKDIR /tmp
 USER 10001:10001
 EXPOSE 8000 8001 8002
-ENTRYPOINT ["/bin/sh", "-c", "if [ -z \"$MODEL_REPOSITORY\" ]; then echo 'MODEL_REPOSITORY is not set (e.g. s3://host:port/bucket/triton)' >&2; exit 2; fi; exec tritonserver --model-repository=\"$MODEL_REPOSITORY\" --model-control-mode=explicit --strict-readiness=true --http-port=8000 --grpc-port=8001 --metrics-port=8002 \"$@\"", "tritonserver"]
+ENTRYPOINT ["/bin/sh", "-c", "if [ -z \"$MODEL_REPOSITORY\" ]; then echo 'MODEL_REPOSITORY is not set (e.g. s3://host:port/bucket/triton)' >&2; exit 2; fi; if [ -n \"$MLCP_TRITON_CONTROL_KEY\" ]; then set -- \"--http-restricted-api=model-repository:mlcp-control-key=$MLCP_TRITON_CONTROL_KEY\" \"--grpc-restricted-protocol=model-repository:mlcp-control-key=$MLCP_TRITON_CONTROL_KEY\" \"$@\"; fi; exec tritonserver --model-repository=\"$MODEL_REPOSITORY\" --model-control-mode=explicit '--load-model=*' --strict-readiness=true --http-port=8000 --grpc-port=8001 --metrics-port=8002 \"$@\"", "tritonserver"]
 CMD []

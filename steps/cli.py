@@ -116,6 +116,11 @@ def cmd_move(args) -> int:
     return EXIT_OK
 
 
+def cmd_verdict(args) -> int:
+    """A command that says yes or no by its exit code (serving check and sync, audit)."""
+    return args.stage.run(config_of(args))
+
+
 def cmd_record_exit(args) -> int:
     """The Argo exit handler's step: record how the workflow ended, as one JSON line and
     the ``run-id`` output."""
@@ -425,6 +430,14 @@ def cmd_traces(args) -> int:
     return EXIT_OK
 
 
+def cmd_mlflow_users(args) -> int:
+    from . import mlflow_auth
+
+    mlflow_auth.provision_from_env(args.wait)
+    print("MLflow users and permissions are as declared (steps/mlflow_auth.py)")
+    return EXIT_OK
+
+
 def cmd_stack(args) -> int:
     from pathlib import Path
 
@@ -437,15 +450,25 @@ def cmd_stack(args) -> int:
             ("s3", args.s3_port),
             ("triton", args.triton_port),
             ("vllm", args.vllm_port),
+            ("postgres", args.postgres_port),
         )
         ports = {k: v for k, v in given if v}
-        values = stack.up(home, ports=ports, bucket=args.bucket, services=args.services)
+        values = stack.up(
+            home,
+            ports=ports,
+            bucket=args.bucket,
+            services=args.services,
+            backend_store=args.backend_store,
+            auth=args.auth,
+            triton_replicas=args.triton_replicas,
+        )
         for key in (
             "MLFLOW_TRACKING_URI",
             "AWS_ENDPOINT_URL",
             "MLCP_DATA_ROOT",
             "MLCP_TRITON_URL",
             "MLCP_TRITON_REPOSITORY",
+            "MLCP_TRITON_REPLICAS",
             "MLCP_VLLM_URL",
             "MLCP_VLLM_ADAPTER_DIR",
         ):
@@ -461,6 +484,16 @@ def cmd_stack(args) -> int:
         ok = started and all(r["state"] == "running" for r in started)
         return EXIT_OK if ok else EXIT_ERROR
     return EXIT_OK
+
+
+def _backend_store(text: str) -> str:
+    from .stack import BACKEND_STORES
+
+    if text not in BACKEND_STORES:
+        raise argparse.ArgumentTypeError(
+            f"unknown backend store {text!r}; choose from {','.join(BACKEND_STORES)}"
+        )
+    return text
 
 
 def _services(text: str) -> list[str]:
@@ -489,6 +522,9 @@ CORE_COMMANDS = (
     "lineage",
     "traces",
     "stack",
+    "mlflow-users",
+    "serving",
+    "audit",
 )
 
 
@@ -522,6 +558,15 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_history)
 
+    from .audit import AUDIT
+    from .serving_state import CHECK, SYNC
+
+    p = sub.add_parser("serving", help="compare serving with the registry, or repair it")
+    actions = p.add_subparsers(dest="serving_action", metavar="ACTION", required=True)
+    add_stage(actions, CHECK, cmd_verdict)
+    add_stage(actions, SYNC, cmd_verdict)
+    add_stage(sub, AUDIT, cmd_verdict)
+
     p = sub.add_parser("lineage", help="what MODEL@ALIAS is made of and how it got there")
     p.add_argument("ref", metavar="MODEL@ALIAS")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -543,6 +588,19 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_traces)
 
+    p = sub.add_parser(
+        "mlflow-users",
+        help="create or update MLflow's pipeline and read-only users and their permissions, "
+        "as MLflow's admin (the chart's hook Job; credentials from the environment only)",
+    )
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=600.0,
+        help="seconds to keep trying while MLflow does not answer yet (default 600)",
+    )
+    p.set_defaults(handler=cmd_mlflow_users)
+
     p = sub.add_parser("stack", help="start, stop or inspect the local stack (.mlcp/)")
     p.add_argument("action", choices=["up", "down", "status"])
     p.add_argument("--home", default=None, help="stack folder (default $MLCP_HOME or ./.mlcp)")
@@ -554,7 +612,47 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         default=None,
         help="Triton HTTP port (default 8000; gRPC and metrics: the next two, else free ones)",
     )
+    p.add_argument(
+        "--triton-replicas",
+        type=int,
+        metavar="N",
+        default=None,
+        help="tritonserver processes serving the same model repository (the first on "
+        "--triton-port, the others on free ports); loads go to every one "
+        "(MLCP_TRITON_REPLICAS; default: as many as ran before, else 1)",
+    )
     p.add_argument("--vllm-port", type=_port, default=None, help="vLLM port (default 8100)")
+    auth = p.add_mutually_exclusive_group()
+    auth.add_argument(
+        "--auth",
+        action="store_const",
+        const=True,
+        default=None,
+        help="run MLflow with its own authentication: an admin, the pipeline user the steps "
+        "use (its credentials go into the env file) and a read-only user for the UI, printed "
+        "once (default: as the stack was set up, else without)",
+    )
+    auth.add_argument(
+        "--no-auth",
+        dest="auth",
+        action="store_const",
+        const=False,
+        help="without authentication (refused for a stack set up with --auth)",
+    )
+    p.add_argument(
+        "--backend-store",
+        type=_backend_store,
+        default=None,
+        help="MLflow's backend store: sqlite, or a PostgreSQL server the stack runs from the "
+        "machine's own PostgreSQL, as the chart does (default: the stack's own, else sqlite; "
+        "a stack keeps the one it was created with)",
+    )
+    p.add_argument(
+        "--postgres-port",
+        type=_port,
+        default=None,
+        help="PostgreSQL port, with --backend-store postgresql (default 5433)",
+    )
     p.add_argument(
         "--services",
         type=_services,
@@ -592,7 +690,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     try:
-        return args.handler(args)
+        try:
+            return args.handler(args)
+        except Exception as exc:  # MLflow refused our credentials or this user: exit 2
+            from .rest import refusal
+
+            refused = refusal(exc) if getattr(exc, "exit_code", EXIT_ERROR) == EXIT_ERROR else None
+            if refused is None or refused is exc:
+                raise
+            raise refused from exc
     except MlcpError as exc:
         print(f"mlcp: error: {exc}", file=sys.stderr)
         if exc.exit_code == EXIT_GATE_FAILED:  # the templates' outputs say so too

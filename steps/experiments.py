@@ -57,6 +57,14 @@ CONTROL_PLANE = {
         "and data, its metrics beside the original's, and the verdict (identical, within "
         "tolerance, differs)."
     ),
+    "serving": (
+        "One run per `mlcp serving check` of a model: whether every replica of its server "
+        "serves the versions live and staged name, and the lines that do not."
+    ),
+    "audit": (
+        "One run per `mlcp audit` of a model: the aliases and serving slots no recorded move "
+        "explains (moved outside mlcp, loaded by hand), none when all is explained."
+    ),
     "workflow": (
         "One run per workflow that did not succeed: the failed step, its exit code, the gate "
         "that refused and whether anyone was notified."

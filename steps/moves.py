@@ -20,7 +20,7 @@ import hashlib
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -197,7 +197,8 @@ class Record:
     gate_runs: list[str]
     workflow_name: str
     workflow_uid: str
-    status: str  # FINISHED = confirmed, FAILED = not applied, RUNNING = unconfirmed
+    status: str  # FINISHED = confirmed, FAILED = refused and not applied, RUNNING = unconfirmed
+    error: str = ""  # why a FAILED move was refused (the server could not load it, ...)
 
     @classmethod
     def from_run(cls, run) -> Record:
@@ -226,6 +227,7 @@ class Record:
             workflow_name=tags.get(ARGO_TAG_PREFIX + "workflow_name", ""),
             workflow_uid=tags.get(ARGO_TAG_PREFIX + "workflow_uid", ""),
             status=run.info.status,
+            error=tags.get(_record_tag("error"), ""),
         )
 
 
@@ -242,8 +244,10 @@ def search_all(client, experiment_ids: list[str], flt: str) -> list:
 
 
 def history(client, model: str, alias: str | None = None) -> list[Record]:
-    """Every recorded move of ``model``'s aliases, oldest first. Records of moves that were
-    refused while being written (FAILED) are left out; RUNNING ones are unconfirmed."""
+    """Every recorded move of ``model``'s aliases, oldest first: confirmed ones (FINISHED),
+    refused ones that changed nothing (FAILED, with the error: a server that could not load
+    the version, say) and RUNNING ones, whose outcome was never confirmed. Whatever replays
+    the history (:func:`live_stack`, lineage) reads the confirmed ones only."""
     experiments = client.search_experiments(filter_string="name LIKE '%/promote'")
     if not experiments:
         return []
@@ -251,8 +255,7 @@ def history(client, model: str, alias: str | None = None) -> list[Record]:
     if alias:
         flt += f" AND tags.`mlcp.alias` = '{quote(alias)}'"
     runs = search_all(client, [e.experiment_id for e in experiments], flt)
-    records = sorted((Record.from_run(r) for r in runs), key=lambda r: r.seq)
-    return [r for r in records if r.status != "FAILED"]
+    return sorted((Record.from_run(r) for r in runs), key=lambda r: r.seq)
 
 
 def quote(text: str) -> str:
@@ -317,7 +320,9 @@ def apply(
     except Exception as exc:
         raise RecordFailed(f"could not record the move, so nothing was moved: {exc}") from exc
     outcome.record_run_ids = run_ids
+    settings.test_hook_pause_after_record()  # test hook: a no-op unless a crash test sets it
     live_move = next((m for m in outcome.moves if m.alias == LIVE), None)
+    server = None
     if live_move is not None and live_move.to_version is not None:
         try:  # traffic first: the alias moves only once the server serves the version
             server = backend.for_model(model, model_tags or {})
@@ -356,6 +361,12 @@ def apply(
             with contextlib.suppress(Exception):
                 client.set_tag(run_id, _record_tag("error"), str(exc)[:4000])
                 client.set_terminated(run_id, "FAILED")
+        moved_live = any(m.alias == LIVE for m in outcome.moves[:done])
+        if server is not None and not moved_live and live_move.from_version is not None:
+            # the slot already serves the new version but live still names the old one: put
+            # the old one back (best effort: `mlcp serving check` finds it if this fails too)
+            with contextlib.suppress(Exception):
+                server.load_live(client, model, str(live_move.from_version))
         raise
     rolled = next((m for m in outcome.moves if m.action == "rollback"), None)
     if rolled is not None and rolled.from_version is not None:
@@ -373,6 +384,41 @@ def apply(
                 for key, value in tags.items()
             ],
         )
+
+
+def record_serving(
+    client, model: str, pipeline: str, move: Move, *, reason: str, load: Callable[[], None]
+) -> str:
+    """A change of what a serving slot serves that moves no alias (``mlcp serving sync``),
+    recorded like a move: the record opened before ``load()`` runs, closed FINISHED after it
+    returned, FAILED with its error when it raised (and the error raised again). The caller
+    holds :func:`model_lock`. Returns the record's run id."""
+    try:
+        experiment_id = tracking.ensure_experiment(
+            client, tracking.experiment_name(pipeline, "promote")
+        )
+        run_id = _open_record(
+            experiment_id,
+            model,
+            move,
+            operation=uuid.uuid4().hex,
+            reason=reason,
+            source_alias=move.alias,
+            gate_runs=(),
+            forced=False,
+            pipeline=pipeline,
+        )(client)
+    except Exception as exc:
+        raise RecordFailed(f"could not record the change, so nothing was changed: {exc}") from exc
+    try:
+        load()
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            client.set_tag(run_id, _record_tag("error"), str(exc)[:4000])
+            client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
 
 
 def assign(model: str, alias: str, version: str | int, *, reason: str = "", client=None) -> Outcome:

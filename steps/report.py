@@ -98,7 +98,7 @@ def lineage(client, model: str, alias: str) -> dict:
     moves = [
         r
         for r in history(client, model, alias)
-        if r.to_version == version and r.status == "FINISHED" and r.action != "noop"
+        if r.to_version == version and r.status == "FINISHED" and r.action not in ("noop", "sync")
     ]
     report["became"] = asdict(moves[-1]) if moves else None
     return report
@@ -112,7 +112,10 @@ def history_lines(records) -> list[str]:
         f"{'actor':<20} reason"
     )
     for r in records:
-        mark = "" if r.status == "FINISHED" else f" [{r.status.lower()}: unconfirmed]"
+        why = r.error.splitlines()[0][:160] if r.error else "no reason recorded"
+        mark = {"FINISHED": "", "FAILED": f" [refused, nothing moved: {why}]"}.get(
+            r.status, f" [{r.status.lower()}: unconfirmed]"
+        )
         workflow = f" (workflow {r.workflow_name})" if r.workflow_name else ""
         forced = " [forced]" if r.forced else ""
         moved = f"{show_version(r.from_version):>5} -> {show_version(r.to_version):<5}"

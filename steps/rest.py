@@ -17,11 +17,12 @@ it from either. Authentication and TLS follow MLflow's client and its variables:
 ``~/.mlflow/credentials``; they win over a token, as in MLflow), ``MLFLOW_TRACKING_TOKEN``
 (bearer), ``MLFLOW_TRACKING_INSECURE_TLS``,
 ``MLFLOW_TRACKING_SERVER_CERT_PATH`` (a CA bundle) and ``MLFLOW_TRACKING_CLIENT_CERT_PATH``
-(a client certificate with its key). Requests that fail with 429 or 5xx, or cannot
-connect, are retried ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` times with MLflow's backoff
-variable; each waits at most ``MLFLOW_HTTP_REQUEST_TIMEOUT`` seconds. With
-``MLCP_REST_TRACE=FILE`` every call is appended to FILE as one JSON line (the bench replays a
-rollback's calls from it to measure the floor).
+(a client certificate with its key). A 401 or 403 raises :class:`Refused`, a bad input (exit
+2) whose message names the variables to set or the user that was refused. Requests that
+fail with 429 or 5xx, or cannot connect, are retried ``MLFLOW_HTTP_REQUEST_MAX_RETRIES``
+times with MLflow's backoff variable; each waits at most ``MLFLOW_HTTP_REQUEST_TIMEOUT``
+seconds. With ``MLCP_REST_TRACE=FILE`` every call is appended to FILE as one JSON line (the
+bench replays a rollback's calls from it to measure the floor).
 
 Why by hand: no library offers MLflow's REST API without importing ``mlflow`` itself.
 """
@@ -32,6 +33,7 @@ import base64
 import http.client
 import json
 import os
+import re
 import shutil
 import time
 import urllib.parse
@@ -39,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import settings
+from .errors import BadInput
 
 API = "/api/2.0/mlflow/"
 ARTIFACTS_API = "/api/2.0/mlflow-artifacts/artifacts"
@@ -54,6 +57,64 @@ class ApiError(Exception):
         super().__init__(message)
         self.error_code = error_code
         self.status = status
+
+
+AUTH_VARIABLES = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+REFUSED_CODES = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED"}
+
+
+class Refused(ApiError, BadInput):
+    """The tracking server refused who we are (401) or what this user may do (403): a
+    configuration error, so exit 2 (:mod:`steps.errors`); Argo does not retry it."""
+
+
+def refused_message(status: int, what: str, tracking_uri: str) -> str:
+    """Why MLflow at ``tracking_uri`` refused ``what`` with ``status`` (401 or 403), naming
+    the variables to set or the user that was refused."""
+    username, password = credentials()
+    where = f"MLflow at {tracking_uri}"
+    if status == 403:
+        return (
+            f"{where} denied {what} to user {username!r}: permission denied. That user may "
+            "not make this change; the steps run as the pipeline user "
+            f"({' and '.join(AUTH_VARIABLES)})"
+        )
+    missing = [
+        var for var, value in zip(AUTH_VARIABLES, (username, password), strict=True) if not value
+    ]
+    if missing:
+        return (
+            f"{where} requires authentication and {' and '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not set: set {' and '.join(AUTH_VARIABLES)} "
+            "to the pipeline user's credentials (`mlcp stack up --auth` writes them into "
+            ".mlcp/env; in the cluster they come from the credentials Secret)"
+        )
+    return (
+        f"{where} refused the credentials of user {username!r} (from "
+        f"{' and '.join(AUTH_VARIABLES)}): wrong user name or password"
+    )
+
+
+def refusal(exc: BaseException, tracking_uri: str | None = None) -> Refused | None:
+    """The :class:`Refused` error for an authentication or permission refusal, from this
+    module's errors or an ``MlflowException`` (the ``mlflow`` package's path: the stage
+    steps), looked for along the exception's causes; None for anything else."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, Refused):
+            return exc
+        code = error_code(exc)
+        status = next((s for s, c in REFUSED_CODES.items() if c == code), None)
+        if status is not None:
+            uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "the tracking server")
+            what = "a request"
+            match = re.search(r"endpoint (\S+) failed", str(exc))
+            if match:
+                what = match.group(1)
+            return Refused(refused_message(status, what, uri), code, status)
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def error_code(exc: BaseException) -> str | None:
@@ -81,6 +142,14 @@ def _tag_list(tags) -> list[dict[str, str]]:
 class Param:
     key: str
     value: str
+
+
+@dataclass
+class Metric:
+    key: str
+    value: float
+    timestamp: int
+    step: int = 0
 
 
 @dataclass
@@ -325,8 +394,11 @@ class Client:
             message = answer.get("message") if isinstance(answer, dict) else None
             code = answer.get("error_code") if isinstance(answer, dict) else None
             fallback = "RESOURCE_DOES_NOT_EXIST" if status == 404 else "INTERNAL_ERROR"
-            if status in (401, 403):
-                fallback = "PERMISSION_DENIED" if status == 403 else "UNAUTHENTICATED"
+            if status in REFUSED_CODES:
+                what = f"{method} {endpoint}"
+                raise Refused(
+                    refused_message(status, what, self.tracking_uri), REFUSED_CODES[status], status
+                )
             raise ApiError(
                 f"{method} {endpoint} answered {status}: {message or data[:300]!r}",
                 code or fallback,
@@ -548,6 +620,16 @@ def param_type(client):
     from mlflow.entities import Param as MlflowParam
 
     return MlflowParam
+
+
+def metric_type(client):
+    """The metric entity ``client.log_batch`` takes (``key, value, timestamp, step``), as
+    :func:`param_type`."""
+    if isinstance(client, Client):
+        return Metric
+    from mlflow.entities import Metric as MlflowMetric
+
+    return MlflowMetric
 
 
 def download(client, uri: str, dest: str | Path) -> Path:

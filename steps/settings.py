@@ -97,3 +97,17 @@ def argo_context() -> dict[str, str]:
         if value:
             found[key] = value
     return found
+
+
+# A test hook, for the crash test of promote (tests/test_backends.py): a `mlcp promote` with
+# this variable set sleeps that many seconds once its move records are open and before any
+# alias is written, so the test can kill it at that known point. Unset, it does nothing.
+PAUSE_AFTER_RECORD_VARIABLE = "MLCP_TEST_PAUSE_AFTER_RECORD_S"
+
+
+def test_hook_pause_after_record() -> None:
+    import time
+
+    seconds = os.environ.get(PAUSE_AFTER_RECORD_VARIABLE)
+    if seconds:
+        time.sleep(float(seconds))

@@ -1,15 +1,35 @@
 """The local stack: real services on loopback, each in its own process, state under .mlcp/.
 
-Four services: ``mlflow`` (tracking server, sqlite + local artifacts), ``s3`` (moto's
-S3-compatible server), ``triton`` (a real ``tritonserver``, explicit model control, model
-repository ``.mlcp/triton/models``) and ``vllm`` (vLLM's OpenAI-compatible server on the CPU,
-serving the LLM base with runtime LoRA loading; adapters under ``.mlcp/vllm/adapters``).
-``up`` starts the first three unless ``services`` says otherwise: vLLM is only for the LLM
-pipeline and costs a one-off environment build and a gigabyte of memory, so the CV demo does
-not pay for it (``make demo-llm`` asks for it). ``up`` is idempotent (a healthy service is left
-running), refuses clearly when a port is taken by something else, and writes every variable
-the steps need into ``.mlcp/env``. Logs go to ``.mlcp/logs/<service>.log``. The S3 endpoint
-keeps its objects in memory: ``down`` forgets them, and ``up`` creates the bucket again.
+Services: ``mlflow`` (tracking server, local artifacts; its backend store is sqlite, or
+PostgreSQL with ``backend_store="postgresql"``, as in the chart), ``postgres`` (that
+PostgreSQL server, started only for such a stack), ``s3`` (nanio, an S3-compatible server
+that keeps each object as a file under ``.mlcp/s3``), ``triton`` (a real ``tritonserver``,
+explicit model control, model repository ``.mlcp/triton/models``) and ``vllm`` (vLLM's
+OpenAI-compatible server on the CPU, serving the LLM base with runtime LoRA loading;
+adapters under ``.mlcp/vllm/adapters``). ``up`` starts mlflow, s3 and triton unless
+``services`` says otherwise: vLLM is only for the LLM pipeline and costs a one-off
+environment build and a gigabyte of memory, so the CV demo does not pay for it (``make
+demo-llm`` asks for it). ``up`` is idempotent (a healthy service is left running), refuses
+clearly when a port is taken by something else, and writes every variable the steps need
+into ``.mlcp/env``. Logs go to ``.mlcp/logs/<service>.log``. With ``auth`` (``--auth``)
+MLflow runs its basic-auth app (``steps/mlflow_auth.py``): the pipeline user's credentials go
+into ``.mlcp/env``, the admin's and the read-only user's stay under ``.mlcp/mlflow/auth``.
+
+What the stack stored survives ``down`` and ``up``, and a killed process. The S3 endpoint is
+nanio (a PyPI package, pure Python): it writes each object to a temporary file, fsyncs it
+and renames it into place under ``.mlcp/s3/<bucket>/<key>``, so an object is either whole
+on disk or absent, whatever happens to the process. moto's server, used before, keeps its
+objects in memory and offers no persistence in the version pinned here. MLflow's sqlite file
+(``.mlcp/mlflow/mlflow.db``) or PostgreSQL cluster (``.mlcp/postgres/data``) and its artifacts
+(``.mlcp/mlflow/artifacts``) are files too.
+
+PostgreSQL is the machine's own (nothing is downloaded): its ``initdb`` and ``postgres`` are
+looked for on ``PATH``, then in ``pg_config --bindir``, then in the usual versioned folders
+(:data:`PG_BIN_GLOBS`). ``up`` runs ``initdb`` once under ``.mlcp/postgres/data`` (trust
+authentication, user ``mlflow``, listening on 127.0.0.1 only, no Unix socket), starts it as
+the stack's ``postgres`` service and creates the ``mlflow`` database. PostgreSQL refuses to
+run as root: a root user's stack runs it as the system user ``postgres``. A stack folder
+keeps the backend store it was created with; asking for the other one is refused.
 
 Triton runs from its own virtual environment, as it would run from its own image:
 ``.mlcp/envs/triton`` holds ``nvidia-pytriton`` (whose wheel ships the ``tritonserver``
@@ -19,33 +39,54 @@ builds it once (a marker file records what was installed) and lays the server ou
 runs from ``.mlcp/envs/vllm`` (``steps/serving/vllm.py``), serving the base of
 ``steps.llm.data.serving_base``: ``$MLCP_LLM_BASE_MODEL`` when set, else the project's tiny
 base built locally (the same bytes ``mlcp data llm`` publishes), so it can start before any
-data is published.
+data is published. It starts through the launcher (``steps/serving/vllm_launch.py``), which
+loads the slots recorded in ``.mlcp/vllm/adapters/manifest.json`` before it writes the ready
+file that :func:`healthy` waits for, so a restarted vLLM serves what it served; its API key
+is made once and kept in ``.mlcp/vllm/api-key`` (mode 600), and ``.mlcp/env`` (mode 600)
+gives it to the steps as ``MLCP_VLLM_API_KEY``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import json
 import os
+import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import settings
+from . import mlflow_auth, settings
 from .errors import BadInput, MlcpError
 from .serving import envs
 
-SERVICES = ("mlflow", "s3", "triton", "vllm")
+SERVICES = ("postgres", "mlflow", "s3", "triton", "vllm")
 DEFAULT_SERVICES = ("mlflow", "s3", "triton")
-DEFAULT_PORTS = {"mlflow": 5000, "s3": 9000, "triton": 8000, "vllm": 8100}
+# postgres: 5433, beside a system PostgreSQL's usual 5432
+DEFAULT_PORTS = {"postgres": 5433, "mlflow": 5000, "s3": 9000, "triton": 8000, "vllm": 8100}
+BACKEND_STORES = ("sqlite", "postgresql")
+DEFAULT_BACKEND_STORE = "sqlite"
+# Where PostgreSQL's programs are looked for after PATH and `pg_config --bindir`: Debian and
+# Ubuntu, RHEL and Fedora (PGDG), Homebrew. The newest version found wins.
+PG_BIN_GLOBS = (
+    "/usr/lib/postgresql/*/bin",
+    "/usr/pgsql-*/bin",
+    "/opt/homebrew/opt/postgresql@*/bin",
+    "/usr/local/opt/postgresql@*/bin",
+)
+PG_USER = "mlflow"  # the database role and the database MLflow uses
+PG_SYSTEM_USER = "postgres"  # who runs the server when the stack runs as root
 # vLLM on two CPU cores needs tens of seconds to load and warm up even a tiny model.
 VLLM_START_TIMEOUT = 420.0
 LOCAL_CREDENTIALS = {
@@ -62,6 +103,7 @@ TRITON_REQUIREMENTS = ("nvidia-pytriton==0.7.0", "onnxruntime==1.30.0", "numpy==
 TRITON_ENV_MARKER = "mlcp-installed.json"
 TRITON_DIST_MARKER = "mlcp-dist.json"
 TRITON_BUILD_TIMEOUT = 1200.0
+MAX_TRITON_REPLICAS = 8  # each replica loads every slot: one python stub process per slot
 
 
 @dataclass
@@ -74,7 +116,8 @@ class Service:
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        scheme = "postgresql" if self.name == "postgres" else "http"
+        return f"{scheme}://{HOST}:{self.port}"
 
 
 def _log(message: str) -> None:
@@ -142,14 +185,33 @@ def _http_ok(url: str, timeout: float = 2.0) -> bool:
 
 HEALTH = {
     "mlflow": "/health",
-    "s3": "/moto-api/",
+    "s3": "/",  # nanio has no health route: any answer but a 5xx (here 403) means up
     "triton": "/v2/health/live",
     "vllm": "/health",
 }
 
 
+def _s3_answers(url: str) -> bool:
+    """nanio answers an unsigned request with 403: an answer at all means it is up."""
+    try:
+        with urllib.request.urlopen(url, timeout=2.0):
+            return True
+    except urllib.error.HTTPError as exc:
+        return exc.code < 500
+    except Exception:
+        return False
+
+
 def healthy(service: Service) -> bool:
-    return _alive(service.pid) and _http_ok(service.url + HEALTH[service.name])
+    if service.name == "postgres":
+        return _alive(service.pid) and _pg_ready(service.port)
+    if service.name == "s3":
+        return _alive(service.pid) and _s3_answers(service.url + HEALTH["s3"])
+    kind = service.name.partition("-")[0]  # triton-2: a second Triton replica
+    if not (_alive(service.pid) and _http_ok(service.url + HEALTH[kind])):
+        return False
+    ready = service.extra.get("ready_file")  # vllm: its launcher loaded the manifest's slots
+    return not ready or Path(ready).is_file()
 
 
 def _command(name: str, port: int, home: Path) -> list[str]:
@@ -160,7 +222,7 @@ def _command(name: str, port: int, home: Path) -> list[str]:
             "mlflow",
             "server",
             "--backend-store-uri",
-            f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
+            backend_store_uri(home),
             "--artifacts-destination",
             str(home / "mlflow" / "artifacts"),
             "--serve-artifacts",
@@ -172,17 +234,39 @@ def _command(name: str, port: int, home: Path) -> list[str]:
             "2",
         ]
     if name == "s3":
-        return [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)]
+        data = home / "s3"
+        data.mkdir(parents=True, exist_ok=True)
+        return [
+            sys.executable,
+            "-m",
+            "nanio",
+            "serve",
+            "--data-dir",
+            str(data),
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--no-access-log",
+        ]
     raise BadInput(f"unknown service {name!r}")
 
 
 def _triton_command(port: int, home: Path, extra: dict) -> list[str]:
+    """tritonserver as the image starts it: explicit control, every slot of the repository
+    loaded at its pinned version at start (triton.SERVER_ARGS), the model-repository API
+    closed to all but the stack's control key (the key is on the command line: a local
+    stack's processes are its user's)."""
+    from .serving import triton as triton_client
+
     dist = _triton_dist(home)
+    key = Path(extra["control_key_file"]).read_text().strip()
     return [
         str(dist / "bin" / "tritonserver"),
         f"--model-repository={extra['repository']}",
         f"--backend-directory={dist / 'backends'}",
-        "--model-control-mode=explicit",
+        *triton_client.SERVER_ARGS,
+        *triton_client.restricted_args(key),
         f"--http-address={HOST}",
         f"--http-port={port}",
         f"--grpc-address={HOST}",
@@ -216,21 +300,30 @@ def _start(
     log_path = home / "logs" / f"{name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     extra: dict = {}
-    if name == "triton":
+    run_as: dict = {}  # postgres as root: the user it runs as (it refuses root)
+    if name.partition("-")[0] == "triton":  # triton, or a replica: triton-2, ...
         triton = triton or ensure_triton_env(home)
         extra = _triton_ports(port)
         extra["repository"] = str(triton_repository(home))
+        extra["control_key_file"] = str(_triton_control_key(home))
         triton_repository(home).mkdir(parents=True, exist_ok=True)
         command = _triton_command(port, home, extra)
         env = triton.process_env()
     elif name == "vllm":
         command, env, extra = _vllm_command(port, home)
         timeout = max(timeout, VLLM_START_TIMEOUT)
+    elif name == "postgres":
+        command, env, run_as = _pg_command(port, home)
     else:
         (home / "mlflow").mkdir(parents=True, exist_ok=True)
         command = _command(name, port, home)
         env = dict(os.environ, **LOCAL_CREDENTIALS)
+        env.update(NANIO_ACCESS_KEY=env["AWS_ACCESS_KEY_ID"])
+        env.update(NANIO_SECRET_KEY=env["AWS_SECRET_ACCESS_KEY"])
         env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        if name == "mlflow" and mlflow_auth.enabled(home):  # its basic-auth app
+            command += mlflow_auth.SERVER_ARGS
+            env = mlflow_auth.server_env(home, env)
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             command,
@@ -240,6 +333,7 @@ def _start(
             env=env,
             cwd=home,
             start_new_session=True,
+            **run_as,
         )
     service = Service(name, port, process.pid, extra)
     started = time.monotonic()
@@ -267,7 +361,8 @@ def _kill(service: Service, grace: float = 10.0) -> None:
     if not _alive(service.pid):
         return
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(service.pid, signal.SIGTERM)
+        # PostgreSQL's SIGTERM waits for its clients to leave; SIGINT closes them first
+        os.killpg(service.pid, signal.SIGINT if service.name == "postgres" else signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and _alive(service.pid):
         with contextlib.suppress(ChildProcessError):
@@ -294,13 +389,13 @@ def env_for(services: dict[str, Service], bucket: str) -> dict[str, str]:
             }
         )
     if "triton" in services:
-        values["MLCP_TRITON_URL"] = services["triton"].url
-        values["MLCP_TRITON_REPOSITORY"] = services["triton"].extra["repository"]
-        # loads over gRPC leave the HTTP workers serving (steps/serving/triton.py)
-        values["MLCP_TRITON_GRPC_URL"] = f"{HOST}:{services['triton'].extra['grpc_port']}"
+        values.update(_triton_env(services))
     if "vllm" in services:
         values["MLCP_VLLM_URL"] = services["vllm"].url
         values["MLCP_VLLM_ADAPTER_DIR"] = services["vllm"].extra["adapter_dir"]
+        key_file = services["vllm"].extra.get("api_key_file")
+        if key_file:
+            values[_vllm_key_variable()] = Path(key_file).read_text().strip()
     return values
 
 
@@ -309,8 +404,20 @@ def _write_env(home: Path, values: dict[str, str]) -> Path:
     lines = ["# Written by `mlcp stack up`: the environment the steps need. Source it or let"]
     lines += ["# mlcp read it (variables already set in the environment win)."]
     lines += [f"export {key}={value}" for key, value in values.items()]
+    path.touch(mode=0o600)
+    path.chmod(0o600)  # it may hold keys (vLLM's)
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _kept_bucket(home: Path) -> str | None:
+    """The bucket the S3 folder keeps, when it keeps exactly one (``down`` removes the env
+    file that named it; the objects stay)."""
+    folder = home / "s3"
+    if not folder.is_dir():
+        return None
+    kept = [p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return kept[0] if len(kept) == 1 else None
 
 
 def _ensure_bucket(endpoint: str, bucket: str) -> None:
@@ -329,6 +436,196 @@ def _ensure_bucket(endpoint: str, bucket: str) -> None:
         _log(f"created bucket s3://{bucket}")
 
 
+# ------------------------------------------------------------------------------ postgres
+
+
+def _pg_data(home: Path) -> Path:
+    return home / "postgres" / "data"
+
+
+def backend_store_of(home: Path) -> str | None:
+    """The backend store this stack folder already holds (None: MLflow never ran there)."""
+    if (_pg_data(home) / "PG_VERSION").is_file():
+        return "postgresql"
+    if (home / "mlflow" / "mlflow.db").is_file():
+        return "sqlite"
+    return None
+
+
+def choose_backend_store(home: Path, asked: str | None) -> str:
+    """``asked`` (default: what the folder holds, else sqlite); BadInput for an unknown one or
+    one that would switch an existing folder's store (its runs would seem to vanish)."""
+    if asked is not None and asked not in BACKEND_STORES:
+        raise BadInput(f"unknown backend store {asked!r}; choose from {', '.join(BACKEND_STORES)}")
+    held = backend_store_of(home)
+    if asked and held and asked != held:
+        where = _pg_data(home) if held == "postgresql" else home / "mlflow" / "mlflow.db"
+        raise BadInput(
+            f"the stack in {home} keeps MLflow's data in {held} ({where}), so it cannot switch "
+            f"to {asked}: use another stack folder (--home or MLCP_HOME), or remove {where} "
+            "and lose its runs"
+        )
+    return asked or held or DEFAULT_BACKEND_STORE
+
+
+def backend_store_uri(home: Path) -> str:
+    """MLflow's ``--backend-store-uri`` for this folder: its PostgreSQL (the driver named:
+    a bare ``postgresql://`` makes SQLAlchemy look for psycopg 3), else its sqlite file."""
+    if backend_store_of(home) != "postgresql":
+        return f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+    postgres = _load_state(home).get("postgres")
+    if postgres is None:
+        raise MlcpError(f"the stack in {home} runs MLflow on PostgreSQL, which is not running")
+    return f"postgresql+psycopg2://{PG_USER}@{HOST}:{postgres.port}/{PG_USER}"
+
+
+def _version_key(path: str) -> list[int]:
+    return [int(part) for part in re.findall(r"\d+", path)]
+
+
+def pg_bindir(globs: Sequence[str] = PG_BIN_GLOBS) -> Path:
+    """The folder holding PostgreSQL's ``initdb`` and ``postgres``: the one on PATH, else
+    ``pg_config --bindir``, else the newest of ``globs``; BadInput saying where it looked."""
+    candidates: list[Path] = []
+    if found := shutil.which("initdb"):
+        candidates.append(Path(found).parent)
+    if pg_config := shutil.which("pg_config"):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, timeout=30, check=True
+            )
+            candidates.append(Path(out.stdout.strip()))
+    for pattern in globs:
+        candidates += [Path(p) for p in sorted(glob.glob(pattern), key=_version_key)[::-1]]
+    for folder in candidates:
+        if (folder / "initdb").is_file() and (folder / "postgres").is_file():
+            return folder
+    raise BadInput(
+        "--backend-store postgresql needs PostgreSQL's server programs (initdb, postgres), "
+        "found nowhere: not on PATH, not in `pg_config --bindir`, not in "
+        f"{', '.join(globs) or '(no other folder)'}. Install the PostgreSQL server "
+        "(Debian/Ubuntu: apt-get install postgresql; Fedora/RHEL: dnf install "
+        "postgresql-server; macOS: brew install postgresql) or put its bin folder on PATH"
+    )
+
+
+def _pg_run_as(home: Path) -> dict:
+    """Popen's ``user``/``group`` for PostgreSQL: none for a normal user; as root (which
+    PostgreSQL refuses) the system user ``postgres``, who must be able to reach the folder."""
+    if os.geteuid() != 0:
+        return {}
+    import pwd
+
+    try:
+        user = pwd.getpwnam(PG_SYSTEM_USER)
+    except KeyError:
+        raise BadInput(
+            f"PostgreSQL refuses to run as root, and there is no {PG_SYSTEM_USER!r} user to "
+            f"run it as: create one (useradd --system {PG_SYSTEM_USER}), or run `mlcp stack up` "
+            "as a user other than root"
+        ) from None
+    groups = {user.pw_gid} | {g.gr_gid for g in _groups_of(user.pw_name)}
+    for folder in [home, *home.parents]:
+        info = folder.stat()
+        if info.st_uid == user.pw_uid:
+            ok = info.st_mode & stat.S_IXUSR
+        elif info.st_gid in groups:
+            ok = info.st_mode & stat.S_IXGRP
+        else:
+            ok = info.st_mode & stat.S_IXOTH
+        if not ok:
+            raise BadInput(
+                f"PostgreSQL refuses to run as root, so the stack runs it as user "
+                f"{PG_SYSTEM_USER!r}, who cannot enter {folder}: allow it (chmod o+x {folder}) "
+                "or keep the stack in a folder it can reach (--home or MLCP_HOME)"
+            )
+    return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+
+
+def _groups_of(name: str) -> list:
+    import grp
+
+    return [g for g in grp.getgrall() if name in g.gr_mem]
+
+
+def _pg_init(bindir: Path, home: Path, run_as: dict) -> None:
+    """``initdb`` the folder's cluster once (trust on loopback, role ``mlflow``)."""
+    data = _pg_data(home)
+    if (data / "PG_VERSION").is_file():
+        return
+    data.parent.mkdir(parents=True, exist_ok=True)
+    if run_as:
+        os.chown(data.parent, run_as["user"], run_as["group"])
+    data.parent.chmod(0o700)
+    if data.exists():  # an initdb that died half-way
+        shutil.rmtree(data)
+    log_path = home / "logs" / "postgres-initdb.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    _log(f"initdb {data} with {bindir / 'initdb'}")
+    with open(log_path, "ab") as log:
+        done = subprocess.run(
+            [str(bindir / "initdb"), "-D", str(data), "-U", PG_USER, "--auth=trust"]
+            + ["-E", "UTF8", "--locale=C"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=data.parent,
+            timeout=300,
+            check=False,
+            **run_as,
+        )
+    if done.returncode != 0:
+        raise MlcpError(f"initdb failed; last lines of {log_path}:\n{_tail(log_path)}")
+
+
+def _pg_command(port: int, home: Path) -> tuple[list[str], dict[str, str], dict]:
+    """The PostgreSQL server of this folder (its cluster made once): command, env, run_as."""
+    try:
+        import psycopg2  # noqa: F401  (MLflow's driver; the stack checks readiness with it)
+    except ImportError:
+        raise BadInput(
+            "--backend-store postgresql needs the psycopg2 driver in this environment: "
+            "pip install psycopg2-binary (the dev extra pins it)"
+        ) from None
+    bindir = pg_bindir()
+    run_as = _pg_run_as(home)
+    _pg_init(bindir, home, run_as)
+    command = [str(bindir / "postgres"), "-D", str(_pg_data(home)), "-p", str(port)]
+    command += ["-c", f"listen_addresses={HOST}", "-c", "unix_socket_directories="]
+    return command, dict(os.environ), run_as
+
+
+def _pg_connect(port: int, dbname: str):
+    import psycopg2
+
+    return psycopg2.connect(host=HOST, port=port, user=PG_USER, dbname=dbname, connect_timeout=2)
+
+
+def _pg_ready(port: int) -> bool:
+    try:
+        import psycopg2
+    except ImportError:
+        return False
+    try:
+        _pg_connect(port, "postgres").close()
+    except psycopg2.Error:
+        return False
+    return True
+
+
+def _pg_ensure_database(port: int) -> None:
+    connection = _pg_connect(port, "postgres")
+    try:
+        connection.autocommit = True  # CREATE DATABASE runs outside a transaction
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (PG_USER,))
+            if cursor.fetchone() is None:
+                cursor.execute(f'CREATE DATABASE "{PG_USER}"')
+                _log(f"created database {PG_USER}")
+    finally:
+        connection.close()
+
+
 # ------------------------------------------------------------------------------ vllm
 
 
@@ -336,19 +633,65 @@ def vllm_adapter_dir(home: Path) -> Path:
     return home / "vllm" / "adapters"
 
 
+def vllm_api_key_file(home: Path) -> Path:
+    return home / "vllm" / "api-key"
+
+
+def _vllm_key_variable() -> str:
+    from .serving import vllm
+
+    return vllm.API_KEY_VAR
+
+
+def _vllm_api_key(home: Path) -> Path:
+    """The stack's vLLM API key: made once (random), kept in ``<home>/vllm/api-key``, readable
+    by its owner only; every later start reuses it."""
+    return _key_file(vllm_api_key_file(home), "vLLM's API key")
+
+
+def _key_file(path: Path, what: str) -> Path:
+    """``path``, holding a random key made on first use, readable by its owner only."""
+    import secrets
+
+    if not path.is_file() or not path.read_text().strip():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(32) + "\n")
+        _log(f"made {what} ({path})")
+    path.chmod(0o600)
+    return path
+
+
 def _vllm_command(port: int, home: Path) -> tuple[list[str], dict[str, str], dict]:
-    """Build (once) vLLM's environment and the base it serves; its command, env and extra."""
+    """Build (once) vLLM's environment and the base it serves; its command, env and extra.
+    It starts through the launcher, which loads the slots of the adapter volume's manifest
+    before it writes its ready file (:func:`healthy` waits for it)."""
     from .llm import data as llmdata
     from .serving import vllm
 
     vllm.ensure_env(home)
     base = llmdata.serving_base(home)
-    vllm_adapter_dir(home).mkdir(parents=True, exist_ok=True)
-    argv, env = vllm.server_command(home, port, base.folder, base.name)
+    adapters = vllm_adapter_dir(home)
+    adapters.mkdir(parents=True, exist_ok=True)
+    key_file = _vllm_api_key(home)
+    ready_file = home / "vllm" / "ready"
+    ready_file.unlink(missing_ok=True)  # stale: not this start's
+    argv, env = vllm.server_command(
+        home,
+        port,
+        base.folder,
+        base.name,
+        adapter_dir=adapters,
+        ready_file=ready_file,
+        api_key=key_file.read_text().strip(),
+    )
     extra = {
         "base": str(base.folder),
         "served_name": base.name,
-        "adapter_dir": str(vllm_adapter_dir(home)),
+        "adapter_dir": str(adapters),
+        "ready_file": str(ready_file),
+        "api_key_file": str(key_file),
     }
     return argv, env, extra
 
@@ -366,6 +709,80 @@ def _triton_dist(home: Path) -> Path:
 
 def _triton_venv(home: Path) -> Path:
     return home / "envs" / "triton"
+
+
+def triton_control_key_file(home: Path) -> Path:
+    return home / "triton" / "control-key"
+
+
+def _triton_control_key(home: Path) -> Path:
+    """The key Triton's model-repository API asks for: made once (random), kept in
+    ``<home>/triton/control-key`` (mode 600); every replica and every later start reuse it."""
+    return _key_file(triton_control_key_file(home), "Triton's control key")
+
+
+def triton_replica_names(count: int) -> list[str]:
+    """The stack's names of ``count`` Triton replicas: triton, triton-2, triton-3, ..."""
+    return ["triton"] + [f"triton-{i}" for i in range(2, count + 1)]
+
+
+def _triton_env(services: dict[str, Service]) -> dict[str, str]:
+    """The Triton variables: the first replica answers inference (MLCP_TRITON_URL); with more
+    than one, MLCP_TRITON_REPLICAS names each (HOST:HTTP_PORT/GRPC_PORT) for the loads."""
+    from .serving import triton as triton_client
+
+    first = services["triton"]
+    replicas = [services[n] for n in sorted(services, key=_replica_index) if _replica_index(n)]
+    values = {
+        "MLCP_TRITON_URL": first.url,
+        "MLCP_TRITON_REPOSITORY": first.extra["repository"],
+        # loads over gRPC leave the HTTP workers serving (steps/serving/triton.py)
+        "MLCP_TRITON_GRPC_URL": f"{HOST}:{first.extra['grpc_port']}",
+    }
+    if len(replicas) > 1:
+        values[triton_client.REPLICAS_ENV] = ",".join(
+            f"{HOST}:{r.port}/{r.extra['grpc_port']}" for r in replicas
+        )
+    key_file = first.extra.get("control_key_file")
+    if key_file:
+        values[triton_client.CONTROL_KEY_ENV] = Path(key_file).read_text().strip()
+    return values
+
+
+def _replica_index(name: str) -> int:
+    """1 for triton, 2 for triton-2, ...; 0 for another service."""
+    kind, _, number = name.partition("-")
+    if kind != "triton":
+        return 0
+    return int(number) if number.isdigit() else 1
+
+
+def _triton_replicas(
+    home: Path,
+    state: dict[str, Service],
+    running: dict[str, Service],
+    count: int,
+    timeout: float,
+    triton: TritonEnv | None,
+) -> None:
+    """Start the Triton replicas 2..count that do not run (free ports, the same repository
+    and key), stop those beyond ``count``; record them in ``state`` and ``running``."""
+    names = triton_replica_names(count)
+    for name in [n for n in state if _replica_index(n) > 1 and n not in names]:
+        _kill(state.pop(name))
+        running.pop(name, None)
+        _log(f"stopped {name}")
+    for name in names[1:]:
+        known = state.get(name)
+        if known and healthy(known):
+            running[name] = known
+            continue
+        port = free_port()
+        if known:  # dead: back on its port when that is free (MLCP_TRITON_REPLICAS names it)
+            _kill(known)
+            port = known.port if port_free(known.port) else port
+        running[name] = state[name] = _start(name, port, home, timeout, triton)
+        _save_state(home, state)
 
 
 def _triton_ports(http_port: int) -> dict:
@@ -536,22 +953,47 @@ def up(
     bucket: str | None = None,
     timeout: float = 120.0,
     services: Sequence[str] | None = None,
+    sync: bool = True,
+    backend_store: str | None = None,
+    auth: bool | None = None,
+    triton_replicas: int | None = None,
 ) -> dict[str, str]:
     """Start the chosen services (default: mlflow, s3, triton) that are not running yet; return the
     environment written to ``<home>/env``, which names every service of the stack that runs.
-    The bucket defaults to the one this stack was started with, else ``mlcp``."""
+    The bucket defaults to the one this stack was started with, else ``mlcp``. When it started
+    a server and MLflow runs, ``sync`` runs ``mlcp serving sync`` (every model with a serving
+    back end) so the servers serve what the registry names; the servers load their declared
+    slots at start themselves, so this only repairs what the stack found missing (a drift
+    left from before, a slot whose desired state was never written). MLflow's
+    ``backend_store`` defaults to the one this folder holds, else sqlite. ``auth`` runs
+    MLflow with its basic-auth app and writes the pipeline user's credentials into the
+    environment (steps/mlflow_auth.py); None keeps what the folder was set up with.
+    ``triton_replicas`` tritonserver processes serve the same repository (default: as many as
+    ran before, else 1); the env then names each in MLCP_TRITON_REPLICAS."""
     home = (home or settings.stack_home()).resolve()
     home.mkdir(parents=True, exist_ok=True)
     chosen = check_services(services)
+    store = choose_backend_store(home, backend_store)
+    if store == "postgresql" and "mlflow" in chosen and "postgres" not in chosen:
+        chosen.insert(0, "postgres")
     if bucket is None:
         env_file = home / settings.ENV_FILE_NAME
         previous = settings.read_env_file(env_file) if env_file.is_file() else {}
-        bucket = previous.get("MLCP_BUCKET", "mlcp")
+        bucket = previous.get("MLCP_BUCKET") or _kept_bucket(home) or "mlcp"
     for name, port in (ports or {}).items():
         if name not in DEFAULT_PORTS:
             raise BadInput(f"unknown service {name!r}; choose from {', '.join(SERVICES)}")
         if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
             raise BadInput(f"--{name}-port must be a port number, got {port!r}")
+    if triton_replicas is not None and (
+        isinstance(triton_replicas, bool)
+        or not isinstance(triton_replicas, int)
+        or not 1 <= triton_replicas <= MAX_TRITON_REPLICAS
+    ):
+        raise BadInput(
+            f"--triton-replicas must be a whole number from 1 to {MAX_TRITON_REPLICAS}, "
+            f"got {triton_replicas!r}"
+        )
     wanted = dict(DEFAULT_PORTS, **(ports or {}))
     with _locked(home):
         state = _load_state(home)
@@ -572,8 +1014,11 @@ def up(
                 _log(f"{name} already running on {known.url} (pid {known.pid})")
             else:
                 to_start.append(name)
+        auth = mlflow_auth.prepare(home, auth, "mlflow" in running)
         for name in to_start:
             if state.get(name):  # dead or unhealthy: make sure it is gone
+                if not (ports and name in ports):  # a restart keeps the port the env names
+                    wanted[name] = state[name].port
                 _kill(state.pop(name))
                 _save_state(home, state)
         for name in to_start:  # refuse before starting (or building) anything
@@ -583,12 +1028,44 @@ def up(
             running[name] = _start(name, wanted[name], home, timeout, triton)
             state[name] = running[name]
             _save_state(home, state)
+            if name == "postgres":
+                _pg_ensure_database(running[name].port)
+        if "triton" in running:
+            count = triton_replicas or max(map(_replica_index, state), default=1) or 1
+            _triton_replicas(home, state, running, count, timeout, triton)
         if "s3" in running:
             _ensure_bucket(running["s3"].url, bucket)
         values = env_for(running, bucket)
+        if auth and "mlflow" in running:
+            if "mlflow" in to_start:  # its users, at every start (idempotent)
+                created = mlflow_auth.provision_stack(home, running["mlflow"].url)
+                if mlflow_auth.READ_ONLY in created:
+                    _log(mlflow_auth.read_only_notice(home))
+            values.update(mlflow_auth.client_env(home))
         path = _write_env(home, values)
     _log(f"environment written to {path}")
+    if sync and "mlflow" in running and {"triton", "vllm"} & set(to_start):
+        _sync_serving(home, values)
     return values
+
+
+def _sync_serving(home: Path, values: dict[str, str]) -> None:
+    """``mlcp serving sync`` against the stack just started; a failure is reported, not
+    raised: the stack runs, and ``mlcp serving check`` names what still drifts."""
+    env = dict(os.environ, **values, MLCP_HOME=str(home))
+    command = [sys.executable, "-m", "steps.cli", "serving", "sync", "--reason", "stack up"]
+    try:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    except subprocess.TimeoutExpired:
+        _log("warning: `mlcp serving sync` took more than 900 s; run `mlcp serving check`")
+        return
+    for line in (done.stdout + done.stderr).splitlines():
+        _log(f"serving sync: {line}")
+    if done.returncode != 0:
+        _log(
+            f"warning: `mlcp serving sync` exited {done.returncode}; the servers may not serve "
+            "what the registry names: run `mlcp serving check`"
+        )
 
 
 def down(home: Path | None = None) -> list[str]:
@@ -618,7 +1095,9 @@ def status(home: Path | None = None) -> list[dict]:
     home = (home or settings.stack_home()).resolve()
     state = _load_state(home)
     rows = []
-    for name in SERVICES:
+    replicas = sorted((n for n in state if _replica_index(n) > 1), key=_replica_index)
+    names = [m for n in SERVICES for m in ([n, *replicas] if n == "triton" else [n])]
+    for name in names:
         service = state.get(name)
         if service is None:
             rows.append({"service": name, "state": "stopped", "url": "", "pid": ""})

@@ -315,6 +315,19 @@ def bench_llm(rows: list, home: Path) -> None:
         return {first[k]: "1", second[k]: "2"}.get(answer, f"other: {answer!r}")
 
     switch_rows(rows, "vllm", model, ask, live="1")
+    # a crash, then the stack's start: ready once the launcher loaded the manifest's slots
+    import signal
+
+    (service,) = [r for r in stack.status(home) if r["service"] == "vllm"]
+    os.killpg(int(service["pid"]), signal.SIGKILL)
+    port = int(values["MLCP_VLLM_URL"].rsplit(":", 1)[1])
+    while not stack.port_free(port):
+        time.sleep(0.1)
+    started = time.perf_counter()
+    stack.up(home, ports={"vllm": port}, services=["vllm"], sync=False)
+    rows.append(("vllm killed: stack up until slots reloaded", [time.perf_counter() - started]))
+    if Path(server.adapters().get(slot, {}).get("path", "")).name != "1":
+        raise SystemExit(f"{slot} does not serve v1 after the restart")
 
 
 def timed(*args: str, env: dict | None = None) -> float:

@@ -1,7 +1,7 @@
 """One real local stack for the whole test session.
 
 The session starts the project's own stack (``steps.stack.up``): a real MLflow tracking
-server (sqlite backend, proxied artifacts), a real S3-compatible endpoint (moto's server)
+server (sqlite backend, proxied artifacts), a real S3-compatible endpoint (nanio, on disk)
 and a real ``tritonserver``, on free loopback ports in a temporary folder; the LLM tests add
 the stack's real vLLM (``vllm_server``). Nothing here mocks MLflow, S3 or a server.
 """
@@ -29,7 +29,9 @@ def stack_env(tmp_path_factory):
     home = tmp_path_factory.mktemp("mlcp-home")
     ports = {"mlflow": stack.free_port(), "s3": stack.free_port(), "triton": stack.free_port()}
     saved = dict(os.environ)
-    values = stack.up(home, ports=ports, bucket="mlcp-test")
+    # two Triton replicas on one repository: every deploy, promote and rollback of the CV
+    # tests loads both (MLCP_TRITON_REPLICAS), inference goes to the first (MLCP_TRITON_URL)
+    values = stack.up(home, ports=ports, bucket="mlcp-test", triton_replicas=2)
     os.environ.update(values)
     os.environ["MLCP_HOME"] = str(home)
     os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
@@ -136,6 +138,63 @@ def models(client):
     return ModelFactory(client)
 
 
+@pytest.fixture(scope="session")
+def postgres_mlflow(stack_env):
+    """A second MLflow server whose backend store is PostgreSQL, as in the chart, started by
+    the stack's own code (`stack.up(..., backend_store="postgresql")`: the machine's
+    PostgreSQL, initdb'd in its own stack folder). It shares the session's S3 endpoint (the
+    environment is the session's but for ``MLFLOW_TRACKING_URI``). Where PostgreSQL is
+    missing this fails with the stack's message, it does not skip. The folder is made under
+    /tmp, not pytest's private one: as root the stack runs PostgreSQL as user ``postgres``,
+    who must be able to enter it."""
+    import shutil
+    import tempfile
+
+    from steps import stack
+
+    home = Path(tempfile.mkdtemp(prefix="mlcp-pg-"))
+    home.chmod(0o711)
+    ports = {"mlflow": stack.free_port(), "postgres": stack.free_port()}
+    started = time.monotonic()
+    try:
+        values = stack.up(
+            home, ports=ports, services=["mlflow"], backend_store="postgresql", sync=False
+        )
+        print(f"MLflow on PostgreSQL ready in {time.monotonic() - started:.1f} s")
+        yield {**values, "home": home}
+    finally:
+        stack.down(home)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@dataclass
+class Backend:
+    store: str  # sqlite or postgresql
+    client: object
+    models: ModelFactory
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend_store(request, stack_env):
+    """The test runs once against the session's MLflow (sqlite) and once against
+    ``postgres_mlflow``: ``MLFLOW_TRACKING_URI`` (which `mlcp` processes inherit) and
+    MLflow's global tracking URI point at it for the test's duration."""
+    import mlflow
+
+    from steps import tracking
+
+    saved = os.environ["MLFLOW_TRACKING_URI"]
+    if request.param == "postgresql":
+        postgres = request.getfixturevalue("postgres_mlflow")
+        os.environ["MLFLOW_TRACKING_URI"] = postgres["MLFLOW_TRACKING_URI"]
+    try:
+        client = tracking.client()
+        yield Backend(request.param, client, ModelFactory(client))
+    finally:
+        os.environ["MLFLOW_TRACKING_URI"] = saved
+        mlflow.set_tracking_uri(saved)
+
+
 # The LLM pipeline's fixtures live here so that the pipeline test and the templates'
 # contract tests share one published base and one vLLM server per session.
 @pytest.fixture(scope="session")
@@ -175,4 +234,5 @@ def vllm_server(stack_env, llm_data):
     print(f"vLLM ready on {values['MLCP_VLLM_URL']} in {time.monotonic() - started:.1f} s")
     os.environ["MLCP_VLLM_URL"] = values["MLCP_VLLM_URL"]
     os.environ["MLCP_VLLM_ADAPTER_DIR"] = values["MLCP_VLLM_ADAPTER_DIR"]
+    os.environ[vllm.API_KEY_VAR] = values[vllm.API_KEY_VAR]  # its /v1 routes need the key
     return vllm.VLLM(values["MLCP_VLLM_URL"])

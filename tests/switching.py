@@ -169,3 +169,36 @@ def summary(samples: list[Sample], switches: Sequence[Switch], clients: int) -> 
             visible_after(samples, s, end, clients) for s, end in zip(switches, ends, strict=True)
         ],
     }
+
+
+def register_onnx_versions(client, folder, name: str, seeds=(1, 2), pipeline: str = "test"):
+    """Register ``name`` (served by Triton) with one version per seed, each a tiny ONNX net
+    with the tags its deploy would have recorded (nothing is trained); no alias is set."""
+    from steps.contract import PIPELINE_TAG, SERVING_TAG
+
+    from .test_triton import CLASSES, SIZE, export, tiny_net
+
+    client.create_registered_model(name, tags={PIPELINE_TAG: pipeline, SERVING_TAG: "triton"})
+    experiment = client.get_experiment_by_name(f"{pipeline}/deploy")
+    experiment_id = (
+        experiment.experiment_id if experiment else client.create_experiment(f"{pipeline}/deploy")
+    )
+    for number, seed in enumerate(seeds, start=1):
+        version = str(number)
+        path = folder / "model.onnx"
+        export(tiny_net(seed), path)
+        run = client.create_run(experiment_id, run_name=f"{name}-v{version}")
+        client.log_artifact(run.info.run_id, str(path), "onnx")
+        client.set_terminated(run.info.run_id)
+        made = client.create_model_version(
+            name, f"{run.info.artifact_uri}/onnx", run_id=run.info.run_id
+        )
+        assert str(made.version) == version
+        for key, value in {
+            "mlcp.onnx_uri": f"runs:/{run.info.run_id}/onnx/model.onnx",
+            "mlcp.image_size": str(SIZE),
+            "mlcp.num_classes": str(CLASSES),
+            "mlcp.triton_backend": "python",
+        }.items():
+            client.set_model_version_tag(name, version, key, value)
+    return name

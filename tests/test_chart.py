@@ -44,6 +44,7 @@ SERVING = {
     "cv-values.yaml": {"triton", "mlflow", "postgresql"},
     "llm-values.yaml": {"vllm"},
     "all-values.yaml": {"triton", "vllm", "mlflow", "postgresql"},
+    "secure-values.yaml": {"triton", "vllm", "mlflow", "postgresql"},  # auth and policies on
 }
 
 ADAPTER_CLAIM = ADAPTER_VOLUME.claim  # declared by the vLLM back end
@@ -415,6 +416,46 @@ def test_adapter_claims_exist_and_vllm_and_the_steps_share_them():
     assert "persistentVolumeClaim" not in json.dumps(docs)
 
 
+def test_vllm_runs_replicas_that_reload_their_slots_and_needs_its_key():
+    # given the LLM scenario, which asks for two vLLM replicas
+    docs = rendered("llm-values.yaml")
+    deployment = named(docs, "Deployment", "mlcp-vllm")
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    # the launcher reads the manifest on the adapter volume, and the pod is ready only once it
+    # loaded it: the probe runs the launcher the image copies (the same path)
+    assert env["MLCP_VLLM_MANIFEST"]["value"] == "/adapters/manifest.json"
+    probe = container["readinessProbe"]["exec"]["command"]
+    dockerfile = (ROOT / "images" / "vllm.Dockerfile").read_text()
+    copied = re.search(r"^COPY \S* ?steps/serving/vllm_launch\.py (\S+)$", dockerfile, re.M)
+    assert copied and probe == ["python3", copied.group(1), "--probe"]
+    assert f'"python3", "{copied.group(1)}", "--"' in dockerfile  # and the entrypoint
+    ignore = (ROOT / "images" / "vllm.Dockerfile.dockerignore").read_text().split()
+    assert ignore[ignore.index("*") :] == ["*", "!steps/serving/vllm_launch.py"]
+    # vLLM's API key from the Secret the step pods read whole, under the name they read
+    key = env["VLLM_API_KEY"]["valueFrom"]["secretKeyRef"]
+    assert key == {"name": "llm-credentials", "key": "MLCP_VLLM_API_KEY"}
+    # a headless Service lists every replica, ready or not, and the steps load through it
+    (headless,) = [
+        d for d in by_kind(docs, "Service") if d["metadata"]["name"] == "mlcp-vllm-replicas"
+    ]
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["publishNotReadyAddresses"] is True
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert headless["spec"]["selector"] == selector
+    config = by_kind(docs, "ConfigMap")
+    (data,) = [c["data"] for c in config if "MLCP_VLLM_REPLICAS" in c.get("data", {})]
+    assert data["MLCP_VLLM_REPLICAS"].startswith("http://mlcp-vllm-replicas.")
+    assert data["MLCP_VLLM_REPLICAS"].endswith(":8000")
+    # without a key name the pod gets none (the adapter endpoints are then open)
+    values = values_of(CHART / "ci" / "llm-values.yaml")
+    values["vllm"]["apiKey"] = {"secretKey": ""}
+    bare = named(render(values), "Deployment", "mlcp-vllm")["spec"]["template"]["spec"]
+    assert "VLLM_API_KEY" not in {e["name"] for e in bare["containers"][0]["env"]}
+
+
 def test_triton_reads_its_repository_from_s3_with_explicit_model_control():
     docs = rendered("cv-values.yaml")
     container = named(docs, "Deployment", "mlcp-triton")["spec"]["template"]["spec"]
@@ -424,6 +465,80 @@ def test_triton_reads_its_repository_from_s3_with_explicit_model_control():
     dockerfile = (ROOT / "images" / "triton.Dockerfile").read_text()
     assert "--model-control-mode=explicit" in dockerfile
     assert '--model-repository=\\"$MODEL_REPOSITORY\\"' in dockerfile
+
+
+def test_triton_replicas_are_loaded_through_a_headless_service_and_keep_their_key():
+    from steps.serving import triton
+
+    # given the CV scenario: two Triton replicas
+    docs = rendered("cv-values.yaml")
+    deployment = named(docs, "Deployment", "mlcp-triton")["spec"]
+    assert deployment["replicas"] == 2
+    # then a headless Service selects the Triton pods, ready or not, on the container ports
+    headless = named(docs, "Service", "mlcp-triton-replicas")["spec"]
+    assert headless["clusterIP"] == "None" and headless["publishNotReadyAddresses"] is True
+    assert headless["selector"] == deployment["selector"]["matchLabels"]
+    ports = {
+        c["name"]: c["containerPort"]
+        for c in deployment["template"]["spec"]["containers"][0]["ports"]
+    }
+    assert {p["name"]: p["port"] for p in headless["ports"]} == {
+        "http": ports["http"],
+        "grpc": ports["grpc"],
+    }
+    # and the steps' ConfigMap names it as the replicas, in the form Fleet parses
+    data = named(docs, "ConfigMap", "mlcp-config")["data"]
+    replicas = data[triton.REPLICAS_ENV]
+    assert replicas == "mlcp-triton-replicas.mlops.svc:8000/8001"
+    assert triton._entries(replicas) == [
+        ("http", "mlcp-triton-replicas.mlops.svc", "8000", "8001")
+    ]
+    # the pod reads the control key from the credentials Secret the steps read whole
+    env = {e["name"]: e for e in deployment["template"]["spec"]["containers"][0]["env"]}
+    ref = env[triton.CONTROL_KEY_ENV]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "mlcp-credentials", "key": triton.CONTROL_KEY_ENV}
+    # without a key name, no key (and the image leaves the API open)
+    bare = render({**MLFLOW, "triton": {"enabled": True, "controlKey": {"secretKey": ""}}})
+    spec = named(bare, "Deployment", "mlcp-triton")["spec"]["template"]["spec"]
+    assert triton.CONTROL_KEY_ENV not in {e["name"] for e in spec["containers"][0]["env"]}
+
+
+def test_the_triton_image_loads_every_slot_at_start_and_restricts_model_control(tmp_path):
+    """Run the image's ENTRYPOINT with a stand-in ``tritonserver`` that prints its arguments:
+    the arguments mlcp declares (triton.SERVER_ARGS, triton.restricted_args) reach the
+    server, ``--load-model=*`` unexpanded by the shell, and the key only when it is set."""
+    import json
+    import subprocess
+
+    from steps.serving import triton
+
+    text = (ROOT / "images" / "triton.Dockerfile").read_text()
+    (line,) = [x for x in text.splitlines() if x.startswith("ENTRYPOINT ")]
+    entrypoint = json.loads(line.removeprefix("ENTRYPOINT "))
+    fake = tmp_path / "bin" / "tritonserver"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n')
+    fake.chmod(0o755)
+    (tmp_path / "a-file").write_text("")  # a glob would expand to it
+    base = {"PATH": f"{fake.parent}:/usr/bin:/bin", "MODEL_REPOSITORY": "s3://h:9000/b/t"}
+
+    def args(**env) -> list[str]:
+        done = subprocess.run(
+            [*entrypoint, "--log-verbose=1"],
+            env={**base, **env},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return done.stdout.splitlines()
+
+    open_args = args()
+    assert set(triton.SERVER_ARGS) <= set(open_args) and "--log-verbose=1" in open_args
+    assert not [a for a in open_args if "restricted" in a]
+    keyed = args(MLCP_TRITON_CONTROL_KEY="s3cr3t")
+    assert set(triton.restricted_args("s3cr3t")) <= set(keyed)
+    assert set(triton.SERVER_ARGS) <= set(keyed)
 
 
 # ------------------------------------------------------------------ cleanup, placement, concurrency
@@ -447,6 +562,7 @@ TRAINING = {  # reproduce serves every pipeline, so every set installs it
     "cv-values.yaml": {"cv-train", "reproduce"},
     "llm-values.yaml": {"llm-train", "reproduce"},
     "all-values.yaml": {"cv-train", "llm-train", "reproduce"},
+    "secure-values.yaml": {"cv-train", "llm-train", "reproduce"},
 }
 
 
@@ -1022,3 +1138,218 @@ def _merge(into: dict, more: dict) -> None:
             _merge(into.setdefault(key, {}), value)
         else:
             into[key] = value
+
+
+# ------------------------------------------------------------------ MLflow auth and network policy
+
+
+def test_mlflow_runs_its_basic_auth_app_with_the_users_from_the_secrets():
+    from steps import cli, mlflow_auth
+
+    values = values_of(CHART / "ci" / "secure-values.yaml")
+    docs = rendered("secure-values.yaml")
+    pod = named(docs, "Deployment", "mlcp-mlflow")["spec"]["template"]["spec"]
+    (server,) = pod["containers"]
+    assert server["args"][server["args"].index("--app-name") + 1] == "basic-auth"
+    env = {e["name"]: e for e in server["env"]}
+    auth = values_of(CHART / "values.yaml")["mlflow"]["auth"]
+    for name, key in zip(
+        (*mlflow_auth.ADMIN_ENV, "MLFLOW_FLASK_SERVER_SECRET_KEY"),
+        (auth["adminUsernameKey"], auth["adminPasswordKey"], auth["flaskSecretKeyKey"]),
+        strict=True,
+    ):
+        assert env[name]["valueFrom"]["secretKeyRef"] == {"name": auth["adminSecret"], "key": key}
+    # its users live on the chart's PostgreSQL, under the default permission declared once
+    (init,) = pod["initContainers"]
+    script = init["command"][-1]
+    assert f"default_permission = {mlflow_auth.DEFAULT_PERMISSION}" in script
+    assert 'os.environ["MLFLOW_BACKEND_STORE_URI"]' in script
+    assert (
+        "postgresql://" in {e["name"]: e for e in init["env"]}["MLFLOW_BACKEND_STORE_URI"]["value"]
+    )
+    mounts = {m["name"]: m for m in server["volumeMounts"]}
+    assert env["MLFLOW_AUTH_CONFIG_PATH"]["value"].startswith(mounts["auth-config"]["mountPath"])
+    assert mounts["auth-config"]["readOnly"] is True
+    # the hook Job runs a real mlcp command, each user's credentials from its Secret
+    job = named(docs, "Job", "mlcp-mlflow-users")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+    spec = job["spec"]["template"]["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    (container,) = spec["containers"]
+    assert container["image"] == values["image"]["repository"] + ":0.1.0"  # the step image
+    assert cli.build_parser(container["args"]).parse_args(container["args"]).handler is (
+        cli.cmd_mlflow_users
+    )
+    refs = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]["name"]
+        for e in container["env"]
+        if "valueFrom" in e
+    }
+    secrets = {"mlcp-mlflow-admin": mlflow_auth.ADMIN_ENV}
+    secrets["mlcp-credentials"] = mlflow_auth.PIPELINE_ENV
+    secrets["mlcp-mlflow-read-only"] = mlflow_auth.READ_ONLY_ENV
+    assert refs == {name: secret for secret, names in secrets.items() for name in names}
+    # off: no Job, no auth app
+    docs = rendered("all-values.yaml")
+    assert not by_kind(docs, "Job")
+    assert "--app-name" not in _container(docs, "Deployment", "mlcp-mlflow")["args"]
+
+
+NETWORK_SOURCES = ("ingressController", "inferenceClients", "monitoring")
+# Who may reach each server port: chart components (by their component label) and the kinds
+# of peers the values name. A port of a server that is not here is a finding.
+REACHABLE = {
+    ("mlflow", "http"): ({"workflows", "mlflow-users"}, {"ingressController"}),
+    ("postgresql", "postgresql"): ({"mlflow"}, set()),
+    ("triton", "http"): ({"workflows"}, {"ingressController", "inferenceClients"}),
+    ("triton", "grpc"): ({"workflows"}, {"ingressController", "inferenceClients"}),
+    ("triton", "metrics"): ({"workflows"}, {"monitoring"}),
+    ("vllm", "http"): ({"workflows"}, {"ingressController", "inferenceClients", "monitoring"}),
+}
+COMPONENT = "app.kubernetes.io/component"
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    wanted = selector.get("matchLabels", {})
+    return not selector.get("matchExpressions") and wanted.items() <= labels.items()
+
+
+def _peer_component(peer: dict) -> str | None:
+    """The chart component a peer names: a bare podSelector of this release's labels."""
+    if set(peer) != {"podSelector"} or peer["podSelector"].get("matchExpressions"):
+        return None
+    labels = peer["podSelector"].get("matchLabels", {})
+    if labels.get("app.kubernetes.io/instance") == RELEASE:
+        return labels.get(COMPONENT)
+    return None
+
+
+def _opens_everything(peer: dict) -> bool:
+    empty = any(selector == {} for key, selector in peer.items() if key.endswith("Selector"))
+    return empty or peer.get("ipBlock", {}).get("cidr") in ("0.0.0.0/0", "::/0")
+
+
+def network_problems(docs: list[dict], values: dict) -> list[str]:
+    """Every server pod is selected by an Ingress policy; every rule names its sources and
+    its ports; a source is the workflow pods, a chart component allowed to reach that port,
+    or a peer the values name for it; no peer admits a whole namespace or everything."""
+    named_peers = values.get("networkPolicy", {})
+    policies = by_kind(docs, "NetworkPolicy")
+    problems = []
+    for doc in by_kind(docs, "Deployment") + by_kind(docs, "StatefulSet"):
+        labels = doc["spec"]["template"]["metadata"]["labels"]
+        if not any(
+            "Ingress" in p["spec"].get("policyTypes", [])
+            and _selects(p["spec"]["podSelector"], labels)
+            for p in policies
+        ):
+            problems.append(f"{doc['kind']}/{doc['metadata']['name']}: no NetworkPolicy selects it")
+    for policy in policies:
+        target = policy["spec"]["podSelector"].get("matchLabels", {}).get(COMPONENT)
+        for i, rule in enumerate(policy["spec"].get("ingress", [])):
+            at = f"NetworkPolicy/{policy['metadata']['name']}.ingress[{i}]"
+            if not rule.get("from"):
+                problems.append(f"{at}: admits every source")
+            if not rule.get("ports"):
+                problems.append(f"{at}: opens every port")
+            wide = [peer for peer in rule.get("from", []) if _opens_everything(peer)]
+            problems += [f"{at}: admits every namespace or pod: {peer}" for peer in wide]
+            for port in [p["port"] for p in rule.get("ports", [])]:
+                if (target, port) not in REACHABLE:
+                    problems.append(f"{at}: port {port} of {target} is not a declared server port")
+                    continue
+                components, kinds = REACHABLE[(target, port)]
+                allowed = [p for kind in kinds for p in named_peers.get(kind, [])]
+                for peer in rule.get("from", []):
+                    if (
+                        peer not in wide
+                        and _peer_component(peer) not in components
+                        and (peer not in allowed)
+                    ):
+                        problems.append(f"{at}: {port} admits {peer}, not a source of that port")
+    return problems
+
+
+def _policy(docs, component):
+    return named(docs, "NetworkPolicy", f"mlcp-{component}")
+
+
+@pytest.mark.parametrize("values_file", CI_VALUES, ids=scenario_ids(CI_VALUES))
+def test_network_policies_admit_only_the_workflow_pods_and_the_named_sources(values_file):
+    values = values_of(values_file)
+    values["networkPolicy"] = {
+        **values_of(CHART / "ci" / "secure-values.yaml")["networkPolicy"],
+        **values.get("networkPolicy", {}),
+    }
+    docs = render(values)
+    assert network_problems(docs, values) == []
+    for doc in by_kind(docs, "NetworkPolicy") + by_kind(docs, "Job"):
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+    # every workflow pod carries the label the policies admit, and still validates strictly
+    workflow_labels = {"app.kubernetes.io/instance": RELEASE, COMPONENT: "workflows"}
+    for doc in argo_docs(docs):
+        pod_labels = workflow_spec(doc)["podMetadata"]["labels"]
+        assert workflow_labels.items() <= pod_labels.items(), doc["metadata"]["name"]
+        assert strict_errors(doc, KINDS[doc["kind"]]) == [], doc["metadata"]["name"]
+    # the servers are reachable where they must be: the steps reach every server port they
+    # use, MLflow reaches PostgreSQL; the default deny selects every pod of the release
+    for (component, port), (components, _kinds) in REACHABLE.items():
+        if any(
+            d["metadata"]["name"] == f"mlcp-{component}" for d in by_kind(docs, "NetworkPolicy")
+        ):
+            sources = {
+                _peer_component(peer)
+                for rule in _policy(docs, component)["spec"]["ingress"]
+                if port in [p["port"] for p in rule["ports"]]
+                for peer in rule["from"]
+            }
+            assert components <= sources, (component, port)
+    deny = _policy(docs, "default-deny")["spec"]
+    assert deny["policyTypes"] == ["Ingress"] and "ingress" not in deny
+    # off (the other scenarios as they are): no policy and no pod label added
+    if not values_of(values_file).get("networkPolicy", {}).get("enabled"):
+        plain = rendered(values_file.name)
+        assert not by_kind(plain, "NetworkPolicy")
+        assert all("podMetadata" not in workflow_spec(d) for d in argo_docs(plain))
+
+
+def test_the_network_check_catches_each_planted_violation():
+    values = values_of(CHART / "ci" / "secure-values.yaml")
+
+    def planted(change) -> list[str]:
+        docs = rendered("secure-values.yaml")
+        change(docs)
+        return network_problems(docs, values)
+
+    def rule(docs, component, index=0):
+        return _policy(docs, component)["spec"]["ingress"][index]
+
+    def unselected(docs):
+        for name in ("default-deny", "postgresql"):
+            docs.remove(_policy(docs, name))
+
+    cases = {
+        "admits every source": lambda d: rule(d, "mlflow").pop("from"),
+        "opens every port": lambda d: rule(d, "vllm").pop("ports"),
+        "admits every namespace or pod": lambda d: rule(d, "triton")["from"].append(
+            {"namespaceSelector": {}}
+        ),
+        "not a source of that port": lambda d: rule(d, "postgresql")["from"].append(
+            values["networkPolicy"]["monitoring"][0]
+        ),
+        "not a declared server port": lambda d: rule(d, "postgresql")["ports"].append(
+            {"port": "admin", "protocol": "TCP"}
+        ),
+        "no NetworkPolicy selects it": unselected,
+    }
+    for message, change in cases.items():
+        problems = planted(change)
+        assert len(problems) == 1 and message in problems[0], (message, problems)
+    # and a values file that opens inference to every namespace is caught on each such port
+    values["networkPolicy"]["inferenceClients"] = [{"namespaceSelector": {}}]
+    problems = network_problems(render(values), values)
+    assert len(problems) == 2 and all("every namespace or pod" in p for p in problems), problems
+    assert {p.split(".ingress")[0] for p in problems} == {
+        "NetworkPolicy/mlcp-triton",
+        "NetworkPolicy/mlcp-vllm",
+    }

@@ -9,7 +9,17 @@ from __future__ import annotations
 import pytest
 
 import steps.pipelines  # noqa: F401  (declares every pipeline, as the CLI does)
-from steps import describe, experiments, gates, policy, reproduce, tracking, workflow_exit
+from steps import (
+    audit,
+    describe,
+    experiments,
+    gates,
+    policy,
+    reproduce,
+    serving_state,
+    tracking,
+    workflow_exit,
+)
 from steps.contract import REQUIRED_GATES_TAG, SERVING_TAG
 from steps.declare import declared_pipeline
 from steps.errors import GateFailed
@@ -28,6 +38,8 @@ def test_the_control_plane_experiments_are_named_as_their_modules_record_them():
         policy.STAGE,
         reproduce.NAME,
         workflow_exit.STAGE,
+        serving_state.STAGE,  # steps/serving_state.py records checks in <pipeline>/serving
+        audit.STAGE,
     }
 
 

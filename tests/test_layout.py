@@ -476,8 +476,8 @@ class _NoLoad:
     name = "broken"
     volumes = ()
 
-    def served_version(self, model, slot):
-        return None
+    def served(self, model, slot):
+        return []
 
 
 BROKEN = _NoLoad()
@@ -507,7 +507,7 @@ def test_the_core_and_the_back_ends_import_no_heavy_library():
     # given a fresh interpreter / when the core and every back end are imported
     code = (
         "import sys\n"
-        "from steps import moves, promote\n"
+        "from steps import audit, moves, promote, serving_state\n"
         "from steps.serving import backend\n"
         "backend.known()\n"
         "print(sorted(m for m in ('mlflow', 'torch', 'numpy', 'transformers') "

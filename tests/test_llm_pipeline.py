@@ -14,19 +14,27 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from steps import moves, paired, prompts
+from steps import moves, paired, prompts, stack
 from steps.contract import REQUIRED_GATES_TAG
+from steps.errors import BadInput, MlcpError
 from steps.llm import data as llmdata
 from steps.llm import judge
 from steps.llm.pipeline import LLM
+from steps.llm.serving import VLLM as VLLM_BACKEND
 from steps.serving import vllm
+from steps.serving.backend import Served
 
 from .conftest import unique
+
+free_port = stack.free_port
+ROOT = Path(__file__).resolve().parents[1]
 
 TRAIN = ("--epochs", "1", "--max-eval-perplexity", "100000")  # plumbing only, not quality
 # Generous absolute bounds: this test checks the plumbing, not the speed of a shared 2-core
@@ -206,7 +214,9 @@ def run_chain(mlcp, model: str, seed: str) -> dict:
     return json.loads(result.out[result.out.index("{") : result.out.index("}") + 1])
 
 
-def test_llm_chain_promote_and_rollback_follow_vllm(mlcp, models, client, llm_data, vllm_server):
+def test_llm_chain_promote_and_rollback_follow_vllm(
+    mlcp, models, client, llm_data, vllm_server, stack_env, tmp_path
+):
     model = unique("tinyllm")
     live = f"{model}-live"
     # train -> deploy -> evaluate -> perf-test -> promote, each stage its own process
@@ -408,7 +418,27 @@ def test_llm_chain_promote_and_rollback_follow_vllm(mlcp, models, client, llm_da
     assert lineage.code == 0, lineage.err
     assert "correct-rate-vs-champion: fail" in lineage.out
     assert weakest in lineage.out
-    # rollback: the registry and the traffic go back to v1
+    # faults of the serving plane: vLLM down when the rollback runs is exit 1 (Argo retries),
+    # no alias moves and the slot keeps v2; without vLLM's key it is exit 2 naming the setting
+    held = models.aliases(model)
+    dead = f"http://127.0.0.1:{free_port()}"
+    down = mlcp("rollback", "--model-name", model, env={"MLCP_VLLM_URL": dead})
+    assert down.code == 1, down.err[-2000:]
+    assert f"vLLM is not reachable at {dead}" in down.err
+    # one replica of two down: refused before either changes, naming the replica
+    replicas = {vllm.REPLICAS_VAR: f"{vllm_server.url},{dead}"}
+    half = mlcp("rollback", "--model-name", model, env=replicas)
+    assert half.code == 1, half.err[-2000:]
+    assert f"vLLM is not reachable at {dead}" in half.err
+    # (another stack folder: mlcp would fill the empty variable from the stack's .mlcp/env)
+    keyless = mlcp(
+        "rollback", "--model-name", model, env={vllm.API_KEY_VAR: "", "MLCP_HOME": str(tmp_path)}
+    )
+    assert keyless.code == 2, keyless.err[-2000:]
+    assert "HTTP 401" in keyless.err and f"{vllm.API_KEY_VAR} is not set" in keyless.err
+    assert models.aliases(model) == held
+    assert vllm_server.adapters()[live]["path"].endswith(f"/{model}/2")
+    # rollback, the same command with the server up: the registry and the traffic go back to v1
     rollback = mlcp("rollback", "--model-name", model)
     assert rollback.code == 0, rollback.err
     assert models.aliases(model)["live"] == "1" and "previous" not in models.aliases(model)
@@ -432,11 +462,138 @@ def test_llm_chain_promote_and_rollback_follow_vllm(mlcp, models, client, llm_da
     assert "already v1 (no-op)" in resync.out
     assert vllm_server.adapters()[live]["path"].endswith(f"/{model}/1")
     assert answers(vllm_server, live) == first
+    # the manifest on the adapter volume records what each slot must serve
+    recorded = vllm.recorded_slots(Path(os.environ["MLCP_VLLM_ADAPTER_DIR"]))
+    assert recorded[live]["version"] == "1" and recorded[f"{model}-staged"]["version"] == "3"
+    restart_vllm_as_a_crash_would(stack_env["home"], vllm_server)
+    # nobody acts, and both slots serve what the registry names: the launcher loaded the
+    # manifest before the stack saw the server ready. Without that loading vLLM comes back
+    # with no adapter at all: served() would say None and the completions would answer 404.
+    assert VLLM_BACKEND.served(model, live) == [Served(vllm_server.url, "1")]
+    assert VLLM_BACKEND.served(model, f"{model}-staged") == [Served(vllm_server.url, "3")]
+    assert answers(vllm_server, live) == first
+    check = mlcp("serving", "check", "--model-name", model)
+    assert check.code == 0, check.out + check.err[-2000:]
+
+
+def restart_vllm_as_a_crash_would(home: Path, server: vllm.VLLM) -> None:
+    """Kill vLLM (its launcher, the server and the engine: the whole process group) and start
+    it again as the stack does, on the same port; returns once the stack says it is ready.
+    Without the stack's `serving sync` after the start: what serves then is the launcher's
+    doing alone."""
+    (row,) = [r for r in stack.status(home) if r["service"] == "vllm"]
+    os.killpg(int(row["pid"]), signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while not stack.port_free(int(server.url.rsplit(":", 1)[1])):
+        assert time.monotonic() < deadline, "the killed vLLM still holds its port"
+        time.sleep(0.2)
+    with pytest.raises(MlcpError, match="not reachable"):
+        server.adapters()  # really down
+    started = time.monotonic()
+    port = int(server.url.rsplit(":", 1)[1])
+    values = stack.up(home, ports={"vllm": port}, services=["vllm"], sync=False)
+    assert values["MLCP_VLLM_URL"] == server.url
+    print(f"vLLM restarted and ready in {time.monotonic() - started:.1f} s")
 
 
 # The judge's full rubric does not fit the tiny base's 256-token context (vLLM answers 400,
 # "maximum context length is 256 tokens"): the real-server test grades with this short one.
 SHORT_RUBRIC = "Grade the answer against the reference: correct, partial, wrong or refusal."
+
+
+def test_vllm_adapter_endpoints_need_the_key_and_health_does_not(vllm_server, monkeypatch):
+    # given the stack's vLLM, started with the API key it keeps (.mlcp/env: MLCP_VLLM_API_KEY)
+    import urllib.error
+    import urllib.request
+
+    def status(method: str, path: str, body: dict | None = None, key: str | None = None):
+        request = urllib.request.Request(
+            vllm_server.url + path,
+            data=None if body is None else json.dumps(body).encode(),
+            method=method,
+            headers={
+                "Content-Type": "application/json",
+                **({"Authorization": f"Bearer {key}"} if key else {}),
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    folder = os.environ["MLCP_VLLM_ADAPTER_DIR"]
+    load = {"lora_name": unique("intruder"), "lora_path": folder, "load_inplace": True}
+    # a plain load without the key (or with another) is refused before it is even read
+    assert status("POST", "/v1/load_lora_adapter", load) == 401
+    assert status("POST", "/v1/load_lora_adapter", load, key="guessed") == 401
+    assert status("POST", "/v1/unload_lora_adapter", {"lora_name": "x"}) == 401
+    # SageMaker's adapter route, which vLLM's key does not guard, is closed by the launcher
+    sagemaker = {"name": unique("intruder"), "src": folder}
+    assert status("POST", "/adapters", sagemaker, key=os.environ[vllm.API_KEY_VAR]) == 403
+    assert status("DELETE", "/adapters/anything") == 403
+    # health stays open (probes and load balancers); with the key /v1 answers
+    assert status("GET", "/health") == 200
+    assert status("GET", "/v1/models", key=os.environ[vllm.API_KEY_VAR]) == 200
+    assert load["lora_name"] not in vllm_server.adapters()
+    # mlcp without the key: refused, and the message names the setting
+    monkeypatch.delenv(vllm.API_KEY_VAR)
+    with pytest.raises(BadInput, match=f"HTTP 401.*{vllm.API_KEY_VAR} is not set"):
+        vllm.VLLM(vllm_server.url).adapters()
+    with pytest.raises(BadInput, match=f"HTTP 401.*{vllm.API_KEY_VAR} is not set"):
+        vllm.VLLM(vllm_server.url).complete(llmdata.BASE_NAME, "red", 2)
+
+
+def test_replicas_come_from_one_variable(monkeypatch):
+    monkeypatch.setenv("MLCP_VLLM_URL", "http://127.0.0.1:8100")
+    monkeypatch.delenv(vllm.REPLICAS_VAR, raising=False)
+    assert vllm.replica_urls() == ["http://127.0.0.1:8100"]  # unset: the one server
+    monkeypatch.setenv(vllm.REPLICAS_VAR, " 127.0.0.1:1, http://127.0.0.1:2/ ,127.0.0.1:1")
+    assert vllm.replica_urls() == ["http://127.0.0.1:1", "http://127.0.0.1:2"]
+    assert vllm.replica_urls("http://10.0.0.9:8000") == ["http://10.0.0.9:8000"]  # named one
+    monkeypatch.setenv(vllm.REPLICAS_VAR, "localhost:7")  # 127.0.0.1 and ::1: one server
+    assert len(vllm.replica_urls()) == 1
+    # a name resolving to several addresses (a headless Service) stands for each; there is no
+    # DNS server here that serves such a name, so the resolver's answer is given
+    import socket
+
+    answer = [
+        (socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, 8000)) for a in ("10.1.0.7", "10.1.0.5")
+    ]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: answer)
+    monkeypatch.setenv(vllm.REPLICAS_VAR, "http://mlcp-vllm-replicas.mlops.svc:8000")
+    assert vllm.replica_urls() == ["http://10.1.0.5:8000", "http://10.1.0.7:8000"]
+    monkeypatch.setenv(vllm.REPLICAS_VAR, "ftp://x")
+    with pytest.raises(BadInput, match="not an http"):
+        vllm.replica_urls()
+
+
+def test_the_manifest_keeps_every_writers_slot(tmp_path):
+    # given eight processes, each recording its own slot in one manifest at the same time
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from steps.serving import vllm_launch as m; "
+        "name = sys.argv[2]; "
+        "[m.update_manifest(sys.argv[1], {f'{name}-live': {'path': f'/a/{name}/{i}'}}) "
+        "for i in range(1, 21)]"
+    )
+    writers = [
+        subprocess.Popen([sys.executable, "-c", code, str(tmp_path), f"m{n}"], cwd=ROOT)
+        for n in range(8)
+    ]
+    assert [w.wait(timeout=120) for w in writers] == [0] * 8
+    # then no write was lost, each slot holds its last value, and no temporary file is left
+    slots = vllm.recorded_slots(tmp_path)
+    assert slots == {f"m{n}-live": {"path": f"/a/m{n}/20"} for n in range(8)}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".manifest.lock", "manifest.json"]
+    # and the launcher reads the same format (standard library only, without the steps)
+    out = subprocess.run(
+        [sys.executable, "-I", str(vllm.LAUNCHER), "--probe", "--ready-file", str(tmp_path / "no")],
+        capture_output=True,
+    )
+    assert out.returncode == 1  # not ready: no ready file
 
 
 def test_openai_judge_grades_through_a_real_openai_compatible_server(client, vllm_server):
@@ -447,9 +604,13 @@ def test_openai_judge_grades_through_a_real_openai_compatible_server(client, vll
 
     from steps import traces, tracking
 
-    # given the judge pointed at vLLM's base, with a rubric that fits its context
+    # given the judge pointed at vLLM's base (with vLLM's key, as any client of it needs),
+    # with a rubric that fits its context
     grader = judge.OpenAIJudge(
-        f"{vllm_server.url}/v1", llmdata.BASE_NAME, instructions=SHORT_RUBRIC
+        f"{vllm_server.url}/v1",
+        llmdata.BASE_NAME,
+        instructions=SHORT_RUBRIC,
+        api_key=os.environ[vllm.API_KEY_VAR],
     )
     answers_ = ("red blue green", "green blue red", "moon")
     experiment = tracking.ensure_experiment(client, unique("tests/openai-judge"))
@@ -652,12 +813,22 @@ def test_check_fits_names_every_misfit():
 
 
 def test_server_command_follows_the_recipe(tmp_path):
-    argv, env = vllm.server_command(tmp_path, 8123, "/models/base", "base-name")
-    assert argv[:3] == [
-        str(tmp_path / "envs" / "vllm" / "bin" / "python"),
-        "-m",
-        "vllm.entrypoints.openai.api_server",
+    argv, env = vllm.server_command(
+        tmp_path,
+        8123,
+        "/models/base",
+        "base-name",
+        adapter_dir=tmp_path / "adapters",
+        ready_file=tmp_path / "ready",
+        api_key="k3y",
+    )
+    # the launcher (standard library only, one file) starts vLLM, then loads the manifest
+    assert argv[:2] == [str(tmp_path / "envs" / "vllm" / "bin" / "python"), str(vllm.LAUNCHER)]
+    assert argv[2 : argv.index("--")] == [
+        *("--manifest", str(tmp_path / "adapters" / "manifest.json")),
+        *("--ready-file", str(tmp_path / "ready")),
     ]
+    assert "k3y" not in argv and env["VLLM_API_KEY"] == "k3y"  # not visible in `ps`
     joined = " ".join(argv)
     for flag in (
         "--model /models/base",

@@ -363,7 +363,9 @@ def test_workflow_identity_and_actor_are_recorded(mlcp, models, client):
     assert run.data.params["to_version"] == "1"
 
 
-def test_eight_concurrent_promoters_lose_no_move(stack_env, models, client):
+def test_eight_concurrent_promoters_lose_no_move(backend_store):
+    # on sqlite (the session's MLflow) and on PostgreSQL (the chart's backend store)
+    models, client = backend_store.models, backend_store.client
     # given 8 versions, each named by its own source alias
     name = models.create(8)
     for version in range(1, 9):

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -174,7 +179,10 @@ def test_a_triton_only_stack_reuses_a_built_environment_and_stops(stack_env, tmp
             "MLCP_TRITON_URL": f"http://127.0.0.1:{port}",
             "MLCP_TRITON_REPOSITORY": str(home / "triton" / "models"),
             "MLCP_TRITON_GRPC_URL": f"127.0.0.1:{extra_of(home)['grpc_port']}",
+            # the key its model-repository API asks for, kept readable by its owner only
+            "MLCP_TRITON_CONTROL_KEY": (home / "triton" / "control-key").read_text().strip(),
         }
+        assert (home / "triton" / "control-key").stat().st_mode & 0o777 == 0o600
         assert (home / "triton" / "models").is_dir()
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/live", timeout=5) as r:
             assert r.status == 200
@@ -238,8 +246,7 @@ def test_vllm_joins_the_stack_serving_the_published_base(stack_env, vllm_server,
     assert values["MLCP_VLLM_ADAPTER_DIR"] == str(home / "vllm" / "adapters")
     assert values["MLFLOW_TRACKING_URI"] == stack_env["MLFLOW_TRACKING_URI"]
     # and it serves the base built locally, byte for byte the one `mlcp data llm` published
-    with urllib.request.urlopen(vllm_server.url + "/v1/models", timeout=10) as response:
-        served = [m["id"] for m in json.loads(response.read())["data"]]
+    served = [m["id"] for m in vllm_server.models()]  # with the stack's key: /v1 needs it
     assert llmdata.BASE_NAME in served
     local = home / "vllm" / "base" / llmdata.BASE_NAME
     published = llmdata.materialize(llm_data["base_model"]).folder
@@ -269,3 +276,109 @@ def test_a_taken_vllm_port_is_refused_before_anything_is_built(tmp_path, mlcp):
     assert f"port {taken} on 127.0.0.1 is taken by another program, so vllm" in result.err
     assert "--vllm-port" in result.err
     assert not (tmp_path / "envs").exists() and not (tmp_path / "vllm").exists()
+
+
+# Records a run that read each data set through the project's lineage (steps/lineage.py):
+# the digests the test later checks the bytes against.
+RECORD_LINEAGE = """
+import sys
+from steps import lineage, tracking
+with tracking.stage_run("test", "train", "keep", "keep-lineage", system_metrics=False):
+    for uri in sys.argv[1:]:
+        lineage.log(lineage.read(uri), name=uri.split("/")[-2], num_rows=1)
+"""
+
+
+def _recorded_data_sets(tracking_uri: str) -> dict[str, str]:
+    """Every data set the lineage of that MLflow recorded: source URI -> digest."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    found = {}
+    for run in client.search_runs(experiments, max_results=1000):
+        for item in run.inputs.dataset_inputs:
+            found[json.loads(item.dataset.source)["uri"]] = item.dataset.digest
+    return found
+
+
+def _read_back(recorded: dict[str, str]) -> dict[str, str]:
+    from steps import lineage
+
+    return {uri: lineage.read(uri).digest for uri in recorded}
+
+
+def _publish_and_record(env: dict, seed: int) -> str:
+    from .conftest import run_mlcp
+
+    published = run_mlcp("data", "cv", "--seed", str(seed), env=env)
+    assert published.code == 0, published.err
+    uri = json.loads(published.out.strip().splitlines()[-1])["uri"]
+    recorded = subprocess.run(
+        [sys.executable, "-c", RECORD_LINEAGE, uri],
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert recorded.returncode == 0, recorded.stderr[-3000:]
+    return uri
+
+
+def test_data_sets_survive_down_and_up_and_a_killed_s3_endpoint(tmp_path, monkeypatch):
+    # given a stack of its own (mlflow + s3) where `mlcp data cv` published a data set and a
+    # run recorded, through lineage, the digest of what it read
+    home = tmp_path / "keeps"
+    ports = {"mlflow": stack.free_port(), "s3": stack.free_port()}
+    values = stack.up(home, ports=ports, services=["mlflow", "s3"], bucket="keeps", sync=False)
+    env = {**values, "MLCP_HOME": str(home)}
+    for key in ("AWS_ENDPOINT_URL", *stack.LOCAL_CREDENTIALS):  # lineage.read's S3 client
+        monkeypatch.setenv(key, values[key])
+    try:
+        first = _publish_and_record(env, seed=0)
+        recorded = _recorded_data_sets(values["MLFLOW_TRACKING_URI"])
+        assert first in recorded and _read_back(recorded) == recorded
+        # when the whole stack goes down and comes up again
+        stack.down(home)
+        assert stack.port_free(ports["s3"])
+        again = stack.up(home, ports=ports, services=["mlflow", "s3"], sync=False)
+        assert again["MLCP_DATA_ROOT"] == "s3://keeps/data"  # the bucket the folder keeps
+        # then every data set the lineage recorded reads back with its recorded digest
+        assert _recorded_data_sets(values["MLFLOW_TRACKING_URI"]) == recorded
+        assert _read_back(recorded) == recorded
+        # and the bytes are files under the stack folder, not in a process's memory
+        assert (home / "s3" / "keeps" / "data" / "cv" / "digits" / "newest.json").is_file()
+        # when another data set is published and the S3 process is killed (SIGKILL)
+        second = _publish_and_record(env, seed=1)
+        recorded = _recorded_data_sets(values["MLFLOW_TRACKING_URI"])
+        assert set(recorded) == {first, second}
+        pid = next(r["pid"] for r in stack.status(home) if r["service"] == "s3")
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while stack._alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not stack._alive(pid)
+        rows = {r["service"]: r for r in stack.status(home)}
+        assert rows["s3"]["state"] == "dead"
+        # and `up` starts it again (MLflow, still running, is left alone)
+        stack.up(home, ports=ports, services=["mlflow", "s3"], sync=False)
+        after = {r["service"]: r for r in stack.status(home)}
+        assert after["s3"]["state"] == "running" and after["s3"]["pid"] != pid
+        assert after["mlflow"]["pid"] == rows["mlflow"]["pid"]
+        # then both data sets read back with the digests lineage recorded, and newest still
+        # points at the last one published
+        assert _read_back(recorded) == recorded
+        newest = run_mlcp_json(env, "data", "cv", "--seed", "1")
+        assert newest["uri"] == second and newest["digest"] == recorded[second]
+    finally:
+        stack.down(home)
+
+
+def run_mlcp_json(env: dict, *args: str) -> dict:
+    """Publishing a version again with the same bytes changes nothing: its pointer back."""
+    from .conftest import run_mlcp
+
+    result = run_mlcp(*args, env=env)
+    assert result.code == 0, result.err
+    return json.loads(result.out.strip().splitlines()[-1])

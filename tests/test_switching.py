@@ -11,11 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from steps.contract import SERVING_TAG
-
 from . import switching
 from .conftest import unique
-from .test_triton import CLASSES, SIZE, export, tiny_net
+from .test_triton import SIZE
 
 CLIENTS = 3
 SETTLE_S = 1.5
@@ -27,30 +25,10 @@ def triton_model(stack_env, client, tmp_path_factory):
     deploy would have recorded (two tiny nets: nothing is trained), v1 live."""
     from steps import promote
 
-    folder = tmp_path_factory.mktemp("switch-onnx")
     name = unique("switch-cv")
-    client.create_registered_model(name, tags={"mlcp.pipeline": "test", SERVING_TAG: "triton"})
-    experiment = client.get_experiment_by_name("test/deploy") or None
-    experiment_id = (
-        experiment.experiment_id if experiment else client.create_experiment("test/deploy")
+    switching.register_onnx_versions(
+        client, tmp_path_factory.mktemp("switch-onnx"), name, seeds=(1, 2)
     )
-    for version, seed in (("1", 1), ("2", 2)):
-        path = folder / "model.onnx"
-        export(tiny_net(seed), path)
-        run = client.create_run(experiment_id, run_name=f"{name}-v{version}")
-        client.log_artifact(run.info.run_id, str(path), "onnx")
-        client.set_terminated(run.info.run_id)
-        made = client.create_model_version(
-            name, f"{run.info.artifact_uri}/onnx", run_id=run.info.run_id
-        )
-        assert str(made.version) == version
-        for key, value in {
-            "mlcp.onnx_uri": f"runs:/{run.info.run_id}/onnx/model.onnx",
-            "mlcp.image_size": str(SIZE),
-            "mlcp.num_classes": str(CLASSES),
-            "mlcp.triton_backend": "python",
-        }.items():
-            client.set_model_version_tag(name, version, key, value)
     client.set_registered_model_alias(name, "benchmarked", "1")
     promote.promote(name, "benchmarked", "live", reason="switch test: v1 live")
     client.set_registered_model_alias(name, "benchmarked", "2")

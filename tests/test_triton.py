@@ -279,8 +279,9 @@ def test_local_entries_are_complete_and_rewriting_a_version_replaces_it(tmp_path
     )
     assert Path(path) == tmp_path / "ort" / "4"
     assert sorted(p.name for p in (tmp_path / "ort").iterdir()) == ["4", "config.pbtxt"]
-    assert [p.name for p in Path(path).iterdir()] == ["model.onnx"]
+    assert sorted(p.name for p in Path(path).iterdir()) == ["config.pbtxt", "model.onnx"]
     config = triton.parse_pbtxt((tmp_path / "ort" / "config.pbtxt").read_text())
+    assert config["version_policy"] == {"specific": {"versions": [4]}}  # a new slot: pinned
     assert config["platform"] == "onnxruntime_onnx" and config["backend"] == "onnxruntime"
     assert config["max_batch_size"] == 8 and "dynamic_batching" in config
     assert config["input"] == [{"name": "input", "data_type": "TYPE_FP32", "dims": [3, 16, 16]}]
@@ -318,6 +319,7 @@ def test_write_entry_to_s3_uploads_the_version_and_the_config(stack_env, nets):
     listed = s3.list_objects_v2(Bucket=bucket, Prefix=f"triton-test/{name}/")
     keys = sorted(obj["Key"] for obj in listed.get("Contents", []))
     assert keys == [
+        f"triton-test/{name}/2/config.pbtxt",
         f"triton-test/{name}/2/model.onnx",
         f"triton-test/{name}/2/model.py",
         f"triton-test/{name}/config.pbtxt",
@@ -328,6 +330,48 @@ def test_write_entry_to_s3_uploads_the_version_and_the_config(stack_env, nets):
     config = triton.parse_pbtxt(config_text.read().decode())
     assert config["name"] == name and config["backend"] == "python"
     assert config["output"][0]["dims"] == [CLASSES]
+    # the pin moves on S3 too, by one put of the slot's config
+    triton.write_entry(
+        f"s3://{bucket}/triton-test",
+        name,
+        "3",
+        nets["1"][1],
+        backend="python",
+        image_size=SIZE,
+        num_classes=CLASSES,
+    )
+    assert triton.pinned(f"s3://{bucket}/triton-test", name) == "2"
+    triton.pin(f"s3://{bucket}/triton-test", name, "3")
+    assert triton.pinned(f"s3://{bucket}/triton-test", name) == "3"
+
+
+def test_writing_a_version_keeps_the_pin_and_pin_moves_it_whole(tmp_path, nets):
+    # given a slot written with v1 (python backend, batch 64): pinned to v1
+    repository = str(tmp_path)
+    write = dict(image_size=SIZE, num_classes=CLASSES)
+    triton.write_entry(repository, "s", 1, nets["1"][1], backend="python", **write)
+    assert triton.pinned(repository, "s") == "1"
+    # when v2 is written with another backend and batch size
+    triton.write_entry(
+        repository, "s", 2, nets["2"][1], backend="onnxruntime", max_batch_size=8, **write
+    )
+    # then the slot's config (what a restart loads) is v1's, untouched
+    config = triton.parse_pbtxt((tmp_path / "s" / "config.pbtxt").read_text())
+    assert config["backend"] == "python" and config["max_batch_size"] == 64
+    assert triton.pinned(repository, "s") == "1"
+    # and a load of v2 would send v2's own config, pinned to v2
+    loaded = triton.version_config(repository, "s", 2)
+    assert loaded["backend"] == "onnxruntime" and loaded["max_batch_size"] == 8
+    assert loaded["version_policy"] == {"specific": {"versions": [2]}}
+    # when v2 is pinned, the slot's config becomes v2's whole, leaving no temporary file
+    triton.pin(repository, "s", 2)
+    config = triton.parse_pbtxt((tmp_path / "s" / "config.pbtxt").read_text())
+    assert config["backend"] == "onnxruntime" and config["max_batch_size"] == 8
+    assert triton.pinned(repository, "s") == "2"
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["1", "2", "config.pbtxt"]
+    # a version never written cannot be pinned
+    with pytest.raises(BadInput, match="no s/config.pbtxt|has no"):
+        triton.pin(repository, "t", 1)
 
 
 def test_unreachable_triton_is_reported_fast(stack_env):

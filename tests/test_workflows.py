@@ -239,6 +239,11 @@ def test_every_generated_document_is_valid_for_argo_strictly():
         "llm-drift.yaml": "WorkflowTemplate",
         "llm-retrain.yaml": "CronWorkflow",
         "reproduce.yaml": "WorkflowTemplate",
+        "serving-check.yaml": "WorkflowTemplate",
+        "serving-check-cron.yaml": "CronWorkflow",
+        "serving-sync.yaml": "WorkflowTemplate",
+        "audit.yaml": "WorkflowTemplate",
+        "audit-cron.yaml": "CronWorkflow",
     }
     # and Hera's own (lenient) models read every document back
     for doc in committed().values():
@@ -831,6 +836,9 @@ DOCSTRING_ALIASES = {
     "llm_drift": ("live", "drift-detected"),
     "llm_retrain": ("live", "live"),
     "reproduce": ("live", "no alias"),
+    "serving_check": ("live", "no alias"),
+    "serving_sync": ("live", "no alias"),
+    "audit": ("every alias", "no alias"),
 }
 
 

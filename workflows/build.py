@@ -18,6 +18,7 @@ from pathlib import Path
 from hera.workflows import CronWorkflow, WorkflowTemplate
 
 from . import (
+    audit,
     cv_deploy,
     cv_drift,
     cv_evaluate,
@@ -34,6 +35,8 @@ from . import (
     llm_train,
     promote,
     reproduce,
+    serving_check,
+    serving_sync,
 )
 from . import settings as build_settings
 from .common import ROOT
@@ -60,6 +63,11 @@ TEMPLATES: tuple[Callable[[Settings], Document], ...] = (
     llm_drift.template,
     llm_retrain.template,
     reproduce.template,
+    serving_check.template,
+    serving_check.cron,
+    serving_sync.template,
+    audit.template,
+    audit.cron,
 )
 
 

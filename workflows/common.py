@@ -647,3 +647,46 @@ def retrain_cron_workflow(
             chain_steps(pipeline, data="{{inputs.parameters.data}}")
         exit_handler_steps(pipeline, record)
     return cron
+
+
+def step_cron_workflow(
+    name: str,
+    spec: StepSpec,
+    *,
+    title: str,
+    schedule: str,
+    suspend: bool,
+    settings: Settings | None = None,
+) -> CronWorkflow:
+    """A CronWorkflow that runs one step template (``spec``, by ``templateRef``) on a
+    schedule with its parameters' defaults as workflow arguments; the step's exit code is the
+    run's outcome, so a check that says no (exit 3) shows in Argo as a failed workflow. A run
+    still going when the next is due makes that one skip (``Forbid``)."""
+    settings = settings or Settings()
+    description = (
+        f"On '{schedule}' ({settings.retrain_timezone}) runs {spec.name}: {spec.description}"
+    )
+    with CronWorkflow(
+        name=name,
+        annotations={TITLE_ANNOTATION: title, DESCRIPTION_ANNOTATION: description},
+        schedules=[schedule],
+        timezone=settings.retrain_timezone,
+        concurrency_policy="Forbid",
+        cron_suspend=suspend,
+        starting_deadline_seconds=CRON_STARTING_DEADLINE_SECONDS,
+        successful_jobs_history_limit=CRON_HISTORY_LIMIT,
+        failed_jobs_history_limit=CRON_HISTORY_LIMIT,
+        entrypoint=name,
+        arguments=arguments(spec.params),
+        labels=dict(PART_OF_LABEL),
+        **cleanup(settings),
+    ) as cron:
+        with Steps(name=name):
+            Step(
+                name=spec.name,
+                template_ref=m.TemplateRef(name=spec.name, template=spec.name),
+                arguments=[
+                    Parameter(name=p.name, value=workflow_parameter(p)) for p in spec.params
+                ],
+            )
+    return cron

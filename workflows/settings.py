@@ -5,7 +5,8 @@ committed files use the defaults, and the test that regenerates them uses the de
 too, whatever the environment says. Bad values fail the build with a clear message.
 
 - ``MLCP_CV_RETRAIN_SCHEDULE`` (``0 3 * * 1``): cv-retrain's five-field cron schedule;
-- ``MLCP_RETRAIN_TIMEZONE`` (``UTC``): the IANA time zone of the retraining schedules;
+- ``MLCP_RETRAIN_TIMEZONE`` (``UTC``): the IANA time zone of every schedule (the retraining
+  ones, serving-check-cron's and audit-cron's);
 - ``MLCP_CV_RETRAIN_SUSPEND`` (``true``): cv-retrain is installed suspended; switch it on
   with ``argo cron resume cv-retrain`` (or build with ``false``);
 - ``MLCP_CV_RETRAIN_MODEL`` (``resnet18-digits``): the model cv-retrain trains and promotes;
@@ -18,6 +19,12 @@ too, whatever the environment says. Bad values fail the build with a clear messa
   promotes;
 - ``MLCP_LLM_TRAIN_GPUS`` (``0``): ``nvidia.com/gpu`` of llm-train (0: none; a real base model
   wants 1);
+- ``MLCP_SERVING_CHECK_SCHEDULE`` (``*/10 * * * *``): serving-check-cron's schedule: every
+  model with a serving back end checked against the registry (cheap: no model is loaded);
+- ``MLCP_SERVING_CHECK_SUSPEND`` (``false``): installed running, unlike the retraining crons
+  (it changes nothing); ``true`` installs it suspended;
+- ``MLCP_AUDIT_SCHEDULE`` (``17 * * * *``): audit-cron's schedule, hourly;
+- ``MLCP_AUDIT_SUSPEND`` (``false``): installed running (it changes nothing);
 - ``MLCP_TTL_AFTER_SUCCESS`` (``86400``, a day): seconds a succeeded workflow is kept before
   Argo deletes it (``ttlStrategy.secondsAfterSuccess``);
 - ``MLCP_TTL_AFTER_FAILURE`` (``604800``, a week): the same for a failed one, kept longer so
@@ -61,8 +68,14 @@ class Settings:
     ttl_after_success: int = 86400
     ttl_after_failure: int = 604800
     pod_gc: str = "OnPodSuccess"
+    serving_check_schedule: str = "*/10 * * * *"
+    serving_check_suspend: bool = False
+    audit_schedule: str = "17 * * * *"
+    audit_suspend: bool = False
 
     def __post_init__(self) -> None:
+        _check_schedule("MLCP_SERVING_CHECK_SCHEDULE", self.serving_check_schedule)
+        _check_schedule("MLCP_AUDIT_SCHEDULE", self.audit_schedule)
         _check_schedule("MLCP_CV_RETRAIN_SCHEDULE", self.cv_retrain_schedule)
         _check_schedule("MLCP_LLM_RETRAIN_SCHEDULE", self.llm_retrain_schedule)
         _check_timezone(self.retrain_timezone)

@@ -4,8 +4,9 @@
 The version is exported to ONNX with a dynamic batch dimension, checked against PyTorch on
 held-out images (the tolerance is a recorded gate), written to the Triton model repository
 as ``<model>-staged/<version>/`` (local folder or ``s3://``), loaded with explicit model
-control and smoke-tested. On any failure the slot keeps serving what it served before and no
-alias moves.
+control on every Triton replica (``$MLCP_TRITON_REPLICAS``) and smoke-tested, then pinned as
+the slot's desired state (what a restarted replica loads). On any failure the slot keeps
+serving what it served before, its pin is unchanged, and no alias moves.
 """
 
 from __future__ import annotations
@@ -173,7 +174,9 @@ def deploy(cfg: DeployConfig) -> dict:
             cfg.model_name, version, ONNX_URI_TAG, f"runs:/{run_id}/onnx/model.onnx"
         )
         client.set_model_version_tag(cfg.model_name, version, TRITON_BACKEND_TAG, cfg.backend)
-        before = server.served_versions(slot)
+        # what the slot should serve if this fails: its pin (older entries: what it serves)
+        served = server.served_versions(slot)
+        before = triton.pinned(repository, slot) or (served[-1] if served else None)
         where = triton.write_entry(
             repository,
             slot,
@@ -184,9 +187,11 @@ def deploy(cfg: DeployConfig) -> dict:
             num_classes=num_classes,
             max_batch_size=cfg.max_batch_size,
         )
-        report(f"wrote {where}; loading {slot} v{version}")
+        fleet = triton.Fleet(cfg.triton_url)
+        replicas = f" on {len(fleet.members)} replicas" if len(fleet.members) > 1 else ""
+        report(f"wrote {where}; loading {slot} v{version}{replicas}")
         try:
-            server.load(slot, version)
+            fleet.load(slot, version)
             logits, answered = server.infer(slot, x[:4])
             if logits.shape != (4, num_classes) or answered != version:
                 raise MlcpError(
@@ -194,13 +199,15 @@ def deploy(cfg: DeployConfig) -> dict:
                     f"version {answered}, expected (4, {num_classes}) from v{version}"
                 )
         except Exception:
-            if before and before != [version]:
-                report(f"restoring {slot} to v{before[-1]}")
+            if before and before != version:
+                report(f"restoring {slot} to v{before}")
                 try:
-                    server.load(slot, before[-1])
+                    fleet.load(slot, before)
                 except Exception as exc:  # report the first failure, not this one
                     report(f"could not restore {slot}: {exc}")
             raise
+        # every replica serves it: from now on a restarted replica loads it too
+        triton.pin(repository, slot, version)
         mlflow.log_metric("smoke_ok", 1.0)
         report(f"{slot} serves v{version}")
     report.advance(

@@ -4,7 +4,8 @@ Registered as the entry point ``triton`` in the group ``mlcp.serving`` (pyprojec
 the core finds it through :mod:`steps.serving.backend` and never imports this module.
 :meth:`TritonBackend.load_live` writes the version's ONNX export (recorded by ``mlcp cv
 deploy`` as the version tag ``mlcp.onnx_uri``) into the model repository under the slot
-``<model>-live`` and loads exactly that version, so a restarted Triton serves it too.
+``<model>-live``, loads exactly that version on every replica, and pins it in the slot's
+config, so a restarted Triton serves it too.
 Light at import time, and no ``mlflow``: the export is downloaded through the caller's client
 (MLflow's REST API on the promote path).
 """
@@ -16,7 +17,7 @@ import os
 from ..contract import live_slot, show_version
 from ..errors import BadInput
 from ..serving import triton
-from ..serving.backend import Volume
+from ..serving.backend import Served, Volume
 from ..stage import say
 from . import IMAGE_SIZE_TAG, NUM_CLASSES_TAG, ONNX_URI_TAG, TRITON_BACKEND_TAG
 
@@ -37,7 +38,11 @@ class TritonBackend:
     # s3:// prefix): in the cluster it is S3, so no volume is needed.
     volumes: tuple[Volume, ...] = ()
 
-    def load_live(self, client, model: str, version: str) -> None:
+    def load_live(self, client, model: str, version: str, slot: str | None = None) -> None:
+        """Write the version's entry into ``slot`` (default ``<model>-live``), load it on every
+        replica (:class:`~steps.serving.triton.Fleet`), then pin it in the slot's config so
+        a restarted replica serves it too. A no-op where every replica serves it already and
+        the pin names it."""
         import tempfile
 
         from ..rest import download
@@ -53,10 +58,11 @@ class TritonBackend:
         repository = os.environ.get("MLCP_TRITON_REPOSITORY")
         if not repository:
             raise BadInput("MLCP_TRITON_REPOSITORY is not set: cannot place the live version")
-        server = triton.Triton()
-        server.require_live()
-        slot = live_slot(model)
-        if server.served_versions(slot) == [version]:
+        slot = slot or live_slot(model)
+        fleet = triton.Fleet()
+        if all(s.version == version and not s.error for s in fleet.served(slot)):
+            if triton.pinned(repository, slot) != version:
+                triton.pin(repository, slot, version)
             return
         with tempfile.TemporaryDirectory() as tmp:  # through the caller's client: REST or mlflow
             onnx_bytes = download(client, onnx_uri, tmp).read_bytes()
@@ -69,14 +75,16 @@ class TritonBackend:
             image_size=int(tags.get(IMAGE_SIZE_TAG, DEFAULT_IMAGE_SIZE)),
             num_classes=int(tags.get(NUM_CLASSES_TAG, DEFAULT_NUM_CLASSES)),
         )
-        server.load(slot, version)
-        _say(f"Triton slot {slot} now serves {show_version(version)}")
+        fleet.load(slot, version)
+        triton.pin(repository, slot, version)
+        replicas = len(fleet.members)
+        on = f" on {replicas} replicas" if replicas > 1 else ""
+        _say(f"Triton slot {slot} now serves {show_version(version)}{on}")
 
-    def served_version(self, model: str, slot: str) -> str | None:
-        """The version Triton answers with on ``slot`` (the highest ready one: during a
-        switch both are ready and Triton routes to the higher); None when none is ready."""
-        versions = triton.Triton().served_versions(slot)
-        return versions[-1] if versions else None
+    def served(self, model: str, slot: str) -> list[Served]:
+        """What each replica serves on ``slot``: the highest ready version (during a switch
+        both are ready and Triton answers with the higher), or why it could not be asked."""
+        return triton.Fleet().served(slot)
 
 
 TRITON = TritonBackend()

@@ -9,8 +9,10 @@ placed or loaded. The adapter is placed in a folder the server reads
 the cluster a shared volume), loaded into the slot with the runtime LoRA API (in place: the
 slot never stops answering), checked (vLLM must report the slot at that folder) and
 smoke-tested with a completion, which is an MLflow trace of the deploy run (steps/traces.py).
-On any failure the slot is pointed back at what it served
-and no alias moves.
+That happens on every replica (``$MLCP_VLLM_REPLICAS``), and once all of them serve it the
+slot is recorded in the adapter volume's manifest, which a (re)started vLLM loads (the
+launcher, steps/serving/vllm_launch.py). On any failure the slots are pointed back at what
+they served, and no alias moves.
 """
 
 from __future__ import annotations
@@ -198,6 +200,59 @@ def serve(
     return answer
 
 
+def serve_everywhere(
+    servers,
+    slot: str,
+    path: str,
+    prompt: str,
+    max_tokens: int = 8,
+    *,
+    root: Path,
+    model: str,
+    version: str,
+    trace: dict | None = None,
+) -> str:
+    """:func:`serve` on every replica in turn (the smoke completion traced on the first),
+    then record the slot in the adapter volume's manifest, which servers load at start.
+    When one replica fails, those already switched are pointed back at what they served
+    and the error names the failing replica; the manifest is left as it was."""
+    for server in servers:  # every replica answers before any of them changes
+        server.require_live()
+    switched = []
+    answer = None
+    for number, server in enumerate(servers, 1):
+        before = server.adapters().get(slot, {}).get("path")
+        try:
+            reply = serve(
+                server, slot, path, prompt, max_tokens, trace=trace if number == 1 else None
+            )
+        except Exception as exc:
+            for other, was in reversed(switched):
+                _restore(other, slot, was)
+            if len(servers) == 1:
+                raise
+            kind = type(exc) if isinstance(exc, MlcpError) else MlcpError
+            raise kind(
+                f"vLLM replica {server.url} ({number} of {len(servers)}) could not serve "
+                f"{path} in {slot}, so no replica changed: {exc}"
+            ) from exc
+        switched.append((server, before))
+        answer = reply if answer is None else answer
+    vllm.record_slot(root, slot, path, model, version)
+    return answer or ""
+
+
+def _restore(server, slot: str, was: str | None) -> None:
+    report(f"pointing {slot} on {server.url} back at {was or 'nothing'}")
+    try:
+        if was:
+            server.load_adapter(slot, was)
+        else:
+            server.unload_adapter(slot)
+    except Exception as exc:  # report the first failure, not this one
+        report(f"could not restore {slot} on {server.url}: {exc}")
+
+
 def require_staged(server, model: str, version: str, tags: dict) -> str:
     """The staged slot, checked to serve ``version``'s adapter (what evaluate and perf-test
     measure)."""
@@ -269,8 +324,9 @@ def unchanged(server, before: dict[str, str | None]) -> None:
 def deploy(cfg: DeployConfig) -> dict:
     import time
 
-    server = vllm.VLLM(cfg.vllm_url)
-    server.require_live()
+    servers = vllm.replicas(cfg.vllm_url)
+    for server in servers:
+        server.require_live()
     root = adapter_root(cfg.adapter_dir)
     client, version, tags = resolve_input(cfg.model_name, cfg.input_alias)
     slot = staged_slot(cfg.model_name)
@@ -279,23 +335,26 @@ def deploy(cfg: DeployConfig) -> dict:
         "input_alias": cfg.input_alias,
         "slot": slot,
         "adapter_dir": str(root),
-        "vllm_url": server.url,
+        "vllm_url": ",".join(s.url for s in servers),
         "smoke_prompt": cfg.smoke_prompt,
     }
     with report.stage_run(cfg.model_name, name, version=version, params=params):
         import mlflow
 
-        path, base, placed = fetch_checked(server, cfg.model_name, version, tags, root)
+        path, base, placed = fetch_checked(servers[0], cfg.model_name, version, tags, root)
         report(f"{cfg.model_name} v{version} fits {base.name}; placed at {placed}")
         template = tags.get(PROMPT_TEMPLATE_TAG, llmdata.PROMPT_TEMPLATE)
         started = time.perf_counter()
         traces.autolog()  # the smoke completion is a trace of this run
-        answer = serve(
-            server,
+        answer = serve_everywhere(
+            servers,
             slot,
             path,
             llmdata.format_prompt(cfg.smoke_prompt, template),
             cfg.max_tokens,
+            root=root,
+            model=cfg.model_name,
+            version=version,
             trace={MODEL_TAG: cfg.model_name, VERSION_TAG: version, SLOT_TAG: slot},
         )
         mlflow.log_metrics(

@@ -89,11 +89,13 @@ def main(argv=None) -> int:
     # sockets, made afterwards, yield to the other users while they wait
     from locust import User, constant, task
 
-    from ..serving import openai_client
+    from ..serving import openai_client, vllm
 
     # one client per user, made before the clock starts: making one (its TLS context) takes
-    # a good part of a second on a busy machine, and would hold up every user meanwhile
-    clients = [openai_client.make(args.url, None, 120.0) for _ in range(args.users * len(slots))]
+    # a good part of a second on a busy machine, and would hold up every user meanwhile; each
+    # sends vLLM's API key (its /v1 routes need it when the server has one)
+    key = vllm.api_key()
+    clients = [openai_client.make(args.url, key, 120.0) for _ in range(args.users * len(slots))]
 
     samples: dict[str, list[dict]] = {slot: [] for slot in slots}
     pieces: dict[str, list[float]] = {slot: [] for slot in slots}  # arrival, s since start

@@ -3,8 +3,10 @@
 Registered as the entry point ``vllm`` in the group ``mlcp.serving`` (pyproject.toml); the
 core finds it through :mod:`steps.serving.backend` and never imports this module.
 :meth:`VLLMBackend.load_live` places the version's adapter on the adapter volume (after the
-same base-fit check as ``mlcp llm deploy``) and points vLLM's ``<model>-live`` adapter slot
-at it in place. Light at import time: the deploy stage is imported when a version is loaded.
+same base-fit check as ``mlcp llm deploy``), points the adapter slot (``<model>-live`` unless
+told otherwise) at it in place on every replica, and records it in the manifest that each
+vLLM server loads again when it starts; :meth:`VLLMBackend.served` says what every replica
+serves. Light at import time: the deploy stage is imported when a version is loaded.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 
 from ..contract import live_slot, show_version
 from ..errors import BadInput, MlcpError
-from ..serving.backend import Volume
+from ..serving.backend import Served, Volume
 from ..stage import say
 from . import ADAPTER_PATH_TAG, PROMPT_TEMPLATE_TAG, SMOKE_PROMPT_TAG
 
@@ -26,56 +28,76 @@ _say = say("serving")
 
 
 class VLLMBackend:
-    """vLLM's ``<model>-live`` adapter slot, repointed in place at one version's folder."""
+    """vLLM's adapter slots (``<model>-live``, ``<model>-staged``), repointed in place at one
+    version's folder on every replica, and recorded in the adapter volume's manifest."""
 
     name = "vllm"
     volumes: tuple[Volume, ...] = (ADAPTER_VOLUME,)
 
-    def load_live(self, client, model: str, version: str) -> None:
-        """Point the live slot at the version, after the same base-fit check as deploy;
-        nothing to do when it already serves that version's folder."""
+    def load_live(self, client, model: str, version: str, slot: str | None = None) -> None:
+        """Point ``slot`` (default ``<model>-live``) at the version on every replica, after
+        the same base-fit check as deploy, and record it in the manifest; replicas that
+        already serve that version's folder are left as they are."""
         from ..serving import vllm
         from . import data as llmdata
         from . import deploy
 
         version = str(version)
+        slot = vllm.check_slot(slot or live_slot(model))
         tags = dict(client.get_model_version(model, version).tags)
         if not tags.get(ADAPTER_PATH_TAG):
             raise BadInput(
                 f"{model} {show_version(version)} was never deployed (no adapter placed for "
                 f"vLLM): run `mlcp llm deploy` on it before it can go live"
             )
-        server = vllm.VLLM()
-        server.require_live()
-        slot = live_slot(model)
+        servers = vllm.replicas()
         root = deploy.adapter_root()
         wanted = deploy.server_path(root, model, version)
-        if server.adapters().get(slot, {}).get("path") == wanted:
+        if all(s.adapters().get(slot, {}).get("path") == wanted for s in servers):
+            vllm.record_slot(root, slot, wanted, model, version)  # a restart must keep it
             return
-        path, _, _ = deploy.fetch_checked(server, model, version, tags, root, client)
+        path, _, _ = deploy.fetch_checked(servers[0], model, version, tags, root, client)
         prompt = llmdata.format_prompt(
             tags.get(SMOKE_PROMPT_TAG, deploy.SMOKE_PROMPT),
             tags.get(PROMPT_TEMPLATE_TAG, llmdata.PROMPT_TEMPLATE),
         )
-        deploy.serve(server, slot, path, prompt)
-        _say(f"vLLM slot {slot} now serves {show_version(version)} ({path})")
+        deploy.serve_everywhere(
+            servers, slot, path, prompt, root=root, model=model, version=version
+        )
+        _say(f"vLLM slot {slot} now serves {show_version(version)} ({path}) on {_count(servers)}")
 
-    def served_version(self, model: str, slot: str) -> str | None:
-        """The version whose folder (``<adapters>/<model>/<version>``) the slot points at;
-        None when vLLM has no such slot."""
+    def served(self, model: str, slot: str) -> list[Served]:
+        """Per replica, the version whose folder (``<adapters>/<model>/<version>``) the slot
+        points at; None when the replica has no such slot; an error when it cannot be asked
+        or serves a folder that is no version of the model."""
         from ..serving import vllm
 
-        server = vllm.VLLM()
-        path = server.adapters().get(slot, {}).get("path")
-        if not path:
-            return None
-        folder = Path(path)
-        if folder.parent.name != model or not folder.name.isdigit():
-            raise MlcpError(
-                f"vLLM at {server.url} serves {slot} from {path}, which is not a version "
-                f"folder of {model} (<adapters>/{model}/<version>)"
-            )
-        return folder.name
+        found = []
+        for server in vllm.replicas():
+            try:
+                path = server.adapters().get(slot, {}).get("path")
+            except MlcpError as exc:
+                found.append(Served(server.url, None, str(exc)))
+                continue
+            folder = Path(path) if path else None
+            if folder is None:
+                found.append(Served(server.url, None))
+            elif folder.parent.name != model or not folder.name.isdigit():
+                found.append(
+                    Served(
+                        server.url,
+                        None,
+                        f"serves {slot} from {path}, which is not a version folder of {model} "
+                        f"(<adapters>/{model}/<version>)",
+                    )
+                )
+            else:
+                found.append(Served(server.url, folder.name))
+        return found
+
+
+def _count(servers) -> str:
+    return servers[0].url if len(servers) == 1 else f"all {len(servers)} replicas"
 
 
 VLLM = VLLMBackend()

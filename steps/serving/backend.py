@@ -42,6 +42,16 @@ class Volume:
     mount_path: str
 
 
+@dataclass(frozen=True)
+class Served:
+    """What one replica of a server serves on one slot: ``version`` (None: nothing), or
+    ``error`` (why that replica could not be asked; ``version`` is then None)."""
+
+    replica: str  # how messages name the replica: its URL
+    version: str | None
+    error: str | None = None
+
+
 @runtime_checkable
 class ServingBackend(Protocol):
     """What the core needs from a serving back end.
@@ -52,17 +62,22 @@ class ServingBackend(Protocol):
     name: str
     volumes: tuple[Volume, ...]
 
-    def load_live(self, client, model: str, version: str) -> None:
-        """Make the ``<model>-live`` slot serve ``version`` (a no-op when it already does).
-        Raises :class:`~steps.errors.BadInput` when the version was never deployed."""
+    def load_live(self, client, model: str, version: str, slot: str | None = None) -> None:
+        """Make ``slot`` (default: ``<model>-live``) serve ``version`` on every replica of
+        the server (a no-op where it already does), and record it as the slot's desired
+        state where the server reads it at start. Returns only when every replica serves it;
+        raises :class:`~steps.errors.MlcpError` naming the replica that is down or refused
+        (exit 1: Argo retries), :class:`~steps.errors.BadInput` when the version was never
+        deployed."""
         ...
 
-    def served_version(self, model: str, slot: str) -> str | None:
-        """The version of ``model`` the slot serves now; None when it serves nothing."""
+    def served(self, model: str, slot: str) -> list[Served]:
+        """What each replica serves on the slot now, one entry per replica (an unreachable
+        replica is an entry with ``error``, never an exception)."""
         ...
 
 
-METHODS = ("load_live", "served_version")
+METHODS = ("load_live", "served")
 
 
 def problems(candidate: object, name: str | None = None) -> list[str]:

@@ -14,8 +14,8 @@ from ..errors import BadInput, MlcpError
 def make(url: str, api_key: str | None, timeout: float):
     """A client of the endpoint at ``url`` (its base, without ``/v1``): no retries, so a
     failure is reported at once, and no proxy from the environment, so an HTTP(S)_PROXY
-    meant for the internet does not route a server next door. Servers without keys (the
-    local vLLM) ignore the placeholder key."""
+    meant for the internet does not route a server next door. Servers without keys
+    ignore the placeholder key."""
     import openai
 
     return openai.OpenAI(
@@ -27,17 +27,21 @@ def make(url: str, api_key: str | None, timeout: float):
     )
 
 
-def call(method, name: str, url: str, **request):
+def call(method, name: str, url: str, *, unauthorized: str | None = None, **request):
     """``method(**request)`` (a method of an ``openai`` client). A request the server refused
     (4xx) is BadInput, anything else (5xx, unreachable, timed out) MlcpError, each naming
-    ``name`` at ``url`` with the server's own message."""
+    ``name`` at ``url`` with the server's own message; a 401 adds ``unauthorized`` (which
+    setting carries the key)."""
     import openai
 
     try:
         return method(**request)
     except openai.APIStatusError as exc:
         kind = BadInput if 400 <= exc.status_code < 500 else MlcpError
-        raise kind(f"{name} at {url} answered HTTP {exc.status_code}: {message(exc)}") from None
+        detail = message(exc)
+        if exc.status_code == 401 and unauthorized:
+            detail = f"{detail} ({unauthorized})"
+        raise kind(f"{name} at {url} answered HTTP {exc.status_code}: {detail}") from None
     except openai.APIConnectionError as exc:  # timeouts included
         raise MlcpError(f"{name} is not reachable at {url}: {exc.__cause__ or exc}") from None
 

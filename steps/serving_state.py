@@ -1,0 +1,299 @@
+"""Serving converges on the registry: ``mlcp serving check`` finds drift, ``mlcp serving sync``
+repairs it.
+
+The registry is the desired state: ``live`` names the version the ``<model>-live`` slot must
+serve, ``staged`` the one of ``<model>-staged`` (:data:`SLOTS`). The model's serving back end
+(its ``mlcp.serving`` tag, :mod:`steps.serving.backend`) says what every replica of its
+server serves on each slot. A replica that serves another version, none, or cannot be asked
+is *drift*: after a restart that lost a slot, a replica added later, a load made by hand.
+
+``check`` prints one line per replica and slot, records a run in ``<pipeline>/serving`` either
+way (kind ``serving-check``), and exits 0 when everything agrees, 3 when something does not.
+``sync`` loads, under the model's promotion lock, the version each alias names into its slot
+on every replica, each repair recorded like any move (an ``alias-move`` record with the action
+``sync`` in ``<pipeline>/promote``: opened before the load, closed after it, FAILED with the
+error when it fails), so ``mlcp history`` shows who repaired what. No alias moves in either.
+
+An alias that is unset names nothing to serve: its slot is not compared (a slot left over from
+an earlier staging is not drift). A model without a serving back end is refused when named and
+left out when every model is checked. Pipeline-blind: the core never imports a pipeline.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from . import aliases, moves, rest, tracking
+from .contract import (
+    KIND_TAG,
+    LIVE,
+    NO_PIPELINE,
+    PIPELINE_TAG,
+    SERVING_TAG,
+    STAGED,
+    TAG_PREFIX,
+    live_slot,
+    show_version,
+    staged_slot,
+)
+from .declare import Config, Stage, option
+from .errors import EXIT_GATE_FAILED, EXIT_OK, BadInput, MlcpError
+from .serving import backend
+
+STAGE = "serving"  # the experiment <pipeline>/serving and the command `mlcp serving ...`
+CHECK_KIND = "serving-check"  # the kind of a check's run
+SYNC_ACTION = "sync"  # the action of a repair's record
+AGREES_TAG = TAG_PREFIX + "serving.agrees"  # on a check's run: true | false
+DRIFT_TAG = TAG_PREFIX + "serving.drift"  # on a check's run: the lines that disagree; none
+# The aliases a server carries, each with the slot that serves it.
+SLOTS: tuple[tuple[str, Callable[[str], str]], ...] = ((LIVE, live_slot), (STAGED, staged_slot))
+
+
+@dataclass
+class Row:
+    """One replica's slot against the alias it serves."""
+
+    model: str
+    alias: str
+    slot: str
+    replica: str
+    expected: str | None  # the version the alias names; None: unset (not compared)
+    served: str | None
+    error: str | None = None
+
+    @property
+    def agrees(self) -> bool:
+        if self.error is not None:
+            return False
+        return self.expected is None or self.served == self.expected
+
+    def line(self) -> str:
+        where = f"{self.slot:<28} {self.replica:<28}"
+        if self.error is not None:
+            wanted = f"{self.alias}={show_version(self.expected)}"
+            return f"DRIFT {where} {wanted}: unreachable: {self.error}"
+        served = "nothing" if self.served is None else show_version(self.served)
+        if self.expected is None:
+            return f"ok    {where} {self.alias} is unset (not compared); serves {served}"
+        verdict = "ok   " if self.agrees else "DRIFT"
+        return f"{verdict} {where} {self.alias}={show_version(self.expected)}, serves {served}"
+
+
+@dataclass(kw_only=True)
+class CheckConfig(Config):
+    model_name: str = option(
+        "",
+        help="registered model name in MLflow (empty: every model with a serving back end)",
+    )
+    json: bool = option(False, help="print JSON", argo=False)
+
+
+@dataclass(kw_only=True)
+class SyncConfig(CheckConfig):
+    reason: str = option("", help="why (recorded with each repair)")
+
+
+def _model_and_backend(client, name: str):
+    registered = aliases.get_model(client, name)
+    server = backend.for_model(name, dict(registered.tags))
+    return registered, server
+
+
+def served_models(client) -> list[str]:
+    """Every registered model tagged with a serving back end, by name."""
+    found, token = [], None
+    while True:
+        page = client.search_registered_models(max_results=1000, page_token=token)
+        found += [m.name for m in page if dict(m.tags).get(SERVING_TAG)]
+        token = page.token
+        if not token:
+            return sorted(found)
+
+
+def compare(client, model: str) -> list[Row]:
+    """One row per alias of :data:`SLOTS`, slot and replica (no record written)."""
+    registered, server = _model_and_backend(client, model)
+    if server is None:
+        raise BadInput(
+            f"model {model!r} has no serving back end ({SERVING_TAG} is not set): nothing "
+            "serves it, so there is nothing to compare"
+        )
+    current = {a: str(v) for a, v in registered.aliases.items()}
+    rows = []
+    for alias, slot_of in SLOTS:
+        slot = slot_of(model)
+        for served in server.served(model, slot):
+            rows.append(
+                Row(
+                    model,
+                    alias,
+                    slot,
+                    served.replica,
+                    current.get(alias),
+                    served.version,
+                    served.error,
+                )
+            )
+    return rows
+
+
+def _pipeline(client, model: str) -> str:
+    return dict(aliases.get_model(client, model).tags).get(PIPELINE_TAG, NO_PIPELINE)
+
+
+def record_check(client, model: str, rows: list[Row]) -> str:
+    """The check's run in ``<pipeline>/serving``: agrees or not, the lines that do not, and
+    counts as metrics."""
+    pipeline = _pipeline(client, model)
+    experiment_id = tracking.ensure_experiment(client, tracking.experiment_name(pipeline, STAGE))
+    drift = [r for r in rows if not r.agrees]
+    tags = tracking.context_tags(pipeline, STAGE, model)
+    tags.update(
+        {
+            KIND_TAG: CHECK_KIND,
+            AGREES_TAG: str(not drift).lower(),
+            DRIFT_TAG: ("\n".join(r.line() for r in drift) or "none")[:4000],
+        }
+    )
+    run = client.create_run(experiment_id, run_name=f"{model}-serving-check", tags=tags)
+    metric, now = rest.metric_type(client), int(time.time() * 1000)
+    client.log_batch(
+        run.info.run_id,
+        metrics=[
+            metric("replica_slots", float(len(rows)), now, 0),
+            metric("drifted", float(len(drift)), now, 0),
+        ],
+    )
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+def _models(client, name: str) -> list[str]:
+    if name:
+        return [name]
+    return served_models(client)
+
+
+def run_check(cfg: CheckConfig) -> int:
+    """``mlcp serving check``: the lines, a recorded run per model; 0 agrees, 3 drift."""
+    import json
+
+    client = tracking.registry_client()
+    result = {}
+    for model in _models(client, cfg.model_name):
+        rows = compare(client, model)
+        run_id = record_check(client, model, rows)
+        result[model] = {"run_id": run_id, "rows": [asdict(r) | {"agrees": r.agrees} for r in rows]}
+        if not cfg.json:
+            for row in rows:
+                print(f"{model}: {row.line()}")
+    agrees = all(r["agrees"] for m in result.values() for r in m["rows"])
+    if cfg.json:
+        print(json.dumps(result, indent=2))
+    elif not result:
+        print("no registered model has a serving back end: nothing to check")
+    else:
+        print(
+            "serving agrees with the registry"
+            if agrees
+            else "serving has drifted from the registry: `mlcp serving sync` repairs it"
+        )
+    return EXIT_OK if agrees else EXIT_GATE_FAILED
+
+
+def sync(client, model: str, reason: str = "") -> list[moves.Move]:
+    """Load the version each alias names into its slot on every replica that does not serve
+    it, each repair recorded; the repairs made (none when all agree)."""
+    done: list[moves.Move] = []
+    with moves.model_lock(model):
+        registered, server = _model_and_backend(client, model)
+        rows = compare(client, model)
+        pipeline = dict(registered.tags).get(PIPELINE_TAG, NO_PIPELINE)
+        for alias, slot_of in SLOTS:
+            slot = slot_of(model)
+            wrong = [r for r in rows if r.slot == slot and not r.agrees]
+            if not wrong or wrong[0].expected is None:
+                continue
+            version = wrong[0].expected
+            before = next((r.served for r in wrong if r.served), None)
+            move = moves.Move(alias, before, version, SYNC_ACTION)
+            why = "; ".join(
+                f"{r.replica} "
+                + (
+                    f"unreachable: {r.error}"
+                    if r.error
+                    else f"served {'nothing' if r.served is None else show_version(r.served)}"
+                )
+                for r in wrong
+            )
+            moves.record_serving(
+                client,
+                model,
+                pipeline,
+                move,
+                reason=(reason + ": " if reason else "") + f"serving sync of {slot} ({why})",
+                load=lambda a=alias, v=version, s=slot: server.load_live(client, model, v, s),
+            )
+            done.append(move)
+    return done
+
+
+def run_sync(cfg: SyncConfig) -> int:
+    """``mlcp serving sync``: repair every drifted slot; 0 once all agree."""
+    import json
+
+    client = tracking.registry_client()
+    repaired: dict[str, list[dict]] = {}
+    failures = []
+    for model in _models(client, cfg.model_name):
+        try:
+            repaired[model] = [asdict(m) for m in sync(client, model, cfg.reason)]
+        except MlcpError as exc:
+            if cfg.model_name:
+                raise
+            failures.append(f"{model}: {exc}")  # one model's failure stops no other's repair
+    if cfg.json:
+        print(json.dumps({"repaired": repaired, "failed": failures}, indent=2))
+    else:
+        for model, done in repaired.items():
+            if not done:
+                print(f"{model}: serving already agrees with the registry")
+            for move in done:
+                print(
+                    f"{model}: {move['alias']} slot now serves {show_version(move['to_version'])} "
+                    f"on every replica (was {show_version(move['from_version'])})"
+                )
+    if failures:
+        raise MlcpError("serving sync failed for " + "; ".join(failures))
+    return EXIT_OK
+
+
+CHECK = Stage(
+    STAGE,
+    "check",
+    "compare what every replica serves with the registry's live and staged (exit 0 agree, 3 drift)",
+    CheckConfig,
+    run_check,
+    title="Check that serving agrees with the registry",
+    description=(
+        "Compares, for each model with a serving back end (or the one named), the version live "
+        "and staged name with what every replica of its server serves; records a run in "
+        "<pipeline>/serving and fails (exit 3) on drift. Moves nothing."
+    ),
+)
+SYNC = Stage(
+    STAGE,
+    "sync",
+    "load the versions live and staged name into their slots on every replica that drifted "
+    "(recorded like any move)",
+    SyncConfig,
+    run_sync,
+    title="Make serving agree with the registry",
+    description=(
+        "Loads the version live (and staged) names into its slot on every replica that serves "
+        "another or none, under the model's promotion lock; each repair is recorded in "
+        "<pipeline>/promote (action sync). No alias moves."
+    ),
+)
