@@ -4,7 +4,10 @@ Services: ``mlflow`` (tracking server, local artifacts; its backend store is sql
 PostgreSQL with ``backend_store="postgresql"``, as in the chart), ``postgres`` (that
 PostgreSQL server, started only for such a stack), ``s3`` (nanio, an S3-compatible server
 that keeps each object as a file under ``.mlcp/s3``), ``triton`` (a real ``tritonserver``,
-explicit model control, model repository ``.mlcp/triton/models``) and ``vllm`` (vLLM's
+explicit model control with every slot loaded at its pinned version at start, its
+model-repository API closed by the key in ``.mlcp/triton/control-key``, model repository
+``.mlcp/triton/models``; ``triton_replicas`` > 1 adds ``triton-2``, ... on the same
+repository) and ``vllm`` (vLLM's
 OpenAI-compatible server on the CPU, serving the LLM base with runtime LoRA loading;
 adapters under ``.mlcp/vllm/adapters``). ``up`` starts mlflow, s3 and triton unless
 ``services`` says otherwise: vLLM is only for the LLM pipeline and costs a one-off

@@ -2,8 +2,8 @@
 
 The session starts the project's own stack (``steps.stack.up``): a real MLflow tracking
 server (sqlite backend, proxied artifacts), a real S3-compatible endpoint (nanio, on disk)
-and a real ``tritonserver``, on free loopback ports in a temporary folder; the LLM tests add
-the stack's real vLLM (``vllm_server``). Nothing here mocks MLflow, S3 or a server.
+and two real ``tritonserver`` replicas, on free loopback ports in a temporary folder; the LLM
+tests add the stack's real vLLM (``vllm_server``). Nothing here mocks MLflow, S3 or a server.
 """
 
 from __future__ import annotations

@@ -490,9 +490,7 @@ def test_triton_replicas_are_loaded_through_a_headless_service_and_keep_their_ke
     data = named(docs, "ConfigMap", "mlcp-config")["data"]
     replicas = data[triton.REPLICAS_ENV]
     assert replicas == "mlcp-triton-replicas.mlops.svc:8000/8001"
-    assert triton._entries(replicas) == [
-        ("http", "mlcp-triton-replicas.mlops.svc", "8000", "8001")
-    ]
+    assert triton._entries(replicas) == [("http", "mlcp-triton-replicas.mlops.svc", "8000", "8001")]
     # the pod reads the control key from the credentials Secret the steps read whole
     env = {e["name"]: e for e in deployment["template"]["spec"]["containers"][0]["env"]}
     ref = env[triton.CONTROL_KEY_ENV]["valueFrom"]["secretKeyRef"]

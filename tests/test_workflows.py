@@ -1231,6 +1231,40 @@ def test_retrain_cron_runs_drift_then_the_chain_when_it_says_so(cron):
     assert template_inputs(entry_template(train_doc), given_train)["data"] == "s3://b/data/x.npz"
 
 
+@pytest.mark.parametrize(
+    ("cron", "step", "schedule"),
+    [
+        ("serving-check-cron", "serving-check", "*/10 * * * *"),
+        ("audit-cron", "audit", "17 * * * *"),
+    ],
+)
+def test_check_crons_run_their_step_template_running_by_default(cron, step, schedule, monkeypatch):
+    # given the committed files: each cron runs its step template by templateRef, installed
+    # running (it changes nothing), with the step's parameters (model-name empty: every model)
+    doc = doc_named(cron)
+    assert strict_errors(doc, hm.CronWorkflow) == []
+    spec = doc["spec"]
+    assert spec["schedules"] == [schedule] and spec["suspend"] is False
+    assert spec["concurrencyPolicy"] == "Forbid"
+    (steps,) = [t for t in spec["workflowSpec"]["templates"] if t["name"] == cron]
+    ((only,),) = steps["steps"]
+    assert only["templateRef"] == {"name": step, "template": step}
+    params = {p["name"]: p.get("value") for p in spec["workflowSpec"]["arguments"]["parameters"]}
+    assert params == {"model-name": ""}
+    assert only["arguments"]["parameters"] == [
+        {"name": "model-name", "value": "{{workflow.parameters.model-name}}"}
+    ]
+    # and the step template runs `mlcp <command> --model-name=...`: exit 3 fails the run
+    template = entry_template(doc_named(step))
+    assert template["container"]["args"][: len(step.split("-"))] == step.split("-")
+    # when the build settings say otherwise, the cron follows them
+    prefix = "MLCP_" + cron.removesuffix("-cron").replace("-", "_").upper()
+    monkeypatch.setenv(f"{prefix}_SCHEDULE", "*/5 * * * *")
+    monkeypatch.setenv(f"{prefix}_SUSPEND", "true")
+    built = yaml.safe_load(build.generate()[f"{cron}.yaml"])
+    assert built["spec"]["schedules"] == ["*/5 * * * *"] and built["spec"]["suspend"] is True
+
+
 def test_settings_come_from_the_environment_at_build_time(monkeypatch):
     monkeypatch.setenv("MLCP_CV_RETRAIN_SCHEDULE", "30  2 * * *")
     monkeypatch.setenv("MLCP_RETRAIN_TIMEZONE", "Europe/Berlin")
@@ -1257,6 +1291,8 @@ def test_settings_come_from_the_environment_at_build_time(monkeypatch):
     assert [p.split("\n")[0] for p in build.differences()] == [
         "differs: charts/mlcp/files/workflows/cv-retrain.yaml",
         "differs: charts/mlcp/files/workflows/llm-retrain.yaml",
+        "differs: charts/mlcp/files/workflows/serving-check-cron.yaml",  # the time zone
+        "differs: charts/mlcp/files/workflows/audit-cron.yaml",
     ]
     # bad values stop the build with a clear message
     for variable, value, message in (
