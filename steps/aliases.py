@@ -72,6 +72,17 @@ def get_model(client, name: str):
     raise BadInput(f"registered model {name!r} does not exist{hint}") from None
 
 
+def models_tagged(client, tag: str) -> list[str]:
+    """The names of every registered model that carries ``tag`` (non-empty), sorted."""
+    found, token = [], None
+    while True:
+        page = client.search_registered_models(max_results=1000, page_token=token)
+        found += [m.name for m in page if dict(m.tags).get(tag)]
+        token = page.token
+        if not token:
+            return sorted(found)
+
+
 def aliases_of(client, name: str) -> dict[str, str]:
     """Every alias of model ``name`` -> version (as a string)."""
     return {alias: str(version) for alias, version in get_model(client, name).aliases.items()}

@@ -126,20 +126,9 @@ def audit(client, model: str) -> tuple[list[Finding], str]:
     return findings, run.info.run_id
 
 
-def audited_models(client) -> list[str]:
-    """Every registered model a pipeline registered (tagged ``mlcp.pipeline``)."""
-    found, token = [], None
-    while True:
-        page = client.search_registered_models(max_results=1000, page_token=token)
-        found += [m.name for m in page if dict(m.tags).get(PIPELINE_TAG)]
-        token = page.token
-        if not token:
-            return sorted(found)
-
-
 def run_audit(cfg: AuditConfig) -> int:
     client = tracking.registry_client()
-    models = [cfg.model_name] if cfg.model_name else audited_models(client)
+    models = [cfg.model_name] if cfg.model_name else aliases.models_tagged(client, PIPELINE_TAG)
     result = {}
     for model in models:
         findings, run_id = audit(client, model)

@@ -101,17 +101,6 @@ def _model_and_backend(client, name: str):
     return registered, server
 
 
-def served_models(client) -> list[str]:
-    """Every registered model tagged with a serving back end, by name."""
-    found, token = [], None
-    while True:
-        page = client.search_registered_models(max_results=1000, page_token=token)
-        found += [m.name for m in page if dict(m.tags).get(SERVING_TAG)]
-        token = page.token
-        if not token:
-            return sorted(found)
-
-
 def compare(client, model: str) -> list[Row]:
     """One row per alias of :data:`SLOTS`, slot and replica (no record written)."""
     registered, server = _model_and_backend(client, model)
@@ -173,7 +162,7 @@ def record_check(client, model: str, rows: list[Row]) -> str:
 def _models(client, name: str) -> list[str]:
     if name:
         return [name]
-    return served_models(client)
+    return aliases.models_tagged(client, SERVING_TAG)
 
 
 def run_check(cfg: CheckConfig) -> int:

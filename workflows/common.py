@@ -79,6 +79,8 @@ ACTOR = f"{{{{=fromJSON(workflow.labels.json)['{CREATOR_LABEL}'] ?? '{ACTOR_FALL
 # Exit codes (steps/errors.py): 0 ok, 2 bad input, 3 gate said no, 1 anything else. Only 1
 # is worth another attempt: bad input and a failed gate are final.
 RETRY_EXPRESSION = "asInt(lastRetry.exitCode) == 1"
+# The metrics' pipeline label of a step that serves every pipeline's models at once.
+ANY_PIPELINE = "all"
 RETRY_LIMIT = 3
 RETRY_BACKOFF = m.Backoff(duration="15s", factor=m.IntOrString(2), max_duration="5m")
 
@@ -565,6 +567,26 @@ RETRAIN_WHEN = (
 )
 
 
+def cron_fields(
+    name: str, title: str, description: str, schedule: str, timezone: str, suspend: bool
+) -> dict:
+    """What every CronWorkflow of the project sets alike: its schedule, a run still going
+    when the next is due makes the next one skip (``Forbid``), a start missed by up to an
+    hour still runs, the last runs kept, and its entrypoint named after it."""
+    return {
+        "name": name,
+        "annotations": {TITLE_ANNOTATION: title, DESCRIPTION_ANNOTATION: description},
+        "schedules": [schedule],
+        "timezone": timezone,
+        "concurrency_policy": "Forbid",
+        "cron_suspend": suspend,
+        "starting_deadline_seconds": CRON_STARTING_DEADLINE_SECONDS,
+        "successful_jobs_history_limit": CRON_HISTORY_LIMIT,
+        "failed_jobs_history_limit": CRON_HISTORY_LIMIT,
+        "entrypoint": name,
+    }
+
+
 def retrain_parameters(pipeline: PipelineSpec, drift: StepSpec, model_name: str) -> list:
     """The cron's workflow parameters: the model, the drift step's data and policy (declared
     by the drift stage), force-retrain, and the chain's alias names."""
@@ -604,16 +626,7 @@ def retrain_cron_workflow(
     record = exit_spec()
     train = pipeline.stages[0][1]
     with CronWorkflow(
-        name=name,
-        annotations={TITLE_ANNOTATION: title, DESCRIPTION_ANNOTATION: description},
-        schedules=[schedule],
-        timezone=timezone,
-        concurrency_policy="Forbid",
-        cron_suspend=suspend,
-        starting_deadline_seconds=CRON_STARTING_DEADLINE_SECONDS,
-        successful_jobs_history_limit=CRON_HISTORY_LIMIT,
-        failed_jobs_history_limit=CRON_HISTORY_LIMIT,
-        entrypoint=name,
+        **cron_fields(name, title, description, schedule, timezone, suspend),
         arguments=retrain_parameters(pipeline, drift, model_name),
         labels={**PART_OF_LABEL, PIPELINE_LABEL: pipeline.pipeline},
         **exit_handling(pipeline),
@@ -667,16 +680,7 @@ def step_cron_workflow(
         f"On '{schedule}' ({settings.retrain_timezone}) runs {spec.name}: {spec.description}"
     )
     with CronWorkflow(
-        name=name,
-        annotations={TITLE_ANNOTATION: title, DESCRIPTION_ANNOTATION: description},
-        schedules=[schedule],
-        timezone=settings.retrain_timezone,
-        concurrency_policy="Forbid",
-        cron_suspend=suspend,
-        starting_deadline_seconds=CRON_STARTING_DEADLINE_SECONDS,
-        successful_jobs_history_limit=CRON_HISTORY_LIMIT,
-        failed_jobs_history_limit=CRON_HISTORY_LIMIT,
-        entrypoint=name,
+        **cron_fields(name, title, description, schedule, settings.retrain_timezone, suspend),
         arguments=arguments(spec.params),
         labels=dict(PART_OF_LABEL),
         **cleanup(settings),
@@ -690,3 +694,37 @@ def step_cron_workflow(
                 ],
             )
     return cron
+
+
+def check_workflows(stage: Stage, *, title: str, setting: str):
+    """The step template of a check that changes nothing (``stage``: its declaration) and its
+    CronWorkflow ``<template>-cron``, scheduled by the build settings ``<setting>_schedule``
+    and ``<setting>_suspend``: ``(spec, template(settings), cron(settings))``. The step is as
+    small as promote's; its metrics' pipeline label is ``all`` (it serves every pipeline)."""
+    spec = step_spec(
+        stage,
+        name=stage.template_name,
+        title=stage.title,
+        description=stage.description,
+        outputs=(),
+        resources=SpecResources("100m", "256Mi", "1", "1Gi"),
+        active_deadline_seconds=600,
+    )
+
+    def template(settings: Settings | None = None) -> WorkflowTemplate:
+        return step_workflow_template(
+            spec, settings=settings, step_metrics=metrics.step_metrics(ANY_PIPELINE, spec.name)
+        )
+
+    def cron(settings: Settings | None = None) -> CronWorkflow:
+        settings = settings or Settings()
+        return step_cron_workflow(
+            f"{spec.name}-cron",
+            spec,
+            title=title,
+            schedule=getattr(settings, f"{setting}_schedule"),
+            suspend=getattr(settings, f"{setting}_suspend"),
+            settings=settings,
+        )
+
+    return spec, template, cron

@@ -11,43 +11,13 @@ a failed run in Argo is drift, which ``serving-sync`` (or ``mlcp serving sync``)
 
 from __future__ import annotations
 
-from hera.workflows import CronWorkflow, WorkflowTemplate
-
 from steps import serving_state
 
-from . import metrics
-from .common import step_cron_workflow, step_workflow_template
-from .settings import Settings
-from .specs import Resources, step_spec
+from .common import check_workflows
 
-# A few REST calls per model: as small as promote.
-RESOURCES = Resources("100m", "256Mi", "1", "1Gi")
-# The checks serve every pipeline: their metrics' pipeline label says so.
-ANY_PIPELINE = "all"
-SPEC = step_spec(
+SPEC, template, cron = check_workflows(
     serving_state.CHECK,
-    name=serving_state.CHECK.template_name,
-    title=serving_state.CHECK.title,
-    description=serving_state.CHECK.description,
-    outputs=(),
-    resources=RESOURCES,
-    active_deadline_seconds=600,
+    title="Serving against the registry, on a schedule",
+    setting="serving_check",
 )
-
-
-def template(settings: Settings | None = None) -> WorkflowTemplate:
-    return step_workflow_template(
-        SPEC, settings=settings, step_metrics=metrics.step_metrics(ANY_PIPELINE, SPEC.name)
-    )
-
-
-def cron(settings: Settings | None = None) -> CronWorkflow:
-    settings = settings or Settings()
-    return step_cron_workflow(
-        f"{SPEC.name}-cron",
-        SPEC,
-        title="Serving against the registry, on a schedule",
-        schedule=settings.serving_check_schedule,
-        suspend=settings.serving_check_suspend,
-        settings=settings,
-    )
+template.__module__ = cron.__module__ = __name__

@@ -15,9 +15,9 @@ from hera.workflows import WorkflowTemplate
 from steps import serving_state
 
 from . import metrics
-from .common import backend_volumes, mutex, step_workflow_template
+from .common import ANY_PIPELINE, backend_volumes, mutex, step_workflow_template
 from .promote import MUTEX
-from .serving_check import ANY_PIPELINE, RESOURCES
+from .serving_check import SPEC as CHECK
 from .settings import Settings
 from .specs import step_spec
 
@@ -27,7 +27,7 @@ SPEC = step_spec(
     title=serving_state.SYNC.title,
     description=serving_state.SYNC.description,
     outputs=(),
-    resources=RESOURCES,
+    resources=CHECK.resources,
     active_deadline_seconds=1800,
 )
 
