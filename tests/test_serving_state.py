@@ -33,6 +33,15 @@ def served_model(stack_env, client, tmp_path_factory):
     return name
 
 
+def promote_recorded(mlcp, model: str, version: str):
+    """``benchmarked`` -> version written as a stage writes it, then ``mlcp promote`` to live:
+    every state it leaves has its record. The command's result."""
+    moves.assign(model, "benchmarked", version, reason="test: a stage wrote it")
+    return mlcp(
+        "promote", "--model-name", model, "--source-alias", "benchmarked", "--target-alias", LIVE
+    )
+
+
 def _server(client, model):
     from steps.serving import backend
 
@@ -119,10 +128,7 @@ def test_audit_finds_an_alias_moved_outside_mlcp_until_promote_explains_it(
     assert runs[0].data.metrics["findings"] >= 2
     assert "alias live" in runs[0].data.tags["mlcp.audit.findings"]
     # when mlcp promote puts v2 live properly (recorded, loaded), everything is explained
-    moves.assign(model, "benchmarked", "2", reason="test")
-    promoted = mlcp(
-        "promote", "--model-name", model, "--source-alias", "benchmarked", "--target-alias", "live"
-    )
+    promoted = promote_recorded(mlcp, model, "2")
     assert promoted.code == 0, promoted.err[-2000:]
     clean = mlcp("audit", "--model-name", model)
     assert clean.code == 0, clean.out + clean.err[-2000:]
@@ -131,25 +137,10 @@ def test_audit_finds_an_alias_moved_outside_mlcp_until_promote_explains_it(
 def test_a_refused_move_shows_in_history_and_moves_nothing(stack_env, client, mlcp, tmp_path):
     name = unique("refused")
     switching.register_onnx_versions(client, tmp_path, name, seeds=(1, 2))
-    moves.assign(name, "benchmarked", "1", reason="test")
-    assert (
-        mlcp(
-            "promote",
-            "--model-name",
-            name,
-            "--source-alias",
-            "benchmarked",
-            "--target-alias",
-            "live",
-        ).code
-        == 0
-    )
+    assert promote_recorded(mlcp, name, "1").code == 0
     # given v2, whose ONNX export was never recorded (no deploy): the server cannot load it
     client.delete_model_version_tag(name, "2", "mlcp.onnx_uri")
-    moves.assign(name, "benchmarked", "2", reason="test")
-    refused = mlcp(
-        "promote", "--model-name", name, "--source-alias", "benchmarked", "--target-alias", "live"
-    )
+    refused = promote_recorded(mlcp, name, "2")
     assert refused.code == 2 and "never deployed" in refused.err
     assert client.get_registered_model(name).aliases[LIVE] == "1"
     history = mlcp("history", "--model-name", name, "--alias", "live")
