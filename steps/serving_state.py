@@ -223,7 +223,7 @@ def sync(client, model: str, reason: str = "") -> list[moves.Move]:
                 pipeline,
                 move,
                 reason=(reason + ": " if reason else "") + f"serving sync of {slot} ({why})",
-                load=lambda a=alias, v=version, s=slot: server.load_live(client, model, v, s),
+                load=lambda v=version, s=slot: server.load_live(client, model, v, s),
             )
             done.append(move)
     return done
