@@ -679,6 +679,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    from . import determinism
+
+    determinism.sleeping_threads()  # before anything imports torch (steps/determinism.py)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     from . import settings

@@ -850,6 +850,31 @@ def ensure_triton_env(home: Path, timeout: float = TRITON_BUILD_TIMEOUT) -> Trit
     then lay out ``<home>/triton/dist``: the wheel's ``pytriton/tritonserver`` folder with the
     python backend stub for the environment's Python in ``backends/python/``."""
     venv = _triton_venv(home)
+    shared = envs.shared_dir("triton", TRITON_REQUIREMENTS)
+    if shared is None:
+        _build_triton_env(venv, home, timeout)
+    else:  # built once in $MLCP_ENV_CACHE, linked from this stack folder
+        with envs.build_lock(shared.parent, "triton"):
+            _build_triton_env(shared, shared.parent, timeout)
+        envs.link(venv, shared)
+    python = venv / "bin" / "python"
+    info = _inspect(python)
+    if info["version"] != TRITON_PYTHON:
+        raise MlcpError(
+            f"{venv} runs Python {info['version']}, not {TRITON_PYTHON}: remove it and run "
+            "`mlcp stack up` again"
+        )
+    env = TritonEnv(venv, info["prefix"], info["site"], info["shared"])
+    if not env.shared:
+        _log(
+            f"warning: {info['prefix']} has no shared libpython; python-backend models may "
+            "fail to load"
+        )
+    _ensure_dist(home, env)
+    return env
+
+
+def _build_triton_env(venv: Path, home: Path, timeout: float) -> None:
     python = venv / "bin" / "python"
     marker = _read_json(venv / TRITON_ENV_MARKER)
     if marker.get("requirements") == list(TRITON_REQUIREMENTS) and python.exists():
@@ -885,20 +910,6 @@ def ensure_triton_env(home: Path, timeout: float = TRITON_BUILD_TIMEOUT) -> Trit
         }
         (venv / TRITON_ENV_MARKER).write_text(json.dumps(record, indent=2) + "\n")
         _log(f"triton environment built in {record['built_in_s']:.0f} s")
-    info = _inspect(python)
-    if info["version"] != TRITON_PYTHON:
-        raise MlcpError(
-            f"{venv} runs Python {info['version']}, not {TRITON_PYTHON}: remove it and run "
-            "`mlcp stack up` again"
-        )
-    env = TritonEnv(venv, info["prefix"], info["site"], info["shared"])
-    if not env.shared:
-        _log(
-            f"warning: {info['prefix']} has no shared libpython; python-backend models may "
-            "fail to load"
-        )
-    _ensure_dist(home, env)
-    return env
 
 
 def _ensure_dist(home: Path, env: TritonEnv) -> None:

@@ -19,13 +19,24 @@ from pathlib import Path
 
 import pytest
 
+from steps import determinism
+from steps.serving import envs
+
 ROOT = Path(__file__).resolve().parents[1]
+determinism.sleeping_threads()  # as `mlcp` does: for the torch of this process and its children
+
+
+# Serving environments (tritonserver's, vLLM's) are built once per set of requirements in this
+# checkout's `.mlcp/env-cache/` and linked into every stack folder the tests start (the
+# session's, and those of tests that need a stack of their own); later runs reuse them.
+ENV_CACHE = Path(os.environ.get(envs.CACHE_VAR) or ROOT / ".mlcp" / "env-cache")
 
 
 @pytest.fixture(scope="session")
 def stack_env(tmp_path_factory):
     from steps import stack
 
+    os.environ[envs.CACHE_VAR] = str(ENV_CACHE)  # inherited by every `mlcp stack up` too
     home = tmp_path_factory.mktemp("mlcp-home")
     ports = {"mlflow": stack.free_port(), "s3": stack.free_port(), "triton": stack.free_port()}
     saved = dict(os.environ)
@@ -216,19 +227,12 @@ def llm_data(stack_env):
 def vllm_server(stack_env, llm_data):
     """The stack's own vLLM service (``stack.up(services=["vllm"])``) started in the session's
     stack on a free port: vLLM's OpenAI-compatible server serving the project's base with
-    runtime LoRA loading. Its environment is built once under ``$MLCP_VLLM_ENV_HOME``
-    (default ``.mlcp`` of this checkout, where `mlcp stack up` puts it too) and linked into
-    the session's stack folder; the session's ``stack.down`` stops it."""
+    runtime LoRA loading. Its environment is built once in ``ENV_CACHE`` and linked into the
+    session's stack folder; the session's ``stack.down`` stops it."""
     from steps import stack
     from steps.serving import vllm
 
-    env_home = Path(os.environ.get("MLCP_VLLM_ENV_HOME") or ROOT / ".mlcp")
-    vllm.ensure_env(env_home)
     home = stack_env["home"]
-    link = home / "envs" / "vllm"
-    if not link.exists():
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(vllm.env_dir(env_home).resolve())
     started = time.monotonic()
     values = stack.up(home, ports={"vllm": stack.free_port()}, services=["vllm"])
     print(f"vLLM ready on {values['MLCP_VLLM_URL']} in {time.monotonic() - started:.1f} s")
@@ -236,3 +240,50 @@ def vllm_server(stack_env, llm_data):
     os.environ["MLCP_VLLM_ADAPTER_DIR"] = values["MLCP_VLLM_ADAPTER_DIR"]
     os.environ[vllm.API_KEY_VAR] = values[vllm.API_KEY_VAR]  # its /v1 routes need the key
     return vllm.VLLM(values["MLCP_VLLM_URL"])
+
+
+# ------------------------------------------------------------------ two workers (pytest-xdist)
+# `make test` runs the suite in two processes (`-n 2 --dist loadgroup`). Each worker starts
+# its own session stack (its own MLflow, S3 endpoint and tritonservers on free ports), so no
+# test sees another's models, aliases or server restarts. Tests are sent to a worker by group,
+# and a group runs whole on one worker, in collection order:
+# - every test that needs the LLM data or vLLM: one vLLM per run (a CPU engine is the most
+#   expensive server here), and the tests that restart it cannot hit another's requests;
+# - every test that needs MLflow on PostgreSQL: one PostgreSQL per run;
+# - every other test with the rest of its module, so a module's shared fixture (a champion
+#   trained once, a model live once) is paid once.
+# Without xdist (`pytest -p no:xdist`, or a single test) the markers change nothing.
+GROUP_FIXTURES = {
+    "llm": ("llm_data", "vllm_server"),
+    "postgresql": ("postgres_mlflow", "backend_store"),
+}
+
+
+# The fixtures that start or reach a server: a test that needs none of them runs in
+# `make test-fast` (marker `stack`, deselected there with `-m "not stack"`).
+SERVER_FIXTURES = ("stack_env", "postgres_mlflow", "vllm_server", "llm_data", "auth_stack")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "stack: needs the session's servers (set by conftest)")
+
+
+def group_of(item) -> str:
+    needs = set(item.fixturenames)
+    found = (g for g, names in GROUP_FIXTURES.items() if set(names) & needs)
+    return next(found, item.module.__name__.rpartition(".")[2])
+
+
+def pytest_collection_modifyitems(config, items):
+    groups = {}
+    for item in items:
+        if set(SERVER_FIXTURES) & set(item.fixturenames):
+            item.add_marker(pytest.mark.stack)
+        groups[item.nodeid] = group_of(item)
+        item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
+    if config.getoption("dist", "no") == "loadgroup":
+        # The scheduler hands out groups in this order (`--no-loadscope-reorder`): the LLM
+        # group first, the longest by far (vLLM's start, two LLM chains), then the larger
+        # groups before the smaller, so that neither worker is left with a long tail.
+        sizes = {g: list(groups.values()).count(g) for g in set(groups.values())}
+        items.sort(key=lambda i: (groups[i.nodeid] != "llm", -sizes[groups[i.nodeid]]))

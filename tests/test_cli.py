@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -153,3 +154,32 @@ def test_a_core_command_parses_without_importing_a_pipeline():
     assert json.loads(out) == ["m", []]
     # while the full parser (mlcp --help) still lists the pipelines
     assert {"cv", "llm", "data"} <= set(run_mlcp("--help").out.split())
+
+
+def test_openmp_threads_sleep_when_idle_unless_the_caller_says_otherwise(tmp_path):
+    # given `mlcp` started without OMP_WAIT_POLICY, and once with it set by the caller
+    script = (
+        "import os, sys\n"
+        "from steps import cli\n"
+        "cli.main(['stack', 'status', '--home', sys.argv[1]])\n"
+        "print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)\n"
+    )
+    found = {}
+    for given in (None, "ACTIVE"):
+        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+        if given:
+            env["OMP_WAIT_POLICY"] = given
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env=env,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        found[given] = done.stdout.splitlines()[-1].split()  # after the status table
+    # then its OpenMP threads (torch's, and those of every server it starts) sleep when idle,
+    # set before torch is imported; a policy the caller chose is kept
+    assert found[None] == ["PASSIVE", "False"]
+    assert found["ACTIVE"] == ["ACTIVE", "False"]

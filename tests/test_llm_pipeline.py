@@ -5,8 +5,7 @@ decision run per gate, data lineage, the judge prompt's hash, the adapter beatin
 base, and vLLM's live slot following promote and rollback; then bad input.
 
 Nothing is downloaded from a model hub (HF_HUB_OFFLINE=1). The vLLM environment is built once
-under ``$MLCP_VLLM_ENV_HOME`` (default ``.mlcp`` of this checkout, where `mlcp stack up` puts
-it too) and reused by later sessions.
+in the checkout's ``.mlcp/env-cache/`` (``conftest.ENV_CACHE``) and reused by later sessions.
 """
 
 from __future__ import annotations

@@ -8,15 +8,60 @@ the process environment of a program run from such a venv. Standard library only
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import os
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..errors import MlcpError
+
+# A folder shared by stack folders: each serving environment is built there once per set of
+# requirements, and a stack folder's ``envs/<name>`` links to it. Unset, each stack folder
+# builds its own (what `mlcp stack up` in a checkout does: `.mlcp/envs/`). The test session
+# sets it, so its own stack and every stack a test starts in a folder of its own share one
+# build of each environment instead of paying for one per folder.
+CACHE_VAR = "MLCP_ENV_CACHE"
+
+
+def shared_dir(name: str, requirements: tuple[str, ...]) -> Path | None:
+    """``$MLCP_ENV_CACHE/<name>-<digest of the requirements>``, or None when unset: a change
+    of requirements is another folder, so an environment there is never half-upgraded."""
+    root = os.environ.get(CACHE_VAR)
+    if not root:
+        return None
+    digest = hashlib.sha256("\n".join(requirements).encode()).hexdigest()[:12]
+    return Path(root).resolve() / f"{name}-{digest}"
+
+
+@contextlib.contextmanager
+def build_lock(folder: Path, name: str) -> Iterator[None]:
+    """One build of environment ``name`` at a time in ``folder`` (processes of one machine)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f".{name}-build.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def link(venv: Path, target: Path) -> None:
+    """Make ``venv`` a link to ``target`` (replacing what is there: a folder of its own, an
+    older link), so the stack folder's layout is the same whether the build is shared."""
+    if venv.is_symlink() and venv.resolve() == target.resolve():
+        return
+    if venv.is_symlink() or venv.is_file():
+        venv.unlink()
+    elif venv.exists():
+        shutil.rmtree(venv)
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    venv.symlink_to(target)
 
 
 def python_for(version: str, what: str) -> str:

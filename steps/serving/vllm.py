@@ -33,8 +33,6 @@ offline, in float32 on the CPU.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import re
@@ -479,17 +477,6 @@ def env_dir(home: Path) -> Path:
     return Path(home) / "envs" / "vllm"
 
 
-@contextlib.contextmanager
-def _build_lock(folder: Path) -> Iterator[None]:
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".vllm-build.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _marker(venv: Path) -> dict:
     try:
         return json.loads((venv / VLLM_ENV_MARKER).read_text())
@@ -499,10 +486,19 @@ def _marker(venv: Path) -> dict:
 
 def ensure_env(home: Path, timeout: float = VLLM_BUILD_TIMEOUT) -> str:
     """Build ``<home>/envs/vllm`` once (a marker file records what was installed; a build is
-    serialised by a lock, and an unfinished one is redone); return its Python."""
-    venv = env_dir(home)
+    serialised by a lock, and an unfinished one is redone); return its Python. With
+    ``$MLCP_ENV_CACHE`` set the build is the cache's, linked from ``<home>/envs/vllm``."""
+    shared = envs.shared_dir("vllm", VLLM_REQUIREMENTS)
+    if shared is None:
+        return _build(env_dir(home), home, timeout)
+    _build(shared, shared.parent, timeout)
+    envs.link(env_dir(home), shared)
+    return str(env_dir(home) / "bin" / "python")
+
+
+def _build(venv: Path, home: Path, timeout: float) -> str:
     python = venv / "bin" / "python"
-    with _build_lock(venv.parent):
+    with envs.build_lock(venv.parent, "vllm"):
         if _marker(venv).get("requirements") == list(VLLM_REQUIREMENTS) and python.exists():
             report(f"vllm environment {venv} already installed ({', '.join(VLLM_REQUIREMENTS)})")
             return str(python)
