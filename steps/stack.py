@@ -98,6 +98,11 @@ LOCAL_CREDENTIALS = {
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 HOST = "127.0.0.1"
+# MLflow's server starts a job runner beside itself (huey consumers, each a Python process
+# importing mlflow: about 270 MB and seconds of CPU each, at every start) for server-side
+# jobs such as scorers run on traces. Nothing here submits MLflow jobs: the steps judge and
+# record their own decisions, so the local stack runs MLflow without them.
+MLFLOW_JOBS_OFF = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 # The triton environment. nvidia-pytriton 0.7.0 ships tritonserver 2.51.0 and pins numpy<2;
 # onnxruntime 1.30.0 runs with that numpy (the python-backend models use it).
@@ -324,6 +329,8 @@ def _start(
         env.update(NANIO_ACCESS_KEY=env["AWS_ACCESS_KEY_ID"])
         env.update(NANIO_SECRET_KEY=env["AWS_SECRET_ACCESS_KEY"])
         env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        if name == "mlflow":
+            env.update(MLFLOW_JOBS_OFF)
         if name == "mlflow" and mlflow_auth.enabled(home):  # its basic-auth app
             command += mlflow_auth.SERVER_ARGS
             env = mlflow_auth.server_env(home, env)

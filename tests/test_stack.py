@@ -12,6 +12,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from steps import settings, stack
 
 
@@ -326,6 +328,7 @@ def _publish_and_record(env: dict, seed: int) -> str:
     return uri
 
 
+@pytest.mark.stack  # a stack of its own: it kills its S3 endpoint
 def test_data_sets_survive_down_and_up_and_a_killed_s3_endpoint(tmp_path, monkeypatch):
     # given a stack of its own (mlflow + s3) where `mlcp data cv` published a data set and a
     # run recorded, through lineage, the digest of what it read
@@ -382,3 +385,22 @@ def run_mlcp_json(env: dict, *args: str) -> dict:
     result = run_mlcp(*args, env=env)
     assert result.code == 0, result.err
     return json.loads(result.out.strip().splitlines()[-1])
+
+
+def test_mlflow_runs_without_a_job_runner(stack_env):
+    # given the session's MLflow, started by the stack in a session of its own
+    (row,) = [r for r in stack.status(stack_env["home"]) if r["service"] == "mlflow"]
+    leader = int(row["pid"])
+    # when every process of that session is listed with its command line
+    members = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(proc.name)) == leader:
+                members.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except (OSError, ProcessLookupError):
+            continue  # gone meanwhile
+    # then the server and its workers run, and no huey consumer (MLflow's job runner) does
+    assert any("mlflow" in cmd and "server" in cmd for cmd in members), members
+    assert not [cmd for cmd in members if "huey" in cmd], members
