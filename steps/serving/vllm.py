@@ -579,6 +579,7 @@ def server_command(
     adapter_dir: str | Path,
     ready_file: str | Path,
     api_key: str | None = None,
+    api_key_file: str | Path | None = None,
     max_lora_rank: int = MAX_LORA_RANK,
     max_loras: int = MAX_LORAS,
     max_model_len: int = MAX_MODEL_LEN,
@@ -588,8 +589,9 @@ def server_command(
     CPU from ``<home>/envs/vllm`` through the launcher, serving ``base_dir`` as
     ``served_name`` with runtime LoRA loading: the launcher loads the slots of
     ``<adapter_dir>/manifest.json`` once the server answers, then writes ``ready_file``.
-    With ``api_key`` the server guards its ``/v1`` endpoints with it. Nothing is
-    downloaded: the hub is off."""
+    With ``api_key`` (or the key in the file ``api_key_file``, which the launcher reads, as
+    in the cluster) the server guards its ``/v1`` endpoints with it. Nothing is downloaded:
+    the hub is off."""
     python = env_dir(home) / "bin" / "python"
     argv = [
         str(python),
@@ -632,4 +634,6 @@ def server_command(
     )
     if api_key:
         env[vllm_launch.API_KEY_ENV] = api_key  # vLLM's --api-key, not on the command line
+    if api_key_file:  # the launcher reads the key and gives it to the server process alone
+        env[vllm_launch.API_KEY_FILE_ENV] = str(api_key_file)
     return argv, env
