@@ -819,16 +819,20 @@ def test_check_fits_names_every_misfit():
     assert "hidden size is unknown" in vllm.check_fits(tags, base, None)[0]
 
 
-def test_server_command_follows_the_recipe(tmp_path):
-    argv, env = vllm.server_command(
+def _server_command(tmp_path, **key):
+    return vllm.server_command(
         tmp_path,
         8123,
         "/models/base",
         "base-name",
         adapter_dir=tmp_path / "adapters",
         ready_file=tmp_path / "ready",
-        api_key="k3y",
+        **key,
     )
+
+
+def test_server_command_follows_the_recipe(tmp_path):
+    argv, env = _server_command(tmp_path, api_key="k3y")
     # the launcher (standard library only, one file) starts vLLM, then loads the manifest
     assert argv[:2] == [str(tmp_path / "envs" / "vllm" / "bin" / "python"), str(vllm.LAUNCHER)]
     assert argv[2 : argv.index("--")] == [
@@ -839,15 +843,7 @@ def test_server_command_follows_the_recipe(tmp_path):
     # or the key's file, which the launcher reads (the stack's mode-600 file, the chart's
     # mounted Secret): then no key is in the launcher's environment at all
     key_file = tmp_path / "api-key"
-    _, from_file = vllm.server_command(
-        tmp_path,
-        8123,
-        "/models/base",
-        "base-name",
-        adapter_dir=tmp_path / "adapters",
-        ready_file=tmp_path / "ready",
-        api_key_file=key_file,
-    )
+    _, from_file = _server_command(tmp_path, api_key_file=key_file)
     assert from_file["VLLM_API_KEY_FILE"] == str(key_file) and "VLLM_API_KEY" not in from_file
     joined = " ".join(argv)
     for flag in (
