@@ -77,21 +77,34 @@ clean: ## stop the stack and remove .mlcp/ and the virtual environment
 	-$(VENV)/bin/mlcp stack down
 	rm -rf .mlcp $(VENV)
 
+# The digest of an image just built, for the chart's values (<component>.image.digest): its
+# registry digest (RepoDigests) once it has been pushed, else its local image id, which a push
+# keeps as the image's config digest.
+IMAGE_DIGEST = docker image inspect --format '{{if .RepoDigests}}{{index .RepoDigests 0}}{{else}}{{.Id}}{{end}}'
+define print_digest
+	@printf 'built %s  digest: %s\n' "$(1)" "$$($(IMAGE_DIGEST) $(1))"
+endef
+
 .PHONY: images
-images: ## build the step image (CUDA; CPU with TORCH_INDEX_URL=...) and the serving images, with docker
+images: ## build the step image (CUDA; CPU with TORCH_INDEX_URL=...) and the serving images, with docker; prints each digest
 	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { \
 		echo "make images: no docker engine here (docker missing or not running): nothing built."; \
 		echo "The Dockerfiles are under images/; every one is checked by hadolint in make test."; exit 1; }
 	$(eval VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml))
 	$(eval GIT_COMMIT := $(shell git rev-parse HEAD 2>/dev/null || echo unknown))
 	docker build -f images/steps.Dockerfile --build-arg GIT_COMMIT=$(GIT_COMMIT) -t mlcp-steps:$(VERSION) .
+	$(call print_digest,mlcp-steps:$(VERSION))
 	@if [ -n "$(TORCH_INDEX_URL)" ]; then \
 		docker build -f images/steps.Dockerfile --build-arg TORCH_INDEX_URL="$(TORCH_INDEX_URL)" \
-			--build-arg GIT_COMMIT=$(GIT_COMMIT) -t mlcp-steps:$(VERSION)-cpu . ; \
+			--build-arg GIT_COMMIT=$(GIT_COMMIT) -t mlcp-steps:$(VERSION)-cpu . && \
+		printf 'built %s  digest: %s\n' mlcp-steps:$(VERSION)-cpu "$$($(IMAGE_DIGEST) mlcp-steps:$(VERSION)-cpu)"; \
 	else echo "mlcp-steps:$(VERSION)-cpu skipped: set TORCH_INDEX_URL to a CPU-only PyTorch wheel index"; fi
 	docker build -f images/vllm.Dockerfile -t mlcp-vllm:$(VERSION) .
+	$(call print_digest,mlcp-vllm:$(VERSION))
 	docker build -f images/mlflow.Dockerfile -t mlcp-mlflow:$(VERSION) images
+	$(call print_digest,mlcp-mlflow:$(VERSION))
 	@if [ -n "$(TRITON_REGISTRY)" ]; then \
 		docker build -f images/triton.Dockerfile --build-arg TRITON_REGISTRY="$(TRITON_REGISTRY)" \
-			-t mlcp-triton:$(VERSION) images ; \
+			-t mlcp-triton:$(VERSION) images && \
+		printf 'built %s  digest: %s\n' mlcp-triton:$(VERSION) "$$($(IMAGE_DIGEST) mlcp-triton:$(VERSION))"; \
 	else echo "mlcp-triton:$(VERSION) skipped: set TRITON_REGISTRY to NVIDIA's NGC registry host"; fi

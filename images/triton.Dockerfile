@@ -18,7 +18,10 @@
 # running; afterwards the steps load and reload the <model>-staged and <model>-live slots.
 # Poll mode is not used: it forbids the load API the steps confirm each switch with, and it
 # would read an S3 entry whose upload is half done.
-# With $MLCP_TRITON_CONTROL_KEY set, the model-repository API (load, unload, index) answers
+# The control key is read from the file $MLCP_TRITON_CONTROL_KEY_FILE names (the chart mounts
+# it from a Secret; no Secret is in the pod's environment), else from $MLCP_TRITON_CONTROL_KEY.
+# tritonserver takes it only as an argument, so it is in the server's own command line.
+# With a key, the model-repository API (load, unload, index) answers
 # only requests carrying it in the mlcp-control-key header (over gRPC:
 # triton-grpc-protocol-mlcp-control-key), as mlcp sends it; inference, health and metadata
 # stay open. Extra arguments are passed to tritonserver.
@@ -37,5 +40,5 @@ ENV MODEL_REPOSITORY="" \
 WORKDIR /tmp
 USER 10001:10001
 EXPOSE 8000 8001 8002
-ENTRYPOINT ["/bin/sh", "-c", "if [ -z \"$MODEL_REPOSITORY\" ]; then echo 'MODEL_REPOSITORY is not set (e.g. s3://host:port/bucket/triton)' >&2; exit 2; fi; if [ -n \"$MLCP_TRITON_CONTROL_KEY\" ]; then set -- \"--http-restricted-api=model-repository:mlcp-control-key=$MLCP_TRITON_CONTROL_KEY\" \"--grpc-restricted-protocol=model-repository:mlcp-control-key=$MLCP_TRITON_CONTROL_KEY\" \"$@\"; fi; exec tritonserver --model-repository=\"$MODEL_REPOSITORY\" --model-control-mode=explicit '--load-model=*' --strict-readiness=true --http-port=8000 --grpc-port=8001 --metrics-port=8002 \"$@\"", "tritonserver"]
+ENTRYPOINT ["/bin/sh", "-c", "if [ -z \"$MODEL_REPOSITORY\" ]; then echo 'MODEL_REPOSITORY is not set (e.g. s3://host:port/bucket/triton)' >&2; exit 2; fi; if [ -z \"$MLCP_TRITON_CONTROL_KEY\" ] && [ -n \"$MLCP_TRITON_CONTROL_KEY_FILE\" ]; then MLCP_TRITON_CONTROL_KEY=$(cat \"$MLCP_TRITON_CONTROL_KEY_FILE\") || exit 2; fi; if [ -n \"$MLCP_TRITON_CONTROL_KEY\" ]; then set -- \"--http-restricted-api=model-repository:mlcp-control-key=$MLCP_TRITON_CONTROL_KEY\" \"--grpc-restricted-protocol=model-repository:mlcp-control-key=$MLCP_TRITON_CONTROL_KEY\" \"$@\"; fi; exec tritonserver --model-repository=\"$MODEL_REPOSITORY\" --model-control-mode=explicit '--load-model=*' --strict-readiness=true --http-port=8000 --grpc-port=8001 --metrics-port=8002 \"$@\"", "tritonserver"]
 CMD []

@@ -57,6 +57,13 @@ TRAIN_RUN_TAG = TAG_PREFIX + "train_run"  # the run that trained the version
 # version it trained again
 REPRODUCES_TAG = TAG_PREFIX + "reproduces"
 GPU_TAG = TAG_PREFIX + "gpu"  # the GPU torch sees (provenance); a cuda training run: its GPU
+# pinned inputs (steps/pinning.py), on the training run and its version: the revision of each
+# model the run loaded (+ the input's name, e.g. base_model): a model hub commit (40 hex), or
+# sha256:<digest> of the folder or .tar it read
+REVISION_TAG_PREFIX = TAG_PREFIX + "revision."
+# true on a run that was allowed to load a model by name without a pinned revision
+# (--allow-unpinned); false otherwise
+ALLOW_UNPINNED_TAG = TAG_PREFIX + "allow_unpinned"
 # An alias-move record stores a missing version (an unset alias) as this value.
 NO_VERSION = "none"
 # provenance, on every run the project creates (steps/provenance.py). MLflow's own names

@@ -248,9 +248,15 @@ def provision_stack(home: Path, tracking_uri: str) -> set[str]:
 
 
 def from_env(names: tuple[str, str], who: str) -> Credentials:
-    """Credentials from two environment variables; BadInput naming those that are unset."""
-    values = [os.environ.get(name, "") for name in names]
-    missing = [name for name, value in zip(names, values, strict=True) if not value]
+    """Credentials from two settings, each its variable or the file ``<NAME>_FILE`` names
+    (steps/secrets.py); for the pipeline user, else MLflow's credentials file, as MLflow's
+    client reads them. BadInput naming those that are missing."""
+    from . import rest, secrets
+
+    values = [secrets.read(name) or "" for name in names]
+    if names == PIPELINE_ENV and not all(values):
+        values = [a or b or "" for a, b in zip(values, rest.credentials(), strict=True)]
+    missing = [secrets.source(name) for name, value in zip(names, values, strict=True) if not value]
     if missing:
         raise BadInput(f"the {who} user's credentials are missing: set {' and '.join(missing)}")
     return Credentials(*values)

@@ -251,8 +251,11 @@ def log_environment() -> None:
 
 
 def of_run(run_tags: Mapping[str, str]) -> dict:
-    """A run's provenance for people (``mlcp lineage``): code, image, environment. A tag the
-    run lacks (recorded before provenance was) is None."""
+    """A run's provenance for people (``mlcp lineage``): code, image, environment, and the
+    revisions of the models it loaded (steps/pinning.py). A tag the run lacks (recorded
+    before provenance was) is None."""
+    from . import pinning
+
     env = {library: run_tags.get(ENV_TAG_PREFIX + library) for library in ENV_LIBRARIES}
     return {
         "code": {
@@ -267,4 +270,5 @@ def of_run(run_tags: Mapping[str, str]) -> dict:
             "gpu": run_tags.get(GPU_TAG),
             "seeds": run_tags.get(SEEDS_TAG),
         },
+        "models": pinning.of_run(run_tags),
     }

@@ -146,7 +146,18 @@ def provenance_lines(found: dict | None) -> list[str]:
         f"  image: {show(found['image'])}",
         f"  environment: {libraries}",
         f"    cuda {show(env['cuda'])}, gpu {show(env['gpu'])}, seeds {show(env['seeds'])}",
+        *_model_lines(found.get("models") or {}),
     ]
+
+
+def _model_lines(models: dict) -> list[str]:
+    """The revisions of the models the training loaded, and whether an unpinned load was
+    allowed (steps/pinning.py)."""
+    revisions, unpinned = models.get("revisions") or {}, models.get("allow_unpinned")
+    lines = [f"  model {name} at revision {value}" for name, value in revisions.items()]
+    if unpinned:
+        lines.append("  unpinned load allowed (--allow-unpinned): loaded by name, no commit")
+    return lines
 
 
 def lineage_lines(ref, report: dict) -> list[str]:

@@ -14,6 +14,10 @@ training recorded, and say whether it came out the same.
    :class:`Request`), in a run of its own in ``<pipeline>/reproduce``, tagged
    ``mlcp.reproduces=<version>``, registering nothing unless ``--register`` (then a new
    version tagged ``mlcp.reproduces=<version>``; no alias moves either way).
+   The models a training loaded by name are loaded at the revision it recorded
+   (``mlcp.revision.<input>``, steps/pinning.py), never unpinned; the recorded revisions are
+   compared with those of the new training run, and a revision that differs makes the
+   verdict ``differs``. A version trained with ``--allow-unpinned`` gets a warning.
 4. The recorded metrics are compared with the new ones (CV: validation accuracy and the
    last training loss; LLM: eval loss, perplexity and the last training loss) and, CV, the
    predictions on the test split of the recorded version's model, loaded from MLflow, with
@@ -49,7 +53,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import aliases, outputs, tracking
+from . import aliases, outputs, pinning, tracking
 from .contract import (
     DATA_DIGEST_TAG,
     DATA_SOURCE_TAG,
@@ -322,10 +326,27 @@ def reproduce(cfg: ReproduceConfig, *, now: Callable[[], Mapping[str, str]] | No
         f"training {show_version(version)} again from run {run.info.run_id} on {data_uri} "
         f"(digest {data_digest})"
     )
+    if pinning.of_run(run.data.tags)["allow_unpinned"]:
+        warnings.append(
+            "the version was trained from a model loaded by name without a pinned revision "
+            "(--allow-unpinned): it is loaded again at the revision the hub resolved then"
+        )
+        report(f"warning: {warnings[-1]}")
     result = pipeline.reproduce(request)
     verdict, metrics = judge(
         run.data.metrics, result["metrics"], result.get("predictions"), cfg.tolerance
     )
+    revisions = pinning.compare(run.data.tags, client.get_run(result["run_id"]).data.tags)
+    moved = [name for name, r in revisions.items() if not r["same"]]
+    if moved:
+        verdict = DIFFERS
+        warnings.append(
+            "the models loaded are not those the version recorded: "
+            + "; ".join(
+                f"{n} {revisions[n]['recorded']} (recorded) vs {revisions[n]['reproduced']}"
+                for n in moved
+            )
+        )
     summary = {
         "model": cfg.model_name,
         "alias": cfg.alias,
@@ -334,6 +355,7 @@ def reproduce(cfg: ReproduceConfig, *, now: Callable[[], Mapping[str, str]] | No
         "verdict": verdict,
         "tolerance": cfg.tolerance,
         "metrics": metrics,
+        "revisions": revisions,
         "predictions": result.get("predictions"),
         "recorded_run": run.info.run_id,
         "reproduced_run": result["run_id"],
@@ -385,6 +407,9 @@ def record(client, summary: dict) -> str:
             "data_uri": summary["data"]["uri"],
             "data_digest": summary["data"]["digest"],
         }
+        for name, revision in summary.get("revisions", {}).items():
+            for side in ("recorded", "reproduced"):
+                params[f"revision.{name}.{side}"] = revision[side] or "none"
         for side, values in summary["params"].items():
             params.update({f"{side}.{k}": str(v) for k, v in values.items()})
         now = int(time.time() * 1000)
@@ -423,6 +448,12 @@ def summary_lines(summary: dict) -> list[str]:
         same = "equal" if difference == 0 else f"relative difference {difference:.3g}"
         lines.append(
             f"  {name}: recorded {m['recorded']:.10g}, reproduced {m['reproduced']:.10g} ({same})"
+        )
+    for name, revision in summary.get("revisions", {}).items():
+        same = "the same" if revision["same"] else "NOT the same"
+        lines.append(
+            f"  {name} revision: recorded {revision['recorded'] or 'none'}, reproduced "
+            f"{revision['reproduced'] or 'none'} ({same})"
         )
     predictions = summary["predictions"]
     if predictions:

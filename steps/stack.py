@@ -694,7 +694,7 @@ def _vllm_command(port: int, home: Path) -> tuple[list[str], dict[str, str], dic
         base.name,
         adapter_dir=adapters,
         ready_file=ready_file,
-        api_key=key_file.read_text().strip(),
+        api_key_file=key_file,  # its mode-600 file: the launcher reads it, as in the cluster
     )
     extra = {
         "base": str(base.folder),

@@ -21,14 +21,13 @@ Core side: no pipeline import, MLflow imported inside the functions.
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from . import gates, tracking
+from . import gates, secrets, tracking
 from .contract import (
     ARGO_TAG_PREFIX,
     EXIT_CODE_TAG,
@@ -413,7 +412,7 @@ def record_exit(cfg: ExitConfig) -> dict:
         "reason": reason,
         "refused_by": refused_by,
     }
-    url = os.environ.get(NOTIFY_URL_VARIABLE, "").strip()
+    url = (secrets.read(NOTIFY_URL_VARIABLE) or "").strip()
     if url:
         document = {
             "workflow": cfg.workflow_name,

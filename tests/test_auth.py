@@ -252,3 +252,57 @@ def test_the_chart_jobs_command_makes_the_users_from_the_environment(auth_stack,
     env.pop(mlflow_auth.ADMIN_ENV[1])
     result = _run(("mlflow-users", "--wait", "5"), env)
     assert result.code == 2 and mlflow_auth.ADMIN_ENV[1] in result.err, result.err
+
+
+def test_the_clusters_credential_files_are_all_the_steps_and_the_users_job_need(
+    auth_stack, tmp_path
+):
+    """The credentials laid out as the chart mounts them (steps/secrets.py): one file per
+    Secret key, read through NAME_FILE variables, and MLflow's credentials file under HOME;
+    no credential in any environment variable."""
+    from steps import secrets
+
+    home = auth_stack["home"]
+    admin = mlflow_auth.stored(home, mlflow_auth.ADMIN)
+    pipeline = mlflow_auth.stored(home, mlflow_auth.PIPELINE)
+    viewer = mlflow_auth.Credentials("mlcp-viewer-files", "another-long-password")
+    mounted = tmp_path / "secrets"  # the Secrets' files
+    mounted.mkdir(mode=0o700)
+    given = dict(
+        zip(
+            (*mlflow_auth.ADMIN_ENV, *mlflow_auth.READ_ONLY_ENV),
+            (admin.username, admin.password, viewer.username, viewer.password),
+            strict=True,
+        )
+    )
+    for name, value in given.items():
+        (mounted / name).write_text(value + "\n")  # a file from a Secret may end in a newline
+    steps_home = tmp_path / "home"  # the pipeline user: MLflow's credentials file
+    (steps_home / ".mlflow").mkdir(parents=True)
+    (steps_home / ".mlflow" / "credentials").write_text(
+        f"[mlflow]\nmlflow_tracking_username = {pipeline.username}\n"
+        f"mlflow_tracking_password = {pipeline.password}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in (*VARIABLES, *given)}
+    env.update(HOME=str(steps_home), MLCP_HOME=str(tmp_path / "no-stack"))
+    env["MLFLOW_TRACKING_URI"] = auth_stack["values"]["MLFLOW_TRACKING_URI"]
+    env.update({secrets.file_variable(name): str(mounted / name) for name in given})
+    # when the users Job's command runs with them, then it makes the read-only user
+    made = _run(("mlflow-users", "--wait", "5"), env)
+    assert made.code == 0, made.err
+    # and the steps work as the pipeline user on both client paths (REST and mlflow's client)
+    name = auth_stack["models"].create(1)
+    auth_stack["models"].set_alias(name, "candidate", "1")
+    assert _run(("history", "--model-name", name), env).code == 0
+    lineage = _run(("lineage", f"{name}@candidate"), env)
+    assert lineage.code == 0, lineage.err
+    # and the new read-only user signs in with what its files said
+    creds = {"username": viewer.username, "password": viewer.password}
+    assert mlcp_as(auth_stack, tmp_path, "history", "--model-name", name, **creds).code == 0
+    # a missing file is a missing credential, named with the file it was looked for in
+    (mounted / mlflow_auth.ADMIN_ENV[1]).unlink()
+    missing = _run(("mlflow-users", "--wait", "5"), env)
+    assert missing.code == 2, missing.err
+    assert f"{mlflow_auth.ADMIN_ENV[1]} (or the file {mounted / mlflow_auth.ADMIN_ENV[1]}" in (
+        missing.err
+    )

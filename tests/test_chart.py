@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
 import json
 import re
 import shutil
@@ -22,6 +23,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from steps import secrets as step_secrets
 from steps.llm.serving import ADAPTER_VOLUME
 from steps.provenance import IMAGE_ENV
 from workflows import build, common
@@ -45,6 +47,7 @@ SERVING = {
     "llm-values.yaml": {"vllm"},
     "all-values.yaml": {"triton", "vllm", "mlflow", "postgresql"},
     "secure-values.yaml": {"triton", "vllm", "mlflow", "postgresql"},  # auth and policies on
+    "pinned-values.yaml": {"triton", "vllm", "mlflow", "postgresql"},  # every image by digest
 }
 
 ADAPTER_CLAIM = ADAPTER_VOLUME.claim  # declared by the vLLM back end
@@ -230,9 +233,11 @@ def is_training(doc: dict) -> bool:
 
 
 def _chart_image(values: dict) -> str:
-    """The step image the chart writes for these values (repository:tag, tag defaulting to
-    the package version)."""
+    """The step image the chart writes for these values (repository@digest when a digest is
+    given, else repository:tag, the tag defaulting to the package version)."""
     image = values.get("image", {})
+    if image.get("digest"):
+        return f"{image.get('repository', common.IMAGE_NAME)}@{image['digest']}"
     tag = image.get("tag") or common.package_version()
     return f"{image.get('repository', common.IMAGE_NAME)}:{tag}"
 
@@ -329,6 +334,27 @@ def _step_containers(docs: list[dict]):
                 yield doc, spec, template
 
 
+def secret_file(doc: dict, path: str) -> dict | None:
+    """Which Secret key a container of ``doc``'s pod finds at ``path``: {"name", "key"} of
+    the Secret volume (plain or projected) mounted above it; None when no Secret is there."""
+    pod = doc["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    for container in pod.get("initContainers", []) + pod["containers"]:
+        for mount in container.get("volumeMounts", []):
+            prefix = mount["mountPath"].rstrip("/") + "/"
+            if not path.startswith(prefix):
+                continue
+            volume, rest = volumes[mount["name"]], path[len(prefix) :]
+            sources = [s["secret"] for s in volume.get("projected", {}).get("sources", [])]
+            if "secret" in volume:
+                sources.append({**volume["secret"], "name": volume["secret"]["secretName"]})
+            for source in sources:
+                for item in source.get("items") or [{"key": rest, "path": rest}]:
+                    if item["path"] == rest:
+                        return {"name": source["name"], "key": item["key"]}
+    return None
+
+
 @pytest.mark.parametrize("values_file", CI_VALUES, ids=scenario_ids(CI_VALUES))
 def test_templates_read_the_configmap_and_secret_the_chart_makes_and_run_as_its_account(
     values_file,
@@ -342,7 +368,7 @@ def test_templates_read_the_configmap_and_secret_the_chart_makes_and_run_as_its_
     }
     (account,) = by_kind(docs, "ServiceAccount")
     secret = values.get("credentials", {}).get("existingSecret", "mlcp-credentials")
-    image = values["image"]["repository"] + ":" + values["image"].get("tag", "0.1.0")
+    image = _chart_image(values)
     containers = list(_step_containers(docs))
     assert containers
     for doc, spec, template in containers:
@@ -352,10 +378,24 @@ def test_templates_read_the_configmap_and_secret_the_chart_makes_and_run_as_its_
         recorded = [e["value"] for e in template["container"]["env"] if e["name"] == IMAGE_ENV]
         assert recorded == [image], name  # what a run records is the image that runs
         refs = template["container"]["envFrom"]
-        assert [r["configMapRef"]["name"] for r in refs if "configMapRef" in r] == [
-            config["metadata"]["name"]
-        ], name
-        assert [r["secretRef"]["name"] for r in refs if "secretRef" in r] == [secret], name
+        assert refs == [{"configMapRef": {"name": config["metadata"]["name"], "optional": False}}]
+        # the credentials are the Secret's files, mounted read-only where the steps read them
+        secrets_mounted = {
+            v["name"]: v["secret"]["secretName"] for v in template["volumes"] if "secret" in v
+        }
+        assert secrets_mounted == {
+            common.SECRET_VOLUME: secret,
+            common.MLFLOW_CREDENTIALS_VOLUME: secret,
+        }, name
+        mounts = {m["name"]: m for m in template["container"]["volumeMounts"]}
+        assert mounts[common.SECRET_VOLUME]["mountPath"] == step_secrets.MOUNT
+        assert mounts[common.MLFLOW_CREDENTIALS_VOLUME]["mountPath"] == "/tmp/.mlflow"
+        assert all(mounts[v]["readOnly"] for v in secrets_mounted)
+        env = {e["name"]: e["value"] for e in template["container"]["env"]}
+        assert env["HOME"] == "/tmp"  # MLflow's client reads $HOME/.mlflow/credentials
+        for key in step_secrets.STEP_SECRETS:
+            assert env[step_secrets.file_variable(key)] == f"{step_secrets.MOUNT}/{key}", name
+        assert env["AWS_SHARED_CREDENTIALS_FILE"] == f"{step_secrets.MOUNT}/aws-credentials"
     for doc in docs:  # the CronWorkflows' workflows run as the account too
         if doc["kind"] == "CronWorkflow":
             assert doc["spec"]["workflowSpec"]["serviceAccountName"] == "mlcp-workflow"
@@ -434,9 +474,12 @@ def test_vllm_runs_replicas_that_reload_their_slots_and_needs_its_key():
     assert f'"python3", "{copied.group(1)}", "--"' in dockerfile  # and the entrypoint
     ignore = (ROOT / "images" / "vllm.Dockerfile.dockerignore").read_text().split()
     assert ignore[ignore.index("*") :] == ["*", "!steps/serving/vllm_launch.py"]
-    # vLLM's API key from the Secret the step pods read whole, under the name they read
-    key = env["VLLM_API_KEY"]["valueFrom"]["secretKeyRef"]
-    assert key == {"name": "llm-credentials", "key": "MLCP_VLLM_API_KEY"}
+    # vLLM's API key: a file of the Secret the step pods mount whole, under the name they read
+    from steps.serving import vllm_launch
+
+    path = env[vllm_launch.API_KEY_FILE_ENV]["value"]
+    assert path.startswith(step_secrets.MOUNT + "/") and "VLLM_API_KEY" not in env
+    assert secret_file(deployment, path) == {"name": "llm-credentials", "key": "MLCP_VLLM_API_KEY"}
     # a headless Service lists every replica, ready or not, and the steps load through it
     (headless,) = [
         d for d in by_kind(docs, "Service") if d["metadata"]["name"] == "mlcp-vllm-replicas"
@@ -453,7 +496,8 @@ def test_vllm_runs_replicas_that_reload_their_slots_and_needs_its_key():
     values = values_of(CHART / "ci" / "llm-values.yaml")
     values["vllm"]["apiKey"] = {"secretKey": ""}
     bare = named(render(values), "Deployment", "mlcp-vllm")["spec"]["template"]["spec"]
-    assert "VLLM_API_KEY" not in {e["name"] for e in bare["containers"][0]["env"]}
+    assert "VLLM_API_KEY_FILE" not in {e["name"] for e in bare["containers"][0]["env"]}
+    assert "secrets" not in {v["name"] for v in bare["volumes"]}
 
 
 def test_triton_reads_its_repository_from_s3_with_explicit_model_control():
@@ -461,7 +505,9 @@ def test_triton_reads_its_repository_from_s3_with_explicit_model_control():
     container = named(docs, "Deployment", "mlcp-triton")["spec"]["template"]["spec"]
     env = {e["name"]: e for e in container["containers"][0]["env"]}
     assert env["MODEL_REPOSITORY"]["value"] == "s3://minio.mlops:9000/mlcp/triton"
-    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "mlcp-credentials"
+    path = env["AWS_SHARED_CREDENTIALS_FILE"]["value"]
+    deployment = named(docs, "Deployment", "mlcp-triton")
+    assert secret_file(deployment, path) == {"name": "mlcp-credentials", "key": "aws-credentials"}
     dockerfile = (ROOT / "images" / "triton.Dockerfile").read_text()
     assert "--model-control-mode=explicit" in dockerfile
     assert '--model-repository=\\"$MODEL_REPOSITORY\\"' in dockerfile
@@ -491,14 +537,18 @@ def test_triton_replicas_are_loaded_through_a_headless_service_and_keep_their_ke
     replicas = data[triton.REPLICAS_ENV]
     assert replicas == "mlcp-triton-replicas.mlops.svc:8000/8001"
     assert triton._entries(replicas) == [("http", "mlcp-triton-replicas.mlops.svc", "8000", "8001")]
-    # the pod reads the control key from the credentials Secret the steps read whole
+    # the pod reads the control key as a file of the credentials Secret the steps mount whole
     env = {e["name"]: e for e in deployment["template"]["spec"]["containers"][0]["env"]}
-    ref = env[triton.CONTROL_KEY_ENV]["valueFrom"]["secretKeyRef"]
-    assert ref == {"name": "mlcp-credentials", "key": triton.CONTROL_KEY_ENV}
+    path = env[triton.CONTROL_KEY_ENV + "_FILE"]["value"]
+    assert triton.CONTROL_KEY_ENV not in env
+    assert secret_file(named(docs, "Deployment", "mlcp-triton"), path) == {
+        "name": "mlcp-credentials",
+        "key": triton.CONTROL_KEY_ENV,
+    }
     # without a key name, no key (and the image leaves the API open)
     bare = render({**MLFLOW, "triton": {"enabled": True, "controlKey": {"secretKey": ""}}})
     spec = named(bare, "Deployment", "mlcp-triton")["spec"]["template"]["spec"]
-    assert triton.CONTROL_KEY_ENV not in {e["name"] for e in spec["containers"][0]["env"]}
+    assert triton.CONTROL_KEY_ENV + "_FILE" not in {e["name"] for e in spec["containers"][0]["env"]}
 
 
 def test_the_triton_image_loads_every_slot_at_start_and_restricts_model_control(tmp_path):
@@ -537,6 +587,20 @@ def test_the_triton_image_loads_every_slot_at_start_and_restricts_model_control(
     keyed = args(MLCP_TRITON_CONTROL_KEY="s3cr3t")
     assert set(triton.restricted_args("s3cr3t")) <= set(keyed)
     assert set(triton.SERVER_ARGS) <= set(keyed)
+    # the key from a file (the chart mounts it from a Secret), its newline left out
+    key_file = tmp_path / "control-key"
+    key_file.write_text("fr0m-f1le\n")
+    from_file = args(MLCP_TRITON_CONTROL_KEY_FILE=str(key_file))
+    assert set(triton.restricted_args("fr0m-f1le")) <= set(from_file)
+    # a key file that cannot be read stops the start, rather than leaving the API open
+    unread = subprocess.run(
+        entrypoint,
+        env={**base, "MLCP_TRITON_CONTROL_KEY_FILE": str(tmp_path / "missing")},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert unread.returncode == 2 and unread.stdout == ""
 
 
 # ------------------------------------------------------------------ cleanup, placement, concurrency
@@ -561,6 +625,7 @@ TRAINING = {  # reproduce serves every pipeline, so every set installs it
     "llm-values.yaml": {"llm-train", "reproduce"},
     "all-values.yaml": {"cv-train", "llm-train", "reproduce"},
     "secure-values.yaml": {"cv-train", "llm-train", "reproduce"},
+    "pinned-values.yaml": {"cv-train", "llm-train", "reproduce"},
 }
 
 
@@ -895,6 +960,12 @@ def _strings(value, path=""):
         yield path, value
 
 
+def _secret_path(env: dict) -> bool:
+    """An entry naming where a secret's file is (``NAME_FILE`` = an absolute path): a path,
+    not a secret."""
+    return env["name"].endswith("_FILE") and str(env["value"]).startswith("/")
+
+
 def credential_problems(docs: list[dict]) -> list[str]:
     """No credential in any manifest: no Secret with data, no secret-named env value or
     ConfigMap key written inline, nothing that looks like a key or a password."""
@@ -911,7 +982,7 @@ def credential_problems(docs: list[dict]) -> list[str]:
         for _, _pod, containers in _pod_specs(doc):
             for c in containers:
                 for e in c.get("env", []):
-                    if SECRET_NAME.search(e["name"]) and "value" in e:
+                    if SECRET_NAME.search(e["name"]) and "value" in e and not _secret_path(e):
                         problems.append(f"{where}: env {e['name']} has an inline value")
     return problems
 
@@ -960,6 +1031,305 @@ def test_the_rendered_output_is_secure(values_file):
     # the serving pods carry no API token
     for doc in by_kind(docs, "Deployment") + by_kind(docs, "StatefulSet"):
         assert doc["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+
+
+def secret_env_problems(docs: list[dict]) -> list[str]:
+    """No Secret reaches a container through its environment: no env entry from a
+    secretKeyRef and no envFrom of a secretRef, in any container, init container or
+    workflow template (the Secrets are mounted as files: steps/secrets.py)."""
+    problems = []
+    for doc in docs:
+        for where, _pod, containers in _pod_specs(doc):
+            for c in containers:
+                at = f"{where}/{c.get('name', '')}"
+                for e in c.get("env", []):
+                    if "secretKeyRef" in e.get("valueFrom", {}):
+                        problems.append(f"{at}: env {e['name']} from a Secret")
+                for source in c.get("envFrom", []):
+                    if "secretRef" in source:
+                        problems.append(f"{at}: envFrom Secret {source['secretRef']['name']}")
+    return problems
+
+
+# Containers whose image does not allow a uid of 10000 or more (none today): "where: why".
+LOW_UID_EXCEPTIONS: dict[str, str] = {}
+MIN_UID = 10000
+
+
+def uid_problems(docs: list[dict]) -> list[str]:
+    """Every container runs as a high uid (container or pod securityContext, >= 10000), set
+    explicitly rather than left to the image, unless it is a documented exception."""
+    problems = []
+    for doc in docs:
+        for where, pod, containers in _pod_specs(doc):
+            for c in containers:
+                at = f"{where}/{c.get('name', '')}"
+                uid = c.get("securityContext", {}).get("runAsUser", pod.get("runAsUser"))
+                if at in LOW_UID_EXCEPTIONS:
+                    continue
+                if uid is None:
+                    problems.append(f"{at}: no runAsUser (the image's user decides)")
+                elif uid < MIN_UID:
+                    problems.append(f"{at}: runs as uid {uid}, below {MIN_UID}")
+    return problems
+
+
+@pytest.mark.parametrize("values_file", CI_VALUES, ids=scenario_ids(CI_VALUES))
+def test_secrets_are_files_and_every_container_runs_as_a_high_uid(values_file):
+    docs = rendered(values_file.name)
+    assert secret_env_problems(docs) == []
+    assert uid_problems(docs) == []
+    # every Secret the pods mount is mounted read-only, with no file readable by others
+    for where, volumes, containers in _volume_groups(docs):
+        secret = {v["name"] for v in volumes if "secret" in v or "projected" in v}
+        for v in volumes:
+            if v["name"] in secret:
+                mode = (v.get("secret") or v.get("projected"))["defaultMode"]
+                assert mode & 0o007 == 0, (where, v["name"], oct(mode))
+        for c in containers:
+            for m in c.get("volumeMounts", []):
+                assert m["name"] not in secret or m.get("readOnly") is True, (where, m)
+
+
+def _volume_groups(docs: list[dict]):
+    """(where, volumes, containers) of every pod: a workload's, or a workflow template's."""
+    for doc in docs:
+        where = f"{doc['kind']}/{doc['metadata']['name']}"
+        if doc["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+            pod = doc["spec"]["template"]["spec"]
+            yield where, pod.get("volumes", []), pod.get("initContainers", []) + pod["containers"]
+        elif doc["apiVersion"] == ARGO_API:
+            for template in workflow_spec(doc).get("templates", []):
+                if "container" in template:
+                    yield where, template.get("volumes", []), [template["container"]]
+
+
+def test_the_secret_and_uid_checks_catch_each_planted_violation():
+    def secret_key_ref(docs):
+        _container(docs, "Deployment", "mlcp-triton")["env"].append(
+            {"name": "K", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}
+        )
+
+    def env_from_secret(docs):
+        _step(docs, "promote").setdefault("envFrom", []).append({"secretRef": {"name": "s"}})
+
+    def init_container_secret(docs):
+        pod = named(docs, "Deployment", "mlcp-mlflow")["spec"]["template"]["spec"]
+        pod["initContainers"][0]["env"] = [
+            {"name": "P", "valueFrom": {"secretKeyRef": {"name": "s", "key": "p"}}}
+        ]
+
+    for change in (secret_key_ref, env_from_secret, init_container_secret):
+        assert len(secret_env_problems(_planted(change))) == 1, change.__name__
+
+    def low_uid(docs):
+        named(docs, "StatefulSet", "mlcp-postgresql")["spec"]["template"]["spec"][
+            "securityContext"
+        ]["runAsUser"] = 999
+
+    def no_uid(docs):
+        _step(docs, "cv-train")["securityContext"].pop("runAsUser")
+
+    assert uid_problems(_planted(low_uid)) == [
+        "StatefulSet/mlcp-postgresql/postgresql: runs as uid 999, below 10000"
+    ]
+    assert uid_problems(_planted(no_uid)) == [
+        "WorkflowTemplate/cv-train:cv-train/: no runAsUser (the image's user decides)"
+    ]
+
+
+DIGEST = re.compile(r"^(?P<repo>[^@:]+(?::\d+)?[^@:]*)@(?P<digest>sha256:[0-9a-f]{64})$")
+
+
+def _images(docs: list[dict]) -> list[tuple[str, str]]:
+    """(where, image) of every container of every rendered object."""
+    return [
+        (f"{where}/{c.get('name', '')}", c["image"])
+        for doc in docs
+        for where, _pod, containers in _pod_specs(doc)
+        for c in containers
+    ]
+
+
+def test_every_container_of_the_pinned_scenario_runs_its_image_by_digest():
+    values = values_of(CHART / "ci" / "pinned-values.yaml")
+    defaults = values_of(CHART / "values.yaml")
+    wanted = {
+        values["image"]["repository"]: values["image"]["digest"],
+        **{
+            values[c]["image"]["repository"]: values[c]["image"]["digest"]
+            for c in ("triton", "vllm", "mlflow")
+        },
+        defaults["mlflow"]["postgresql"]["image"]["repository"]: values["mlflow"]["postgresql"][
+            "image"
+        ]["digest"],
+    }
+    docs = rendered("pinned-values.yaml")
+    images = _images(docs)
+    assert len(images) > 20 and {image.split("@")[0] for _, image in images} == set(wanted)
+    for where, image in images:
+        found = DIGEST.match(image)
+        assert found, (where, image)
+        assert wanted[found["repo"]] == found["digest"], (where, image)
+    # what a run records as its image is the pinned reference
+    for _doc, _spec, template in _step_containers(docs):
+        env = {e["name"]: e.get("value") for e in template["container"]["env"]}
+        assert env[IMAGE_ENV] == template["container"]["image"]
+    # without digests every image is repository:tag
+    for _where, image in _images(rendered("all-values.yaml")):
+        assert "@" not in image and ":" in image.rsplit("/", 1)[-1], image
+    # a digest that is not one fails the render, naming the image
+    bad = copy.deepcopy(values)
+    bad["vllm"]["image"]["digest"] = "latest"
+    with pytest.raises(
+        helm.HelmError, match="the digest of image registry.example/mlops/mlcp-vllm"
+    ):
+        render(bad)
+
+
+def test_a_model_name_is_served_and_trained_on_only_at_a_pinned_commit():
+    values = values_of(CHART / "ci" / "pinned-values.yaml")
+    docs = rendered("pinned-values.yaml")
+    commit = values["vllm"]["revision"]
+    args = _container(docs, "Deployment", "mlcp-vllm")["args"]
+    assert args[args.index("--revision") + 1] == commit
+    data = named(docs, "ConfigMap", "mlcp-config")["data"]
+    assert data["MLCP_VLLM_BASE_REVISION"] == commit
+    assert data["MLCP_LLM_BASE_REVISION"] == values["config"]["llmBaseRevision"]
+    # a model name without its commit does not render
+    unpinned = copy.deepcopy(values)
+    unpinned["vllm"]["revision"] = ""
+    with pytest.raises(helm.HelmError, match="vllm.revision is required"):
+        render(unpinned)
+    unpinned = copy.deepcopy(values)
+    unpinned["config"]["llmBaseRevision"] = ""
+    with pytest.raises(helm.HelmError, match="config.llmBaseRevision is required"):
+        render(unpinned)
+    branch = copy.deepcopy(values)
+    branch["vllm"]["revision"] = "main"
+    with pytest.raises(helm.HelmError, match="vllm.revision must be a 40-hex commit"):
+        render(branch)
+    # a folder needs none
+    assert (
+        "--revision"
+        not in _container(rendered("all-values.yaml"), "Deployment", "mlcp-vllm")["args"]
+    )
+
+
+def test_make_images_prints_the_digest_of_each_image_it_builds(tmp_path):
+    """docker cannot run here: a stand-in ``docker`` answers ``info``, ``build`` and ``image
+    inspect`` (a digest made from the image's name), so the Makefile's own commands run."""
+    fake = tmp_path / "bin" / "docker"
+    fake.parent.mkdir()
+    fake.write_text(
+        "#!/bin/sh\n"
+        'case "$1" in\n'
+        "  info) exit 0;;\n"
+        "  build) exit 0;;\n"
+        '  image) printf "sha256:%s\\n" "$(printf %s "$5" | sha256sum | cut -c1-64)";;\n'
+        "  *) exit 1;;\n"
+        "esac\n"
+    )
+    fake.chmod(0o755)
+    path = f"{fake.parent}:/usr/bin:/bin"
+    version = pyproject()["project"]["version"]
+    done = subprocess.run(
+        ["make", "-s", "images", "TRITON_REGISTRY=registry.example", "TORCH_INDEX_URL=idx"],
+        cwd=ROOT,
+        env={"PATH": path, "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    built = dict(re.findall(r"^built (\S+)  digest: (\S+)$", done.stdout, re.M))
+    names = ("mlcp-steps", "mlcp-steps:{v}-cpu", "mlcp-vllm", "mlcp-mlflow", "mlcp-triton")
+    expected = [n.format(v=version) if "{" in n else f"{n}:{version}" for n in names]
+    assert sorted(built) == sorted(expected)
+    for image, digest in built.items():
+        assert digest == "sha256:" + hashlib.sha256(image.encode()).hexdigest(), image
+    # without a docker engine: the message, and nothing built
+    (tmp_path / "empty").mkdir()
+    none = subprocess.run(
+        ["/usr/bin/make", "-s", "images"],
+        cwd=ROOT,
+        env={"PATH": str(tmp_path / "empty"), "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert none.returncode != 0 and "no docker engine here" in none.stdout
+    assert "built " not in none.stdout
+
+
+def test_the_mlflow_server_reaches_a_password_protected_postgresql_through_its_files(tmp_path):
+    """The chart's init container script, run as written (paths moved into a folder of this
+    test), against the machine's real PostgreSQL with scram-sha-256 authentication: the
+    password file it writes (mode 600) and the URI without a password connect, a password
+    with ``%``, ``:`` and ``\\`` included; without the file the server refuses."""
+    import os
+    import pwd
+    import tempfile
+
+    from steps import stack
+
+    spec = named(rendered("secure-values.yaml"), "Deployment", "mlcp-mlflow")
+    script = spec["spec"]["template"]["spec"]["initContainers"][0]["command"][-1]
+    home = Path(tempfile.mkdtemp(prefix="mlcp-pgpass-"))
+    home.chmod(0o711)
+    os.chown(home, pwd.getpwnam("postgres").pw_uid, -1)
+    secrets_dir, run = tmp_path / "secrets", tmp_path / "run"
+    secrets_dir.mkdir()
+    run.mkdir()
+    password = "p%ss:w\\rd-0123456789"
+    for name, value in {
+        "db-username": "mlflow",
+        "db-password": password + "\n",
+        "admin-username": "admin",
+        "admin-password": "adm%n-0123456789",
+    }.items():
+        (secrets_dir / name).write_text(value)
+    pwfile = home / "pw"
+    pwfile.write_text(password)
+    pwfile.chmod(0o644)
+    port = stack.free_port()
+    pg = ["runuser", "-u", "postgres", "--"]
+    try:
+        subprocess.run([*pg, "initdb", "-D", str(home / "data"), "-U", "mlflow",
+                        "--auth=scram-sha-256", f"--pwfile={pwfile}"],
+                       check=True, capture_output=True, timeout=120)  # fmt: skip
+        subprocess.run([*pg, "pg_ctl", "-D", str(home / "data"), "-w", "-l", str(home / "log"),
+                        "-o", f"-p {port} -k {home} -c listen_addresses=127.0.0.1", "start"],
+                       check=True, capture_output=True, timeout=120)  # fmt: skip
+        script = (
+            script.replace(step_secrets.MOUNT, str(secrets_dir))
+            .replace("/run/mlflow", str(run))
+            .replace("mlcp-postgresql:5432/mlflow", f"127.0.0.1:{port}/postgres")
+        )
+        subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+        assert (run / "pgpass").stat().st_mode & 0o777 == 0o600
+        uri = (run / "backend-store-uri").read_text()
+        assert uri == f"postgresql+psycopg2://mlflow@127.0.0.1:{port}/postgres"  # no password
+        connect = [sys.executable, "-c", "import sqlalchemy, sys; e = sqlalchemy.create_engine("
+                   "sys.argv[1]); c = e.connect(); print(c.execute(sqlalchemy.text("
+                   "'select current_user')).scalar())", uri]  # fmt: skip
+        env = {**os.environ, "PGPASSFILE": str(run / "pgpass")}
+        assert subprocess.run(connect, env=env, capture_output=True, text=True, timeout=60
+                              ).stdout.strip() == "mlflow"  # fmt: skip
+        env["PGPASSFILE"] = str(tmp_path / "none")
+        refused = subprocess.run(connect, env=env, capture_output=True, text=True, timeout=60)
+        assert refused.returncode != 0 and "password" in refused.stderr
+        # MLflow's auth app reads the admin and the same database from the ini it wrote
+        check = ("from mlflow.server.auth.config import read_auth_config as r; c = r(); "
+                 "print(c.admin_username, c.admin_password, c.database_uri)")  # fmt: skip
+        env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(run / "basic_auth.ini")}
+        shown = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True,
+                               text=True, timeout=120).stdout.split()  # fmt: skip
+        assert shown == ["admin", "adm%n-0123456789", uri]
+    finally:
+        subprocess.run([*pg, "pg_ctl", "-D", str(home / "data"), "-m", "fast", "stop"],
+                       capture_output=True, timeout=60)  # fmt: skip
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def _planted(change) -> list[dict]:
@@ -1022,8 +1392,7 @@ def test_the_credential_check_catches_each_planted_violation():
 
     def password_in_url(docs):
         env = _container(docs, "Deployment", "mlcp-mlflow")["env"]
-        uri = next(e for e in env if e["name"] == "MLFLOW_BACKEND_STORE_URI")
-        uri["value"] = "postgresql://mlflow:s3cret@db:5432/mlflow"
+        env.append({"name": "MLFLOW_BACKEND_STORE_URI", "value": "postgresql://m:s3cret@db/m"})
 
     for change in (secret_object, inline_env, config_key, access_key, password_in_url):
         assert len(credential_problems(_planted(change))) == 1, change.__name__
@@ -1146,29 +1515,39 @@ def test_mlflow_runs_its_basic_auth_app_with_the_users_from_the_secrets():
 
     values = values_of(CHART / "ci" / "secure-values.yaml")
     docs = rendered("secure-values.yaml")
-    pod = named(docs, "Deployment", "mlcp-mlflow")["spec"]["template"]["spec"]
+    deployment = named(docs, "Deployment", "mlcp-mlflow")
+    pod = deployment["spec"]["template"]["spec"]
     (server,) = pod["containers"]
     assert server["args"][server["args"].index("--app-name") + 1] == "basic-auth"
     env = {e["name"]: e for e in server["env"]}
     auth = values_of(CHART / "values.yaml")["mlflow"]["auth"]
-    for name, key in zip(
-        (*mlflow_auth.ADMIN_ENV, "MLFLOW_FLASK_SERVER_SECRET_KEY"),
-        (auth["adminUsernameKey"], auth["adminPasswordKey"], auth["flaskSecretKeyKey"]),
-        strict=True,
+    # the admin and the Flask key are files of the admin Secret, never environment entries
+    mount = step_secrets.MOUNT
+    for path, key in (
+        ("admin-username", auth["adminUsernameKey"]),
+        ("admin-password", auth["adminPasswordKey"]),
+        ("flask-secret-key", auth["flaskSecretKeyKey"]),
     ):
-        assert env[name]["valueFrom"]["secretKeyRef"] == {"name": auth["adminSecret"], "key": key}
-    # its users live on the chart's PostgreSQL, under the default permission declared once
+        found = secret_file(deployment, f"{mount}/{path}")
+        assert found == {"name": auth["adminSecret"], "key": key}
+    assert not {*mlflow_auth.ADMIN_ENV, "MLFLOW_FLASK_SERVER_SECRET_KEY"} & set(env)
+    # MLflow reads the Flask key only from its environment: the server's command puts it
+    # there from the file, for that process alone
+    script = server["command"][-2]
+    assert f'MLFLOW_FLASK_SERVER_SECRET_KEY="$(cat {mount}/flask-secret-key)"' in script
+    assert script.rstrip().endswith('exec mlflow server "$@"')
+    # its users live on the chart's PostgreSQL, under the default permission declared once;
+    # the init container writes basic_auth.ini with the admin, and libpq's password file
     (init,) = pod["initContainers"]
     script = init["command"][-1]
     assert f"default_permission = {mlflow_auth.DEFAULT_PERMISSION}" in script
-    assert 'os.environ["MLFLOW_BACKEND_STORE_URI"]' in script
-    assert (
-        "postgresql://" in {e["name"]: e for e in init["env"]}["MLFLOW_BACKEND_STORE_URI"]["value"]
-    )
+    assert '"admin_password = " + ini(secret("admin-password"))' in script
+    assert "env" not in init
     mounts = {m["name"]: m for m in server["volumeMounts"]}
-    assert env["MLFLOW_AUTH_CONFIG_PATH"]["value"].startswith(mounts["auth-config"]["mountPath"])
-    assert mounts["auth-config"]["readOnly"] is True
-    # the hook Job runs a real mlcp command, each user's credentials from its Secret
+    assert env["MLFLOW_AUTH_CONFIG_PATH"]["value"].startswith(mounts["server-config"]["mountPath"])
+    assert env["PGPASSFILE"]["value"].startswith(mounts["server-config"]["mountPath"])
+    assert mounts["server-config"]["readOnly"] is True
+    # the hook Job runs a real mlcp command, each user's credentials a file of its Secret
     job = named(docs, "Job", "mlcp-mlflow-users")
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
     spec = job["spec"]["template"]["spec"]
@@ -1178,15 +1557,19 @@ def test_mlflow_runs_its_basic_auth_app_with_the_users_from_the_secrets():
     assert cli.build_parser(container["args"]).parse_args(container["args"]).handler is (
         cli.cmd_mlflow_users
     )
-    refs = {
-        e["name"]: e["valueFrom"]["secretKeyRef"]["name"]
-        for e in container["env"]
-        if "valueFrom" in e
-    }
+    job_env = {e["name"]: e["value"] for e in container["env"]}
+    assert all("valueFrom" not in e for e in container["env"])
     secrets = {"mlcp-mlflow-admin": mlflow_auth.ADMIN_ENV}
-    secrets["mlcp-credentials"] = mlflow_auth.PIPELINE_ENV
     secrets["mlcp-mlflow-read-only"] = mlflow_auth.READ_ONLY_ENV
-    assert refs == {name: secret for secret, names in secrets.items() for name in names}
+    for secret, names in secrets.items():
+        for name in names:
+            assert secret_file(job, job_env[step_secrets.file_variable(name)])["name"] == secret
+    # the pipeline user: the MLflow credentials file, where MLflow's client and the steps read it
+    assert job_env["HOME"] == "/tmp"
+    assert secret_file(job, "/tmp/.mlflow/credentials") == {
+        "name": "mlcp-credentials",
+        "key": step_secrets.MLFLOW_CREDENTIALS_KEY,
+    }
     # off: no Job, no auth app
     docs = rendered("all-values.yaml")
     assert not by_kind(docs, "Job")

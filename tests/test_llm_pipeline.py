@@ -535,8 +535,15 @@ def test_vllm_adapter_endpoints_need_the_key_and_health_does_not(vllm_server, mo
     assert status("GET", "/health") == 200
     assert status("GET", "/v1/models", key=os.environ[vllm.API_KEY_VAR]) == 200
     assert load["lora_name"] not in vllm_server.adapters()
-    # mlcp without the key: refused, and the message names the setting
+    # the stack started it with the key's file alone (the launcher read it, as in the
+    # cluster): the steps read it from a file too
+    key_file = stack.vllm_api_key_file(Path(os.environ["MLCP_HOME"]))
+    assert key_file.stat().st_mode & 0o777 == 0o600
     monkeypatch.delenv(vllm.API_KEY_VAR)
+    monkeypatch.setenv(vllm.API_KEY_VAR + "_FILE", str(key_file))
+    assert load["lora_name"] not in vllm.VLLM(vllm_server.url).adapters()
+    monkeypatch.delenv(vllm.API_KEY_VAR + "_FILE")
+    # mlcp without the key: refused, and the message names the setting
     with pytest.raises(BadInput, match=f"HTTP 401.*{vllm.API_KEY_VAR} is not set"):
         vllm.VLLM(vllm_server.url).adapters()
     with pytest.raises(BadInput, match=f"HTTP 401.*{vllm.API_KEY_VAR} is not set"):
@@ -811,16 +818,20 @@ def test_check_fits_names_every_misfit():
     assert "hidden size is unknown" in vllm.check_fits(tags, base, None)[0]
 
 
-def test_server_command_follows_the_recipe(tmp_path):
-    argv, env = vllm.server_command(
+def _server_command(tmp_path, **key):
+    return vllm.server_command(
         tmp_path,
         8123,
         "/models/base",
         "base-name",
         adapter_dir=tmp_path / "adapters",
         ready_file=tmp_path / "ready",
-        api_key="k3y",
+        **key,
     )
+
+
+def test_server_command_follows_the_recipe(tmp_path):
+    argv, env = _server_command(tmp_path, api_key="k3y")
     # the launcher (standard library only, one file) starts vLLM, then loads the manifest
     assert argv[:2] == [str(tmp_path / "envs" / "vllm" / "bin" / "python"), str(vllm.LAUNCHER)]
     assert argv[2 : argv.index("--")] == [
@@ -828,6 +839,11 @@ def test_server_command_follows_the_recipe(tmp_path):
         *("--ready-file", str(tmp_path / "ready")),
     ]
     assert "k3y" not in argv and env["VLLM_API_KEY"] == "k3y"  # not visible in `ps`
+    # or the key's file, which the launcher reads (the stack's mode-600 file, the chart's
+    # mounted Secret): then no key is in the launcher's environment at all
+    key_file = tmp_path / "api-key"
+    _, from_file = _server_command(tmp_path, api_key_file=key_file)
+    assert from_file["VLLM_API_KEY_FILE"] == str(key_file) and "VLLM_API_KEY" not in from_file
     joined = " ".join(argv)
     for flag in (
         "--model /models/base",

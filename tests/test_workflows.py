@@ -420,10 +420,20 @@ def pyproject_version() -> str:
 def test_configuration_credentials_security_resources_and_the_mutex():
     template = entry_template(promote_doc())
     container = template["container"]
-    assert container["envFrom"] == [
-        {"configMapRef": {"name": "mlcp-config", "optional": False}},
-        {"secretRef": {"name": "mlcp-credentials", "optional": False}},
-    ]
+    assert container["envFrom"] == [{"configMapRef": {"name": "mlcp-config", "optional": False}}]
+    # the credentials are the Secret's files (steps/secrets.py), never environment variables
+    volumes = {v["name"]: v for v in template["volumes"]}
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    credentials = volumes["credentials"]["secret"]
+    assert credentials["secretName"] == "mlcp-credentials" and credentials["optional"] is False
+    assert mounts["credentials"] == {
+        "name": "credentials",
+        "mountPath": "/var/run/secrets/mlcp",
+        "readOnly": True,
+    }
+    mlflow_file = volumes["mlflow-credentials"]["secret"]
+    assert mlflow_file["items"] == [{"key": "mlflow-credentials", "path": "credentials"}]
+    assert mounts["mlflow-credentials"]["mountPath"] == "/tmp/.mlflow"  # $HOME/.mlflow
     env = {e["name"]: e for e in container["env"]}
     assert env["ARGO_WORKFLOW_NAME"]["value"] == "{{workflow.name}}"
     assert env["ARGO_WORKFLOW_UID"]["value"] == "{{workflow.uid}}"

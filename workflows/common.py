@@ -3,8 +3,10 @@ retry rule and the outputs, built from a step's :class:`~workflows.specs.StepSpe
 every pipeline shares: a chain of ``templateRef`` steps built from a
 :class:`~workflows.specs.PipelineSpec`, and the CronWorkflow that starts one.
 
-Configuration comes from the ConfigMap ``mlcp-config`` and credentials from the Secret
-``mlcp-credentials`` (both envFrom; nothing secret is written into a template). The
+Configuration comes from the ConfigMap ``mlcp-config`` (envFrom) and credentials from the
+Secret ``mlcp-credentials``, mounted as read-only files, never as environment variables
+(steps/secrets.py: the steps read ``NAME_FILE`` paths, MLflow's client its credentials file,
+the AWS clients their shared credentials file; nothing secret is written into a template). The
 container runs ``mlcp <command> --flag={{inputs.parameters.name}} ...``; the CLI writes its
 outputs as files under ``$MLCP_OUTPUT_DIR``, which become the template's output parameters.
 """
@@ -26,13 +28,14 @@ from hera.workflows import (
     Parameter,
     Resources,
     RetryStrategy,
-    SecretEnvFrom,
+    SecretVolume,
     Step,
     Steps,
     WorkflowTemplate,
 )
 from hera.workflows import models as m
 
+from steps import secrets
 from steps.declare import Pipeline, Stage
 from steps.drift import DATA_OUTPUT, RETRAIN_OUTPUT
 from steps.provenance import IMAGE_ENV
@@ -62,6 +65,7 @@ SECRET = "mlcp-credentials"
 
 OUTPUT_DIR = "/tmp/outputs"
 TMP_VOLUME = "tmp"  # /tmp is an emptyDir: the root filesystem is read-only
+HOME = "/tmp"  # the steps' HOME, on that emptyDir (images/steps.Dockerfile)
 RUN_AS_USER = 10001  # the step image's user (images/steps.Dockerfile)
 
 TITLE_ANNOTATION = "workflows.argoproj.io/title"
@@ -169,10 +173,54 @@ def outputs(spec: StepSpec) -> list[Parameter]:
 
 
 def env_from() -> list:
-    """Settings from the ConfigMap, credentials from the Secret: never inline."""
+    """Settings from the ConfigMap, never inline (credentials are files: secret_volumes)."""
+    return [ConfigMapEnvFrom(name=CONFIG_MAP, optional=False)]
+
+
+SECRET_VOLUME = "credentials"
+MLFLOW_CREDENTIALS_VOLUME = "mlflow-credentials"
+SECRET_FILE_MODE = 0o440  # owner root, group the pod's fsGroup (the chart sets 10001)
+
+
+def secret_volumes() -> list[SecretVolume]:
+    """The credentials Secret as read-only files: every key under secrets.MOUNT, and its
+    MLflow credentials file where MLflow's client reads it (``$HOME/.mlflow/credentials``,
+    optional: a Secret without it means no MLflow authentication)."""
     return [
-        ConfigMapEnvFrom(name=CONFIG_MAP, optional=False),
-        SecretEnvFrom(name=SECRET, optional=False),
+        SecretVolume(
+            name=SECRET_VOLUME,
+            secret_name=SECRET,
+            mount_path=secrets.MOUNT,
+            read_only=True,
+            default_mode=SECRET_FILE_MODE,
+            optional=False,
+        ),
+        SecretVolume(
+            name=MLFLOW_CREDENTIALS_VOLUME,
+            secret_name=SECRET,
+            mount_path=f"{HOME}/{secrets.MLFLOW_CREDENTIALS_DIR}",
+            read_only=True,
+            default_mode=SECRET_FILE_MODE,
+            optional=True,
+            items=[
+                m.KeyToPath(
+                    key=secrets.MLFLOW_CREDENTIALS_KEY, path=secrets.MLFLOW_CREDENTIALS_FILE
+                )
+            ],
+        ),
+    ]
+
+
+def secret_env() -> list[Env]:
+    """Where each credential's file is: paths, nothing secret."""
+    return [
+        Env(
+            name=secrets.AWS_CREDENTIALS_ENV, value=f"{secrets.MOUNT}/{secrets.AWS_CREDENTIALS_KEY}"
+        ),
+        *(
+            Env(name=secrets.file_variable(name), value=f"{secrets.MOUNT}/{name}")
+            for name in secrets.STEP_SECRETS
+        ),
     ]
 
 
@@ -187,7 +235,8 @@ def env() -> list[Env]:
         Env(name=IMAGE_ENV, value=image()),
         Env(name="MLCP_OUTPUT_DIR", value=OUTPUT_DIR),
         # The root filesystem is read-only: caches (matplotlib, torch, pip) go to /tmp.
-        Env(name="HOME", value="/tmp"),
+        Env(name="HOME", value=HOME),
+        *secret_env(),
     ]
 
 
@@ -265,7 +314,7 @@ def step_container(
         env_from=env_from(),
         resources=resources(spec),
         tolerations=tolerations(spec),
-        volumes=[EmptyDirVolume(name=TMP_VOLUME, mount_path="/tmp"), *volumes],
+        volumes=[EmptyDirVolume(name=TMP_VOLUME, mount_path=HOME), *secret_volumes(), *volumes],
         security_context=security_context(),
         retry_strategy=retry_strategy(),
         active_deadline_seconds=spec.active_deadline_seconds,

@@ -7,7 +7,7 @@ Stages (each reads one alias and writes the next): data -> train (candidate) -> 
 reloads vLLM's ``<model>-live`` slot.
 """
 
-from ..contract import TAG_PREFIX
+from ..contract import REVISION_TAG_PREFIX, TAG_PREFIX
 
 PIPELINE = "llm"
 
@@ -21,3 +21,7 @@ HIDDEN_SIZE_TAG = TAG_PREFIX + "hidden_size"
 BASE_MODEL_TAG = TAG_PREFIX + "base_model"
 BASE_MODEL_REF_TAG = TAG_PREFIX + "base_model_ref"  # what the training was given
 BASE_MODEL_DIGEST_TAG = TAG_PREFIX + "base_model_digest"  # of the bytes it read
+# The base model as a pinned input (steps/pinning.py): its revision's tag on the training run
+# and the version, mlcp.revision.base_model (a hub commit, or sha256:<digest>)
+BASE_INPUT = "base_model"
+BASE_REVISION_TAG = REVISION_TAG_PREFIX + BASE_INPUT

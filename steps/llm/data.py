@@ -13,7 +13,9 @@ then points ``newest`` at it. Another seed is a new split of the same distributi
 
 The base model is a setting: a ``.tar`` of a ``save_pretrained`` folder (``s3://`` or local),
 a local folder, or a model name (resolved through the Hugging Face cache; in the cluster that
-may be a 7B base). The default one is made here, with no download: a byte-level BPE
+may be a 7B base). A name is loaded at a pinned revision, a commit of the hub (steps/pinning.py:
+refused without one unless unpinned loads are allowed); a folder or ``.tar`` is pinned by the
+digest of its bytes. The default one is made here, with no download: a byte-level BPE
 tokenizer trained on the text in :mod:`.corpus`, wrapped in ``PreTrainedTokenizerFast``, and
 a randomly initialised two-layer Llama (hidden size 128, head dim 64; weights drawn with
 standard deviation 0.1, so that a frozen random base's logits can still become sharp
@@ -302,6 +304,8 @@ class BaseModel:
     name: str  # the name adapters record, and vLLM must serve it under
     read: DataRead  # source URI and digest, for lineage
     hidden_size: int
+    # what was loaded: the hub commit of a name, or sha256:<digest> of a folder or .tar
+    revision: str = ""
 
 
 def cache_dir() -> Path:
@@ -340,34 +344,56 @@ def _folder_read(folder: Path) -> DataRead:
     return DataRead(uri=folder.resolve().as_uri(), data=b"", sha256=digest.hexdigest())
 
 
-def materialize(ref: str) -> BaseModel:
+REVISION_FLAG = "--base-revision"
+
+
+def materialize(
+    ref: str, revision: str | None = None, *, allow_unpinned: bool = False
+) -> BaseModel:
     """Make the base model ``ref`` a local folder: an ``s3://`` or local ``.tar`` (unpacked
-    into the cache), a local folder, or a model name from the Hugging Face cache."""
-    from .. import lineage
+    into the cache), a local folder, or a model name from the Hugging Face cache at
+    ``revision`` (a commit; without one BadInput, before anything is fetched, unless
+    ``allow_unpinned``). For a folder or ``.tar``, a ``revision`` is the digest its bytes must
+    have (steps/pinning.py)."""
+    from .. import lineage, pinning
 
     ref = (ref or "").strip()
+    revision = (revision or "").strip() or None
     if not ref:
         raise BadInput("no base model given (--base-model) and MLCP_DATA_ROOT is not set")
     local = Path(ref[7:] if ref.startswith("file://") else ref).expanduser()
+    what = f"base model {ref}"
+    by_name = False
     if ref.startswith("s3://") or (local.is_file()):
         read = lineage.read(ref)
+        pinned = pinning.check_digest(revision, read.sha256, what=what, flag=REVISION_FLAG)
         folder = extract(read.data, cache_dir() / "base" / read.sha256[:16])
     elif local.is_dir():
         folder = local.resolve()
         read = _folder_read(folder)
+        pinned = pinning.check_digest(revision, read.sha256, what=what, flag=REVISION_FLAG)
     elif ref.endswith(".tar") or ref.startswith(("file://", "/", ".")):
         raise BadInput(f"base model {ref} does not exist")
     else:
+        by_name = True
+        pinning.require_commit(
+            ref, revision, allow_unpinned=allow_unpinned, what="base model", flag=REVISION_FLAG
+        )
         try:
             from huggingface_hub import snapshot_download
 
-            folder = Path(snapshot_download(ref))
+            folder = Path(snapshot_download(ref, revision=revision))
         except Exception as exc:
+            at = f" at revision {revision}" if revision else ""
             raise BadInput(
-                f"base model {ref!r} is not a file, a folder, or a model the Hugging Face "
+                f"base model {ref!r}{at} is not a file, a folder, or a model the Hugging Face "
                 f"cache holds ({type(exc).__name__}: {exc})"
             ) from None
-        read = DataRead(uri=f"hf://{ref}", data=b"", sha256=_folder_read(folder).sha256)
+        # the hub's cache keeps a snapshot per commit: its folder name is what was loaded
+        pinned = folder.name if pinning.is_commit(folder.name) else (revision or "unknown")
+        # lineage names the snapshot read (the cache's models--<org>--<name>/snapshots/<commit>
+        # folder): a source MLflow resolves, and which says the name and the commit
+        read = _folder_read(folder)
     try:
         config = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as exc:
@@ -379,8 +405,8 @@ def materialize(ref: str) -> BaseModel:
         info = json.loads((folder / BASE_INFO_FILE).read_text())
         name = str(info["name"])
     except (OSError, ValueError, KeyError):
-        name = ref if read.uri.startswith("hf://") else folder.name
-    return BaseModel(ref, folder, name, read, int(text["hidden_size"]))
+        name = ref if by_name else folder.name
+    return BaseModel(ref, folder, name, read, int(text["hidden_size"]), pinned)
 
 
 # ------------------------------------------------------------------------ publishing
@@ -389,6 +415,14 @@ def materialize(ref: str) -> BaseModel:
 def default_uri() -> str:
     root = os.environ.get("MLCP_DATA_ROOT", "")
     return f"{root.rstrip('/')}/{DEFAULT_KEY}" if root else ""
+
+
+def default_revision(base_model: str | None) -> str | None:
+    """The revision of the base model setting: ``$MLCP_LLM_BASE_REVISION`` when the base itself
+    comes from the environment (no ``--base-model``), else none."""
+    if base_model:
+        return None
+    return os.environ.get("MLCP_LLM_BASE_REVISION") or None
 
 
 def default_base() -> str:
@@ -434,9 +468,10 @@ def serving_base(home: Path, ref: str | None = None) -> BaseModel:
     ``<home>/vllm/base/<name>`` once. The build is deterministic: those are the same bytes
     ``mlcp data llm`` publishes (seed 0), so the stack can start vLLM before the data is
     published and the adapters trained on the published base fit it."""
+    revision = default_revision(ref)
     ref = ref or os.environ.get("MLCP_LLM_BASE_MODEL")
     if ref:
-        return materialize(ref)
+        return materialize(ref, revision)
     folder = Path(home) / "vllm" / "base" / BASE_NAME
     if not (folder / "config.json").is_file():
         report(f"making the base model {BASE_NAME} in {folder} (no download)")

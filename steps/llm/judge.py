@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 
+from .. import secrets
 from ..errors import BadInput, MlcpError
 from ..serving import openai_client
 
@@ -188,6 +189,6 @@ def make(
             url or os.environ.get("MLCP_JUDGE_URL", ""),
             model or os.environ.get("MLCP_JUDGE_MODEL", ""),
             constraint=constraint,
-            api_key=os.environ.get("MLCP_JUDGE_API_KEY") or None,
+            api_key=secrets.read("MLCP_JUDGE_API_KEY"),
         )
     raise BadInput(f"unknown judge {kind!r}; choose one of {', '.join(KINDS)}")

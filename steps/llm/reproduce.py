@@ -1,6 +1,10 @@
 """The LLM side of ``mlcp reproduce``: a LoRA adapter trained again from a version's recorded
 params, on the same instruction set and the same base model (both checked by digest).
 
+The base model is loaded at the revision the version recorded (``mlcp.revision.base_model``:
+the hub commit of a name, even one first loaded unpinned, or the digest of a folder or
+``.tar``), never unpinned: a name whose version recorded no revision is refused (exit 2).
+
 Given a ``steps.reproduce.Request`` (the core resolves the version and checks the code);
 returns what the core compares and records: the final eval loss and perplexity and the last
 epoch's training loss, and the version registered when asked.
@@ -12,7 +16,7 @@ from .. import determinism, lineage, tracking
 from ..declare import csv
 from ..reproduce import recorded_params
 from ..stage import Reporter
-from . import BASE_MODEL_DIGEST_TAG, PIPELINE, train
+from . import BASE_MODEL_DIGEST_TAG, BASE_REVISION_TAG, PIPELINE, train
 from . import data as llmdata
 
 report = Reporter(PIPELINE, "reproduce")
@@ -27,6 +31,7 @@ def recorded_config(request) -> train.TrainConfig:
             model_name=request.model,
             data=request.data_uri,
             base_model=params["base_model_ref"],
+            base_revision=request.tags.get(BASE_REVISION_TAG) or None,
             epochs=int(params["epochs"]),
             lr=float(params["lr"]),
             batch_size=int(params["batch_size"]),
@@ -49,7 +54,7 @@ def reproduce(request) -> dict:
     threads = determinism.recorded_threads(request.params)
     read, instructions = llmdata.read(request.data_uri)
     lineage.check_unchanged(read, request.data_digest, "the instruction set")
-    base = llmdata.materialize(cfg.base_model)
+    base = train.load_base(cfg, cfg.base_model)
     lineage.check_unchanged(
         base.read, request.tags.get(BASE_MODEL_DIGEST_TAG, ""), "the base model"
     )
@@ -58,7 +63,7 @@ def reproduce(request) -> dict:
     client = tracking.client()
     run_args = {"params": data.params, "system_metrics": True}
     with report.stage_run(cfg.model_name, data.name, **run_args) as run:
-        mlflow.set_tags(dict(request.run_tags))
+        mlflow.set_tags({**request.run_tags, **train.revision_tags(cfg, base)})
         lineage.log(base.read, name=base.name, num_rows=1, context="base-model")
         llmdata.log(read, instructions, "training")
         model, measured = train.fit(cfg, data, device, report)

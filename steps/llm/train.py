@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .. import describe, determinism, gates, provenance, tracking
+from .. import describe, determinism, gates, pinning, provenance, tracking
 from ..contract import CANDIDATE, GPU_TAG, PIPELINE_TAG, TRAIN_RUN_TAG, VERSION_TAG
 from ..cv.train import device_option, resolve_device
 from ..declare import Config, Stage, alias_option, option
@@ -26,6 +26,7 @@ from ..lineage import DataRead
 from ..stage import Reporter
 from . import (
     ADAPTER_URI_TAG,
+    BASE_INPUT,
     BASE_MODEL_DIGEST_TAG,
     BASE_MODEL_REF_TAG,
     BASE_MODEL_TAG,
@@ -56,6 +57,18 @@ class TrainConfig(Config):
         None,
         help="base model: a .tar (s3:// or a file), a folder or a model name "
         "(empty: $MLCP_LLM_BASE_MODEL, else the published one)",
+    )
+    base_revision: str | None = option(
+        None,
+        help="the pinned revision of base-model: for a model name, the hub commit (40 hex, "
+        "required unless allow-unpinned); for a folder or .tar, the sha256:<digest> its bytes "
+        "must have (empty: $MLCP_LLM_BASE_REVISION with the base from the environment; a "
+        "folder or .tar is pinned by the digest it has)",
+    )
+    allow_unpinned: bool = option(
+        False,
+        help="load a base model given by name without a commit as its revision (recorded on "
+        "the run as mlcp.allow_unpinned=true)",
     )
     epochs: int = option(12, help="training epochs", min=1, max=10000)
     lr: float = option(3e-3, help="AdamW learning rate", above=0, below=1)
@@ -178,6 +191,8 @@ def prepare(
     params = {
         "base_model": base.name,
         "base_model_ref": base.ref,
+        "base_revision": base.revision,
+        "allow_unpinned": cfg.allow_unpinned,
         "epochs": cfg.epochs,
         "lr": cfg.lr,
         "batch_size": cfg.batch_size,
@@ -316,6 +331,18 @@ def fit(cfg: TrainConfig, data: Prepared, device: str, say=None) -> tuple[Any, d
     return model, measured
 
 
+def revision_tags(cfg: TrainConfig, base: llmdata.BaseModel) -> dict[str, str]:
+    """The base model's revision and whether an unpinned load was allowed, as tags."""
+    return pinning.tags({BASE_INPUT: base.revision}, allow_unpinned=cfg.allow_unpinned)
+
+
+def load_base(cfg: TrainConfig, base_ref: str) -> llmdata.BaseModel:
+    """The base model at its pinned revision (BadInput for a name without one, unless
+    ``cfg.allow_unpinned``)."""
+    revision = cfg.base_revision or llmdata.default_revision(cfg.base_model)
+    return llmdata.materialize(base_ref, revision, allow_unpinned=cfg.allow_unpinned)
+
+
 def register(client, cfg: TrainConfig, model, data: Prepared, run, tags: dict | None = None) -> str:
     """Log the adapter folder as the active run's ``adapter`` artifact and register it as a
     new version of ``cfg.model_name``, tagged with what it needs from a base (and ``tags``)."""
@@ -347,6 +374,7 @@ def register(client, cfg: TrainConfig, model, data: Prepared, run, tags: dict | 
         PROMPT_TEMPLATE_TAG: data.template,
         ADAPTER_URI_TAG: f"runs:/{run.info.run_id}/adapter",
         **data.read.tags,
+        **revision_tags(cfg, base),
         TRAIN_RUN_TAG: run.info.run_id,
         **(tags or {}),
     }
@@ -365,6 +393,8 @@ def register(client, cfg: TrainConfig, model, data: Prepared, run, tags: dict | 
 
 
 def train(cfg: TrainConfig) -> dict:
+    import mlflow
+
     from .. import lineage
 
     uri = cfg.data or llmdata.default_uri()
@@ -387,11 +417,12 @@ def train(cfg: TrainConfig) -> dict:
             f"registered model {cfg.model_name!r} belongs to the "
             f"{existing.tags[PIPELINE_TAG]!r} pipeline, not {PIPELINE!r}"
         )
-    base = llmdata.materialize(base_ref)
+    base = load_base(cfg, base_ref)
     determinism.enable(device)
     data = prepare(cfg, read, instructions, base, device, determinism.CPU_THREADS)
     run_args = {"params": data.params, "system_metrics": True}
     with report.stage_run(cfg.model_name, data.name, **run_args) as run:
+        mlflow.set_tags(revision_tags(cfg, base))
         lineage.log(base.read, name=base.name, num_rows=1, context="base-model")
         llmdata.log(read, instructions, "training")
         model, measured = fit(cfg, data, device)
@@ -421,6 +452,7 @@ def train(cfg: TrainConfig) -> dict:
         "eval_perplexity": perplexity,
         "initial_eval_perplexity": math.exp(initial),
         "base_model": base.name,
+        "base_revision": base.revision,
         "data_digest": read.digest,
         "run_id": run.info.run_id,
     }

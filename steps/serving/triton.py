@@ -84,8 +84,16 @@ def restricted_args(key: str) -> list[str]:
     ]
 
 
+def control_key() -> str | None:
+    """The model-control key: ``$MLCP_TRITON_CONTROL_KEY``, else the file
+    ``$MLCP_TRITON_CONTROL_KEY_FILE`` names (steps/secrets.py)."""
+    from .. import secrets
+
+    return secrets.read(CONTROL_KEY_ENV)
+
+
 def _control_headers(grpc: bool) -> dict[str, str] | None:
-    key = os.environ.get(CONTROL_KEY_ENV, "")
+    key = control_key()
     if not key:
         return None
     return {(GRPC_HEADER_PREFIX if grpc else "") + CONTROL_HEADER: key}
@@ -527,8 +535,10 @@ class Triton:
         """The error for a model-control call the server refused for want of the key."""
         if "is restricted" not in message:
             return None
-        if not os.environ.get(CONTROL_KEY_ENV):
-            why = f"{CONTROL_KEY_ENV} is not set"
+        from .. import secrets
+
+        if not control_key():
+            why = f"{secrets.source(CONTROL_KEY_ENV)} is not set"
         else:
             why = f"{CONTROL_KEY_ENV} does not hold the key this server was started with"
         return BadInput(

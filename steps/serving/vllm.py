@@ -49,7 +49,7 @@ from pathlib import Path
 
 from .. import settings
 from ..errors import BadInput, MlcpError
-from ..llm import BASE_MODEL_TAG, HIDDEN_SIZE_TAG
+from ..llm import BASE_MODEL_TAG, BASE_REVISION_TAG, HIDDEN_SIZE_TAG
 from ..stage import say
 from . import envs, openai_client, vllm_launch
 
@@ -62,6 +62,9 @@ HIDDEN_OUT = ("o_proj", "down_proj")
 URL_VAR = "MLCP_VLLM_URL"
 REPLICAS_VAR = "MLCP_VLLM_REPLICAS"
 API_KEY_VAR = "MLCP_VLLM_API_KEY"
+# The commit of the served base when vLLM serves a model hub name (its --revision): the only
+# revision the steps read that base's config.json at (steps/pinning.py)
+BASE_REVISION_VAR = "MLCP_VLLM_BASE_REVISION"
 LAUNCHER = Path(vllm_launch.__file__)
 SLOT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
@@ -279,7 +282,9 @@ class VLLM:
 
 
 def api_key() -> str | None:
-    return os.environ.get(API_KEY_VAR) or None
+    from .. import secrets
+
+    return secrets.read(API_KEY_VAR)
 
 
 def key_hint() -> str:
@@ -427,7 +432,9 @@ def served_hidden_size(base: BaseInfo) -> int | None:
     """The hidden size of the served base: from the ``config.json`` of the folder the server
     was started with, when this process can read it (the same machine, or a shared volume);
     else ``$MLCP_VLLM_BASE_HIDDEN_SIZE``; else, for a served hub model, its ``config.json``
-    through the Hugging Face hub client (its cache, or the hub where it may be reached)."""
+    through the Hugging Face hub client (its cache, or the hub where it may be reached) at the
+    pinned commit ``$MLCP_VLLM_BASE_REVISION``; without that commit nothing is fetched by
+    name, and the size is unknown."""
     try:
         return _hidden_of(json.loads((Path(base.root) / "config.json").read_text()))
     except (OSError, ValueError, AttributeError):
@@ -435,16 +442,24 @@ def served_hidden_size(base: BaseInfo) -> int | None:
     explicit = os.environ.get("MLCP_VLLM_BASE_HIDDEN_SIZE", "")
     if explicit.isdigit():
         return int(explicit)
-    if re.fullmatch(r"[\w.-]+/[\w.-]+", base.root):
+    revision = served_revision()
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", base.root) and revision:
         try:
             from huggingface_hub import hf_hub_download
 
-            return _hidden_of(
-                json.loads(Path(hf_hub_download(base.root, "config.json")).read_text())
-            )
+            path = hf_hub_download(base.root, "config.json", revision=revision)
+            return _hidden_of(json.loads(Path(path).read_text()))
         except Exception:
             return None
     return None
+
+
+def served_revision() -> str | None:
+    """The pinned commit of a served hub base (``$MLCP_VLLM_BASE_REVISION``), else None."""
+    from .. import pinning
+
+    value = os.environ.get(BASE_REVISION_VAR, "").strip()
+    return value if pinning.is_commit(value) else None
 
 
 def check_fits(tags: dict[str, str], base: BaseInfo, hidden_size: int | None) -> list[str]:
@@ -455,11 +470,18 @@ def check_fits(tags: dict[str, str], base: BaseInfo, hidden_size: int | None) ->
         problems.append("the version records no base model (tag mlcp.base_model)")
     elif wanted != base.name:
         problems.append(f"it was trained on base {wanted!r}, the server serves {base.name!r}")
+    trained_at, served_at = tags.get(BASE_REVISION_TAG), served_revision()
+    if served_at and trained_at and len(trained_at) == len(served_at) and trained_at != served_at:
+        problems.append(
+            f"it was trained on base revision {trained_at}, the server serves {served_at} "
+            f"({BASE_REVISION_VAR})"
+        )
     made_for = tags.get(HIDDEN_SIZE_TAG)
     if hidden_size is None:
         problems.append(
             f"the served base's hidden size is unknown ({base.root}/config.json is not "
-            "readable here; set MLCP_VLLM_BASE_HIDDEN_SIZE)"
+            f"readable here; set MLCP_VLLM_BASE_HIDDEN_SIZE, or {BASE_REVISION_VAR} to the "
+            "commit vLLM serves a hub model at)"
         )
     elif not made_for or not made_for.isdigit():
         problems.append("the version records no hidden size (tag mlcp.hidden_size)")
@@ -553,6 +575,7 @@ def server_command(
     adapter_dir: str | Path,
     ready_file: str | Path,
     api_key: str | None = None,
+    api_key_file: str | Path | None = None,
     max_lora_rank: int = MAX_LORA_RANK,
     max_loras: int = MAX_LORAS,
     max_model_len: int = MAX_MODEL_LEN,
@@ -562,8 +585,9 @@ def server_command(
     CPU from ``<home>/envs/vllm`` through the launcher, serving ``base_dir`` as
     ``served_name`` with runtime LoRA loading: the launcher loads the slots of
     ``<adapter_dir>/manifest.json`` once the server answers, then writes ``ready_file``.
-    With ``api_key`` the server guards its ``/v1`` endpoints with it. Nothing is
-    downloaded: the hub is off."""
+    With ``api_key`` (or the key in the file ``api_key_file``, which the launcher reads, as
+    in the cluster) the server guards its ``/v1`` endpoints with it. Nothing is downloaded:
+    the hub is off."""
     python = env_dir(home) / "bin" / "python"
     argv = [
         str(python),
@@ -606,4 +630,6 @@ def server_command(
     )
     if api_key:
         env[vllm_launch.API_KEY_ENV] = api_key  # vLLM's --api-key, not on the command line
+    if api_key_file:  # the launcher reads the key and gives it to the server process alone
+        env[vllm_launch.API_KEY_FILE_ENV] = str(api_key_file)
     return argv, env

@@ -17,7 +17,11 @@ format (:func:`read_manifest`, :func:`update_manifest`), so the format is declar
     python vllm_launch.py [--manifest PATH] [--ready-file PATH] -- VLLM-ARGS...
     python vllm_launch.py --probe [--ready-file PATH]
 
-The launcher sends ``$VLLM_API_KEY`` (the key vLLM itself guards ``/v1`` with) on its loads.
+The launcher sends vLLM's API key (the key vLLM itself guards ``/v1`` with) on its loads:
+``$VLLM_API_KEY``, else the file ``$VLLM_API_KEY_FILE`` names (the chart mounts it from a
+Secret, so that no Secret is in the pod's environment). vLLM reads its key only from its
+environment or its command line (which a process listing shows), so the launcher hands a
+key read from the file to the server's environment alone.
 vLLM's key guards only paths under ``/v1`` (and a few other prefixes). With runtime LoRA
 updating on, vLLM 0.32 also answers SageMaker's adapter routes, ``POST /adapters`` and
 ``DELETE /adapters/{name}``, which that key does not guard (seen: an adapter registered
@@ -51,6 +55,7 @@ DEFAULT_READY_FILE = "/tmp/mlcp-vllm-ready"
 MANIFEST_ENV = "MLCP_VLLM_MANIFEST"
 READY_FILE_ENV = "MLCP_VLLM_READY_FILE"
 API_KEY_ENV = "VLLM_API_KEY"  # vLLM's own variable: --api-key falls back to it
+API_KEY_FILE_ENV = API_KEY_ENV + "_FILE"  # the file the key is read from when that is unset
 MODULE = "mlcp_vllm_launch"  # the name the server imports this file under (for its middleware)
 UNGUARDED_ADAPTER_ROUTES = ("/adapters",)
 LOAD_ATTEMPTS = 3
@@ -188,10 +193,26 @@ def _healthy(url: str) -> bool:
         return False
 
 
+def api_key() -> str | None:
+    """vLLM's API key: ``$VLLM_API_KEY``, else the content of the file ``$VLLM_API_KEY_FILE``
+    names (None when neither gives one; a file that is not there gives none)."""
+    key = os.environ.get(API_KEY_ENV)
+    if key:
+        return key
+    path = os.environ.get(API_KEY_FILE_ENV, "").strip()
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip() or None
+    except FileNotFoundError:
+        return None
+
+
 def _load(url: str, slot: str, folder: str) -> None:
     body = json.dumps({"lora_name": slot, "lora_path": folder, "load_inplace": True}).encode()
     headers = {"Content-Type": "application/json"}
-    key = os.environ.get(API_KEY_ENV)
+    key = api_key()
     if key:
         headers["Authorization"] = f"Bearer {key}"
     request = urllib.request.Request(
@@ -263,6 +284,10 @@ def launch(manifest: str, ready_file: str, vllm_args: list[str]) -> int:
         *("--middleware", guard),
     ]
     env = dict(os.environ)
+    key = api_key()
+    if key:  # vLLM reads it from its environment (the file's path stays the launcher's)
+        env[API_KEY_ENV] = key
+    env.pop(API_KEY_FILE_ENV, None)
     importable = _importable_self()
     env["PYTHONPATH"] = os.pathsep.join(p for p in (importable, env.get("PYTHONPATH")) if p)
     log(f"starting {' '.join(command)}")

@@ -45,9 +45,16 @@ app.kubernetes.io/part-of: mlflow-control-plane
 {{- default (printf "%s-workflow" (include "mlcp.fullname" .)) .Values.serviceAccount.name }}
 {{- end }}
 
-{{/* An image reference from (dict "image" .Values.x.image "root" $): the tag defaults to appVersion. */}}
+{{/* An image reference from (dict "image" .Values.x.image "root" $): repository@digest when the image's digest is set (a sha256:<64 hex> digest, checked), else repository:tag, the tag defaulting to appVersion. */}}
 {{- define "mlcp.image" -}}
+{{- with .image.digest }}
+{{- if not (regexMatch "^sha256:[0-9a-f]{64}$" .) }}
+{{- fail (printf "the digest of image %s must be sha256:<64 hex digits>, got %v" $.image.repository .) }}
+{{- end }}
+{{- printf "%s@%s" $.image.repository . }}
+{{- else }}
 {{- printf "%s:%s" .image.repository (default .root.Chart.AppVersion .image.tag) }}
+{{- end }}
 {{- end }}
 
 {{- define "mlcp.tritonName" -}}
@@ -171,6 +178,46 @@ does not forward. */ -}}
 {{- if hasKey .root.Values.workflows.sets $set }}
 {{- if index .root.Values.workflows.sets $set }}true{{ end }}
 {{- else }}true{{ end }}
+{{- end }}
+
+{{/* Secrets as files (steps/secrets.py): every pod of the chart mounts the Secrets it needs as read-only files here and is given only their paths; no Secret reaches a container through its environment. */}}
+{{- define "mlcp.secretsMount" -}}/var/run/secrets/mlcp{{- end }}
+{{/* The Secret the generated templates mount (workflows/common.py SECRET), rewritten to credentials.existingSecret. */}}
+{{- define "mlcp.generatedSecret" -}}mlcp-credentials{{- end }}
+{{/* The credentials Secret's keys holding files in a library's own format: an AWS shared credentials file (AWS_SHARED_CREDENTIALS_FILE) and MLflow's credentials file (~/.mlflow/credentials). */}}
+{{- define "mlcp.awsCredentialsKey" -}}aws-credentials{{- end }}
+{{- define "mlcp.mlflowCredentialsKey" -}}mlflow-credentials{{- end }}
+{{/* The mode of mounted Secret files, 0440: the owner and the pod's fsGroup read them. */}}
+{{- define "mlcp.secretFileMode" -}}288{{- end }}
+
+{{/* A projected volume named "secrets" of Secret keys as files: (dict "root" $ "files" (list (dict "secret" NAME "key" KEY "path" FILE "optional" BOOL) ...)). */}}
+{{- define "mlcp.secretsVolume" -}}
+- name: secrets
+  projected:
+    defaultMode: {{ include "mlcp.secretFileMode" .root }}
+    sources:
+      {{- range .files }}
+      - secret:
+          name: {{ .secret }}
+          {{- if .optional }}
+          optional: true
+          {{- end }}
+          items:
+            - key: {{ .key }}
+              path: {{ .path }}
+      {{- end }}
+{{- end }}
+
+{{/* Its mount, read-only. */}}
+{{- define "mlcp.secretsVolumeMount" -}}
+- name: secrets
+  mountPath: {{ include "mlcp.secretsMount" . }}
+  readOnly: true
+{{- end }}
+
+{{/* The credentials Secret's AWS shared credentials file, as a source of mlcp.secretsVolume (optional: a Secret without it leaves the AWS clients to their other sources, e.g. a cloud role). */}}
+{{- define "mlcp.awsCredentialsFile" -}}
+{{- toJson (dict "secret" .Values.credentials.existingSecret "key" (include "mlcp.awsCredentialsKey" .) "path" (include "mlcp.awsCredentialsKey" .) "optional" true) }}
 {{- end }}
 
 {{/* The volumes every serving pod shares: a writable /tmp (the root filesystem is read-only). */}}
@@ -330,23 +377,6 @@ positive whole number. Empty ({}) when workflows are off or nothing holds a sema
 
 {{/* MLflow's default permission under its basic-auth app (steps/mlflow_auth.py DEFAULT_PERMISSION): a user sees only what a role grants. */}}
 {{- define "mlcp.mlflowDefaultPermission" -}}NO_PERMISSIONS{{- end }}
-
-{{/* The env of the MLflow containers that compose the backend URI from the database Secret (no credential in the manifest). */}}
-{{- define "mlcp.mlflowDatabaseEnv" -}}
-{{- $pg := .Values.mlflow.postgresql -}}
-- name: DB_USER
-  valueFrom:
-    secretKeyRef:
-      name: {{ $pg.existingSecret }}
-      key: {{ $pg.usernameKey }}
-- name: DB_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ $pg.existingSecret }}
-      key: {{ $pg.passwordKey }}
-- name: MLFLOW_BACKEND_STORE_URI
-  value: "postgresql://$(DB_USER):$(DB_PASSWORD)@{{ include "mlcp.postgresqlName" . }}:5432/{{ $pg.database }}"
-{{- end }}
 
 {{/* The labels of the workflow pods (spec.podMetadata, added when networkPolicy.enabled): what the NetworkPolicies admit to the servers. */}}
 {{- define "mlcp.workflowPodLabels" -}}
