@@ -1262,6 +1262,7 @@ def test_make_images_prints_the_digest_of_each_image_it_builds(tmp_path):
     assert "built " not in none.stdout
 
 
+@pytest.mark.stack  # starts a PostgreSQL server of its own
 def test_the_mlflow_server_reaches_a_password_protected_postgresql_through_its_files(tmp_path):
     """The chart's init container script, run as written (paths moved into a folder of this
     test), against the machine's real PostgreSQL with scram-sha-256 authentication: the
