@@ -85,8 +85,10 @@ def BENCHMARKS_FIRST_FIGURE_LINE() -> str:
 def site_copy(tmp_path):
     """The docs and the config copied, to plant a fault in (snippets read from the root)."""
     shutil.copytree(DOCS, tmp_path / "docs")
-    config = (ROOT / "mkdocs.yml").read_text().replace(
-        "docs_dir: docs", f"docs_dir: {tmp_path / 'docs'}"
+    config = (
+        (ROOT / "mkdocs.yml")
+        .read_text()
+        .replace("docs_dir: docs", f"docs_dir: {tmp_path / 'docs'}")
     )
     (tmp_path / "mkdocs.yml").write_text(config)
     return tmp_path / "mkdocs.yml", tmp_path / "docs"
@@ -314,7 +316,8 @@ def test_the_exit_code_reference_has_every_code_and_what_argo_retries():
 def test_the_chart_values_reference_has_every_documented_value():
     text = (ROOT / "charts/mlcp/values.yaml").read_text()
     documented = sum(line.strip().startswith("# --") for line in text.splitlines())
-    rows = [r for r in (REFERENCE / "chart-values.md").read_text().splitlines() if r.startswith("| `")]
+    page = (REFERENCE / "chart-values.md").read_text()
+    rows = [r for r in page.splitlines() if r.startswith("| `")]
     assert len(rows) == documented
     for key in ("image.repository", "mlflow.auth.enabled", "networkPolicy.enabled"):
         assert any(r.startswith(f"| `{key}` |") for r in rows), key
@@ -381,9 +384,8 @@ def tutorial_model(stack_env, client, tmp_path):
 
 def test_the_rollback_tutorial_runs_as_written(tutorial_model, mlcp, models):
     # given the tutorial's commands, on a model of its own in place of resnet18-digits
-    (commands,) = [
-        [c for marked, block in shell_blocks(TUTORIALS / "rollback.md") if not marked for c in block]
-    ]
+    blocks = shell_blocks(TUTORIALS / "rollback.md")
+    commands = [c for marked, block in blocks if not marked for c in block]
     assert len(commands) == 5
     results = []
     for command in commands:
