@@ -62,8 +62,8 @@ docs-serve: $(STAMP) ## regenerate the reference pages and serve the site on htt
 	$(PY) -m steps.docs
 	$(MKDOCS) serve --dev-addr 127.0.0.1:8008
 
-screenshots: $(STAMP) ## MLflow UI screenshots for the site (docs/images/ui-*.png): needs the demos run and chromium
-	$(PY) -m steps.screenshots
+screenshots: $(STAMP) ## MLflow UI screenshots for the site (docs/images/ui-*.png), after make demo and make demo-llm (needs chromium)
+	$(PY) -m tests.screenshots
 
 stack-up: $(STAMP) ## start the local stack (MLflow, S3 endpoint, tritonserver) under .mlcp/
 	$(VENV)/bin/mlcp stack up
