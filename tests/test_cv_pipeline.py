@@ -106,7 +106,7 @@ def test_cv_chain_promote_and_rollback_follow_triton(mlcp, models, client, data_
     train = mlcp("cv", "train", "--model-name", model, *TRAIN, timeout=600)
     assert train.code == 0, train.err[-3000:]
     assert "epoch 2/2" in train.err  # progress per epoch, its time labelled as cumulative
-    assert "s since the first epoch)" in train.err
+    assert " s so far)" in train.err
     assert "already exists" not in train.err  # no MLflow chatter on a first registration
     assert models.aliases(model) == {"candidate": "1"}
     # deploy -> staged, evaluate -> evaluated, perf-test -> benchmarked

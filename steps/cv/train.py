@@ -208,7 +208,7 @@ def fit(cfg: TrainConfig, data: Prepared, device: str, say=None) -> tuple[Any, d
         mlflow.log_metrics({"train_loss": train_loss, "val_accuracy": val_acc}, step=epoch)
         say(
             f"epoch {epoch}/{cfg.epochs}: train_loss {train_loss:.4f}, val_accuracy "
-            f"{val_acc:.4f} ({time.monotonic() - started:.0f} s since the first epoch)"
+            f"{val_acc:.4f} ({time.monotonic() - started:.0f} s so far)"
         )
     seconds = time.monotonic() - started
     mlflow.log_metrics(
