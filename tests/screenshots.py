@@ -28,6 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "images"
 CV_MODEL = "resnet18-digits"
+# The model page lists its versions below its description and tags: a taller window.
+SIZES = {"ui-model-versions.png": "1440,1700"}
 LLM_MODEL = "tiny-llama-instruct"
 # The flags that let headless Chromium run here as root, with no network but loopback.
 CHROMIUM_FLAGS = (
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     browser = chromium()
     args.out.mkdir(parents=True, exist_ok=True)
     for name, url in pages(tracking.client(), ui).items():
-        shoot(browser, url, args.out / name)
+        shoot(browser, url, args.out / name, size=SIZES.get(name, "1440,900"))
     return 0
 
 
