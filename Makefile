@@ -63,9 +63,18 @@ bench: $(STAMP) ## control-plane latency vs its REST floor, chains, Triton vs ml
 yaml: $(STAMP) ## regenerate the WorkflowTemplate YAML under charts/mlcp/files/workflows/
 	$(PY) -m workflows.build
 
-.PHONY: docs
-docs: $(STAMP) ## regenerate the README's usage blocks and gate table from the code (steps/docs.py)
+.PHONY: docs docs-serve screenshots
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs
+docs: $(STAMP) ## regenerate the reference pages from the code (steps/docs.py), then build the site into site/ (strict)
 	$(PY) -m steps.docs
+	$(MKDOCS) build --strict
+
+docs-serve: $(STAMP) ## regenerate the reference pages and serve the site on http://127.0.0.1:8008
+	$(PY) -m steps.docs
+	$(MKDOCS) serve --dev-addr 127.0.0.1:8008
+
+screenshots: $(STAMP) ## MLflow UI screenshots for the site (docs/images/ui-*.png), after make demo and make demo-llm (needs chromium)
+	$(PY) -m tests.screenshots
 
 stack-up: $(STAMP) ## start the local stack (MLflow, S3 endpoint, tritonserver) under .mlcp/
 	$(VENV)/bin/mlcp stack up

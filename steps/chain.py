@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 
+from . import settings
 from .contract import LIVE, PREVIOUS
 from .declare import Pipeline
 from .errors import MlcpError
@@ -76,6 +77,6 @@ def run(pipeline: Pipeline, model: str, stage_args: dict[str, list[str]]) -> tup
         PREVIOUS: current.get(PREVIOUS),
         **figures,
         "chain_seconds": round(time.monotonic() - started, 1),
-        "rollback": f"mlcp rollback --model-name {model}",
+        "rollback": settings.mlcp_command("rollback", "--model-name", model),
     }
     return summary, line

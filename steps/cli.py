@@ -17,13 +17,60 @@ from .contract import show_version
 from .declare import Opt, Pipeline, Stage, csv, flag_value, options
 from .errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_GATE_FAILED, EXIT_OK, BadInput, MlcpError
 
+_LEAF = "_mlcp_parser"  # the namespace attribute naming the (sub)command that parsed last
+
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but usage errors exit with the bad-input code (2) and a one-line hint."""
+    """argparse, but usage errors exit with the bad-input code (2) and a one-line hint, and
+    an argument nobody recognised is reported by the subcommand it was given to (its usage,
+    and the closest flag it takes), not by the top-level parser."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._given = list(sys.argv[1:] if args is None else args)
+        namespace, extras = super().parse_known_args(args, namespace)
+        if not hasattr(namespace, _LEAF):  # a subcommand's parser returns first
+            setattr(namespace, _LEAF, self)
+        return namespace, extras
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        namespace, extras = self.parse_known_args(args, namespace)
+        leaf = getattr(namespace, _LEAF, self)
+        delattr(namespace, _LEAF)
+        if extras:
+            leaf.error(leaf.unrecognized(extras))
+        return namespace
+
+    def unrecognized(self, words: Sequence[str]) -> str:
+        """Which arguments were not recognised, and the closest flag to each mistyped one."""
+        import difflib
+
+        known = [s for a in self._actions for s in a.option_strings if s.startswith("--")]
+        hints = []
+        for word in words:
+            flag = word.split("=", 1)[0]
+            close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
+            if flag.startswith("-") and close:
+                hints.append(f"{flag}: did you mean {close[0]}?")
+        found = f"unrecognized argument(s): {' '.join(words)}"
+        return found + (f" ({'; '.join(hints)})" if hints else "")
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        if message.startswith("the following arguments are required"):
+            strays = self._strays()
+            if strays:  # a mistyped flag is why a required one looks missing
+                message = f"{self.unrecognized(strays)}; {message}"
         self.print_usage(sys.stderr)
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+    def _strays(self) -> list[str]:
+        """The flags given to this parser that it does not know (not even as a prefix)."""
+        known = [s for a in self._actions for s in a.option_strings]
+        strays = []
+        for word in getattr(self, "_given", ()):
+            flag = word.split("=", 1)[0]
+            if flag.startswith("--") and not any(k.startswith(flag) for k in known):
+                strays.append(word)
+        return strays
 
 
 def _port(text: str) -> int:
@@ -387,14 +434,21 @@ def cmd_history(args) -> int:
     from . import aliases, moves, report, tracking
 
     client = tracking.registry_client()  # MLflow's REST API: no `mlflow` import here
-    aliases.get_model(client, args.model_name)
+    current = dict(aliases.get_model(client, args.model_name).aliases)
     if args.alias:
         aliases.check_alias_name(args.alias)
     records = moves.history(client, args.model_name, args.alias)
+    if args.alias and not records and args.alias not in current:
+        known = ", ".join(sorted(current)) or "none"
+        raise BadInput(
+            f"model {args.model_name!r} has no alias {args.alias!r} and no recorded move of "
+            f"it (its aliases: {known})"
+        )
     if args.json:
         print(json.dumps([asdict(r) for r in records], indent=2))
     elif not records:
-        print(f"no recorded alias moves for {args.model_name}")
+        about = f"{args.model_name}@{args.alias}" if args.alias else args.model_name
+        print(f"no recorded alias moves for {about}")
     else:
         print("\n".join(report.history_lines(records)))
     return EXIT_OK
@@ -484,6 +538,20 @@ def cmd_stack(args) -> int:
         ok = started and all(r["state"] == "running" for r in started)
         return EXIT_OK if ok else EXIT_ERROR
     return EXIT_OK
+
+
+def _replicas(text: str) -> int:
+    from .stack import MAX_TRITON_REPLICAS
+
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= MAX_TRITON_REPLICAS:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number from 1 to {MAX_TRITON_REPLICAS}, got {text!r}"
+        )
+    return count
 
 
 def _backend_store(text: str) -> str:
@@ -614,7 +682,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--triton-replicas",
-        type=int,
+        type=_replicas,
         metavar="N",
         default=None,
         help="tritonserver processes serving the same model repository (the first on "
@@ -692,6 +760,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    # No progress bar per artifact download (deploy, promote, reproduce): the steps say what
+    # they fetch in a line of their own.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         try:
             return args.handler(args)

@@ -5,7 +5,7 @@ Everything else is derived from these declarations and never written a second ti
 ``mlcp <pipeline> <stage>`` flags and their parsing (``steps/cli.py``), the validation (a
 config checks itself when it is built, so a stage called from Python is held to the same
 rules), the WorkflowTemplate's input parameters and container arguments (``workflows/``),
-the gates a chain and a pipeline template require, and the README's option lists.
+the gates a chain and a pipeline template require, and the site's reference pages.
 
 Standard library only (plus the contract and the errors), so that ``workflows/`` and
 ``mlcp --help`` can read every declaration without importing a heavy library.

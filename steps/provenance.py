@@ -123,9 +123,14 @@ def image() -> str:
     return os.environ.get(IMAGE_ENV, "").strip() or LOCAL_IMAGE
 
 
+CLI_MODULE = "steps.cli"  # the module behind the `mlcp` script (pyproject.toml)
+
+
 def source_name(argv: list[str] | None = None) -> str:
-    """What ran, for people: ``mlcp cv train``, ``python -m steps.cli promote``, ``pytest``.
-    The program and its leading command words (no flag, value, path or model reference)."""
+    """What ran, for people: ``mlcp cv train``, ``python -m steps.docs``, ``pytest``. The
+    program and its leading command words (no flag, value, path or model reference).
+    ``python -m steps.cli`` (how a chain runs its stages) is the same program as ``mlcp``,
+    and says so: the command a person would type."""
     argv = list(sys.argv if argv is None else argv)
     if not argv or not argv[0] or argv[0] == "-c":
         return "python"
@@ -139,7 +144,8 @@ def source_name(argv: list[str] | None = None) -> str:
         if parts and parts[-1] == "__main__":
             parts.pop()
         if parts:
-            program = "python -m " + ".".join(parts)
+            module = ".".join(parts)
+            program = "mlcp" if module == CLI_MODULE else "python -m " + module
     words = []
     for word in argv[1:4]:
         if not _WORD.fullmatch(word):

@@ -88,6 +88,13 @@ class CheckConfig(Config):
         help="registered model name in MLflow (empty: every model with a serving back end)",
     )
     json: bool = option(False, help="print JSON", argo=False)
+    serving: str = option(
+        "",
+        help="only the models of these serving back ends, comma-separated (their mlcp.serving "
+        "tag, e.g. triton; empty: every back end): a stack that runs only vLLM syncs only "
+        "vLLM's models",
+        argo=False,
+    )
 
 
 @dataclass(kw_only=True)
@@ -159,10 +166,22 @@ def record_check(client, model: str, rows: list[Row]) -> str:
     return run.info.run_id
 
 
-def _models(client, name: str) -> list[str]:
+def _models(client, name: str, serving: str = "") -> list[str]:
+    """The model named, else every model with a serving back end (of those ``serving``
+    names, comma-separated, when given)."""
     if name:
         return [name]
-    return aliases.models_tagged(client, SERVING_TAG)
+    found = aliases.models_tagged(client, SERVING_TAG)
+    wanted = {s.strip() for s in serving.split(",") if s.strip()}
+    if not wanted:
+        return found
+    unknown = sorted(wanted - set(backend.known()))
+    if unknown:
+        raise BadInput(
+            f"unknown serving back end(s) {', '.join(unknown)}; choose from "
+            f"{', '.join(sorted(backend.known()))}"
+        )
+    return [m for m in found if dict(aliases.get_model(client, m).tags)[SERVING_TAG] in wanted]
 
 
 def run_check(cfg: CheckConfig) -> int:
@@ -171,7 +190,7 @@ def run_check(cfg: CheckConfig) -> int:
 
     client = tracking.registry_client()
     result = {}
-    for model in _models(client, cfg.model_name):
+    for model in _models(client, cfg.model_name, cfg.serving):
         rows = compare(client, model)
         run_id = record_check(client, model, rows)
         result[model] = {"run_id": run_id, "rows": [asdict(r) | {"agrees": r.agrees} for r in rows]}
@@ -236,7 +255,7 @@ def run_sync(cfg: SyncConfig) -> int:
     client = tracking.registry_client()
     repaired: dict[str, list[dict]] = {}
     failures = []
-    for model in _models(client, cfg.model_name):
+    for model in _models(client, cfg.model_name, cfg.serving):
         try:
             repaired[model] = [asdict(m) for m in sync(client, model, cfg.reason)]
         except MlcpError as exc:

@@ -74,6 +74,30 @@ def server_url(given: str | None, variable: str, server: str, flag: str) -> str:
     return url
 
 
+def mlcp_command(*words: str) -> str:
+    """An ``mlcp`` command line a person can paste into the shell they ran ``mlcp`` from:
+    ``mlcp ...`` when the ``mlcp`` on their PATH is this environment's, else this
+    environment's launcher by its path (``.venv/bin/mlcp ...``, relative to the current
+    folder when under it), else ``python -m steps.cli ...`` with this interpreter."""
+    import shlex
+    import shutil
+    import sys
+
+    launcher = Path(sys.executable).parent / "mlcp"
+    on_path = shutil.which("mlcp")
+    if on_path and (not launcher.is_file() or Path(on_path).resolve() == launcher.resolve()):
+        head = "mlcp"
+    elif launcher.is_file():
+        try:
+            head = str(launcher.absolute().relative_to(Path.cwd()))
+        except ValueError:
+            head = str(launcher)
+        head = shlex.quote(head)
+    else:
+        head = f"{shlex.quote(sys.executable)} -m steps.cli"
+    return " ".join([head, *(shlex.quote(w) for w in words)])
+
+
 def actor() -> str:
     """Who is acting: ``$MLCP_ACTOR`` (the templates set it), else user@host."""
     explicit = os.environ.get("MLCP_ACTOR")

@@ -1065,16 +1065,23 @@ def up(
             values.update(mlflow_auth.client_env(home))
         path = _write_env(home, values)
     _log(f"environment written to {path}")
-    if sync and "mlflow" in running and {"triton", "vllm"} & set(to_start):
-        _sync_serving(home, values)
+    started = [n for n in SERVING_SERVICES if n in to_start]
+    if sync and "mlflow" in running and started:
+        _sync_serving(home, values, [n for n in SERVING_SERVICES if n in running])
     return values
 
 
-def _sync_serving(home: Path, values: dict[str, str]) -> None:
-    """``mlcp serving sync`` against the stack just started; a failure is reported, not
-    raised: the stack runs, and ``mlcp serving check`` names what still drifts."""
+# The stack's servers, each named as the serving back end (a model's mlcp.serving tag) it runs.
+SERVING_SERVICES = ("triton", "vllm")
+
+
+def _sync_serving(home: Path, values: dict[str, str], servers: Sequence[str]) -> None:
+    """``mlcp serving sync`` against the stack just started, for the models of the servers
+    it runs only (a stack without Triton leaves the CV models alone); a failure is reported,
+    not raised: the stack runs, and ``mlcp serving check`` names what still drifts."""
     env = dict(os.environ, **values, MLCP_HOME=str(home))
     command = [sys.executable, "-m", "steps.cli", "serving", "sync", "--reason", "stack up"]
+    command += ["--serving", ",".join(servers)]
     try:
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     except subprocess.TimeoutExpired:

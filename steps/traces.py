@@ -211,22 +211,55 @@ def ui_url(tracking_uri: str, experiment_id: str) -> str:
     return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/traces"
 
 
+def answered_by(found: dict) -> list[tuple[str, str, list[dict]]]:
+    """The traced answers by who gave them, the version itself first, then the champion it
+    was compared with, then the bare base: (who, slot, answers) for each slot that answered."""
+    version = str(found["version"])
+    groups: dict[str, list[dict]] = {}
+    for row in found["traces"]:
+        groups.setdefault(row["slot"], []).append(row)
+
+    def rank(slot: str) -> tuple[int, str]:
+        served = str(groups[slot][0]["version"])
+        return (0 if served == version else 2 if served in ("", "none") else 1, slot)
+
+    out = []
+    for slot in sorted(groups, key=rank):
+        served = str(groups[slot][0]["version"])
+        if served == version:
+            who = f"{show_version(version)} itself"
+        elif served in ("", "none"):
+            who = "the bare base"
+        else:
+            who = f"the champion {show_version(served)}"
+        out.append((who, slot, groups[slot]))
+    return out
+
+
 def lines(found: dict, tracking_uri: str) -> list[str]:
-    """``mlcp traces`` for people: a header, one line per traced answer, where to look."""
+    """``mlcp traces`` for people: a header, who answered how often (the version's own
+    answers first), one line per traced answer in that order, where to look."""
     rows = found["traces"]
+    by = answered_by(found)
+    own = sum(len(answers) for who, _, answers in by if who.endswith(" itself"))
+    counts = [f"{len(answers)} by {who} ({slot})" for who, slot, answers in by]
+    if not own:  # say so: the version's own answers are what a reader looks for first
+        counts.insert(0, f"0 by {show_version(found['version'])} itself")
     out = [
         f"{found['model']}@{found['alias']} = {show_version(found['version'])}: "
-        f"{len(rows)} traced answers of run {found['run_name']} ({found['run_id']})",
+        f"{len(rows)} traced answers of run {found['run_name']} ({found['run_id']}): "
+        + ", ".join(counts),
         f"filter: {found['filter']}",
     ]
     if rows:
         width = max(len(r["slot"]) for r in rows)
         out.append(f"{'sample':<12} {'slot':<{width}} {'version':<8} {'grade':<8} answer")
-        for r in rows:
-            out.append(
-                f"{r['sample_id']:<12} {r['slot']:<{width}} {r['version']:<8} "
-                f"{r['grade']:<8} {r['answer']!r}  [{r['trace_id']}]"
-            )
+        for _, _, answers in by:
+            for r in answers:
+                out.append(
+                    f"{r['sample_id']:<12} {r['slot']:<{width}} {r['version']:<8} "
+                    f"{r['grade']:<8} {r['answer']!r}  [{r['trace_id']}]"
+                )
     out.append(
         f"in the MLflow UI: {ui_url(tracking_uri, found['experiment_id'])} "
         f"(search: {found['filter']})"

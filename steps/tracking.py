@@ -64,6 +64,7 @@ def quiet_mlflow() -> None:
     logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # nothing leaves the machine
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per download
 
 
 def experiment_name(pipeline: str, stage: str) -> str:

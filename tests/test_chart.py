@@ -1485,18 +1485,35 @@ def test_serving_images_are_pinned_non_root_and_configured():
     assert "/nvidia/tritonserver:" in triton and "-py3" in triton
 
 
-def test_the_readme_helm_install_renders_what_it_says():
-    readme = (ROOT / "README.md").read_text()
-    (command,) = re.findall(
-        r"^ *helm install mlcp charts/mlcp -n mlops((?:.*\\\n)+.*)$", readme, re.M
-    )
+def _documented_installs() -> list[str]:
+    """The `helm install` commands of the how-to guide (their arguments after the release)."""
+    guide = (ROOT / "docs" / "how-to" / "install-chart.md").read_text()
+    return re.findall(r"^ *helm install mlcp charts/mlcp -n mlops((?:.*\\\n)+.*)$", guide, re.M)
+
+
+def _documented_values(command: str) -> dict:
     values: dict = {}
+    for values_file in re.findall(r"-f (\S+)", command):
+        _merge(values, yaml.safe_load((ROOT / values_file).read_text()))
     for expression in re.findall(r"--set (\S+)", command):
         _merge(values, helm.parse_set_string(expression))  # as `helm --set` reads it
+    return values
+
+
+def test_the_documented_helm_install_renders_what_it_says():
+    plain, secure = _documented_installs()
+    values = _documented_values(plain)
     assert helm.lint(CHART, values, strict=True)["errors"] == []
     docs = render(values)
     assert {"mlcp-triton", "mlcp-mlflow"} <= {d["metadata"]["name"] for d in docs}
     assert not [d for d in docs if d["metadata"]["name"].startswith("llm-")]
+    assert security_problems(docs) == credential_problems(docs) == rbac_problems(docs) == []
+    # with authentication: MLflow's auth app, its users Job and the network policies
+    values = _documented_values(secure)
+    assert values["mlflow"]["auth"]["enabled"] is True
+    assert helm.lint(CHART, values, strict=True)["errors"] == []
+    docs = render(values)
+    assert {d["kind"] for d in docs} >= {"NetworkPolicy", "Job"}
     assert security_problems(docs) == credential_problems(docs) == rbac_problems(docs) == []
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from steps import stack
 
@@ -27,6 +28,46 @@ def test_usage_errors_exit_2():
     assert missing.code == 2 and "--source-alias" in missing.err
     bad_version = run_mlcp("rollback", "--model-name", "m", "--expect-version", "abc")
     assert bad_version.code == 2 and "not a model version number" in bad_version.err
+
+
+def test_a_mistyped_flag_is_reported_by_its_subcommand_with_the_closest_flag():
+    # given a promote with a mistyped optional flag
+    typo = run_mlcp(
+        "promote",
+        "--model-name",
+        "m",
+        "--source-alias",
+        "a",
+        "--target-alias",
+        "live",
+        "--reqiure-gates",
+        "accuracy",
+    )
+    # then the subcommand's usage (not the top level's) and the closest flag, exit 2
+    assert typo.code == 2
+    assert typo.err.startswith("usage: mlcp promote ")
+    assert "unrecognized argument(s): --reqiure-gates accuracy" in typo.err
+    assert "did you mean --require-gates?" in typo.err
+    # given a mistyped required flag: it is named, not only the flag it left missing
+    missing = run_mlcp("promote", "--modelname", "m", "--source-alias", "a", "--target-alias", "b")
+    assert missing.code == 2 and missing.err.startswith("usage: mlcp promote ")
+    assert "--modelname: did you mean --model-name?" in missing.err
+    assert "the following arguments are required: --model-name" in missing.err
+    # a pipeline stage too, and a word that resembles no flag gets no suggestion
+    stage = run_mlcp("cv", "train", "--model-name", "m", "--epochz", "3")
+    assert stage.code == 2 and stage.err.startswith("usage: mlcp cv train ")
+    assert "did you mean --epochs?" in stage.err
+    stray = run_mlcp("history", "--model-name", "m", "--zzzzzz")
+    assert stray.code == 2 and stray.err.startswith("usage: mlcp history ")
+    assert "unrecognized argument(s): --zzzzzz\n" in stray.err
+
+
+def test_triton_replicas_outside_one_to_the_maximum_is_bad_input(tmp_path):
+    for given in ("-1", "0", "two", str(stack.MAX_TRITON_REPLICAS + 1)):
+        result = run_mlcp("stack", "status", "--home", str(tmp_path), "--triton-replicas", given)
+        assert result.code == 2, given
+        assert "--triton-replicas: must be a whole number from 1 to" in result.err, given
+    assert not any(tmp_path.iterdir())  # nothing started, nothing written
 
 
 def test_no_tracking_server_configured_is_bad_input(tmp_path):
@@ -183,3 +224,35 @@ def test_openmp_threads_sleep_when_idle_unless_the_caller_says_otherwise(tmp_pat
     # set before torch is imported; a policy the caller chose is kept
     assert found[None] == ["PASSIVE", "False"]
     assert found["ACTIVE"] == ["ACTIVE", "False"]
+
+
+def test_printed_mlcp_commands_run_from_the_shell_they_were_printed_in(tmp_path):
+    """`make demo` runs `.venv/bin/mlcp` with no virtual environment active: the rollback
+    command it prints must still run when pasted (mlcp is not on PATH then)."""
+    from .commands import assert_runnable
+
+    launcher_dir = str(Path(sys.executable).parent)
+    bare = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != launcher_dir)
+    for path, expected in ((bare, "not mlcp"), (launcher_dir + os.pathsep + bare, "mlcp")):
+        # given a shell whose PATH has (or lacks) this environment's bin folder
+        code = "from steps import settings; print(settings.mlcp_command('--version'))"
+        printed = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "PATH": path},
+        ).stdout.strip()
+        # then what mlcp prints names a program that shell finds, and it runs
+        assert (printed.split()[0] == "mlcp") == (expected == "mlcp"), printed
+        if expected != "mlcp":
+            assert assert_runnable(printed) == ["--version"]
+        done = subprocess.run(
+            printed,
+            shell=True,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "PATH": path},
+        )
+        assert done.returncode == 0 and done.stdout.startswith("mlcp "), (printed, done.stderr)

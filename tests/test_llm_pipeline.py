@@ -30,6 +30,7 @@ from steps.llm.serving import VLLM as VLLM_BACKEND
 from steps.serving import vllm
 from steps.serving.backend import Served
 
+from .commands import assert_pasteable_rollback
 from .conftest import unique
 
 free_port = stack.free_port
@@ -208,7 +209,9 @@ def run_chain(mlcp, model: str, seed: str) -> dict:
     for stage in ("train", "deploy", "evaluate", "perf-test", "promote"):
         assert f"==> {stage}" in result.err  # progress per stage
     assert "epoch 12/12" in result.err and "eval_loss" in result.err  # per-epoch progress
-    assert f"roll back with: mlcp rollback --model-name {model}" in result.out
+    assert "no champion: no champion" not in result.err  # said once, by the one who knows
+    assert "no champion (no champion" not in result.err
+    assert_pasteable_rollback(result.out, model)
     assert "the bare base mlcp-tiny-llama" in result.out  # both scores in the summary
     return json.loads(result.out[result.out.index("{") : result.out.index("}") + 1])
 
@@ -859,3 +862,55 @@ def test_server_command_follows_the_recipe(tmp_path):
         assert flag in joined
     assert env["HF_HUB_OFFLINE"] == "1" and env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
     assert env["VLLM_CPU_KVCACHE_SPACE"] == "1"
+
+
+def test_traces_say_which_slot_answered_and_lead_with_the_versions_own_answers():
+    from steps import traces
+
+    def row(sample, slot, version):
+        return {
+            "trace_id": f"tr-{sample}-{slot}",
+            "sample_id": sample,
+            "slot": slot,
+            "version": version,
+            "grade": "wrong",
+            "judge_prompt_sha256": "",
+            "answer": "blue",
+        }
+
+    # given the wrong answers of v2's evaluation: the base's listed first by the search,
+    # then the champion's, then one of v2's own
+    found = {
+        "model": "m",
+        "alias": "live",
+        "version": "2",
+        "run_id": "r1",
+        "run_name": "m-evaluate",
+        "experiment_id": "7",
+        "filter": "tags.`mlcp.grade` = 'wrong'",
+        "traces": [
+            row("eval-1", llmdata.BASE_NAME, "none"),
+            row("eval-2", llmdata.BASE_NAME, "none"),
+            row("eval-1", "m-live", "1"),
+            row("eval-3", "m-staged", "2"),
+        ],
+    }
+    out = traces.lines(found, "http://mlflow")
+    # then the header counts each slot's answers, the version's own first
+    assert out[0] == (
+        "m@live = v2: 4 traced answers of run m-evaluate (r1): 1 by v2 itself (m-staged), "
+        f"1 by the champion v1 (m-live), 2 by the bare base ({llmdata.BASE_NAME})"
+    )
+    # and the answers follow in that order
+    assert [line.split()[:2] for line in out[3:-1]] == [
+        ["eval-3", "m-staged"],
+        ["eval-1", "m-live"],
+        ["eval-1", llmdata.BASE_NAME],
+        ["eval-2", llmdata.BASE_NAME],
+    ]
+    # given none of the version's own answers among them: the header says 0, first
+    found["traces"] = found["traces"][:2]
+    assert traces.lines(found, "http://mlflow")[0].endswith(
+        f"2 traced answers of run m-evaluate (r1): 0 by v2 itself, "
+        f"2 by the bare base ({llmdata.BASE_NAME})"
+    )

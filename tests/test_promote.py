@@ -147,6 +147,15 @@ def test_unknown_model_and_alias_exit_2_and_move_nothing(mlcp, models, client):
     assert bad_alias.code == 2
     assert "reserved" in bad_alias.err
     assert mlcp("history", "--model-name", name + "-nope").code == 2
+    # an alias the model never had: exit 2 as the exit codes promise, naming those it has
+    bogus = mlcp("history", "--model-name", name, "--alias", "bogus")
+    assert bogus.code == 2, bogus.out
+    assert "has no alias 'bogus' and no recorded move of it (its aliases: candidate)" in bogus.err
+    # an alias it has but whose moves no record holds (set by hand): listed as none, exit 0
+    unrecorded = mlcp("history", "--model-name", name, "--alias", "candidate")
+    assert (
+        unrecorded.code == 0 and f"no recorded alias moves for {name}@candidate" in unrecorded.out
+    )
     assert mlcp("lineage", f"{name}@nowhere").code == 2
     assert mlcp("lineage", "no-at-sign").code == 2
     assert models.aliases(name) == {"candidate": "1"}

@@ -158,3 +158,25 @@ def test_check_refuses_what_it_cannot_compare(stack_env, client, mlcp, models):
     missing = mlcp("serving", "sync", "--model-name", unique("missing"))
     assert missing.code == 2 and "does not exist" in missing.err
     assert mlcp("audit", "--model-name", unique("missing")).code == 2
+
+
+def test_check_and_sync_of_one_back_end_leave_the_other_back_ends_models_alone(
+    served_model, models, mlcp
+):
+    # given a model served by Triton, and one whose back end is vLLM (no vLLM runs here)
+    from steps.contract import SERVING_TAG
+
+    other = models.create(1, prefix="served-by-vllm")
+    models.client.set_registered_model_tag(other, SERVING_TAG, "vllm")
+    # when the check and the sync are asked for Triton's models only, as `mlcp stack up`
+    # asks for the servers it runs, then the vLLM model is neither compared nor touched
+    check = mlcp("serving", "check", "--serving", "triton", "--json", timeout=300)
+    assert served_model in json.loads(check.out), check.err[-2000:]
+    assert other not in json.loads(check.out)
+    sync = mlcp("serving", "sync", "--serving", "triton", "--json", timeout=300)
+    assert other not in json.loads(sync.out)["repaired"], sync.err[-2000:]
+    # an unknown back end is bad input, naming the known ones
+    bad = mlcp("serving", "sync", "--serving", "nope")
+    assert bad.code == 2 and "unknown serving back end(s) nope; choose from triton, vllm" in (
+        bad.err
+    )

@@ -1644,8 +1644,11 @@ def test_retrain_cron_runs_the_drift_template_and_its_when_decides(models, clien
     assert passed["data"] == "{{inputs.parameters.data}}"
 
 
-def test_readme_submissions_name_real_templates_and_parameters():
-    readme = (ROOT / "README.md").read_text()
+def test_documented_submissions_name_real_templates_and_parameters():
+    readme = "\n".join(
+        (ROOT / "docs" / page).read_text()
+        for page in ("how-to/argo.md", "how-to/install-chart.md", "tutorials/rollback.md")
+    )
     rollback = (
         "argo submit --from workflowtemplate/promote "
         "-p model-name=M -p source-alias=previous -p target-alias=live"

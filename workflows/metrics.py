@@ -3,8 +3,8 @@ metrics, declared in the templates and emitted by the controller when a step or 
 ends; nothing in the step image serves metrics).
 
 Every metric is declared once here, as a :class:`Metric` with its help, its labels and an
-example PromQL query, and the templates' ``metrics`` blocks are built from these. The
-README's "Operating it" section lists them (a test checks that it names each one).
+example PromQL query, and the templates' ``metrics`` blocks are built from these, as is
+the metrics reference of the documentation site (docs/reference/metrics.md).
 
 Labels stay few-valued: pipeline, stage, model, gate, alias, action, status, exit code; never
 a version number, a run id or a workflow name. Values and ``when`` conditions read the

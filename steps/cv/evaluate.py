@@ -43,7 +43,7 @@ class EvaluateConfig(Config):
     champion_alias: str = paired.champion_option()
     # 0.02, the default: on the 271 test images, two versions near 0.97 that disagree
     # on a dozen have a paired interval of about +-0.025, so a retrain must match or beat the
-    # champion to pass; a noisier recipe needs a wider margin (README, the CV pipeline).
+    # champion to pass; a noisier recipe needs a wider margin (docs/concepts/gates.md).
     margin: float = option(
         0.02,
         help="gate accuracy-vs-champion: the largest accuracy drop below the champion's that "

@@ -208,7 +208,7 @@ def fit(cfg: TrainConfig, data: Prepared, device: str, say=None) -> tuple[Any, d
         mlflow.log_metrics({"train_loss": train_loss, "val_accuracy": val_acc}, step=epoch)
         say(
             f"epoch {epoch}/{cfg.epochs}: train_loss {train_loss:.4f}, val_accuracy "
-            f"{val_acc:.4f} ({time.monotonic() - started:.0f} s)"
+            f"{val_acc:.4f} ({time.monotonic() - started:.0f} s so far)"
         )
     seconds = time.monotonic() - started
     mlflow.log_metrics(
@@ -241,7 +241,12 @@ def register(
     )
     # its tags, its promotion policy (every gate of the pipeline) and its description
     describe.register_model(client, cfg.model_name, PIPELINE)
-    version = str(mlflow.register_model(info.model_uri, cfg.model_name).version)
+    # the model exists now: a new version of it, as mlflow.register_model would create it
+    # (without its "Registered model ... already exists" line on every first training)
+    created = client.create_model_version(
+        cfg.model_name, source=info.model_uri, model_id=info.model_id
+    )
+    version = str(created.version)
     mlflow.set_tag(VERSION_TAG, version)
     for key, value in {
         PIPELINE_TAG: PIPELINE,

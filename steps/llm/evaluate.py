@@ -188,7 +188,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
             f"the champion {champion_slot} ({cfg.model_name}@{champion.alias} "
             f"v{champion.version}), "
             if champion_slot
-            else f"no champion ({champion.missing}), "
+            else f"{champion.missing}, "
         )
         report(
             f"{len(samples)} eval prompts through {slot} v{version}, {against}and the base "

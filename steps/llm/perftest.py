@@ -173,7 +173,7 @@ def perf_test(cfg: PerfConfig) -> dict:
             f" and the champion {champion_slot} v{champion.version} (interleaved, "
             f"{cfg.users} users each)"
             if champion_slot
-            else f" (no champion: {champion.missing})"
+            else f" ({champion.missing})"
         )
         report(
             f"{cfg.users} users streaming {cfg.max_tokens}-token completions for "

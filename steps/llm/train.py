@@ -310,7 +310,7 @@ def fit(cfg: TrainConfig, data: Prepared, device: str, say=None) -> tuple[Any, d
         say(
             f"epoch {epoch}/{cfg.epochs}: train_loss {train_loss:.4f}, eval_loss "
             f"{eval_loss:.4f}, perplexity {math.exp(eval_loss):.3f} "
-            f"({time.monotonic() - started:.1f} s)"
+            f"({time.monotonic() - started:.1f} s so far)"
         )
     measured = {
         "final_eval_loss": eval_loss,
