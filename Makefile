@@ -25,7 +25,7 @@ install: $(STAMP) ## create .venv and install the package with the dev, cv and l
 # Two worker processes (pytest-xdist), each with its own stack; tests go to a worker by group
 # (tests/conftest.py says which). `make test PYTEST_WORKERS=0` runs them in one process.
 PYTEST_WORKERS ?= 2
-XDIST = $(if $(filter 0,$(PYTEST_WORKERS)),-p no:xdist,-n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
+XDIST = $(if $(filter 0,$(PYTEST_WORKERS)),-p no:xdist,-n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder)
 # pytest's exit 5 (no test collected) is a failure here, not a pass
 PYTEST = rc=0; $(PY) -m pytest $(XDIST) $(1) $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -243,21 +244,23 @@ def vllm_server(stack_env, llm_data):
 
 
 # ------------------------------------------------------------------ two workers (pytest-xdist)
-# `make test` runs the suite in two processes (`-n 2 --dist loadgroup`). Each worker starts
-# its own session stack (its own MLflow, S3 endpoint and tritonservers on free ports), so no
-# test sees another's models, aliases or server restarts. Tests are sent to a worker by group,
-# and a group runs whole on one worker, in collection order:
+# `make test` runs the suite in two processes (`-n 2 --dist loadscope`). Each worker starts its
+# own session stack (its own MLflow, S3 endpoint and tritonservers on free ports), so no test
+# sees another's models, aliases or server restarts. Tests are sent to a worker by group, and
+# a group runs whole on one worker, in collection order:
 # - every test that needs the LLM data or vLLM: one vLLM per run (a CPU engine is the most
 #   expensive server here), and the tests that restart it cannot hit another's requests;
 # - every test that needs MLflow on PostgreSQL: one PostgreSQL per run;
 # - every other test with the rest of its module, so a module's shared fixture (a champion
 #   trained once, a model live once) is paid once.
-# Without xdist (`pytest -p no:xdist`, or a single test) the markers change nothing.
+# The groups reach xdist's scheduler through a file (the workers collect, the controller
+# schedules): xdist's own `xdist_group` marker does nothing with this pytest (xdist 3.8 renames
+# a private attribute that pytest 9.2 no longer reads). Without xdist nothing changes.
 GROUP_FIXTURES = {
     "llm": ("llm_data", "vllm_server"),
     "postgresql": ("postgres_mlflow", "backend_store"),
 }
-
+GROUPS_FILE_VAR = "MLCP_TEST_GROUPS_FILE"  # set by the controller, written by the workers
 
 # The fixtures that start or reach a server: a test that needs none of them runs in
 # `make test-fast` (marker `stack`, deselected there with `-m "not stack"`).
@@ -266,6 +269,27 @@ SERVER_FIXTURES = ("stack_env", "postgres_mlflow", "vllm_server", "llm_data", "a
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "stack: needs the session's servers (set by conftest)")
+    if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
+        if getattr(config.option, "numprocesses", None):
+            handle, path = tempfile.mkstemp(prefix="mlcp-test-groups-", suffix=".json")
+            os.close(handle)
+            os.environ[GROUPS_FILE_VAR] = path  # the workers inherit it
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Work units are the groups the workers wrote (see above), biggest first as listed."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByGroup(LoadScopeScheduling):
+        groups: dict[str, str] = {}
+
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid not in self.groups:
+                self.groups.update(json.loads(Path(os.environ[GROUPS_FILE_VAR]).read_text()))
+            return self.groups[nodeid]
+
+    return ByGroup(config, log)
 
 
 def group_of(item) -> str:
@@ -280,10 +304,13 @@ def pytest_collection_modifyitems(config, items):
         if set(SERVER_FIXTURES) & set(item.fixturenames):
             item.add_marker(pytest.mark.stack)
         groups[item.nodeid] = group_of(item)
-        item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
-    if config.getoption("dist", "no") == "loadgroup":
+    path = os.environ.get(GROUPS_FILE_VAR)
+    if path and hasattr(config, "workerinput"):
         # The scheduler hands out groups in this order (`--no-loadscope-reorder`): the LLM
         # group first, the longest by far (vLLM's start, two LLM chains), then the larger
         # groups before the smaller, so that neither worker is left with a long tail.
         sizes = {g: list(groups.values()).count(g) for g in set(groups.values())}
         items.sort(key=lambda i: (groups[i.nodeid] != "llm", -sizes[groups[i.nodeid]]))
+        staged = Path(f"{path}.{config.workerinput['workerid']}")
+        staged.write_text(json.dumps(groups))
+        staged.replace(path)  # both workers write the same groups; the last rename wins
