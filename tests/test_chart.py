@@ -30,7 +30,7 @@ from workflows import build, common
 from workflows.settings import Settings
 
 from .conftest import ROOT
-from .test_workflows import KINDS, strict_errors
+from .test_workflows import KINDS, documented_secrets, secret_layout_problems, strict_errors
 
 CHART = ROOT / "charts" / "mlcp"
 WORKFLOW_FILES = CHART / "files" / "workflows"
@@ -1500,14 +1500,40 @@ def _documented_values(command: str) -> dict:
     return values
 
 
+def missing_secret_keys(docs: list[dict], secrets: dict[str, dict]) -> list[str]:
+    """What the rendered pods mount that ``secrets`` ({name: {key: ...}}, as
+    documented_secrets reads a page) lacks: a Secret or a key of one that is not optional."""
+    problems = set()
+    for where, volumes, _ in _volume_groups(docs):
+        for volume in volumes:
+            sources = [s["secret"] for s in volume.get("projected", {}).get("sources", [])]
+            if "secret" in volume:
+                sources.append({**volume["secret"], "name": volume["secret"]["secretName"]})
+            for source in (s for s in sources if not s.get("optional")):
+                made = secrets.get(source["name"])
+                if made is None:
+                    problems.add(f"{where}: no Secret {source['name']}")
+                    continue
+                for item in source.get("items", []):
+                    if item["key"] not in made:
+                        problems.add(f"{where}: no key {item['key']} in {source['name']}")
+    return sorted(problems)
+
+
 def test_the_documented_helm_install_renders_what_it_says():
     plain, secure = _documented_installs()
+    guide = (ROOT / "docs" / "how-to" / "install-chart.md").read_text()
+    before_auth = guide[: guide.index("## With authentication")]
     values = _documented_values(plain)
     assert helm.lint(CHART, values, strict=True)["errors"] == []
     docs = render(values)
     assert {"mlcp-triton", "mlcp-mlflow"} <= {d["metadata"]["name"] for d in docs}
     assert not [d for d in docs if d["metadata"]["name"].startswith("llm-")]
     assert security_problems(docs) == credential_problems(docs) == rbac_problems(docs) == []
+    # the Secrets its steps create hold every key the pods mount, as files in their format
+    plain_secrets = documented_secrets(before_auth)
+    assert missing_secret_keys(docs, plain_secrets) == []
+    assert secret_layout_problems(before_auth) == []
     # with authentication: MLflow's auth app, its users Job and the network policies
     values = _documented_values(secure)
     assert values["mlflow"]["auth"]["enabled"] is True
@@ -1515,6 +1541,13 @@ def test_the_documented_helm_install_renders_what_it_says():
     docs = render(values)
     assert {d["kind"] for d in docs} >= {"NetworkPolicy", "Job"}
     assert security_problems(docs) == credential_problems(docs) == rbac_problems(docs) == []
+    assert missing_secret_keys(docs, documented_secrets(guide)) == []
+    assert secret_layout_problems(guide) == []
+    # the check fires: the Secrets of the plain install lack what authentication mounts
+    missing = missing_secret_keys(docs, plain_secrets)
+    assert "Job/mlcp-mlflow-users: no Secret mlcp-mlflow-admin" in missing
+    assert "Job/mlcp-mlflow-users: no key mlflow-credentials in mlcp-credentials" in missing
+    assert "Deployment/mlcp-vllm: no key MLCP_VLLM_API_KEY in mlcp-credentials" in missing
 
 
 def _merge(into: dict, more: dict) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import configparser
 import copy
 import dataclasses
 import enum
@@ -16,6 +17,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 import types
 import typing
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ from hera.workflows import models as hm
 from pydantic import BaseModel, RootModel
 
 from steps import contract, moves, policy, promote
+from steps import secrets as step_secrets
 from steps.contract import CHAIN
 from steps.cv.pipeline import CV
 from steps.llm.pipeline import LLM
@@ -1676,7 +1679,97 @@ def test_documented_submissions_name_real_templates_and_parameters():
         "MLCP_TRITON_URL",
         "MLCP_TRITON_REPOSITORY",
         "MLCP_VLLM_URL",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
     ):
         assert f"--from-literal={key}=" in readme, key
+
+
+# ------------------------------------------------------------------ the documented Secrets
+
+SECRET_COMMAND = re.compile(r"^kubectl (?:-n \S+ )?create secret generic (\S+)(.*)$")
+HEREDOC = re.compile(r"^ *cat > (\S+) <<'EOF'\n(.*?)^ *EOF$", re.M | re.S)
+# The sections and keys each credentials file holds, in the format of the library reading it.
+CREDENTIAL_FILES = {
+    step_secrets.AWS_CREDENTIALS_KEY: ("default", {"aws_access_key_id", "aws_secret_access_key"}),
+    step_secrets.MLFLOW_CREDENTIALS_KEY: (
+        "mlflow",
+        {"mlflow_tracking_username", "mlflow_tracking_password"},
+    ),
+}
+# Every key the credentials Secret may hold: each one is read by someone (steps/secrets.py).
+CREDENTIAL_KEYS = {*CREDENTIAL_FILES, *step_secrets.STEP_SECRETS}
+
+
+def documented_secrets(text: str) -> dict[str, dict[str, tuple[str, str]]]:
+    """The Secrets a page's `kubectl create secret generic` commands make: {name: {key:
+    ("file" or "literal", its path or value)}}; a later command of the same name wins."""
+    found: dict[str, dict[str, tuple[str, str]]] = {}
+    for line in re.sub(r"\\\n\s*", " ", text).splitlines():
+        match = SECRET_COMMAND.match(re.sub(r"\s+#.*$", "", line).strip())
+        if not match:
+            continue
+        keys = {}
+        for kind, argument in re.findall(r"--from-(file|literal)=(\S+)", match.group(2)):
+            key, _, rest = argument.partition("=")
+            if kind == "file" and not rest:  # --from-file=PATH: the key is its name
+                key, rest = Path(argument).name, argument
+            keys[key] = (kind, rest)
+        found[match.group(1)] = keys
+    return found
+
+
+def secret_layout_problems(text: str, name: str = "mlcp-credentials") -> list[str]:
+    """What is wrong with the credentials Secret a page makes: a key nobody reads (the old
+    AWS_ACCESS_KEY_ID...), a value given inline, the AWS file missing, or a credentials
+    file the page writes (``cat > FILE <<'EOF'``) that is not in its library's format."""
+    keys = documented_secrets(text).get(name)
+    if keys is None:
+        return [f"no Secret {name}"]
+    files = {Path(path).name: body for path, body in HEREDOC.findall(text)}
+    problems = [f"{key}: read by nothing" for key in keys if key not in CREDENTIAL_KEYS]
+    problems += [f"{key}: inline" for key, (kind, _) in keys.items() if kind != "file"]
+    if step_secrets.AWS_CREDENTIALS_KEY not in keys:
+        problems.append(f"no {step_secrets.AWS_CREDENTIALS_KEY}")
+    for key, (section, fields) in CREDENTIAL_FILES.items():
+        if key not in keys:
+            continue
+        parser = configparser.ConfigParser()
+        parser.read_string(textwrap.dedent(files.get(Path(keys[key][1]).name, "")))
+        given = set(parser[section]) if parser.has_section(section) else set()
+        problems += [f"{key}: no [{section}] {field}" for field in sorted(fields - given)]
+    return problems
+
+
+def test_the_documented_credentials_secret_is_the_mounted_files():
+    argo_guide = (ROOT / "docs" / "how-to" / "argo.md").read_text()
+    assert secret_layout_problems(argo_guide) == []
+    secrets = documented_secrets(argo_guide)["mlcp-credentials"]
+    # what the generated templates point a step at: every key the guide makes is read there
+    read = set()
+    for doc in committed().values():
+        spec = doc["spec"].get("workflowSpec", doc["spec"])
+        for template in spec["templates"]:
+            for env in template.get("container", {}).get("env", []):
+                if env.get("value", "").startswith(step_secrets.MOUNT + "/"):
+                    read.add(Path(env["value"]).name)
+            for volume in template.get("volumes", []):
+                read |= {item["key"] for item in volume.get("secret", {}).get("items", [])}
+    assert set(secrets) <= read and step_secrets.MLFLOW_CREDENTIALS_KEY in read
+    # the check fires on the old layout: S3 keys and MLflow's user as literals
+    old = (
+        "kubectl create secret generic mlcp-credentials \\\n"
+        "  --from-literal=AWS_ACCESS_KEY_ID=... --from-literal=MLFLOW_TRACKING_PASSWORD=...\n"
+    )
+    assert secret_layout_problems(old) == [
+        "AWS_ACCESS_KEY_ID: read by nothing",
+        "MLFLOW_TRACKING_PASSWORD: read by nothing",
+        "AWS_ACCESS_KEY_ID: inline",
+        "MLFLOW_TRACKING_PASSWORD: inline",
+        "no aws-credentials",
+    ]
+    wrong_section = "cat > aws-credentials <<'EOF'\n[mlflow]\nx = 1\nEOF\n" + old.replace(
+        "--from-literal=AWS_ACCESS_KEY_ID=...", "--from-file=aws-credentials"
+    ).replace(" --from-literal=MLFLOW_TRACKING_PASSWORD=...", "")
+    assert secret_layout_problems(wrong_section) == [
+        "aws-credentials: no [default] aws_access_key_id",
+        "aws-credentials: no [default] aws_secret_access_key",
+    ]
