@@ -131,7 +131,7 @@ def _interval(samples: tuple, statistic, *, paired: bool, confidence: float) -> 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # BCa warns, and answers NaN, on a degenerate jackknife
         for method in ("BCa", "percentile"):  # percentile when BCa cannot be computed
-            low, high = stats.bootstrap(
+            result = stats.bootstrap(
                 samples,
                 statistic,
                 n_resamples=RESAMPLES,
@@ -140,9 +140,29 @@ def _interval(samples: tuple, statistic, *, paired: bool, confidence: float) -> 
                 confidence_level=confidence,
                 method=method,
                 rng=np.random.default_rng(SEED),
-            ).confidence_interval
+            )
+            low, high = result.confidence_interval
             if math.isfinite(low) and math.isfinite(high):
                 break
+    if not (math.isfinite(low) and math.isfinite(high)):
+        low, high = _defined_percentiles(result.bootstrap_distribution, confidence)
+    return float(low), float(high)
+
+
+def _defined_percentiles(distribution, confidence: float) -> tuple[float, float]:
+    """The percentile interval of the resamples whose statistic is defined. A ratio has no
+    value in a resample that drew only the champion's empty buckets (a loaded server streams
+    in bursts, leaving seconds with no token): scipy then answers inf or NaN for the whole
+    interval and has no option to leave such resamples out, so this does, when at least half
+    of them are defined (NaN otherwise: not measured)."""
+    import numpy as np
+
+    values = np.asarray(distribution, dtype=float)
+    defined = values[np.isfinite(values)]
+    if defined.size < max(2, values.size // 2):
+        return math.nan, math.nan
+    tail = (1 - confidence) / 2
+    low, high = np.percentile(defined, [100 * tail, 100 * (1 - tail)])
     return float(low), float(high)
 
 

@@ -34,7 +34,7 @@ CHAIN = (
     "--epochs",
     "1",
     "--duration",
-    "2",
+    "4",  # whole seconds of load: at 2 a loaded machine left 1, too few to compare
     "--train-args",
     TRAIN,
     "--evaluate-args",

@@ -1332,7 +1332,7 @@ TRAIN_SMALL = {"epochs": "1", "min-val-accuracy": "0.1"}
 # Generous bounds: this checks the plumbing, not the speed of a shared 2-core machine.
 PERF_SMALL = {
     "users": "2",
-    "duration": "2",
+    "duration": "4",
     "max-p95-ms": "10000",
     "min-rps": "0.5",
     "max-error-rate": "0.5",
@@ -1504,7 +1504,7 @@ LLM_EVALUATE_SMALL = {
 }
 LLM_PERF_SMALL = {
     "users": "2",
-    "duration": "2",
+    "duration": "4",
     "max-tokens": "8",
     "max-ttft-p95-ms": "20000",
     "max-e2e-p95-ms": "20000",
