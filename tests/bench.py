@@ -23,8 +23,8 @@ folder, then measures, in one run:
 
 Prints a table; asserts nothing about time (the machine is shared and noisy; read the
 figures, compare ratios within one run). ``--skip-cv`` and ``--skip-llm`` leave those parts
-out. The vLLM environment is the checkout's ``.mlcp/envs/vllm`` (built once, as the tests
-and ``mlcp stack up`` do).
+out. The vLLM environment is the one the tests build once in ``.mlcp/env-cache/``
+(``MLCP_ENV_CACHE``), linked into the bench's stack folder.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from pathlib import Path
 
 from steps import promote, stack
 
-from .conftest import ROOT, ModelFactory
+from .conftest import ENV_CACHE, ROOT, ModelFactory
 
 TARGETS = {"mlcp --help": 1.0, "mlcp rollback": 1.0, "mlcp cv chain (wall)": 180.0}
 PROBES = ("the moon and the", "where is the door ?", "first: red", "song song song")
@@ -269,14 +269,9 @@ def switch_rows(rows: list, label: str, model: str, ask, live: str = "2") -> Non
 
 
 def bench_llm(rows: list, home: Path) -> None:
-    from steps.serving import vllm
+    from steps.serving import envs, vllm
 
-    env_home = ROOT / ".mlcp"
-    vllm.ensure_env(env_home)
-    link = vllm.env_dir(home)
-    link.parent.mkdir(parents=True, exist_ok=True)
-    if not link.exists():
-        link.symlink_to(vllm.env_dir(env_home).resolve())
+    os.environ.setdefault(envs.CACHE_VAR, str(ENV_CACHE))  # the tests' build, linked by up
     started = time.perf_counter()
     values = stack.up(home, ports={"vllm": stack.free_port()}, services=["vllm"])
     rows.append(("mlcp stack up vllm (env built)", [time.perf_counter() - started]))

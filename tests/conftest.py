@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -309,7 +310,7 @@ def pytest_collection_modifyitems(config, items):
         # The scheduler hands out groups in this order (`--no-loadscope-reorder`): the LLM
         # group first, the longest by far (vLLM's start, two LLM chains), then the larger
         # groups before the smaller, so that neither worker is left with a long tail.
-        sizes = {g: list(groups.values()).count(g) for g in set(groups.values())}
+        sizes = Counter(groups.values())
         items.sort(key=lambda i: (groups[i.nodeid] != "llm", -sizes[groups[i.nodeid]]))
         staged = Path(f"{path}.{config.workerinput['workerid']}")
         staged.write_text(json.dumps(groups))

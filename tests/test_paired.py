@@ -132,33 +132,26 @@ def test_line_says_what_was_compared():
 
 
 def test_a_ratio_of_bursty_buckets_leaves_out_the_resamples_with_no_champion_traffic():
+    def tokens_ratio(challenger, champion):
+        return paired.ratio(
+            challenger,
+            champion,
+            statistic="mean",
+            challenger_version="2",
+            champion_version="1",
+            champion_alias="live",
+            margin=0.67,
+            paired=True,
+        )
+
     # given per-second token counts of a loaded server that streams in bursts: most seconds
     # of the champion are empty, so some resamples draw no champion token at all
-    challenger, champion = [0, 10, 0, 16, 0, 16, 0], [0, 0, 0, 16, 0, 0, 16]
-    found = paired.ratio(
-        challenger,
-        champion,
-        statistic="mean",
-        challenger_version="2",
-        champion_version="1",
-        champion_alias="live",
-        margin=0.67,
-        paired=True,
-    )
+    found = tokens_ratio([0, 10, 0, 16, 0, 16, 0], [0, 0, 0, 16, 0, 0, 16])
     # then the interval is that of the resamples where the ratio is defined, around the point
     assert math.isfinite(found.ci_low) and math.isfinite(found.ci_high)
     assert found.estimate == pytest.approx(42 / 32)
     assert 0 <= found.ci_low <= found.estimate <= found.ci_high
     # and with a single second of tokens on each side, still an interval around the point
-    sparse = paired.ratio(
-        [0, 0, 0, 0, 0, 0, 16],
-        [0, 0, 0, 0, 0, 16, 0],
-        statistic="mean",
-        challenger_version="2",
-        champion_version="1",
-        champion_alias="live",
-        margin=0.67,
-        paired=True,
-    )
+    sparse = tokens_ratio([0, 0, 0, 0, 0, 0, 16], [0, 0, 0, 0, 0, 16, 0])
     assert math.isfinite(sparse.ci_low) and math.isfinite(sparse.ci_high)
     assert sparse.ci_low <= sparse.estimate == 1.0 <= sparse.ci_high
