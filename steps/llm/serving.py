@@ -33,6 +33,14 @@ class VLLMBackend:
 
     name = "vllm"
     volumes: tuple[Volume, ...] = (ADAPTER_VOLUME,)
+    # The router reads the model from the OpenAI JSON body and rewrites it (steps/router.py)
+    router_protocol = "openai"
+
+    def router_upstreams(self) -> list[str]:
+        """Every replica the router sends a slot's requests to."""
+        from ..serving import vllm
+
+        return vllm.replica_urls()
 
     def load_live(self, client, model: str, version: str, slot: str | None = None) -> None:
         """Point ``slot`` (default ``<model>-live``) at the version on every replica, after
