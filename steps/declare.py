@@ -339,6 +339,16 @@ class Pipeline:
     model_description: str = ""
 
     @property
+    def rollout(self) -> Stage | None:
+        """``mlcp <name> rollout`` (steps/rollout.py): for a pipeline whose models are
+        served, the gradual shift of live traffic at the router before promote."""
+        if not self.serving:
+            return None
+        from .rollout import stage
+
+        return stage(self.name)
+
+    @property
     def data(self) -> Stage:
         return Stage(self.name, "data", self.data_help, self.data_config, self.publish)
 

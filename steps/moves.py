@@ -138,6 +138,7 @@ def _open_record(
     gate_runs: Iterable[str],
     forced: bool,
     pipeline: str,
+    extra: Mapping[str, str] | None = None,
 ):
     """The call that opens the record of ``move`` (a function of a client returning the
     run id); its tags, sequence number included, are fixed now, in the order of the moves."""
@@ -155,6 +156,7 @@ def _open_record(
             _record_tag("gate_runs"): ",".join(gate_runs),
             _record_tag("operation"): operation,
             _record_tag("seq"): str(time.time_ns()),
+            **(extra or {}),
         }
     )
     name = f"{model}-{move.alias}-{_stored(move.from_version)}-to-{_stored(move.to_version)}"
@@ -199,6 +201,9 @@ class Record:
     workflow_uid: str
     status: str  # FINISHED = confirmed, FAILED = refused and not applied, RUNNING = unconfirmed
     error: str = ""  # why a FAILED move was refused (the server could not load it, ...)
+    # a weight change at the router (alias ``traffic``, action ``shift``): percents as text
+    from_weight: str = ""
+    to_weight: str = ""
 
     @classmethod
     def from_run(cls, run) -> Record:
@@ -228,6 +233,8 @@ class Record:
             workflow_uid=tags.get(ARGO_TAG_PREFIX + "workflow_uid", ""),
             status=run.info.status,
             error=tags.get(_record_tag("error"), ""),
+            from_weight=tags.get(_record_tag("weight.from"), ""),
+            to_weight=tags.get(_record_tag("weight.to"), ""),
         )
 
 
@@ -327,7 +334,10 @@ def apply(
         try:  # traffic first: the alias moves only once the server serves the version
             server = backend.for_model(model, model_tags or {})
             if server is not None:
-                server.load_live(client, model, str(live_move.to_version))
+                from . import rollout  # a routed model: router up, and a flip when one is warm
+
+                with rollout.flipped(client, server, model, live_move):
+                    server.load_live(client, model, str(live_move.to_version))
         except Exception as exc:
             for run_id in run_ids:
                 with contextlib.suppress(Exception):
@@ -387,7 +397,14 @@ def apply(
 
 
 def record_serving(
-    client, model: str, pipeline: str, move: Move, *, reason: str, load: Callable[[], None]
+    client,
+    model: str,
+    pipeline: str,
+    move: Move,
+    *,
+    reason: str,
+    load: Callable[[], None],
+    extra: Mapping[str, str] | None = None,
 ) -> str:
     """A change of what a serving slot serves that moves no alias (``mlcp serving sync``),
     recorded like a move: the record opened before ``load()`` runs, closed FINISHED after it
@@ -407,6 +424,7 @@ def record_serving(
             gate_runs=(),
             forced=False,
             pipeline=pipeline,
+            extra=extra,
         )(client)
     except Exception as exc:
         raise RecordFailed(f"could not record the change, so nothing was changed: {exc}") from exc

@@ -42,7 +42,7 @@ class TritonBackend:
 
     def router_upstreams(self) -> list[str]:
         """Every replica the router sends a slot's requests to."""
-        return triton.Fleet().urls()
+        return triton.Fleet().urls
 
     def load_live(self, client, model: str, version: str, slot: str | None = None) -> None:
         """Write the version's entry into ``slot`` (default ``<model>-live``), load it on every
