@@ -267,8 +267,7 @@ def cmd_data(args) -> int:
 
 
 def cmd_drift(args) -> int:
-    """``mlcp <pipeline> drift`` (and ``rollout``): the verdict or summary as one JSON line
-    (the step writes its outputs)."""
+    """``mlcp <pipeline> drift``: the verdict as one JSON line (the step writes its outputs)."""
     summary = args.stage.run(config_of(args))
     print(json.dumps(summary, default=str))
     return EXIT_OK
@@ -359,7 +358,7 @@ def _add_pipeline(sub, data_sub, pipeline: Pipeline) -> None:
         add_stage(stages, pipeline.drift, cmd_drift)
         _add_retrain(stages, pipeline)
     if pipeline.rollout is not None:
-        add_stage(stages, pipeline.rollout, cmd_drift)  # its summary as one JSON line
+        add_stage(stages, pipeline.rollout, cmd_stage)
 
 
 def _add_retrain(stages, pipeline: Pipeline) -> None:

@@ -377,7 +377,7 @@ def rollout(cfg: RolloutConfig, pipeline: str) -> dict:
             )
     reporter = Reporter(pipeline, "rollout")
     clusters = [router.cluster_name(model, r) for r in (router.CANARY_ROLE, router.LIVE_ROLE)]
-    summary: dict = {"model": model, "challenger": challenger, "champion": champion, "steps": []}
+    summary: dict = {"model": model, "version": challenger, "champion": champion, "steps": []}
     weight = 0
     previous_live: router.ClusterStats | None = None
     params = {"steps": cfg.steps, "step_duration": cfg.step_duration, "challenger": challenger}
