@@ -337,16 +337,9 @@ class Pipeline:
     # who has never seen mlcp: the start of each model's description (steps/describe.py)
     serving: str = ""
     model_description: str = ""
-
-    @property
-    def rollout(self) -> Stage | None:
-        """``mlcp <name> rollout`` (steps/rollout.py): for a pipeline whose models are
-        served, the gradual shift of live traffic at the router before promote."""
-        if not self.serving:
-            return None
-        from .rollout import stage
-
-        return stage(self.name)
+    # ``mlcp <name> rollout`` (steps/rollout.py): the gradual shift of its models' live
+    # traffic at the router, between perf-test and promote; None: no rollout
+    rollout: Stage | None = None
 
     @property
     def data(self) -> Stage:

@@ -36,42 +36,27 @@ through the router), before the live slot is reloaded (steps/moves.py).
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from . import aliases, moves, paired, router, tracking
 from .contract import (
     BENCHMARKED,
     LIVE,
-    NO_PIPELINE,
-    PIPELINE_TAG,
-    PREVIOUS,
-    TAG_PREFIX,
     live_slot,
+    previous_slot,
     show_version,
     staged_slot,
 )
 from .declare import Config, Stage, alias_name, alias_option, option
 from .errors import BadInput, MlcpError
 
-TRAFFIC = "traffic"  # the "alias" of a shift record: a model's traffic at the router
-SHIFT = "shift"  # the action of a weight change
-WEIGHT_FROM_TAG = TAG_PREFIX + "weight.from"
-WEIGHT_TO_TAG = TAG_PREFIX + "weight.to"
-WEIGHT_SLOT_TAG = TAG_PREFIX + "weight.slot"
 TRAFFIC_GATE = "rollout-traffic"
 ERRORS_GATE = "rollout-errors"
 P95_GATE = "rollout-p95"
 GATES = (TRAFFIC_GATE, ERRORS_GATE, P95_GATE)
 RATE_DIFFERENCE = "BCa bootstrap of the rate difference (independent samples)"
-
-
-def previous_slot(model: str) -> str:
-    """The slot that keeps the version live before the last promotion warm, for a flip."""
-    return f"{model}-{PREVIOUS}"
 
 
 def parse_steps(text: str) -> str:
@@ -148,74 +133,6 @@ class RolloutConfig(Config):
 
 
 # ------------------------------------------------------------------------------ weights
-
-
-def _pipeline(client, model: str) -> str:
-    return dict(aliases.get_model(client, model).tags).get(PIPELINE_TAG, NO_PIPELINE)
-
-
-def shift(
-    client,
-    model: str,
-    route: router.Route,
-    weight: int,
-    *,
-    reason: str,
-    champion: str | None,
-    challenger: str | None,
-    action: str = SHIFT,
-    locked: bool = False,
-) -> float:
-    """Set ``model``'s weight at the router, recorded (an ``alias-move`` run of the alias
-    ``traffic``, action ``shift``) before the files change and closed once the router
-    reports it; the seconds the router took to report it. MlcpError (exit 1) when the router
-    is not ready: nothing is written then."""
-    if not router.ready():
-        raise MlcpError(
-            f"the router does not answer at {router.stats_url()}: no weight of {model} was "
-            "changed (start it: `mlcp stack up --services ...,router`)"
-        )
-    store = router.store()
-    with contextlib.nullcontext() if locked else moves.model_lock(model):  # held by promote
-        routes = store.read()
-        before = routes.get(model)
-        start = before.weight if before else 0
-        new = router.Route(**{**route.__dict__, "weight": router.check_weight(weight)})
-        routes[model] = new
-        took: list[float] = []
-
-        def apply() -> None:
-            store.write(routes)
-            took.append(router.wait_applied({model: new}))
-
-        moves.record_serving(
-            client,
-            model,
-            _pipeline(client, model),
-            moves.Move(TRAFFIC, champion, challenger, action),
-            reason=f"{start}% -> {weight}% to {new.canary_slot}"
-            + (f": {reason}" if reason else ""),
-            load=apply,
-            extra={
-                WEIGHT_FROM_TAG: str(start),
-                WEIGHT_TO_TAG: str(weight),
-                WEIGHT_SLOT_TAG: new.canary_slot,
-            },
-        )
-    return took[0]
-
-
-def route_for(model: str, server, canary_slot: str, weight: int = 0) -> router.Route:
-    """The model's route at the router through its serving back end (BadInput when the
-    back end cannot be routed)."""
-    protocol = getattr(server, "router_protocol", None)
-    upstreams = getattr(server, "router_upstreams", None)
-    if protocol is None or upstreams is None:
-        raise BadInput(
-            f"the serving back end {server.name!r} of {model} says nothing of a router "
-            "(router_protocol, router_upstreams): its traffic cannot be split"
-        )
-    return router.Route(model, protocol, list(upstreams()), live_slot(model), canary_slot, weight)
 
 
 # ------------------------------------------------------------------------------ judging
@@ -330,16 +247,6 @@ def _say(pipeline: str):
     return say(pipeline, "rollout")
 
 
-def _served_by_all(server, model: str, slot: str, version: str) -> str | None:
-    """Why ``slot`` does not serve ``version`` on every replica (None when it does)."""
-    for served in server.served(model, slot):
-        if served.error:
-            return f"{served.replica} cannot be asked: {served.error}"
-        if served.version != version:
-            return f"{served.replica} serves {show_version(served.version)} on {slot}"
-    return None
-
-
 def rollout(cfg: RolloutConfig, pipeline: str) -> dict:
     """The stage (see the module docstring): a summary of the steps and the promotion."""
     from . import gates, promote
@@ -367,9 +274,9 @@ def rollout(cfg: RolloutConfig, pipeline: str) -> dict:
     if server is None:
         raise BadInput(f"model {model!r} has no serving back end: no traffic to shift")
     canary_slot = staged_slot(model)
-    route = route_for(model, server, canary_slot)
+    route = moves.route_for(model, server, canary_slot)
     for slot, version in ((canary_slot, challenger), (live_slot(model), champion)):
-        wrong = _served_by_all(server, model, slot, version)
+        wrong = moves.served_by_all(server, model, slot, version)
         if wrong:
             raise MlcpError(
                 f"{wrong}, not {show_version(version)}: the rollout needs both versions "
@@ -388,7 +295,7 @@ def rollout(cfg: RolloutConfig, pipeline: str) -> dict:
                 say(f"step {number} ({target}%) waits for approval: press Enter")
                 if not sys.stdin.readline():
                     raise MlcpError("no approval (stdin closed): the weight stays, re-run to go on")
-            took = shift(
+            took = moves.shift(
                 client,
                 model,
                 route,
@@ -438,7 +345,7 @@ def rollout(cfg: RolloutConfig, pipeline: str) -> dict:
                 say(f"step {number} gate {d.gate.name}: {d.verdict} ({'; '.join(d.reasons)})")
             failed = [d for d in decisions if not d.passed]
             if failed:
-                shift(
+                moves.shift(
                     client,
                     model,
                     route,
@@ -465,7 +372,7 @@ def rollout(cfg: RolloutConfig, pipeline: str) -> dict:
             client=client,
         )
         summary["promoted"] = [m.describe() for m in outcome.moves]
-        shift(
+        moves.shift(
             client,
             model,
             router.Route(**{**route.__dict__, "canary_slot": previous_slot(model)}),
@@ -480,57 +387,6 @@ def rollout(cfg: RolloutConfig, pipeline: str) -> dict:
     return summary
 
 
-# ------------------------------------------------------------------------------ rollback by flip
-
-
-def routed(model: str) -> router.Route | None:
-    """The model's route at the router, when a router is configured and routes it."""
-    try:
-        return router.store().read().get(model)
-    except MlcpError:
-        return None
-
-
-def flip_ready(server, model: str, version: str) -> router.Route | None:
-    """The model's route when its previous slot serves ``version`` on every replica (a flip
-    can restore it at once), else None."""
-    route = routed(model)
-    if route is None or _served_by_all(server, model, previous_slot(model), version):
-        return None
-    return route
-
-
-@contextlib.contextmanager
-def flipped(client, server, model: str, move) -> Iterator[None]:
-    """Around the reload of a routed model's live slot (steps/moves.py): refuse when the
-    router is down (MlcpError: nothing moves); when the model's previous slot already serves
-    the version going live (a rollback after a rollout), send it all the traffic first, so
-    clients get it at once, then back to the reloaded live slot. A model the router does not
-    route is left alone."""
-    route = routed(model)
-    if route is None:
-        yield
-        return
-    if not router.ready():
-        raise MlcpError(
-            f"the router that routes {model} does not answer at {router.stats_url()}: "
-            "nothing was moved"
-        )
-    version = str(move.to_version)
-    if _served_by_all(server, model, previous_slot(model), version):
-        yield  # nothing warm to flip to: the reload alone
-        return
-    warm = router.Route(**{**route.__dict__, "canary_slot": previous_slot(model)})
-    common = {"champion": move.from_version, "challenger": version}
-    common = {**common, "locked": True}
-    took = shift(client, model, warm, 100, reason=f"flip to the warm v{version}", **common)
-    _say("serving")(f"{model}: flipped to {previous_slot(model)} in {took:.2f} s")
-    try:
-        yield
-    finally:
-        shift(client, model, warm, 0, reason=f"{live_slot(model)} serves v{version}", **common)
-
-
 def stage(pipeline: str) -> Stage:
     """``mlcp <pipeline> rollout`` and the template ``<pipeline>-rollout``."""
     return Stage(
@@ -540,7 +396,7 @@ def stage(pipeline: str) -> Stage:
         "traffic; promote when all pass, else weight back to 0 and exit 3",
         RolloutConfig,
         lambda cfg: rollout(cfg, pipeline),
-        gates=(),
+        gates=GATES,
         title="Roll out gradually on live traffic",
         description=(
             "Moves the challenger's (benchmarked) share of the model's traffic at the router "

@@ -21,7 +21,7 @@ from collections import Counter
 import pytest
 
 from steps import router, stack
-from steps.contract import staged_slot
+from steps.contract import previous_slot, staged_slot
 
 from . import switching
 from .conftest import run_mlcp, unique
@@ -143,16 +143,16 @@ class Load:
 
 
 def _route(name: str):
-    from steps import rollout
+    from steps import moves
     from steps.cv.serving import TRITON
 
-    return rollout.route_for(name, TRITON, staged_slot(name))
+    return moves.route_for(name, TRITON, staged_slot(name))
 
 
 def _shift(client, name: str, weight: int) -> float:
-    from steps import rollout
+    from steps import moves
 
-    return rollout.shift(
+    return moves.shift(
         client, name, _route(name), weight, reason="test", champion="1", challenger="2"
     )
 
@@ -203,6 +203,32 @@ def test_a_restarted_router_keeps_its_weights(routed, client, stack_env):
         load.wait(150)
     assert set(Counter(load.answers)) == {"1", "2"}, Counter(load.answers)
     _shift(client, name, 0)
+
+
+def test_a_weight_changed_by_hand_is_reported_and_repaired(routed, client):
+    # given the router at the recorded 0%, then its files changed by hand to 60%
+    name = routed["name"]
+    _shift(client, name, 0)
+    store = router.FolderStore(os.environ[router.CONFIG_DIR_ENV])
+    routes = store.read()
+    routes[name].weight = 60
+    store.write(routes)
+    router.wait_applied({name: routes[name]})
+    # then the serving check and the audit report it
+    check = run_mlcp("serving", "check", "--model-name", name)
+    assert check.code == 3, check.out + check.err
+    assert "DRIFT" in check.out and "traffic=0% to" in check.out and "60% to" in check.out
+    audit = run_mlcp("audit", "--model-name", name)
+    assert audit.code == 3 and "60% to" in audit.out, audit.out + audit.err
+    # and the sync writes the recorded weight back, recorded as a sync
+    sync = run_mlcp("serving", "sync", "--model-name", name, "--reason", "test")
+    assert sync.code == 0, sync.err
+    assert router.applied()[name][0] == 0
+    assert run_mlcp("serving", "check", "--model-name", name).code == 0
+    from steps import moves
+
+    last = moves.history(client, name, "traffic")[-1]
+    assert (last.action, last.from_weight, last.to_weight) == ("sync", "60", "0")
 
 
 def test_bad_input_and_a_router_down_move_nothing(routed, client):
@@ -278,7 +304,6 @@ def test_a_failing_step_sets_the_weight_back_and_moves_nothing(routed, client):
 
 
 def test_a_rollout_promotes_and_a_rollback_flips_to_the_warm_version(routed, client):
-    from steps import rollout
 
     # given v1 live and v2 benchmarked, under client load
     name = routed["name"]
@@ -303,7 +328,7 @@ def test_a_rollout_promotes_and_a_rollback_flips_to_the_warm_version(routed, cli
         assert result.code == 0, result.err[-3000:]
         assert _aliases(client, name)["live"] == "2"
         assert _aliases(client, name)["previous"] == "1"
-        assert router.applied()[name] == (0, rollout.previous_slot(name))
+        assert router.applied()[name] == (0, previous_slot(name))
         # when the rollback runs
         result = run_mlcp("rollback", "--model-name", name, "--reason", "test flip")
         assert result.code == 0, result.err[-3000:]
