@@ -65,6 +65,7 @@ LIVE_ROLE, CANARY_ROLE = "live", "canary"
 BUCKETS_MS = tuple(round(0.1 * 1.05**i, 4) for i in range(290))
 STATS_FLUSH_S = 1.0  # how often Envoy merges histograms into what /stats shows
 APPLY_TIMEOUT_S = 60.0  # default wait for the router to report new weights
+APPLY_TIMEOUT_ENV = "MLCP_ROUTER_APPLY_TIMEOUT_S"  # the chart sets it above kubelet's delay
 ROUTE_TIMEOUT = "120s"
 
 # Reads the model from an OpenAI request's JSON body, routes on it, and rewrites it into the
@@ -449,9 +450,13 @@ def applied() -> dict[str, tuple[int, str]]:
     return found
 
 
-def wait_applied(routes: dict[str, Route], timeout: float = APPLY_TIMEOUT_S) -> float:
+def wait_applied(routes: dict[str, Route], timeout: float | None = None) -> float:
     """Wait until Envoy reports the weights of ``routes``; the seconds it took (MlcpError
-    after ``timeout``: the router is down or has not picked the change up)."""
+    after ``timeout``, default ``$MLCP_ROUTER_APPLY_TIMEOUT_S`` else 60 s: the router is down
+    or has not picked the change up; in the cluster kubelet takes up to its sync period plus
+    its ConfigMap cache TTL, about a minute by default, to swap the mounted files)."""
+    if timeout is None:
+        timeout = float(os.environ.get(APPLY_TIMEOUT_ENV) or APPLY_TIMEOUT_S)
     started = time.monotonic()
     wanted = {m: (r.weight, r.canary_slot) for m, r in routes.items()}
     while True:
@@ -529,3 +534,31 @@ def cluster_stats(clusters: list[str]) -> dict[str, ClusterStats]:
     for stats in found.values():
         stats.buckets.sort()
     return found
+
+
+# ------------------------------------------------------------------------------ the chart's
+
+CHART_CONFIG_DIR = Path("/etc/mlcp-router/routes")  # the routes ConfigMap, mounted
+CHART_PORTS = {"port": 8080, "stats_port": 8081, "admin_port": 9901}
+CHART_BOOTSTRAP = Path(__file__).resolve().parents[1] / "charts/mlcp/files/router/bootstrap.json"
+
+
+def chart_bootstrap() -> str:
+    """The router pod's bootstrap (the chart mounts it from a ConfigMap): the same Envoy
+    configuration as the local stack's, listening on every address of the pod but for the
+    admin interface, which stays on the pod's loopback."""
+    boot = bootstrap(CHART_CONFIG_DIR, host="0.0.0.0", **CHART_PORTS)
+    return json.dumps(boot, indent=1) + "\n"
+
+
+def main() -> int:
+    """``python -m steps.router``: write the chart's bootstrap file (``make yaml`` runs it);
+    a test compares the committed file with :func:`chart_bootstrap`."""
+    CHART_BOOTSTRAP.parent.mkdir(parents=True, exist_ok=True)
+    CHART_BOOTSTRAP.write_text(chart_bootstrap())
+    print(f"wrote {CHART_BOOTSTRAP}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
