@@ -174,7 +174,6 @@ def rate_difference(
 def judge_step(
     cfg: RolloutConfig,
     step: int,
-    weight: int,
     canary: router.ClusterStats,
     live: router.ClusterStats,
     challenger: str,
@@ -332,7 +331,7 @@ def rollout(cfg: RolloutConfig, pipeline: str) -> dict:
                 "champion_failed": live.failed,
             }
             summary["steps"].append(evidence)
-            checks = judge_step(cfg, number, target, canary, live, challenger, champion)
+            checks = judge_step(cfg, number, canary, live, challenger, champion)
             decisions = gates.evaluate_all(
                 checks,
                 model=model,

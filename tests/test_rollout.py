@@ -110,6 +110,7 @@ class Load:
             }
         ).encode()
         self.answers: list[str] = []
+        self.timed: list[tuple[float, float, str]] = []  # (sent, answered, version)
         self.stop = threading.Event()
         self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
 
@@ -117,13 +118,16 @@ class Load:
         while not self.stop.is_set():
             request = urllib.request.Request(self.url, data=self.body, method="POST")
             request.add_header("Content-Type", "application/json")
+            sent = time.monotonic()
             try:
                 with urllib.request.urlopen(request, timeout=30) as response:
-                    self.answers.append(json.loads(response.read())["model_version"])
+                    answer = json.loads(response.read())["model_version"]
             except urllib.error.HTTPError as exc:
-                self.answers.append(f"failed {exc.code}")
+                answer = f"failed {exc.code}"
             except OSError as exc:
-                self.answers.append(f"failed {exc}")
+                answer = f"failed {exc}"
+            self.timed.append((sent, time.monotonic(), answer))
+            self.answers.append(answer)
 
     def __enter__(self) -> Load:
         for thread in self.threads:
@@ -330,12 +334,19 @@ def test_a_rollout_promotes_and_a_rollback_flips_to_the_warm_version(routed, cli
         assert _aliases(client, name)["previous"] == "1"
         assert router.applied()[name] == (0, previous_slot(name))
         # when the rollback runs
+        started = time.monotonic()
         result = run_mlcp("rollback", "--model-name", name, "--reason", "test flip")
         assert result.code == 0, result.err[-3000:]
         count = len(load.answers)
         load.wait(count + 30)
     assert "flipped to" in result.err, result.err
     assert not [a for a in load.answers if a.startswith("failed")]
+    # every client gets the restored version from the flip on: the last answer of another
+    # version to a request sent after the command started
+    late = [done for sent, done, v in load.timed if sent >= started and v != "1"]
+    restored = (max(late) if late else started) - started
+    print(f"rollback by flip: every client answered by v1 {restored:.2f} s after the start")
+    assert restored < 5.0
     assert set(load.answers[count + 5 :]) == {"1"}, Counter(load.answers[count:])
     assert _aliases(client, name)["live"] == "1"
     history = run_mlcp("history", "--model-name", name)
