@@ -36,7 +36,9 @@ through the router), before the live slot is reloaded (steps/moves.py).
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -246,6 +248,40 @@ def _say(pipeline: str):
     return say(pipeline, "rollout")
 
 
+@contextlib.contextmanager
+def _aborted(client, model: str, route: router.Route, champion: str, challenger: str):
+    """A rollout stopped with the challenger still holding a share (an error, a refused
+    promotion, Ctrl-C, Argo's SIGTERM at the deadline) sets the weight back to 0 on its way
+    out, best effort and recorded."""
+    import signal
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            now = router.store().read().get(model)
+            if now is not None and now.weight != 0:  # a failed step already set it back
+                moves.shift(
+                    client,
+                    model,
+                    route,
+                    0,
+                    reason=f"rollout stopped: {str(exc) or type(exc).__name__}"[:500],
+                    champion=champion,
+                    challenger=challenger,
+                )
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def rollout(cfg: RolloutConfig, pipeline: str) -> dict:
     """The stage (see the module docstring): a summary of the steps and the promotion."""
     from . import gates, promote
@@ -288,7 +324,10 @@ def rollout(cfg: RolloutConfig, pipeline: str) -> dict:
     previous_live: router.ClusterStats | None = None
     params = {"steps": cfg.steps, "step_duration": cfg.step_duration, "challenger": challenger}
     run_name = tracking.run_name(model, {"v": challenger, "steps": cfg.steps.replace(",", "-")})
-    with reporter.stage_run(model, run_name, version=challenger, params=params):
+    with (
+        reporter.stage_run(model, run_name, version=challenger, params=params),
+        _aborted(client, model, route, champion, challenger),
+    ):
         for number, target in enumerate(cfg.weights, start=1):
             if cfg.approve and number > 1:
                 say(f"step {number} ({target}%) waits for approval: press Enter")

@@ -256,8 +256,43 @@ def test_bad_input_and_a_router_down_move_nothing(routed, client):
         env={router.STATS_ENV: dead},
     )
     assert result.code == 1 and "router does not answer" in result.err, result.err
+    promote = ("promote", "--source-alias", "benchmarked", "--target-alias", "live")
+    result = run_mlcp(*promote, "--model-name", name, env={router.STATS_ENV: dead})
+    assert result.code == 1 and "nothing was moved" in result.err, result.err
     assert _aliases(client, name) == before
     assert router.applied()[name][0] == 0
+
+
+def test_a_rollout_stopped_mid_step_sets_the_weight_back(routed, client):
+    import signal
+    import subprocess
+    import sys
+
+    from steps import moves
+
+    from .conftest import ROOT
+
+    # given a rollout holding 50% in a long step
+    name = routed["name"]
+    before = _aliases(client, name)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "steps.cli", "cv", "rollout", "--model-name", name,
+         "--steps", "50,100", "--step-duration", "120"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while router.applied().get(name, (0, ""))[0] != 50:
+        assert time.monotonic() < deadline and process.poll() is None, process.stderr.read()
+        time.sleep(0.1)
+    # when Argo (its deadline) stops it
+    process.send_signal(signal.SIGTERM)
+    code = process.wait(timeout=60)
+    # then it set the weight back to 0, recorded, and moved no alias
+    assert code == 128 + signal.SIGTERM, process.stderr.read()
+    assert router.applied()[name][0] == 0
+    last = moves.history(client, name, "traffic")[-1]
+    assert (last.from_weight, last.to_weight) == ("50", "0") and "stopped" in last.reason
+    assert _aliases(client, name) == before
 
 
 def test_a_failing_step_sets_the_weight_back_and_moves_nothing(routed, client):
