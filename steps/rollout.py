@@ -100,17 +100,21 @@ class RolloutConfig(Config):
         60.0, help="seconds each step lasts before it is judged", above=0, max=3600
     )
     min_requests: int = option(
-        20, help="requests each side must answer in a step for it to be judged", min=2
+        20,
+        help="gate rollout-traffic: requests each side must answer in a step for it to be judged",
+        min=2,
     )
     max_error_increase: float = option(
         0.01,
-        help="the most the error rate may rise over the champion's (lower end of the interval)",
+        help="gate rollout-errors: the most the error rate may rise over the champion's (the "
+        "lower end of the interval of the difference)",
         min=0,
         max=1,
     )
     max_p95_ratio: float = option(
         1.5,
-        help="the largest p95 latency ratio to the champion (lower end of the interval)",
+        help="gate rollout-p95: the largest p95 latency ratio to the champion (the lower end "
+        "of its interval)",
         above=0,
     )
     promote: bool = option(True, help="promote the challenger to live when every step passed")
