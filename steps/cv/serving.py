@@ -41,8 +41,10 @@ class TritonBackend:
     router_protocol = "v2"
 
     def router_upstreams(self) -> list[str]:
-        """Every replica the router sends a slot's requests to."""
-        return triton.Fleet().urls
+        """Where the router sends a slot's requests: each entry of the replicas variable as
+        it is written (a headless Service's name, which Envoy resolves to every pod and keeps
+        resolving), else the one Triton URL."""
+        return triton.listed_addresses() or [triton.Triton().url]
 
     def load_live(self, client, model: str, version: str, slot: str | None = None) -> None:
         """Write the version's entry into ``slot`` (default ``<model>-live``), load it on every
