@@ -60,8 +60,9 @@ bench: $(STAMP) ## control-plane latency vs its REST floor, chains, Triton vs ml
 	$(PY) -m tests.bench
 
 .PHONY: yaml
-yaml: $(STAMP) ## regenerate the WorkflowTemplate YAML under charts/mlcp/files/workflows/
+yaml: $(STAMP) ## regenerate the WorkflowTemplate YAML under charts/mlcp/files/workflows/ and the router's bootstrap
 	$(PY) -m workflows.build
+	$(PY) -m steps.router
 
 .PHONY: docs docs-serve screenshots
 MKDOCS := NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs

@@ -357,6 +357,8 @@ def _add_pipeline(sub, data_sub, pipeline: Pipeline) -> None:
     if pipeline.drift is not None:
         add_stage(stages, pipeline.drift, cmd_drift)
         _add_retrain(stages, pipeline)
+    if pipeline.rollout is not None:
+        add_stage(stages, pipeline.rollout, cmd_stage)
 
 
 def _add_retrain(stages, pipeline: Pipeline) -> None:
@@ -504,6 +506,7 @@ def cmd_stack(args) -> int:
             ("s3", args.s3_port),
             ("triton", args.triton_port),
             ("vllm", args.vllm_port),
+            ("router", args.router_port),
             ("postgres", args.postgres_port),
         )
         ports = {k: v for k, v in given if v}
@@ -690,6 +693,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         "(MLCP_TRITON_REPLICAS; default: as many as ran before, else 1)",
     )
     p.add_argument("--vllm-port", type=_port, default=None, help="vLLM port (default 8100)")
+    p.add_argument(
+        "--router-port", type=_port, default=None, help="the router's (Envoy's) port (default 8300)"
+    )
     auth = p.add_mutually_exclusive_group()
     auth.add_argument(
         "--auth",

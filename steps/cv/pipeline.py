@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .. import rollout
 from ..datasets import BASE_VARIANT
 from ..declare import DataConfig, Pipeline, option
 from . import PIPELINE, data, deploy, drift, evaluate, perftest, reproduce, train
@@ -51,6 +52,7 @@ CV = Pipeline(
     reproduce=reproduce.reproduce,
     data_config=CvDataConfig,
     drift=drift.STAGE,
+    rollout=rollout.stage(PIPELINE),
     serving="triton",
     model_description=(
         "An image classifier: ResNet-18 (torchvision) trained on a versioned image set (by "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .. import rollout
 from ..datasets import BASE_VARIANT
 from ..declare import DataConfig, Pipeline, option
 from . import PIPELINE, data, deploy, drift, evaluate, perftest, reproduce, train
@@ -68,6 +69,7 @@ LLM = Pipeline(
     reproduce=reproduce.reproduce,
     data_config=LlmDataConfig,
     drift=drift.STAGE,
+    rollout=rollout.stage(PIPELINE),
     genai=(evaluate.STAGE.name,),  # its runs are the judged answers, each a trace
     serving="vllm",
     model_description=(
