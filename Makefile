@@ -60,8 +60,8 @@ bench: $(STAMP) ## control-plane latency vs its REST floor, chains, Triton vs ml
 	$(PY) -m tests.bench
 
 .PHONY: yaml
-yaml: $(STAMP) ## regenerate the WorkflowTemplate YAML under charts/mlcp/files/workflows/
-	$(PY) -m workflows.build
+yaml: $(STAMP) ## regenerate the WorkflowTemplate YAML under charts/mlcp/files/workflows/ (every installed pipeline, or PIPELINES="cv tabular")
+	$(PY) -m workflows.build $(PIPELINES)
 
 .PHONY: docs docs-serve screenshots
 MKDOCS := NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs

@@ -735,11 +735,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     if argv and argv[0] in CORE_COMMANDS:
         return parser
-    from .pipelines import PIPELINES
+    from .pipelines import installed
 
     p = sub.add_parser("data", help="build and publish a versioned data set")
     data_sub = p.add_subparsers(dest="pipeline", metavar="PIPELINE", required=True)
-    for pipeline in PIPELINES:
+    for pipeline in installed():
         _add_pipeline(sub, data_sub, pipeline)
     _add_reproduce(sub)  # not a core command: it trains, through a pipeline's declaration
     return parser

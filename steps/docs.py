@@ -236,9 +236,9 @@ def groups(
     parser: argparse.ArgumentParser,
 ) -> dict[str, list[tuple[tuple[str, ...], argparse.ArgumentParser]]]:
     """The leaf commands by group: ``cli`` (no pipeline's), then one per pipeline."""
-    from .pipelines import PIPELINES
+    from .pipelines import installed
 
-    names = [p.name for p in PIPELINES]
+    names = [p.name for p in installed()]
 
     def group_of(words: tuple[str, ...]) -> str:
         if words[0] in names:
@@ -296,7 +296,7 @@ def cli_page(parser: argparse.ArgumentParser | None = None) -> str:
 
 
 def gates_page() -> str:
-    from .pipelines import PIPELINES
+    from .pipelines import installed
 
     out = [
         GENERATED.format(source="each stage's GATES and the options that set its thresholds"),
@@ -307,10 +307,10 @@ def gates_page() -> str:
         "challenger and the champion side by side (see [Gates and the promotion "
         "policy](../concepts/gates.md)).",
         "",
-        gate_table(PIPELINES).rstrip(),
+        gate_table(installed()).rstrip(),
         "",
     ]
-    for pipeline in PIPELINES:
+    for pipeline in installed():
         out += [f"## {pipeline.name.upper()}: what each gate checks", ""]
         for stage in pipeline.stages:
             for gate, opts in gate_flags(stage).items():
