@@ -281,7 +281,8 @@ def _chain_stage_args(args, pipeline: Pipeline) -> dict[str, list[str]]:
         stage.name: shlex.split(getattr(args, _args_dest(stage))) for stage in pipeline.stages
     }
     train = pipeline.stages[0].name
-    stage_args[train] = ["--epochs", str(args.epochs), "--seed", str(args.seed), *stage_args[train]]
+    shared = [f"--{k}={getattr(args, k)}" for k in ("epochs", "seed") if hasattr(args, k)]
+    stage_args[train] = [*shared, *stage_args[train]]
     perf = pipeline.stages[-1].name
     stage_args[perf] = ["--duration", str(args.duration), *stage_args[perf]]
     return stage_args
@@ -406,18 +407,12 @@ def _add_chain_flags(c: argparse.ArgumentParser, pipeline: Pipeline) -> None:
         default=pipeline.default_model,
         help=f"registered model name (default {pipeline.default_model})",
     )
-    c.add_argument(
-        "--epochs",
-        type=int,
-        default=train_cfg["epochs"].default,
-        help=f"training epochs (default {train_cfg['epochs'].default})",
-    )
-    c.add_argument(
-        "--seed",
-        type=int,
-        default=train_cfg["seed"].default,
-        help=f"training seed (default {train_cfg['seed'].default})",
-    )
+    for name, what in (("epochs", "training epochs"), ("seed", "training seed")):
+        if name in train_cfg:  # a training stage that declares it
+            default = train_cfg[name].default
+            c.add_argument(
+                f"--{name}", type=int, default=default, help=f"{what} (default {default})"
+            )
     c.add_argument("--duration", type=float, default=5.0, help="perf-test seconds (default 5)")
     for stage in pipeline.stages:
         c.add_argument(
@@ -565,14 +560,15 @@ def _backend_store(text: str) -> str:
 
 
 def _services(text: str) -> list[str]:
-    from .stack import SERVICES
+    from .stack import known_services
 
     names = list(csv(text))
-    unknown = [n for n in names if n not in SERVICES]
+    known = known_services()
+    unknown = [n for n in names if n not in known]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
             f"unknown service(s) {', '.join(unknown) or '(none given)'}; "
-            f"choose from {','.join(SERVICES)}"
+            f"choose from {','.join(known)}"
         )
     return names
 
