@@ -74,6 +74,7 @@ def parse(read: DataRead) -> Table:
     features = [c for c in frame.columns if c not in (LABEL, SPLIT)]
     if not features or not all(pd.api.types.is_numeric_dtype(frame[c]) for c in features):
         raise BadInput(f"{read.uri}: every feature column must be numeric")
+    frame[features] = frame[features].astype("float64")  # what the V2 requests send: FP64
     absent = [s for s in SPLITS if not (frame[SPLIT] == s).any()]
     if absent:
         raise BadInput(f"{read.uri} has no {', '.join(absent)} rows")
