@@ -92,6 +92,15 @@ def test_the_chain_puts_versions_live_on_mlserver_and_rollback_switches_it_back(
     assert history.code == 0 and history.out.count("live") >= 3, history.out
     check = run_mlcp("serving", "check", "--model-name", model)
     assert check.code == 0, check.out + check.err
+    audit = run_mlcp("audit", "--model-name", model)
+    assert audit.code == 0, audit.out + audit.err
+    # and it is trained again the same from its record, and its drift step sees a moved table
+    again = run_mlcp("reproduce", "--model-name", model)
+    assert again.code == 0 and "identical" in again.out + again.err, again.err[-2000:]
+    assert run_mlcp("data", "tabular", "--variant", "shifted").code == 0
+    drifted = run_mlcp("tabular", "drift", "--model-name", model)
+    assert drifted.code == 0, drifted.err
+    assert aliases(client, model)["drift-detected"] == "1"
     # when MLServer restarts, nobody acting
     home = mlserver_home()
     state = json.loads((home / "stack.json").read_text()) if (home / "stack.json").is_file() else {}
