@@ -3,8 +3,8 @@
 and pictures logged, the challenger/champion ratios of the p95 latency and the throughput
 (steps/paired.py), the five gates judged, and the output alias written.
 
-A pipeline's perf-test declares its config with the fields named in :class:`PerfLimits`
-(``users``, ``duration`` and the gates' thresholds), builds each slot's request, and calls
+A pipeline's perf-test derives its config from :class:`PerfTestConfig` (the gates' thresholds),
+adds ``users`` and ``duration`` (:class:`PerfLimits`), builds each slot's request, and calls
 :func:`load_and_judge` inside its stage run, then :func:`advance`. Core side: it never
 imports a pipeline; numpy, matplotlib and mlflow are imported inside the functions.
 """
@@ -14,10 +14,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from . import gates, paired
+from .contract import BENCHMARKED, EVALUATED
+from .declare import Config, alias_option, option
 from .errors import MlcpError
 
 P95_LATENCY = "p95-latency"
@@ -31,6 +34,37 @@ CHALLENGER, CHAMPION = "challenger", "champion"  # the load generator's labels o
 # interval's jackknife costs n^2, and a fast server answers tens of thousands in a run.
 MAX_LATENCY_SAMPLES = 3000
 KEYS = ("p50_ms", "p95_ms", "p99_ms", "rps", "error_rate", "requests")
+
+
+@dataclass(kw_only=True)
+class PerfTestConfig(Config):
+    """What every perf-test takes, declared once: the aliases it reads and writes, the
+    champion's, and the thresholds of the five gates. A pipeline's config derives from this
+    and adds its load (``users``, ``duration``) and what its requests hold."""
+
+    input_alias: str = alias_option(EVALUATED, reads=True)
+    output_alias: str = alias_option(BENCHMARKED, reads=False)
+    champion_alias: str = paired.champion_option()
+    max_p95_ms: float = option(500.0, help="gate p95-latency: the highest p95 in ms", above=0)
+    min_rps: float = option(5.0, help="gate throughput: the lowest requests per second", min=0)
+    max_error_rate: float = option(
+        0.01, help="gate error-rate: the highest share of failed requests", min=0, max=1
+    )
+    # 1.5 and 0.67: a challenger may be half as slow again as the champion, measured side by
+    # side, before it is refused; it is refused only when the whole interval says so, so an
+    # equal version on a noisy shared machine is not, and one with 4x the compute is.
+    max_p95_ratio: float = option(
+        1.5,
+        help="gate p95-vs-champion: the highest challenger/champion ratio of the p95 latency "
+        "(refused when the 95% interval's lower end is above it)",
+        above=0,
+    )
+    min_rps_ratio: float = option(
+        0.67,
+        help="gate throughput-vs-champion: the lowest challenger/champion ratio of the "
+        "requests per second (refused when the 95% interval's upper end is below it)",
+        min=0,
+    )
 
 
 class PerfLimits(Protocol):

@@ -24,9 +24,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import paired, perf, tracking
-from ..contract import BENCHMARKED, EVALUATED
-from ..declare import Config, Stage, alias_option, option
+from .. import perf, tracking
+from ..declare import Stage, option
 from ..perf import CHALLENGER, CHAMPION, GATES
 from ..serving import triton
 from ..stage import Reporter, data_source, resolve_input
@@ -36,35 +35,12 @@ from .deploy import require_champion, require_staged
 
 
 @dataclass(kw_only=True)
-class PerfConfig(Config):
-    input_alias: str = alias_option(EVALUATED, reads=True)
-    output_alias: str = alias_option(BENCHMARKED, reads=False)
-    champion_alias: str = paired.champion_option()
+class PerfConfig(perf.PerfTestConfig):
     users: int = option(
         4, help="concurrent simulated users per slot (the champion's gets as many)", min=1, max=32
     )
     duration: float = option(8.0, help="seconds of load", min=2, max=600)
     batch: int = option(1, help="images per request", min=1, max=64)
-    max_p95_ms: float = option(500.0, help="gate p95-latency: the highest p95 in ms", above=0)
-    min_rps: float = option(5.0, help="gate throughput: the lowest requests per second", min=0)
-    max_error_rate: float = option(
-        0.01, help="gate error-rate: the highest share of failed requests", min=0, max=1
-    )
-    # 1.5 and 0.67: a challenger may be half as slow again as the champion, measured side by
-    # side, before it is refused; it is refused only when the whole interval says so, so an
-    # equal version on a noisy shared machine is not, and one with 4x the compute is.
-    max_p95_ratio: float = option(
-        1.5,
-        help="gate p95-vs-champion: the highest challenger/champion ratio of the p95 latency "
-        "(refused when the 95% interval's lower end is above it)",
-        above=0,
-    )
-    min_rps_ratio: float = option(
-        0.67,
-        help="gate throughput-vs-champion: the lowest challenger/champion ratio of the "
-        "requests per second (refused when the 95% interval's upper end is below it)",
-        min=0,
-    )
     triton_url: str | None = triton.url_option()
 
 

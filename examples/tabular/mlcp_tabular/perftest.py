@@ -12,14 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlcp import (
-    Config,
     Reporter,
     Stage,
-    alias_option,
-    contract,
     data_source,
     option,
-    paired,
     perf,
     resolve_input,
     tracking,
@@ -31,30 +27,10 @@ from .evaluate import slots
 
 
 @dataclass(kw_only=True)
-class PerfConfig(Config):
-    input_alias: str = alias_option(contract.EVALUATED, reads=True)
-    output_alias: str = alias_option(contract.BENCHMARKED, reads=False)
-    champion_alias: str = paired.champion_option()
+class PerfConfig(perf.PerfTestConfig):
     users: int = option(2, help="concurrent simulated users per slot", min=1, max=32)
     duration: float = option(5.0, help="seconds of load", min=2, max=600)
     rows: int = option(8, help="rows per request", min=1, max=1000)
-    max_p95_ms: float = option(500.0, help="gate p95-latency: the highest p95 in ms", above=0)
-    min_rps: float = option(5.0, help="gate throughput: the lowest requests per second", min=0)
-    max_error_rate: float = option(
-        0.01, help="gate error-rate: the highest share of failed requests", min=0, max=1
-    )
-    max_p95_ratio: float = option(
-        1.5,
-        help="gate p95-vs-champion: the highest challenger/champion ratio of the p95 latency "
-        "(refused when the 95% interval's lower end is above it)",
-        above=0,
-    )
-    min_rps_ratio: float = option(
-        0.67,
-        help="gate throughput-vs-champion: the lowest challenger/champion ratio of the "
-        "requests per second (refused when the 95% interval's upper end is below it)",
-        min=0,
-    )
 
 
 report = Reporter(PIPELINE, "perf-test")
