@@ -721,7 +721,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         "--services",
         type=_services,
         default=None,
-        help="comma-separated services to start, of mlflow,s3,triton,vllm "
+        help="comma-separated services to start, of mlflow,s3,triton,vllm and the servers "
+        "installed packages add (mlcp.services: mlserver for examples/tabular) "
         "(default: mlflow,s3,triton; the LLM pipeline needs vllm)",
     )
     p.add_argument(
