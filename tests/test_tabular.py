@@ -92,6 +92,16 @@ def test_the_chain_puts_versions_live_on_mlserver_and_rollback_switches_it_back(
     assert history.code == 0 and history.out.count("live") >= 3, history.out
     check = run_mlcp("serving", "check", "--model-name", model)
     assert check.code == 0, check.out + check.err
+    # and a switch whose smoke test fails leaves the slot, and its pin, on what it served
+    from mlcp_tabular import server
+
+    def refuse(replica):
+        raise server.MlcpError("smoke test refused")
+
+    with pytest.raises(server.MlcpError, match="smoke test refused"):
+        server.switch(live, "2", None, refuse)
+    assert served(live) == ["1"]
+    assert server.pinned(server.repository(), live) == "1"
     audit = run_mlcp("audit", "--model-name", model)
     assert audit.code == 0, audit.out + audit.err
     # and it is trained again the same from its record, and its drift step sees a moved table
