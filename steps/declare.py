@@ -360,7 +360,7 @@ _DECLARED: dict[str, Pipeline] = {}
 
 
 def declared_pipelines() -> tuple[Pipeline, ...]:
-    """Every pipeline declared so far (``steps.pipelines`` declares them all)."""
+    """Every pipeline declared so far (``steps.pipelines.installed()`` declares them all)."""
     return tuple(_DECLARED.values())
 
 
@@ -370,5 +370,5 @@ def declared_pipeline(name: str) -> Pipeline:
         return _DECLARED[name]
     except KeyError:
         raise LookupError(
-            f"pipeline {name!r} is not declared (import steps.pipelines first)"
+            f"pipeline {name!r} is not declared (load it with steps.pipelines.installed() first)"
         ) from None

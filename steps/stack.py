@@ -74,6 +74,9 @@ from . import mlflow_auth, settings
 from .errors import BadInput, MlcpError
 from .serving import envs
 
+# The stack's own services; a package adds a server of its own through the entry-point group
+# ``mlcp.services`` (steps/serving/backend.py: StackService), e.g. MLServer for the tabular
+# pipeline, started with `mlcp stack up --services ...,<name>`.
 SERVICES = ("postgres", "mlflow", "s3", "triton", "vllm", "router")
 DEFAULT_SERVICES = ("mlflow", "s3", "triton")
 # postgres: 5433, beside a system PostgreSQL's usual 5432
@@ -222,6 +225,22 @@ def _s3_answers(url: str) -> bool:
         return False
 
 
+def plugins() -> dict:
+    """The servers other packages register (entry points of ``mlcp.services``), by name."""
+    from .serving import backend
+
+    return backend.stack_services()
+
+
+def known_services() -> tuple[str, ...]:
+    """The stack's own services, then those other packages register."""
+    return (*SERVICES, *(n for n in plugins() if n not in SERVICES))
+
+
+def default_ports() -> dict[str, int]:
+    return {**DEFAULT_PORTS, **{n: s.default_port for n, s in plugins().items()}}
+
+
 def healthy(service: Service) -> bool:
     if service.name == "router":  # Envoy's /ready, through its read-only statistics listener
         stats = f"http://{HOST}:{service.extra.get('stats_port', 0)}/ready"
@@ -231,7 +250,8 @@ def healthy(service: Service) -> bool:
     if service.name == "s3":
         return _alive(service.pid) and _s3_answers(service.url + HEALTH["s3"])
     kind = service.name.partition("-")[0]  # triton-2: a second Triton replica
-    if not (_alive(service.pid) and _http_ok(service.url + HEALTH[kind])):
+    path = HEALTH[kind] if kind in HEALTH else plugins()[service.name].health
+    if not (_alive(service.pid) and _http_ok(service.url + path)):
         return False
     ready = service.extra.get("ready_file")  # vllm: its launcher loaded the manifest's slots
     return not ready or Path(ready).is_file()
@@ -340,6 +360,10 @@ def _start(
     elif name == "vllm":
         command, env, extra = _vllm_command(port, home)
         timeout = max(timeout, VLLM_START_TIMEOUT)
+    elif name in plugins():  # a server another package registers (mlcp.services)
+        plugin = plugins()[name]
+        command, env, extra = plugin.command(port, home)
+        timeout = max(timeout, plugin.start_timeout)
     elif name == "postgres":
         command, env, run_as = _pg_command(port, home)
     elif name == "router":
@@ -438,6 +462,9 @@ def env_for(services: dict[str, Service], bucket: str) -> dict[str, str]:
         values[router.URL_ENV] = services["router"].url
         values[router.STATS_ENV] = f"http://{HOST}:{services['router'].extra['stats_port']}"
         values[router.CONFIG_DIR_ENV] = services["router"].extra["config_dir"]
+    for name, plugin in plugins().items():
+        if name in services:
+            values.update(plugin.env(services[name].url, services[name].extra))
     return values
 
 
@@ -990,13 +1017,14 @@ def _locked(home: Path) -> Iterator[None]:
 def check_services(names: Sequence[str] | None) -> list[str]:
     if names is None:
         return list(DEFAULT_SERVICES)
-    unknown = [n for n in names if n not in SERVICES]
+    known = known_services()
+    unknown = [n for n in names if n not in known]
     if unknown or not names:
         raise BadInput(
             f"unknown service(s) {', '.join(unknown) or '(none given)'}; "
-            f"choose from {', '.join(SERVICES)}"
+            f"choose from {', '.join(known)}"
         )
-    return [n for n in SERVICES if n in names]
+    return [n for n in known if n in names]
 
 
 def up(
@@ -1034,8 +1062,8 @@ def up(
         previous = settings.read_env_file(env_file) if env_file.is_file() else {}
         bucket = previous.get("MLCP_BUCKET") or _kept_bucket(home) or "mlcp"
     for name, port in (ports or {}).items():
-        if name not in DEFAULT_PORTS:
-            raise BadInput(f"unknown service {name!r}; choose from {', '.join(SERVICES)}")
+        if name not in default_ports():
+            raise BadInput(f"unknown service {name!r}; choose from {', '.join(known_services())}")
         if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
             raise BadInput(f"--{name}-port must be a port number, got {port!r}")
     if triton_replicas is not None and (
@@ -1047,11 +1075,11 @@ def up(
             f"--triton-replicas must be a whole number from 1 to {MAX_TRITON_REPLICAS}, "
             f"got {triton_replicas!r}"
         )
-    wanted = dict(DEFAULT_PORTS, **(ports or {}))
+    wanted = dict(default_ports(), **(ports or {}))
     with _locked(home):
         state = _load_state(home)
         running: dict[str, Service] = {}
-        for name in SERVICES:
+        for name in known_services():
             known = state.get(name)
             if known and healthy(known):
                 running[name] = known
@@ -1099,9 +1127,10 @@ def up(
             values.update(mlflow_auth.client_env(home))
         path = _write_env(home, values)
     _log(f"environment written to {path}")
-    started = [n for n in SERVING_SERVICES if n in to_start]
+    servers = (*SERVING_SERVICES, *plugins())
+    started = [n for n in servers if n in to_start]
     if sync and "mlflow" in running and started:
-        _sync_serving(home, values, [n for n in SERVING_SERVICES if n in running])
+        _sync_serving(home, values, [n for n in servers if n in running])
     return values
 
 
@@ -1158,7 +1187,7 @@ def status(home: Path | None = None) -> list[dict]:
     state = _load_state(home)
     rows = []
     replicas = sorted((n for n in state if _replica_index(n) > 1), key=_replica_index)
-    names = [m for n in SERVICES for m in ([n, *replicas] if n == "triton" else [n])]
+    names = [m for n in known_services() for m in ([n, *replicas] if n == "triton" else [n])]
     for name in names:
         service = state.get(name)
         if service is None:

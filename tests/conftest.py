@@ -271,6 +271,7 @@ SERVER_FIXTURES = (
     "llm_data",
     "auth_stack",
     "router_stack",
+    "mlserver",
 )
 
 

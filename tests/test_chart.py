@@ -293,7 +293,8 @@ def test_every_committed_workflow_file_is_installed_once_and_unchanged():
 
 def test_the_sets_select_files_by_prefix_and_the_rest_is_always_installed():
     files = set(committed_workflows())
-    core = {f for f in files if not f.startswith(("cv-", "llm-"))}
+    sets = tuple(f"{name}-" for name in values_of(CHART / "values.yaml")["workflows"]["sets"])
+    core = {f for f in files if not f.startswith(sets)}
     assert "promote.yaml" in core
     for scenario, prefix in (("cv-values.yaml", "cv-"), ("llm-values.yaml", "llm-")):
         names = {
@@ -625,9 +626,9 @@ PLACEMENT = {
 TRAINING = {  # reproduce serves every pipeline, so every set installs it
     "cv-values.yaml": {"cv-train", "reproduce"},
     "llm-values.yaml": {"llm-train", "reproduce"},
-    "all-values.yaml": {"cv-train", "llm-train", "reproduce"},
-    "secure-values.yaml": {"cv-train", "llm-train", "reproduce"},
-    "pinned-values.yaml": {"cv-train", "llm-train", "reproduce"},
+    "all-values.yaml": {"cv-train", "llm-train", "tabular-train", "reproduce"},
+    "secure-values.yaml": {"cv-train", "llm-train", "tabular-train", "reproduce"},
+    "pinned-values.yaml": {"cv-train", "llm-train", "tabular-train", "reproduce"},
 }
 
 
@@ -863,17 +864,19 @@ def test_semaphore_sizes_come_from_the_values_and_a_bad_size_fails(tmp_path):
         return found[0]["data"] if found else None
 
     sized = with_workflows(values, concurrency={"training": {"cv": 3, "llm": 5}})
-    assert data(sized) == {"cv-train": "3", "llm-train": "5"}
+    assert data(sized) == {"cv-train": "3", "llm-train": "5", "tabular-train": "1"}
     # only the installed sets' keys, and only those are checked
     only_llm = with_workflows(
-        values, sets={"cv": False, "llm": True}, concurrency={"training": {"cv": "x"}}
+        values,
+        sets={"cv": False, "llm": True, "tabular": False},
+        concurrency={"training": {"cv": "x"}},
     )
     assert data(only_llm) == {"llm-train": "1"}
     # no workflows, or no semaphore held: no ConfigMap
     assert data(with_workflows(values, enabled=False)) is None
     chart = tmp_path / "mlcp"
     shutil.copytree(CHART, chart)
-    for name in ("cv-train.yaml", "llm-train.yaml"):
+    for name in ("cv-train.yaml", "llm-train.yaml", "tabular-train.yaml"):
         (chart / "files" / "workflows" / name).unlink()
     assert data(values, chart) is None
     # a size that is not a positive whole number, or none, fails the render

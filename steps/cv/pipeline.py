@@ -1,5 +1,6 @@
 """The CV pipeline declared: its stages in chain order, its data publisher, its default model
-and how its chain summary reads. ``steps/pipelines.py`` lists it; nothing in the core does."""
+and how its chain summary reads. Registered as an entry point of ``mlcp.pipelines``
+(pyproject.toml), found through ``steps/pipelines.py``; nothing in the core imports it."""
 
 from __future__ import annotations
 
