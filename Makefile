@@ -13,14 +13,15 @@ help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | \
 		awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml examples/tabular/pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev,cv,llm]'
+	$(PY) -m pip install --quiet -e examples/tabular  # the third pipeline, a package of its own
 	@touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install the package with the dev, cv and llm extras
+install: $(STAMP) ## create .venv and install the package with the dev, cv and llm extras, and the tabular pipeline (examples/tabular)
 
 # Two worker processes (pytest-xdist), each with its own stack; tests go to a worker by group
 # (tests/conftest.py says which). `make test PYTEST_WORKERS=0` runs them in one process.
@@ -38,8 +39,8 @@ test-fast: $(STAMP) ## the tests that need no server (units, contracts, layout, 
 	@$(call PYTEST,-m "not stack")
 
 lint: $(STAMP) ## ruff check and format check
-	$(PY) -m ruff check steps workflows tests
-	$(PY) -m ruff format --check steps workflows tests
+	$(PY) -m ruff check steps workflows tests examples
+	$(PY) -m ruff format --check steps workflows tests examples
 
 demo: $(STAMP) ## start the local stack, publish the data, run the CV chain (again: v2 live)
 	$(VENV)/bin/mlcp stack up
@@ -60,8 +61,9 @@ bench: $(STAMP) ## control-plane latency vs its REST floor, chains, Triton vs ml
 	$(PY) -m tests.bench
 
 .PHONY: yaml
-yaml: $(STAMP) ## regenerate the WorkflowTemplate YAML under charts/mlcp/files/workflows/
-	$(PY) -m workflows.build
+yaml: $(STAMP) ## regenerate the WorkflowTemplate YAML under charts/mlcp/files/workflows/ (every installed pipeline, or PIPELINES="cv tabular")
+	$(PY) -m workflows.build $(PIPELINES)
+	$(PY) -m steps.router
 
 .PHONY: docs docs-serve screenshots
 MKDOCS := NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs

@@ -24,7 +24,15 @@ import time
 from dataclasses import asdict, dataclass
 
 from . import aliases, moves, rest, serving_state, tracking
-from .contract import KIND_TAG, NO_PIPELINE, PIPELINE_TAG, SERVING_TAG, TAG_PREFIX, show_version
+from .contract import (
+    KIND_TAG,
+    NO_PIPELINE,
+    PIPELINE_TAG,
+    SERVING_TAG,
+    TAG_PREFIX,
+    TRAFFIC,
+    show_version,
+)
 from .declare import Config, Stage, option
 from .errors import EXIT_GATE_FAILED, EXIT_OK
 
@@ -65,6 +73,8 @@ def alias_findings(client, model: str) -> list[Finding]:
     current = {a: str(v) for a, v in aliases.get_model(client, model).aliases.items()}
     last: dict[str, moves.Record] = {}
     for record in moves.history(client, model):
+        if record.alias == TRAFFIC:  # the router's weights: the serving check's rows
+            continue
         if record.status != "FAILED" and record.action != serving_state.SYNC_ACTION:
             last[record.alias] = record
     found = []
@@ -90,10 +100,10 @@ def slot_findings(client, model: str) -> list[Finding]:
         Finding(
             model,
             f"slot {row.slot} on {row.replica}",
-            f"{row.alias}={show_version(row.expected)} served",
+            f"{row.alias}={row.show(row.expected)} served",
             f"unreachable: {row.error}"
             if row.error
-            else f"serves {'nothing' if row.served is None else show_version(row.served)}",
+            else f"serves {'nothing' if row.served is None else row.show(row.served)}",
         )
         for row in serving_state.compare(client, model)
         if not row.agrees

@@ -281,7 +281,8 @@ def _chain_stage_args(args, pipeline: Pipeline) -> dict[str, list[str]]:
         stage.name: shlex.split(getattr(args, _args_dest(stage))) for stage in pipeline.stages
     }
     train = pipeline.stages[0].name
-    stage_args[train] = ["--epochs", str(args.epochs), "--seed", str(args.seed), *stage_args[train]]
+    shared = [f"--{k}={getattr(args, k)}" for k in ("epochs", "seed") if hasattr(args, k)]
+    stage_args[train] = [*shared, *stage_args[train]]
     perf = pipeline.stages[-1].name
     stage_args[perf] = ["--duration", str(args.duration), *stage_args[perf]]
     return stage_args
@@ -357,6 +358,8 @@ def _add_pipeline(sub, data_sub, pipeline: Pipeline) -> None:
     if pipeline.drift is not None:
         add_stage(stages, pipeline.drift, cmd_drift)
         _add_retrain(stages, pipeline)
+    if pipeline.rollout is not None:
+        add_stage(stages, pipeline.rollout, cmd_stage)
 
 
 def _add_retrain(stages, pipeline: Pipeline) -> None:
@@ -406,18 +409,12 @@ def _add_chain_flags(c: argparse.ArgumentParser, pipeline: Pipeline) -> None:
         default=pipeline.default_model,
         help=f"registered model name (default {pipeline.default_model})",
     )
-    c.add_argument(
-        "--epochs",
-        type=int,
-        default=train_cfg["epochs"].default,
-        help=f"training epochs (default {train_cfg['epochs'].default})",
-    )
-    c.add_argument(
-        "--seed",
-        type=int,
-        default=train_cfg["seed"].default,
-        help=f"training seed (default {train_cfg['seed'].default})",
-    )
+    for name, what in (("epochs", "training epochs"), ("seed", "training seed")):
+        if name in train_cfg:  # a training stage that declares it
+            default = train_cfg[name].default
+            c.add_argument(
+                f"--{name}", type=int, default=default, help=f"{what} (default {default})"
+            )
     c.add_argument("--duration", type=float, default=5.0, help="perf-test seconds (default 5)")
     for stage in pipeline.stages:
         c.add_argument(
@@ -504,6 +501,7 @@ def cmd_stack(args) -> int:
             ("s3", args.s3_port),
             ("triton", args.triton_port),
             ("vllm", args.vllm_port),
+            ("router", args.router_port),
             ("postgres", args.postgres_port),
         )
         ports = {k: v for k, v in given if v}
@@ -565,14 +563,15 @@ def _backend_store(text: str) -> str:
 
 
 def _services(text: str) -> list[str]:
-    from .stack import SERVICES
+    from .stack import known_services
 
     names = list(csv(text))
-    unknown = [n for n in names if n not in SERVICES]
+    known = known_services()
+    unknown = [n for n in names if n not in known]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
             f"unknown service(s) {', '.join(unknown) or '(none given)'}; "
-            f"choose from {','.join(SERVICES)}"
+            f"choose from {','.join(known)}"
         )
     return names
 
@@ -690,6 +689,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         "(MLCP_TRITON_REPLICAS; default: as many as ran before, else 1)",
     )
     p.add_argument("--vllm-port", type=_port, default=None, help="vLLM port (default 8100)")
+    p.add_argument(
+        "--router-port", type=_port, default=None, help="the router's (Envoy's) port (default 8300)"
+    )
     auth = p.add_mutually_exclusive_group()
     auth.add_argument(
         "--auth",
@@ -725,7 +727,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         "--services",
         type=_services,
         default=None,
-        help="comma-separated services to start, of mlflow,s3,triton,vllm "
+        help="comma-separated services to start, of mlflow,s3,triton,vllm and the servers "
+        "installed packages add (mlcp.services: mlserver for examples/tabular) "
         "(default: mlflow,s3,triton; the LLM pipeline needs vllm)",
     )
     p.add_argument(
@@ -735,11 +738,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     if argv and argv[0] in CORE_COMMANDS:
         return parser
-    from .pipelines import PIPELINES
+    from .pipelines import installed
 
     p = sub.add_parser("data", help="build and publish a versioned data set")
     data_sub = p.add_subparsers(dest="pipeline", metavar="PIPELINE", required=True)
-    for pipeline in PIPELINES:
+    for pipeline in installed():
         _add_pipeline(sub, data_sub, pipeline)
     _add_reproduce(sub)  # not a core command: it trains, through a pipeline's declaration
     return parser

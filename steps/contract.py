@@ -111,12 +111,26 @@ GRADE_TAG = TAG_PREFIX + "grade"  # the judge's grade; on an answer also an asse
 GRADE_ASSESSMENT = "grade"  # the name of that assessment (MLflow's feedback)
 TRACE_TAGS = (CALL_TAG, MODEL_TAG, VERSION_TAG, SAMPLE_TAG, SLOT_TAG, JUDGE_PROMPT_TAG, GRADE_TAG)
 
+# on a weight change at the router (an alias-move record of the alias TRAFFIC, action shift,
+# or sync when a check repaired it; steps/rollout.py): the challenger's share, from and to
+# (percent), and the slot that share goes to
+TRAFFIC = "traffic"  # the "alias" such a record moves: the model's traffic at the router
+WEIGHT_FROM_TAG = TAG_PREFIX + "weight.from"
+WEIGHT_TO_TAG = TAG_PREFIX + "weight.to"
+WEIGHT_SLOT_TAG = TAG_PREFIX + "weight.slot"
+
 # ------------------------------------------------------------------ serving slots
 
 
 def staged_slot(model: str) -> str:
     """The serving slot a deployed, not yet live, version is loaded into."""
     return f"{model}-{STAGED}"
+
+
+def previous_slot(model: str) -> str:
+    """The slot that keeps the version live before the last promotion through the router
+    warm, so that a rollback flips the route to it instead of loading it."""
+    return f"{model}-{PREVIOUS}"
 
 
 def live_slot(model: str) -> str:

@@ -337,6 +337,9 @@ class Pipeline:
     # who has never seen mlcp: the start of each model's description (steps/describe.py)
     serving: str = ""
     model_description: str = ""
+    # ``mlcp <name> rollout`` (steps/rollout.py): the gradual shift of its models' live
+    # traffic at the router, between perf-test and promote; None: no rollout
+    rollout: Stage | None = None
 
     @property
     def data(self) -> Stage:
@@ -357,7 +360,7 @@ _DECLARED: dict[str, Pipeline] = {}
 
 
 def declared_pipelines() -> tuple[Pipeline, ...]:
-    """Every pipeline declared so far (``steps.pipelines`` declares them all)."""
+    """Every pipeline declared so far (``steps.pipelines.installed()`` declares them all)."""
     return tuple(_DECLARED.values())
 
 
@@ -367,5 +370,5 @@ def declared_pipeline(name: str) -> Pipeline:
         return _DECLARED[name]
     except KeyError:
         raise LookupError(
-            f"pipeline {name!r} is not declared (import steps.pipelines first)"
+            f"pipeline {name!r} is not declared (load it with steps.pipelines.installed() first)"
         ) from None

@@ -10,7 +10,8 @@ declares and never written by hand.
 - ``docs/reference/metrics.md``: the Prometheus metrics, from ``workflows/metrics.py``;
 - ``docs/reference/exit-codes.md``: the exit codes, from ``steps/errors.py`` and the
   templates' retry rule;
-- ``docs/reference/chart-values.md``: the Helm chart's values with their ``# --`` comments.
+- ``docs/reference/chart-values.md``: the Helm chart's values with their ``# --`` comments;
+- ``docs/reference/public-surface.md``: the names a pipeline may import (``mlcp.__all__``).
 
 ``python -m steps.docs`` (``make docs``) writes the pages; ``--check`` writes nothing and
 exits 1, listing what differs, when a page is stale (a test runs the same check). The
@@ -236,9 +237,9 @@ def groups(
     parser: argparse.ArgumentParser,
 ) -> dict[str, list[tuple[tuple[str, ...], argparse.ArgumentParser]]]:
     """The leaf commands by group: ``cli`` (no pipeline's), then one per pipeline."""
-    from .pipelines import PIPELINES
+    from .pipelines import installed
 
-    names = [p.name for p in PIPELINES]
+    names = [p.name for p in installed()]
 
     def group_of(words: tuple[str, ...]) -> str:
         if words[0] in names:
@@ -296,7 +297,7 @@ def cli_page(parser: argparse.ArgumentParser | None = None) -> str:
 
 
 def gates_page() -> str:
-    from .pipelines import PIPELINES
+    from .pipelines import installed
 
     out = [
         GENERATED.format(source="each stage's GATES and the options that set its thresholds"),
@@ -307,12 +308,12 @@ def gates_page() -> str:
         "challenger and the champion side by side (see [Gates and the promotion "
         "policy](../concepts/gates.md)).",
         "",
-        gate_table(PIPELINES).rstrip(),
+        gate_table(installed()).rstrip(),
         "",
     ]
-    for pipeline in PIPELINES:
+    for pipeline in installed():
         out += [f"## {pipeline.name.upper()}: what each gate checks", ""]
-        for stage in pipeline.stages:
+        for stage in (*pipeline.stages, *((pipeline.rollout,) if pipeline.rollout else ())):
             for gate, opts in gate_flags(stage).items():
                 said = "; ".join(
                     f"{_code(o.flag + ' ' + o.text(o.default))}: "
@@ -530,6 +531,40 @@ def chart_values_page() -> str:
     return "\n".join(out) + "\n"
 
 
+def public_surface_page() -> str:
+    """Every public name of ``mlcp`` (steps/mlcp), what it is and its first docstring line."""
+    import importlib
+    import inspect
+
+    surface = importlib.import_module(f"{__package__}.mlcp")
+    out = [
+        GENERATED.format(source="steps/mlcp/__init__.py (its __all__)"),
+        "# The public surface: `mlcp`",
+        "",
+        "A pipeline imports these names from `mlcp`, and nothing else: they are kept "
+        "stable. Everything else under `steps` is private (it may change in any release), "
+        "and a test fails when an example or a tutorial imports it. See "
+        "[Add your own model type](../tutorials/own-model-type.md).",
+        "",
+        "| name | kind | what |",
+        "|---|---|---|",
+    ]
+    for name in surface.__all__:
+        value = getattr(surface, name)
+        kind = (
+            "module"
+            if inspect.ismodule(value)
+            else "class"
+            if inspect.isclass(value)
+            else "function"
+            if callable(value)
+            else "value"
+        )
+        doc = (inspect.getdoc(value) or "").strip().split("\n\n")[0]
+        out.append(f"| `{name}` | {kind} | {_cell(' '.join(doc.split()))} |")
+    return "\n".join(out) + "\n"
+
+
 PAGES = {
     "cli.md": cli_page,
     "gates.md": gates_page,
@@ -537,6 +572,7 @@ PAGES = {
     "metrics.md": metrics_page,
     "exit-codes.md": exit_codes_page,
     "chart-values.md": chart_values_page,
+    "public-surface.md": public_surface_page,
 }
 
 

@@ -46,7 +46,9 @@ CONTROL_PLANE = {
     "promote": (
         "One run per alias move of this pipeline's models (promote, rollback, a stage "
         "writing its output alias): the alias, the version it left and the version it names "
-        "now, who moved it and why, and the gate decisions the move relied on."
+        "now, who moved it and why, and the gate decisions the move relied on; and one per "
+        "weight change at the router (alias traffic, action shift or sync: the weights from "
+        "and to, the slot)."
     ),
     "policy": (
         "One run per change of a model's promotion policy: the gates a promotion to live "
@@ -73,7 +75,8 @@ CONTROL_PLANE = {
 
 
 def _stages(pipeline: Pipeline) -> tuple[Stage, ...]:
-    return (*pipeline.stages, *((pipeline.drift,) if pipeline.drift else ()))
+    extra = (pipeline.drift, pipeline.rollout)
+    return (*pipeline.stages, *(stage for stage in extra if stage))
 
 
 def _stage_description(pipeline: Pipeline, stage: Stage, genai: bool) -> str:

@@ -1,4 +1,4 @@
-"""What the load generators (:mod:`steps.cv.loadgen`, :mod:`steps.llm.loadgen`) share: their
+"""What the load generators (:mod:`steps.v2load`, :mod:`steps.llm.loadgen`) share: their
 common, bounded flags, a headless locust run that prints its progress every second, and the
 statistics file.
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import sys
 import tempfile
 import time
 import uuid
@@ -25,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import aliases, rest, settings, tracking
+from . import aliases, rest, router, settings, tracking
 from .contract import (
     ACTOR_TAG,
     ARGO_TAG_PREFIX,
@@ -38,9 +39,15 @@ from .contract import (
     PREVIOUS,
     ROLLED_BACK_TAG,
     TAG_PREFIX,
+    TRAFFIC,
+    WEIGHT_FROM_TAG,
+    WEIGHT_SLOT_TAG,
+    WEIGHT_TO_TAG,
+    live_slot,
+    previous_slot,
     show_version,
 )
-from .errors import BadInput, ConcurrentChange, RecordFailed
+from .errors import BadInput, ConcurrentChange, MlcpError, RecordFailed
 from .serving import backend
 
 LOCK_TIMEOUT_S = 120.0
@@ -138,6 +145,7 @@ def _open_record(
     gate_runs: Iterable[str],
     forced: bool,
     pipeline: str,
+    extra: Mapping[str, str] | None = None,
 ):
     """The call that opens the record of ``move`` (a function of a client returning the
     run id); its tags, sequence number included, are fixed now, in the order of the moves."""
@@ -155,6 +163,7 @@ def _open_record(
             _record_tag("gate_runs"): ",".join(gate_runs),
             _record_tag("operation"): operation,
             _record_tag("seq"): str(time.time_ns()),
+            **(extra or {}),
         }
     )
     name = f"{model}-{move.alias}-{_stored(move.from_version)}-to-{_stored(move.to_version)}"
@@ -199,6 +208,10 @@ class Record:
     workflow_uid: str
     status: str  # FINISHED = confirmed, FAILED = refused and not applied, RUNNING = unconfirmed
     error: str = ""  # why a FAILED move was refused (the server could not load it, ...)
+    # a weight change at the router (alias ``traffic``, action ``shift``): percents as text
+    from_weight: str = ""
+    to_weight: str = ""
+    weight_slot: str = ""
 
     @classmethod
     def from_run(cls, run) -> Record:
@@ -228,6 +241,9 @@ class Record:
             workflow_uid=tags.get(ARGO_TAG_PREFIX + "workflow_uid", ""),
             status=run.info.status,
             error=tags.get(_record_tag("error"), ""),
+            from_weight=tags.get(_record_tag("weight.from"), ""),
+            to_weight=tags.get(_record_tag("weight.to"), ""),
+            weight_slot=tags.get(_record_tag("weight.slot"), ""),
         )
 
 
@@ -327,7 +343,9 @@ def apply(
         try:  # traffic first: the alias moves only once the server serves the version
             server = backend.for_model(model, model_tags or {})
             if server is not None:
-                server.load_live(client, model, str(live_move.to_version))
+                # a routed model: the router must answer, and a warm version is flipped to
+                with flipped(client, server, model, live_move):
+                    server.load_live(client, model, str(live_move.to_version))
         except Exception as exc:
             for run_id in run_ids:
                 with contextlib.suppress(Exception):
@@ -387,7 +405,14 @@ def apply(
 
 
 def record_serving(
-    client, model: str, pipeline: str, move: Move, *, reason: str, load: Callable[[], None]
+    client,
+    model: str,
+    pipeline: str,
+    move: Move,
+    *,
+    reason: str,
+    load: Callable[[], None],
+    extra: Mapping[str, str] | None = None,
 ) -> str:
     """A change of what a serving slot serves that moves no alias (``mlcp serving sync``),
     recorded like a move: the record opened before ``load()`` runs, closed FINISHED after it
@@ -407,6 +432,7 @@ def record_serving(
             gate_runs=(),
             forced=False,
             pipeline=pipeline,
+            extra=extra,
         )(client)
     except Exception as exc:
         raise RecordFailed(f"could not record the change, so nothing was changed: {exc}") from exc
@@ -439,3 +465,143 @@ def assign(model: str, alias: str, version: str | int, *, reason: str = "", clie
         outcome = Outcome(model, version, [Move(alias, now, version, action)])
         apply(client, model, pipeline, f"version {version}", outcome, reason, False)
         return outcome
+
+
+# ---------------------------------------------------------------------------- traffic at the router
+
+SHIFT = "shift"  # the action of a weight change at the router (alias TRAFFIC)
+
+
+def _pipeline(client, model: str) -> str:
+    return dict(aliases.get_model(client, model).tags).get(PIPELINE_TAG, NO_PIPELINE)
+
+
+def shift(
+    client,
+    model: str,
+    route: router.Route,
+    weight: int,
+    *,
+    reason: str,
+    champion: str | None,
+    challenger: str | None,
+    action: str = SHIFT,
+    locked: bool = False,
+) -> float:
+    """Set ``model``'s weight at the router, recorded (an ``alias-move`` run of the alias
+    ``traffic``, action ``shift``) before the files change and closed once the router
+    reports it; the seconds the router took to report it. MlcpError (exit 1) when the router
+    is not ready: nothing is written then."""
+    if not router.ready():
+        raise MlcpError(
+            f"the router does not answer at {router.stats_url()}: no weight of {model} was "
+            "changed (start it: `mlcp stack up --services ...,router`)"
+        )
+    store = router.store()
+    with contextlib.nullcontext() if locked else model_lock(model):  # held by promote
+        routes = store.read()
+        before = routes.get(model)
+        start = before.weight if before else 0
+        new = router.Route(**{**route.__dict__, "weight": router.check_weight(weight)})
+        routes[model] = new
+        took: list[float] = []
+
+        def apply() -> None:
+            store.write(routes)
+            took.append(router.wait_applied({model: new}))
+
+        record_serving(
+            client,
+            model,
+            _pipeline(client, model),
+            Move(TRAFFIC, champion, challenger, action),
+            reason=f"{start}% -> {weight}% to {new.canary_slot}"
+            + (f": {reason}" if reason else ""),
+            load=apply,
+            extra={
+                WEIGHT_FROM_TAG: str(start),
+                WEIGHT_TO_TAG: str(weight),
+                WEIGHT_SLOT_TAG: new.canary_slot,
+            },
+        )
+    return took[0]
+
+
+def recorded_weight(client, model: str) -> tuple[int, str] | None:
+    """The weight and slot the last confirmed weight change of ``model`` set (None: the
+    router never routed it)."""
+    last = [r for r in history(client, model, TRAFFIC) if r.status == "FINISHED" and r.to_weight]
+    if not last:
+        return None
+    return int(last[-1].to_weight), last[-1].weight_slot
+
+
+def route_for(model: str, server, canary_slot: str, weight: int = 0) -> router.Route:
+    """The model's route at the router through its serving back end (BadInput when the
+    back end cannot be routed)."""
+    protocol = getattr(server, "router_protocol", None)
+    upstreams = getattr(server, "router_upstreams", None)
+    if protocol is None or upstreams is None:
+        raise BadInput(
+            f"the serving back end {server.name!r} of {model} says nothing of a router "
+            "(router_protocol, router_upstreams): its traffic cannot be split"
+        )
+    return router.Route(model, protocol, list(upstreams()), live_slot(model), canary_slot, weight)
+
+
+def served_by_all(server, model: str, slot: str, version: str) -> str | None:
+    """Why ``slot`` does not serve ``version`` on every replica (None when it does)."""
+    for served in server.served(model, slot):
+        if served.error:
+            return f"{served.replica} cannot be asked: {served.error}"
+        if served.version != version:
+            return f"{served.replica} serves {show_version(served.version)} on {slot}"
+    return None
+
+
+def routed(model: str) -> router.Route | None:
+    """The model's route at the router, when a router is configured and routes it."""
+    try:
+        return router.store().read().get(model)
+    except MlcpError:
+        return None
+
+
+def flip_ready(server, model: str, version: str) -> router.Route | None:
+    """The model's route when its previous slot serves ``version`` on every replica (a flip
+    can restore it at once), else None."""
+    route = routed(model)
+    if route is None or served_by_all(server, model, previous_slot(model), version):
+        return None
+    return route
+
+
+@contextlib.contextmanager
+def flipped(client, server, model: str, move) -> Iterator[None]:
+    """Around the reload of a routed model's live slot (:func:`apply`): refuse when the
+    router is down (MlcpError: nothing moves); when the model's previous slot already serves
+    the version going live (a rollback after a rollout), send it all the traffic first, so
+    clients get it at once, then back to the reloaded live slot. A model the router does not
+    route is left alone."""
+    route = routed(model)
+    if route is None:
+        yield
+        return
+    if not router.ready():
+        raise MlcpError(
+            f"the router that routes {model} does not answer at {router.stats_url()}: "
+            "nothing was moved"
+        )
+    version = str(move.to_version)
+    if served_by_all(server, model, previous_slot(model), version):
+        yield  # nothing warm to flip to: the reload alone
+        return
+    warm = router.Route(**{**route.__dict__, "canary_slot": previous_slot(model)})
+    common = {"champion": move.from_version, "challenger": version}
+    common = {**common, "locked": True}
+    took = shift(client, model, warm, 100, reason=f"flip to the warm v{version}", **common)
+    print(f"[serving] {model}: flipped to {previous_slot(model)} in {took:.2f} s", file=sys.stderr)
+    try:
+        yield
+    finally:
+        shift(client, model, warm, 0, reason=f"{live_slot(model)} serves v{version}", **common)

@@ -119,6 +119,8 @@ def history_lines(records) -> list[str]:
         workflow = f" (workflow {r.workflow_name})" if r.workflow_name else ""
         forced = " [forced]" if r.forced else ""
         moved = f"{show_version(r.from_version):>5} -> {show_version(r.to_version):<5}"
+        if r.to_weight:  # a weight change at the router: the challenger's share
+            moved = f"{r.from_weight + '%':>5} -> {r.to_weight + '%':<5}"
         out.append(
             f"{r.time:<25} {r.alias:<12} {moved} {r.action:<9} {r.actor[:20]:<20} "
             f"{r.reason}{forced}{workflow}{mark}"

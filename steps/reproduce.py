@@ -41,7 +41,8 @@ kind of machine is identical; on a GPU, or on another CPU type, kernels may roun
 and the honest verdict is at best "within tolerance" for a suitable ``--tolerance``.
 
 Core side: it never imports a pipeline; the pipeline is looked up by name among the
-declared ones (the CLI loads ``steps.pipelines`` first); nothing heavy at import time.
+declared ones (the CLI loads every installed pipeline first: ``steps.pipelines``);
+nothing heavy at import time.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ from .contract import (
     SERVING_TAG,
     STAGED,
     TAG_PREFIX,
+    TRAFFIC,
     live_slot,
     show_version,
     staged_slot,
@@ -69,16 +70,22 @@ class Row:
             return False
         return self.expected is None or self.served == self.expected
 
+    def show(self, value: str | None) -> str:
+        """A version (``v3``), or the router's weight as it is (``25% to m-staged``)."""
+        if self.alias == TRAFFIC:
+            return value or "nothing"
+        return show_version(value)
+
     def line(self) -> str:
         where = f"{self.slot:<28} {self.replica:<28}"
         if self.error is not None:
-            wanted = f"{self.alias}={show_version(self.expected)}"
+            wanted = f"{self.alias}={self.show(self.expected)}"
             return f"DRIFT {where} {wanted}: unreachable: {self.error}"
-        served = "nothing" if self.served is None else show_version(self.served)
+        served = "nothing" if self.served is None else self.show(self.served)
         if self.expected is None:
             return f"ok    {where} {self.alias} is unset (not compared); serves {served}"
         verdict = "ok   " if self.agrees else "DRIFT"
-        return f"{verdict} {where} {self.alias}={show_version(self.expected)}, serves {served}"
+        return f"{verdict} {where} {self.alias}={self.show(self.expected)}, serves {served}"
 
 
 @dataclass(kw_only=True)
@@ -132,7 +139,27 @@ def compare(client, model: str) -> list[Row]:
                     served.error,
                 )
             )
-    return rows
+    return rows + traffic_rows(client, model)
+
+
+def traffic_rows(client, model: str) -> list[Row]:
+    """The router's weight for ``model`` against its last recorded weight change (none when
+    the router never routed it)."""
+    import os
+
+    from . import router
+
+    wanted = moves.recorded_weight(client, model)
+    if wanted is None:
+        return []
+    where = os.environ.get(router.STATS_ENV) or "no router configured"
+    expected = f"{wanted[0]}% to {wanted[1]}"
+    try:
+        now = router.applied().get(model)
+    except (MlcpError, ValueError) as exc:
+        return [Row(model, TRAFFIC, "router", where, expected, None, str(exc))]
+    served = None if now is None else f"{now[0]}% to {now[1]}"
+    return [Row(model, TRAFFIC, "router", where, expected, served)]
 
 
 def _pipeline(client, model: str) -> str:
@@ -245,7 +272,30 @@ def sync(client, model: str, reason: str = "") -> list[moves.Move]:
                 load=lambda v=version, s=slot: server.load_live(client, model, v, s),
             )
             done.append(move)
+        if any(r.alias == TRAFFIC and not r.agrees for r in rows):
+            done.append(_sync_traffic(client, model, server, reason))
     return done
+
+
+def _sync_traffic(client, model: str, server, reason: str) -> moves.Move:
+    """Write the last recorded weight back to the router (recorded, action sync)."""
+    from . import router
+
+    weight, slot = moves.recorded_weight(client, model)
+    route = router.store().read().get(model) or moves.route_for(model, server, slot)
+    route = router.Route(**{**route.__dict__, "canary_slot": slot})
+    moves.shift(
+        client,
+        model,
+        route,
+        weight,
+        reason=(reason + ": " if reason else "") + "serving sync of the router",
+        champion=None,
+        challenger=None,
+        action=SYNC_ACTION,
+        locked=True,
+    )
+    return moves.Move(TRAFFIC, None, None, SYNC_ACTION)
 
 
 def run_sync(cfg: SyncConfig) -> int:
@@ -269,6 +319,9 @@ def run_sync(cfg: SyncConfig) -> int:
             if not done:
                 print(f"{model}: serving already agrees with the registry")
             for move in done:
+                if move["alias"] == TRAFFIC:
+                    print(f"{model}: the router's weight is the recorded one again")
+                    continue
                 print(
                     f"{model}: {move['alias']} slot now serves {show_version(move['to_version'])} "
                     f"on every replica (was {show_version(move['from_version'])})"

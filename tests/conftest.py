@@ -265,7 +265,15 @@ GROUPS_FILE_VAR = "MLCP_TEST_GROUPS_FILE"  # set by the controller, written by t
 
 # The fixtures that start or reach a server: a test that needs none of them runs in
 # `make test-fast` (marker `stack`, deselected there with `-m "not stack"`).
-SERVER_FIXTURES = ("stack_env", "postgres_mlflow", "vllm_server", "llm_data", "auth_stack")
+SERVER_FIXTURES = (
+    "stack_env",
+    "postgres_mlflow",
+    "vllm_server",
+    "llm_data",
+    "auth_stack",
+    "router_stack",
+    "mlserver",
+)
 
 
 def pytest_configure(config):

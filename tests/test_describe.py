@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-import steps.pipelines  # noqa: F401  (declares every pipeline, as the CLI does)
+import steps.pipelines
 from steps import (
     audit,
     describe,
@@ -29,6 +29,7 @@ from steps.stage import Reporter
 
 from .conftest import unique
 
+steps.pipelines.installed()  # declares every installed pipeline, as the CLI does
 KIND, NOTE = experiments.KIND_TAG, experiments.DESCRIPTION_TAG
 
 

@@ -201,8 +201,8 @@ def drifted(text: str) -> str:
     """The page with one flag dropped from the cv perf-test usage (a hand edit, or a flag
     added to the code after the last `make docs`)."""
     flag = " [--min-rps-ratio 0.67]"
-    assert text.count(flag) == 1
-    return text.replace(flag, "")
+    assert text.count(flag) >= 1
+    return text.replace(flag, "", 1)  # the cv pipeline's, the first on the page
 
 
 def test_the_checks_detect_a_drifted_page(tmp_path):

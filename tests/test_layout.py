@@ -57,7 +57,18 @@ CORE = (
 )
 CORE_IF_PRESENT = ("steps.stage", "steps.s3")
 # A module is a pipeline (or a serving engine's client) when it is one of these or inside one.
-PIPELINES = ("steps.cv", "steps.llm", "steps.serving.triton", "steps.serving.vllm")
+# The built-in pipelines are read from their entry points (steps/pipelines.py), not listed.
+PIPELINES = (
+    *sorted(
+        {
+            point.value.partition(":")[0].rpartition(".")[0]
+            for point in entry_points(group="mlcp.pipelines")
+            if point.value.startswith("steps.")
+        }
+    ),
+    "steps.serving.triton",
+    "steps.serving.vllm",
+)
 
 
 # ---------------------------------------------------------------------------- the graph

@@ -13,6 +13,7 @@ import pytest
 
 from . import switching
 from .conftest import unique
+from .test_rollout import router_stack  # noqa: F401 (the session's router, a fixture)
 from .test_triton import SIZE
 
 CLIENTS = 3
@@ -132,3 +133,49 @@ def test_vllm_switches_under_load_fail_no_request(vllm_model, client, vllm_serve
     assert found["requests"] > 5 * CLIENTS
     assert client.get_registered_model(name).aliases["live"] == "1"
     assert vllm_server.adapters()[slot]["path"].endswith(f"/{name}/1")
+
+
+@pytest.mark.usefixtures("router_stack")
+def test_the_router_splits_an_openai_model_by_slot_on_vllm(vllm_model, client, vllm_server):
+    """The router reads the model from the OpenAI request's body and rewrites it into the
+    slot its weight drew: clients name the model, vLLM answers from either adapter."""
+    import json
+    import os
+    import time
+    import urllib.request
+    from collections import Counter
+
+    from steps import moves, router
+    from steps.contract import live_slot, staged_slot
+    from steps.llm.serving import VLLM
+    from steps.serving import vllm
+
+    # given v1 live and v2 staged on vLLM, routed at 50% to the staged slot
+    name, _ = vllm_model
+    route = moves.route_for(name, VLLM, staged_slot(name))
+    moves.shift(client, name, route, 50, reason="test", champion="1", challenger="2")
+    clusters = [router.cluster_name(name, "canary"), router.cluster_name(name, "live")]
+    time.sleep(router.STATS_FLUSH_S * 1.2)
+    before = router.cluster_stats(clusters)
+    # when a client asks for completions of the model's own name at the router
+    seen: Counter = Counter()
+    body = json.dumps({"model": name, "prompt": "Say hi", "max_tokens": 1}).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "Authorization": f"Bearer {os.environ[vllm.API_KEY_VAR]}",
+    }
+    for _ in range(60):
+        request = urllib.request.Request(
+            f"{os.environ[router.URL_ENV]}/v1/completions", data=body, headers=headers
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            seen[json.loads(response.read())["model"]] += 1
+    time.sleep(router.STATS_FLUSH_S * 1.2)
+    after = router.cluster_stats(clusters)
+    # then both adapters answered, about half each, and the router counted each slot's
+    assert set(seen) == {live_slot(name), staged_slot(name)}, seen
+    assert 15 <= seen[staged_slot(name)] <= 45, seen
+    canary = after[clusters[0]].minus(before[clusters[0]])
+    live = after[clusters[1]].minus(before[clusters[1]])
+    assert (canary.completed, live.completed) == (seen[staged_slot(name)], seen[live_slot(name)])
+    moves.shift(client, name, route, 0, reason="test", champion="1", challenger="2")

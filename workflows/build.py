@@ -11,33 +11,18 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import importlib
+import importlib.util
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hera.workflows import CronWorkflow, WorkflowTemplate
 
-from . import (
-    audit,
-    cv_deploy,
-    cv_drift,
-    cv_evaluate,
-    cv_perf_test,
-    cv_pipeline,
-    cv_retrain,
-    cv_train,
-    llm_deploy,
-    llm_drift,
-    llm_evaluate,
-    llm_perf_test,
-    llm_pipeline,
-    llm_retrain,
-    llm_train,
-    promote,
-    reproduce,
-    serving_check,
-    serving_sync,
-)
+from steps.errors import MlcpError
+from steps.pipelines import installed
+
+from . import audit, plugin, promote, reproduce, serving_check, serving_sync
 from . import settings as build_settings
 from .common import ROOT
 from .settings import Settings
@@ -45,23 +30,9 @@ from .settings import Settings
 OUT_DIR = ROOT / "charts" / "mlcp" / "files" / "workflows"
 
 Document = WorkflowTemplate | CronWorkflow
-# Every document the chart installs, in a stable order.
-TEMPLATES: tuple[Callable[[Settings], Document], ...] = (
-    promote.template,
-    cv_train.template,
-    cv_deploy.template,
-    cv_evaluate.template,
-    cv_perf_test.template,
-    cv_pipeline.template,
-    cv_drift.template,
-    cv_retrain.template,
-    llm_train.template,
-    llm_deploy.template,
-    llm_evaluate.template,
-    llm_perf_test.template,
-    llm_pipeline.template,
-    llm_drift.template,
-    llm_retrain.template,
+Builder = Callable[[Settings], Document]
+# The documents of the core (promote, then each installed pipeline's: steps/pipelines.py).
+CORE: tuple[Builder, ...] = (
     reproduce.template,
     serving_check.template,
     serving_check.cron,
@@ -69,6 +40,32 @@ TEMPLATES: tuple[Callable[[Settings], Document], ...] = (
     audit.template,
     audit.cron,
 )
+
+
+def pipeline_templates(pipeline) -> tuple[Builder, ...]:
+    """A pipeline's documents: from its own modules here (``workflows/<name>_<stage>.py``,
+    the sizes and overrides tuned for cv and llm) when it has them, else built from its
+    declaration alone (workflows/plugin.py)."""
+    prefix = pipeline.name.replace("-", "_")
+    if importlib.util.find_spec(f"{__package__}.{prefix}_pipeline") is None:
+        return plugin.templates(pipeline)
+    names = [s.name.replace("-", "_") for s in pipeline.stages] + ["pipeline"]
+    if pipeline.drift is not None:
+        names += ["drift", "retrain"]
+    modules = [importlib.import_module(f"{__package__}.{prefix}_{n}") for n in names]
+    return tuple(module.template for module in modules)
+
+
+def templates(names: Sequence[str] | None = None) -> tuple[Builder, ...]:
+    """The core's documents and those of the installed pipelines (or of those named)."""
+    chosen = installed(tuple(names) if names else None)
+    return (promote.template, *(t for p in chosen for t in pipeline_templates(p)), *CORE)
+
+
+def __getattr__(name: str):
+    if name == "TEMPLATES":  # every document of every installed pipeline
+        return templates()
+    raise AttributeError(name)
 
 
 def header(source: str) -> str:
@@ -86,11 +83,14 @@ def render(build: Callable[[Settings], Document], settings: Settings) -> tuple[s
     return f"{wt.name}.yaml", header(source) + body
 
 
-def generate(settings: Settings | None = None) -> dict[str, str]:
-    """Every file the chart should hold, by name (settings: from the environment)."""
+def generate(
+    settings: Settings | None = None, pipelines: Sequence[str] | None = None
+) -> dict[str, str]:
+    """Every file the chart should hold, by name (settings: from the environment; pipelines:
+    every installed one, or those named)."""
     settings = settings or build_settings.from_env()
     files: dict[str, str] = {}
-    for build in TEMPLATES:
+    for build in templates(pipelines):
         name, text = render(build, settings)
         if name in files:
             raise ValueError(f"two templates would both be written to {name}")
@@ -98,10 +98,14 @@ def generate(settings: Settings | None = None) -> dict[str, str]:
     return files
 
 
-def differences(out_dir: Path = OUT_DIR, settings: Settings | None = None) -> list[str]:
+def differences(
+    out_dir: Path = OUT_DIR,
+    settings: Settings | None = None,
+    pipelines: Sequence[str] | None = None,
+) -> list[str]:
     """What differs between the generated files and those in ``out_dir`` (empty: current)."""
     problems: list[str] = []
-    expected = generate(settings)
+    expected = generate(settings, pipelines)
     for name, text in expected.items():
         path = out_dir / name
         if not path.is_file():
@@ -123,10 +127,14 @@ def differences(out_dir: Path = OUT_DIR, settings: Settings | None = None) -> li
     return problems
 
 
-def write(out_dir: Path = OUT_DIR, settings: Settings | None = None) -> list[Path]:
+def write(
+    out_dir: Path = OUT_DIR,
+    settings: Settings | None = None,
+    pipelines: Sequence[str] | None = None,
+) -> list[Path]:
     """Write every document, remove stale generated files; return the files written."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    expected = generate(settings)
+    expected = generate(settings, pipelines)
     written = []
     for name, text in expected.items():
         path = out_dir / name
@@ -151,27 +159,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--out-dir", type=Path, default=OUT_DIR, help="where the files go (default: the chart)"
     )
+    parser.add_argument(
+        "pipelines",
+        nargs="*",
+        metavar="PIPELINE",
+        help="the pipelines whose templates to build (default: every installed one)",
+    )
     args = parser.parse_args(argv)
     out_dir = args.out_dir.resolve()
     try:
         settings = build_settings.from_env()
-    except ValueError as exc:
+        count = len(templates(args.pipelines))
+    except (ValueError, MlcpError) as exc:
         print(f"python -m workflows.build: error: {exc}", file=sys.stderr)
         return 2
     if args.check:
-        problems = differences(out_dir, settings)
+        problems = differences(out_dir, settings, args.pipelines)
         for problem in problems:
             print(problem)
         if problems:
             print("run `make yaml` to regenerate", file=sys.stderr)
             return 1
-        print(f"{len(TEMPLATES)} document(s) current in {_show(out_dir)}")
+        print(f"{count} document(s) current in {_show(out_dir)}")
         return 0
-    written = write(out_dir, settings)
+    written = write(out_dir, settings, args.pipelines)
     for path in written:
         print(f"wrote {_show(path)}")
     if not written:
-        print(f"{len(TEMPLATES)} document(s) already current in {_show(out_dir)}")
+        print(f"{count} document(s) already current in {_show(out_dir)}")
     return 0
 
 

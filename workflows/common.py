@@ -436,6 +436,40 @@ def stage_template(
     return spec, template
 
 
+def rollout_template(module: str, stage: Stage):
+    """The spec and the ``template(settings)`` builder of ``<pipeline>-rollout``: one step
+    that moves the model's weight at the router through the steps and promotes. It holds
+    the promote template's mutex (a rollout and a promotion of one model never overlap) and
+    mounts what the back ends need to load a version (it keeps the old live one warm)."""
+    from . import promote
+
+    spec = step_spec(
+        stage,
+        name=stage.template_name,
+        title=stage.title,
+        description=stage.description,
+        outputs=STAGE_OUTPUTS,
+        resources=SpecResources("100m", "512Mi", "1", "1Gi"),
+        active_deadline_seconds=4 * 3600,  # steps x step-duration, plus the loads
+    )
+    step_metrics = metrics.step_metrics(
+        stage.pipeline, stage.name, model=spec.param("model-name").reference
+    )
+
+    def template(settings: Settings | None = None) -> WorkflowTemplate:
+        return step_workflow_template(
+            spec,
+            settings=settings or Settings(),
+            synchronization=mutex(promote.MUTEX),  # the same model-name reference
+            volumes=backend_volumes(),
+            labels={PIPELINE_LABEL: stage.pipeline, STAGE_LABEL: stage.name},
+            step_metrics=step_metrics,
+        )
+
+    template.__module__ = module
+    return spec, template
+
+
 # ------------------------------------------------------------------ pipelines
 
 

@@ -1,10 +1,12 @@
 """The CV pipeline declared: its stages in chain order, its data publisher, its default model
-and how its chain summary reads. ``steps/pipelines.py`` lists it; nothing in the core does."""
+and how its chain summary reads. Registered as an entry point of ``mlcp.pipelines``
+(pyproject.toml), found through ``steps/pipelines.py``; nothing in the core imports it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .. import rollout
 from ..datasets import BASE_VARIANT
 from ..declare import DataConfig, Pipeline, option
 from . import PIPELINE, data, deploy, drift, evaluate, perftest, reproduce, train
@@ -51,6 +53,7 @@ CV = Pipeline(
     reproduce=reproduce.reproduce,
     data_config=CvDataConfig,
     drift=drift.STAGE,
+    rollout=rollout.stage(PIPELINE),
     serving="triton",
     model_description=(
         "An image classifier: ResNet-18 (torchvision) trained on a versioned image set (by "

@@ -37,6 +37,14 @@ class TritonBackend:
     # The model repository is reached through $MLCP_TRITON_REPOSITORY (a local folder or an
     # s3:// prefix): in the cluster it is S3, so no volume is needed.
     volumes: tuple[Volume, ...] = ()
+    # The router splits Triton's HTTP paths by slot (steps/router.py)
+    router_protocol = "v2"
+
+    def router_upstreams(self) -> list[str]:
+        """Where the router sends a slot's requests: each entry of the replicas variable as
+        it is written (a headless Service's name, which Envoy resolves to every pod and keeps
+        resolving), else the one Triton URL."""
+        return triton.listed_addresses() or [triton.Triton().url]
 
     def load_live(self, client, model: str, version: str, slot: str | None = None) -> None:
         """Write the version's entry into ``slot`` (default ``<model>-live``), load it on every

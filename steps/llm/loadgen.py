@@ -1,7 +1,7 @@
 """A bounded, headless locust run of streaming completions, in its own process:
 ``python -m steps.llm.loadgen``.
 
-Like :mod:`steps.cv.loadgen` (locust patches the standard library with gevent, so it runs
+Like :mod:`steps.v2load` (locust patches the standard library with gevent, so it runs
 apart from the step). Each ``--model`` (a vLLM slot; one, or two for an A/B run: the
 challenger and the champion) gets ``--users`` users of its own, all in the same locust run:
 the slots' requests interleave on the same server for the same ``--duration`` seconds, and

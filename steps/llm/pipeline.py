@@ -1,10 +1,12 @@
 """The LLM pipeline declared: its stages in chain order, its data publisher, its default model
-and how its chain summary reads. ``steps/pipelines.py`` lists it; nothing in the core does."""
+and how its chain summary reads. Registered as an entry point of ``mlcp.pipelines``
+(pyproject.toml), found through ``steps/pipelines.py``; nothing in the core imports it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .. import rollout
 from ..datasets import BASE_VARIANT
 from ..declare import DataConfig, Pipeline, option
 from . import PIPELINE, data, deploy, drift, evaluate, perftest, reproduce, train
@@ -68,6 +70,7 @@ LLM = Pipeline(
     reproduce=reproduce.reproduce,
     data_config=LlmDataConfig,
     drift=drift.STAGE,
+    rollout=rollout.stage(PIPELINE),
     genai=(evaluate.STAGE.name,),  # its runs are the judged answers, each a trace
     serving="vllm",
     model_description=(

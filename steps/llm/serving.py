@@ -33,6 +33,27 @@ class VLLMBackend:
 
     name = "vllm"
     volumes: tuple[Volume, ...] = (ADAPTER_VOLUME,)
+    # The router reads the model from the OpenAI JSON body and rewrites it (steps/router.py)
+    router_protocol = "openai"
+
+    def router_upstreams(self) -> list[str]:
+        """Where the router sends a slot's requests: each entry of the replicas variable as
+        it is written (a headless Service's name, which Envoy resolves to every pod), else
+        the one vLLM URL."""
+        import os
+
+        from .. import settings
+        from ..serving import vllm
+
+        listed = os.environ.get(vllm.REPLICAS_VAR, "").strip()
+        if not listed:
+            return [vllm.replica_urls()[0]]
+        entries = (e.strip() for e in listed.split(","))
+        return [
+            settings.server_url(e, vllm.REPLICAS_VAR, "vLLM", vllm.REPLICAS_VAR)
+            for e in entries
+            if e
+        ]
 
     def load_live(self, client, model: str, version: str, slot: str | None = None) -> None:
         """Point ``slot`` (default ``<model>-live``) at the version on every replica, after

@@ -79,6 +79,50 @@ class ServingBackend(Protocol):
 
 METHODS = ("load_live", "served")
 
+SERVICES_GROUP = "mlcp.services"  # the entry-point group of the servers the local stack runs
+
+
+@runtime_checkable
+class StackService(Protocol):
+    """A server the local stack starts beside its own (``mlcp stack up --services <name>``),
+    registered in the entry-point group ``mlcp.services`` by the package that serves with it.
+
+    ``name`` is the service's name and the serving back end it runs (so that ``stack up``
+    syncs that back end's models after starting it); ``default_port`` its HTTP port unless
+    ``--ports`` says otherwise; ``health`` the path that answers (2xx-4xx) once it serves;
+    ``start_timeout`` the seconds it may take to become healthy (a first start may build its
+    environment: see :mod:`steps.serving.envs`)."""
+
+    name: str
+    default_port: int
+    health: str
+    start_timeout: float
+
+    def command(self, port: int, home) -> tuple[list[str], dict[str, str], dict]:
+        """The server's argv and process environment, and what the stack keeps about it (its
+        ``extra``: other ports, its repository), for port ``port`` in the stack folder
+        ``home`` (a :class:`~pathlib.Path`)."""
+        ...
+
+    def env(self, url: str, extra: dict) -> dict[str, str]:
+        """The variables the steps read to reach the server at ``url``."""
+        ...
+
+
+def stack_services() -> dict[str, StackService]:
+    """Every server registered for the local stack, by name (each imported)."""
+    found: dict[str, StackService] = {}
+    for point in entry_points(group=SERVICES_GROUP):
+        if point.name in found:
+            continue
+        try:
+            found[point.name] = point.load()
+        except Exception as exc:
+            raise MlcpError(
+                f"stack service {point.name!r} ({point.value}) cannot be imported: {exc}"
+            ) from exc
+    return dict(sorted(found.items()))
+
 
 def problems(candidate: object, name: str | None = None) -> list[str]:
     """Why ``candidate`` is not a usable :class:`ServingBackend` registered as ``name``

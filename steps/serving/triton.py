@@ -734,6 +734,13 @@ class Triton:
 # ----------------------------------------------------------------------------- replicas
 
 
+def listed_addresses() -> list[str]:
+    """``host:port`` (HTTP) of each entry of ``$MLCP_TRITON_REPLICAS`` as written, names
+    unresolved (what a router resolves itself); empty when the variable is unset."""
+    listed = os.environ.get(REPLICAS_ENV, "").strip()
+    return [f"{host}:{port}" for _, host, port, _ in _entries(listed)] if listed else []
+
+
 def _entries(text: str) -> list[tuple[str, str, str, str]]:
     """``$MLCP_TRITON_REPLICAS`` parsed: (scheme, host, http port, grpc port or "")."""
     found = []

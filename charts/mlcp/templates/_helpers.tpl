@@ -61,6 +61,10 @@ app.kubernetes.io/part-of: mlflow-control-plane
 {{- printf "%s-triton" (include "mlcp.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{- define "mlcp.routerName" -}}
+{{- printf "%s-router" (include "mlcp.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "mlcp.vllmName" -}}
 {{- printf "%s-vllm" (include "mlcp.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}

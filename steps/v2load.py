@@ -1,15 +1,15 @@
-"""A bounded, headless locust run in its own process: ``python -m steps.cv.loadgen``.
+"""A bounded, headless locust run in its own process: ``python -m steps.v2load``.
 
 Locust patches the standard library with gevent when imported, so it runs in a process of its
 own rather than inside a step that already holds MLflow and HTTP clients. Each ``--target``
-(a Triton slot: its label, request path and prepared JSON body; one, or two for an A/B run:
-the challenger and the champion) gets ``--users`` users of its own, all in the same locust
-run: the slots' requests interleave on the same server for the same ``--duration`` seconds
-(both bounded), each user POSTing its slot's body with no pause. Every answered request's
-latency is kept, and counted in the second (since the start) it completed, per slot. It
-prints progress every second and writes its statistics as JSON to ``--out``: per slot, the
-summary figures, the raw per-request latencies and the per-second request counts (what
-steps/paired.py resamples).
+(a slot of a V2-protocol server, Triton or MLServer: its label, request path and prepared
+JSON body; one, or two for an A/B run: the challenger and the champion) gets ``--users``
+users of its own, all in the same locust run: the slots' requests interleave on the same
+server for the same ``--duration`` seconds (both bounded), each user POSTing its slot's
+body with no pause. Every answered request's latency is kept, and counted in the second
+(since the start) it completed, per slot. It prints progress every second and writes its
+statistics as JSON to ``--out``: per slot, the summary figures, the raw per-request
+latencies and the per-second request counts (what steps/paired.py resamples).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 import time
 
-from .. import loadgen
+from . import loadgen
 
 MAX_TARGETS = 2
 

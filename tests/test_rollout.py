@@ -1,0 +1,388 @@
+"""The router and gradual rollouts, on a real Envoy (the stack's ``router`` service, one per
+session) in front of the session's real Triton replicas and MLflow.
+
+Clients call ``/v2/models/<model>/infer`` at the router and read which version answered
+from Triton's own answer. Real ``mlcp cv rollout`` and ``mlcp rollback`` processes drive it;
+nothing is faked. A failing challenger is a version whose network cannot take the inputs
+the slot declares (onnxruntime fails every request): an error on inference, as a slow
+export would give.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+
+import pytest
+
+from steps import router, stack
+from steps.contract import previous_slot, staged_slot
+
+from . import switching
+from .conftest import run_mlcp, unique
+from .test_triton import CLASSES, SIZE, export
+
+
+@pytest.fixture(scope="session")
+def router_stack(stack_env):
+    """The stack's router (Envoy) started in the session's stack folder on a free port; the
+    session's ``stack.down`` stops it."""
+    started = time.monotonic()
+    values = stack.up(stack_env["home"], services=["router"], ports={"router": stack.free_port()})
+    print(f"router ready on {values[router.URL_ENV]} in {time.monotonic() - started:.1f} s")
+    for key in (router.URL_ENV, router.STATS_ENV, router.CONFIG_DIR_ENV):
+        os.environ[key] = values[key]
+    return values
+
+
+def _slow_onnx(path) -> None:
+    """A net that takes the slot's inputs but computes ~100 times more than the others."""
+    import torch
+
+    torch.manual_seed(3)
+    width = 128
+    net = torch.nn.Sequential(
+        torch.nn.Upsample(scale_factor=4),  # 64x64 images inside: small weights, much work
+        torch.nn.Conv2d(3, width, 3, padding=1),
+        *(torch.nn.Conv2d(width, width, 3, padding=1) for _ in range(3)),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(width, CLASSES),
+    ).eval()
+    export(net, path)
+
+
+def _add_version(client, name: str, onnx_path) -> str:
+    experiment = client.get_experiment_by_name("test/deploy")
+    run = client.create_run(experiment.experiment_id, run_name=f"{name}-slow")
+    client.log_artifact(run.info.run_id, str(onnx_path), "onnx")
+    client.set_terminated(run.info.run_id)
+    made = client.create_model_version(name, f"{run.info.artifact_uri}/onnx", run.info.run_id)
+    tags = {
+        "mlcp.onnx_uri": f"runs:/{run.info.run_id}/onnx/model.onnx",
+        "mlcp.image_size": str(SIZE),
+        "mlcp.num_classes": str(CLASSES),
+        "mlcp.triton_backend": "python",
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(name, str(made.version), key, value)
+    return str(made.version)
+
+
+@pytest.fixture(scope="module")
+def routed(router_stack, client, tmp_path_factory):
+    """A Triton-served model: v1 live, v2 benchmarked and loaded in the staged slot, v3 a
+    much slower version (registered, not loaded)."""
+    from steps import promote
+    from steps.cv.serving import TRITON
+
+    name = unique("rollout-cv")
+    folder = tmp_path_factory.mktemp("rollout-onnx")
+    switching.register_onnx_versions(client, folder, name, seeds=(1, 2))
+    client.set_registered_model_alias(name, "benchmarked", "1")
+    promote.promote(name, "benchmarked", "live", reason="rollout test: v1 live")
+    client.set_registered_model_alias(name, "benchmarked", "2")
+    client.set_registered_model_alias(name, "staged", "2")
+    TRITON.load_live(client, name, "2", staged_slot(name))
+    _slow_onnx(folder / "model.onnx")
+    slow = _add_version(client, name, folder / "model.onnx")
+    _shift(client, name, 0)  # routed at the router, all traffic on live
+    return {"name": name, "slow": slow}
+
+
+class Load:
+    """Client threads calling the model's stable name at the router without pause; each
+    answer's version, or the failure."""
+
+    def __init__(self, model: str, threads: int = 3):
+        self.url = f"{os.environ[router.URL_ENV]}/v2/models/{model}/infer"
+        data = [0.5] * (3 * SIZE * SIZE)
+        self.body = json.dumps(
+            {
+                "inputs": [
+                    {"name": "input", "shape": [1, 3, SIZE, SIZE], "datatype": "FP32", "data": data}
+                ]
+            }
+        ).encode()
+        self.answers: list[str] = []
+        self.timed: list[tuple[float, float, str]] = []  # (sent, answered, version)
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            request = urllib.request.Request(self.url, data=self.body, method="POST")
+            request.add_header("Content-Type", "application/json")
+            sent = time.monotonic()
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    answer = json.loads(response.read())["model_version"]
+            except urllib.error.HTTPError as exc:
+                answer = f"failed {exc.code}"
+            except OSError as exc:
+                answer = f"failed {exc}"
+            self.timed.append((sent, time.monotonic(), answer))
+            self.answers.append(answer)
+
+    def __enter__(self) -> Load:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+
+    def wait(self, count: int, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.answers) < count:
+            assert time.monotonic() < deadline, f"only {len(self.answers)} answers in {timeout} s"
+            time.sleep(0.05)
+
+
+def _route(name: str):
+    from steps import moves
+    from steps.cv.serving import TRITON
+
+    return moves.route_for(name, TRITON, staged_slot(name))
+
+
+def _shift(client, name: str, weight: int) -> float:
+    from steps import moves
+
+    return moves.shift(
+        client, name, _route(name), weight, reason="test", champion="1", challenger="2"
+    )
+
+
+def _aliases(client, name: str) -> dict[str, str]:
+    return {a: str(v) for a, v in client.get_registered_model(name).aliases.items()}
+
+
+def test_weights_are_applied_and_seen_per_version(routed, client):
+    # given the model routed at 30% to its staged slot (v2)
+    name = routed["name"]
+    _shift(client, name, 0)
+    took = _shift(client, name, 30)
+    assert router.applied()[name] == (30, staged_slot(name))
+    assert took < 5, f"the router took {took:.2f} s to report the new weight"
+    clusters = [router.cluster_name(name, "canary"), router.cluster_name(name, "live")]
+    time.sleep(router.STATS_FLUSH_S * 1.2)
+    before = router.cluster_stats(clusters)
+    # when clients call the model's stable name
+    with Load(name) as load:
+        load.wait(400)
+    seen = Counter(load.answers)
+    time.sleep(router.STATS_FLUSH_S * 1.2)
+    after = router.cluster_stats(clusters)
+    # then about 30% reach v2, none fail, and the router counted each version's requests
+    total = len(load.answers)
+    assert set(seen) <= {"1", "2"}, seen
+    assert abs(seen["2"] / total - 0.30) < 0.08, seen
+    canary = after[clusters[0]].minus(before[clusters[0]])
+    live = after[clusters[1]].minus(before[clusters[1]])
+    assert (canary.completed, live.completed) == (seen["2"], seen["1"])
+    assert len(canary.latencies_ms()) == seen["2"]
+    _shift(client, name, 0)
+
+
+def test_a_restarted_router_keeps_its_weights(routed, client, stack_env):
+    # given a weight of 40
+    name = routed["name"]
+    _shift(client, name, 40)
+    service = stack._load_state(stack_env["home"])["router"]
+    # when the router is killed and the stack starts it again (nobody sets a weight)
+    stack._kill(service)
+    assert not router.ready()
+    stack.up(stack_env["home"], services=["router"])
+    # then it routes as recorded
+    assert router.applied()[name] == (40, staged_slot(name))
+    with Load(name) as load:
+        load.wait(150)
+    assert set(Counter(load.answers)) == {"1", "2"}, Counter(load.answers)
+    _shift(client, name, 0)
+
+
+def test_a_weight_changed_by_hand_is_reported_and_repaired(routed, client):
+    # given the router at the recorded 0%, then its files changed by hand to 60%
+    name = routed["name"]
+    _shift(client, name, 0)
+    store = router.FolderStore(os.environ[router.CONFIG_DIR_ENV])
+    routes = store.read()
+    routes[name].weight = 60
+    store.write(routes)
+    router.wait_applied({name: routes[name]})
+    # then the serving check and the audit report it
+    check = run_mlcp("serving", "check", "--model-name", name)
+    assert check.code == 3, check.out + check.err
+    assert "DRIFT" in check.out and "traffic=0% to" in check.out and "60% to" in check.out
+    audit = run_mlcp("audit", "--model-name", name)
+    assert audit.code == 3 and "60% to" in audit.out, audit.out + audit.err
+    # and the sync writes the recorded weight back, recorded as a sync
+    sync = run_mlcp("serving", "sync", "--model-name", name, "--reason", "test")
+    assert sync.code == 0, sync.err
+    assert router.applied()[name][0] == 0
+    assert run_mlcp("serving", "check", "--model-name", name).code == 0
+    from steps import moves
+
+    last = moves.history(client, name, "traffic")[-1]
+    assert (last.action, last.from_weight, last.to_weight) == ("sync", "60", "0")
+
+
+def test_bad_input_and_a_router_down_move_nothing(routed, client):
+    name = routed["name"]
+    before = _aliases(client, name)
+    for steps in ("25,5", "5,150", "0,50", "a"):
+        result = run_mlcp("cv", "rollout", "--model-name", name, "--steps", steps)
+        assert result.code == 2, (steps, result.err)
+    result = run_mlcp("cv", "rollout", "--model-name", unique("nope"), "--step-duration", "1")
+    assert result.code == 2 and "nope" in result.err
+    result = run_mlcp("cv", "rollout", "--model-name", name, "--champion-alias", "evaluated")
+    assert result.code == 2 and "no champion" in result.err, result.err
+    dead = f"http://127.0.0.1:{stack.free_port()}"
+    result = run_mlcp(
+        "cv",
+        "rollout",
+        "--model-name",
+        name,
+        "--step-duration",
+        "1",
+        env={router.STATS_ENV: dead},
+    )
+    assert result.code == 1 and "router does not answer" in result.err, result.err
+    promote = ("promote", "--source-alias", "benchmarked", "--target-alias", "live")
+    result = run_mlcp(*promote, "--model-name", name, env={router.STATS_ENV: dead})
+    assert result.code == 1 and "nothing was moved" in result.err, result.err
+    assert _aliases(client, name) == before
+    assert router.applied()[name][0] == 0
+
+
+def test_a_rollout_stopped_mid_step_sets_the_weight_back(routed, client):
+    import signal
+    import subprocess
+    import sys
+
+    from steps import moves
+
+    from .conftest import ROOT
+
+    # given a rollout holding 50% in a long step
+    name = routed["name"]
+    before = _aliases(client, name)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "steps.cli", "cv", "rollout", "--model-name", name,
+         "--steps", "50,100", "--step-duration", "120"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while router.applied().get(name, (0, ""))[0] != 50:
+        assert time.monotonic() < deadline and process.poll() is None, process.stderr.read()
+        time.sleep(0.1)
+    # when Argo (its deadline) stops it
+    process.send_signal(signal.SIGTERM)
+    code = process.wait(timeout=60)
+    # then it set the weight back to 0, recorded, and moved no alias
+    assert code == 128 + signal.SIGTERM, process.stderr.read()
+    assert router.applied()[name][0] == 0
+    last = moves.history(client, name, "traffic")[-1]
+    assert (last.from_weight, last.to_weight) == ("50", "0") and "stopped" in last.reason
+    assert _aliases(client, name) == before
+
+
+def test_a_failing_step_sets_the_weight_back_and_moves_nothing(routed, client):
+    from steps import moves
+    from steps.cv.serving import TRITON
+
+    # given a much slower challenger, loaded in the staged slot
+    name, slow = routed["name"], routed["slow"]
+    client.set_registered_model_alias(name, "benchmarked", slow)
+    TRITON.load_live(client, name, slow, staged_slot(name))
+    before = _aliases(client, name)
+    try:
+        with Load(name) as load:
+            load.wait(20)
+            started = time.monotonic()
+            result = run_mlcp(
+                "cv",
+                "rollout",
+                "--model-name",
+                name,
+                "--steps",
+                "20,100",
+                "--step-duration",
+                "3",
+                "--min-requests",
+                "10",
+                "--reason",
+                "test",
+            )
+            took = time.monotonic() - started
+    finally:
+        client.set_registered_model_alias(name, "benchmarked", "2")
+        TRITON.load_live(client, name, "2", staged_slot(name))
+    # then the first step fails (exit 3), the weight is 0 again, live did not move
+    assert result.code == 3, result.err[-3000:]
+    assert "gate rollout-p95: fail" in result.err, result.err[-3000:]
+    assert took < 30
+    assert router.applied()[name][0] == 0
+    assert _aliases(client, name)["live"] == before["live"]
+    shifts = [r for r in moves.history(client, name, "traffic") if r.action == "shift"]
+    assert [(r.from_weight, r.to_weight) for r in shifts[-2:]] == [("0", "20"), ("20", "0")]
+    assert "failed rollout-p95" in shifts[-1].reason
+    tags = client.get_model_version(name, slow).tags
+    assert tags["mlcp.gate.rollout-p95.verdict"] == "fail"
+    run = client.get_run(tags["mlcp.gate.rollout-p95.run_id"])
+    assert run.data.metrics["ci_low"] > 1.5
+    assert not [a for a in load.answers if a.startswith("failed")]
+
+
+def test_a_rollout_promotes_and_a_rollback_flips_to_the_warm_version(routed, client):
+
+    # given v1 live and v2 benchmarked, under client load
+    name = routed["name"]
+    with Load(name) as load:
+        load.wait(20)
+        result = run_mlcp(
+            "cv",
+            "rollout",
+            "--model-name",
+            name,
+            "--steps",
+            "10,50,100",
+            "--step-duration",
+            "3",
+            "--min-requests",
+            "10",
+            "--reason",
+            "test",
+            timeout=180,
+        )
+        # then every step passed and v2 went live, with v1 kept warm in the previous slot
+        assert result.code == 0, result.err[-3000:]
+        assert _aliases(client, name)["live"] == "2"
+        assert _aliases(client, name)["previous"] == "1"
+        assert router.applied()[name] == (0, previous_slot(name))
+        # when the rollback runs
+        started = time.monotonic()
+        result = run_mlcp("rollback", "--model-name", name, "--reason", "test flip")
+        assert result.code == 0, result.err[-3000:]
+        count = len(load.answers)
+        load.wait(count + 30)
+    assert "flipped to" in result.err, result.err
+    assert not [a for a in load.answers if a.startswith("failed")]
+    # every client gets the restored version from the flip on: the last answer of another
+    # version to a request sent after the command started
+    late = [done for sent, done, v in load.timed if sent >= started and v != "1"]
+    restored = (max(late) if late else started) - started
+    print(f"rollback by flip: every client answered by v1 {restored:.2f} s after the start")
+    assert restored < 5.0
+    assert set(load.answers[count + 5 :]) == {"1"}, Counter(load.answers[count:])
+    assert _aliases(client, name)["live"] == "1"
+    history = run_mlcp("history", "--model-name", name)
+    assert "shift" in history.out and "100%" in history.out, history.out

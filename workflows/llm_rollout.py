@@ -1,0 +1,17 @@
+"""llm-rollout: reads ``benchmarked`` (the challenger) and ``live`` (the champion) and writes
+``live`` (and ``previous``) when every step of live traffic passed.
+
+One container step running ``mlcp llm rollout`` (steps/rollout.py): the challenger's share
+of the model's traffic at the router moves through the steps (5, 25, 50, 100 by default),
+each step judged on its own live traffic against the champion's; all pass: the promote path
+moves ``live``; one fails: the weight goes back to 0 and the step exits 3. It holds the
+promote template's mutex for the model.
+"""
+
+from __future__ import annotations
+
+from steps.llm.pipeline import LLM
+
+from .common import rollout_template
+
+SPEC, template = rollout_template(__name__, LLM.rollout)

@@ -1,0 +1,69 @@
+"""plugin: reads a pipeline's aliases and writes them, as its declaration says: the templates
+of a pipeline installed as a package of its own, built from its declaration alone.
+
+A pipeline registered in the entry-point group ``mlcp.pipelines`` that has no template
+modules here (``workflows/<name>_pipeline.py``, as cv and llm have) gets the same documents
+from its :class:`~steps.declare.Pipeline`: one ``<name>-<stage>`` WorkflowTemplate per stage
+(the first, its training, labelled for the chart's training placement), ``<name>-pipeline``
+(the chain of ``templateRef`` steps, then promote), and ``<name>-drift`` with the suspended
+``<name>-retrain`` CronWorkflow when it declares drift statistics. Resources are one modest
+size for every step (a tabular model trains on a CPU in seconds); the declaration's
+``resources`` overrides them.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from steps.declare import Pipeline
+
+from . import promote
+from .common import pipeline_template, retrain_cron_workflow, stage_template
+from .settings import Settings
+from .specs import DRIFT_OUTPUTS
+
+RESOURCES = ("250m", "512Mi", "1", "1Gi")  # CPU request, memory request, CPU and memory limit
+DEADLINE = 1800
+RETRAIN_SCHEDULE = "0 5 * * 1"  # an hour after llm-retrain
+
+
+def templates(pipeline: Pipeline) -> tuple:
+    """The ``template(settings)`` builders of ``pipeline``'s documents, in chain order."""
+    resources = tuple(getattr(pipeline, "resources", None) or RESOURCES)
+    stages = []
+    for index, stage in enumerate(pipeline.stages):
+        spec, template = stage_template(
+            __name__, stage, resources, deadline=DEADLINE, training=index == 0
+        )
+        stages.append((SimpleNamespace(SPEC=spec), template))
+    chain, chain_template = pipeline_template(
+        __name__, pipeline, tuple(module for module, _ in stages), promote
+    )
+    built = [template for _, template in stages] + [chain_template]
+    if pipeline.drift is not None:
+        drift, drift_template = stage_template(
+            __name__, pipeline.drift, resources, deadline=900, outputs=DRIFT_OUTPUTS
+        )
+
+        def retrain(settings: Settings | None = None):
+            settings = settings or Settings()
+            return retrain_cron_workflow(
+                f"{pipeline.name}-retrain",
+                chain,
+                drift,
+                title=f"{pipeline.name}: retraining on drift or new data",
+                description=(
+                    f"On '{RETRAIN_SCHEDULE}' ({settings.retrain_timezone}) runs {drift.name} "
+                    f"for {pipeline.default_model}, then the {pipeline.name} chain when it says "
+                    "so; installed suspended (argo cron resume)."
+                ),
+                schedule=RETRAIN_SCHEDULE,
+                timezone=settings.retrain_timezone,
+                suspend=True,
+                model_name=pipeline.default_model,
+                settings=settings,
+            )
+
+        retrain.__module__ = __name__
+        built += [drift_template, retrain]
+    return tuple(built)
