@@ -50,6 +50,8 @@ def pipeline_templates(pipeline) -> tuple[Builder, ...]:
     if importlib.util.find_spec(f"{__package__}.{prefix}_pipeline") is None:
         return plugin.templates(pipeline)
     names = [s.name.replace("-", "_") for s in pipeline.stages] + ["pipeline"]
+    if pipeline.rollout is not None:
+        names.append("rollout")
     if pipeline.drift is not None:
         names += ["drift", "retrain"]
     modules = [importlib.import_module(f"{__package__}.{prefix}_{n}") for n in names]
