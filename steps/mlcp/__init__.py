@@ -14,7 +14,8 @@ without notice, and a test fails when an example or a tutorial imports it
 - the contract: the chain's aliases, the tag keys and slot names (:mod:`contract`);
 - the errors: :class:`BadInput` (exit 2), :class:`MlcpError` (exit 1);
 - the serving back-end protocol: :class:`ServingBackend`, :class:`Served`, :class:`Volume`,
-  :class:`StackService`, and the serving environments' helpers (:mod:`envs`);
+  :class:`StackService`, :func:`each_address` (a headless Service's name as each replica
+  behind it), and the serving environments' helpers (:mod:`envs`);
 - data and lineage: :class:`DataRead`, :mod:`lineage`, :mod:`datasets`, and
   :func:`download` (an artifact through whichever client a step was given);
 - what a training records: :mod:`tracking`, :mod:`describe`, :mod:`provenance`;
@@ -44,7 +45,7 @@ from steps.lineage import DataRead
 from steps.reproduce import Request, recorded_params
 from steps.rest import download
 from steps.serving import envs
-from steps.serving.backend import Served, ServingBackend, StackService, Volume
+from steps.serving.backend import Served, ServingBackend, StackService, Volume, each_address
 from steps.stage import (
     Champion,
     Reporter,
@@ -78,6 +79,7 @@ __all__ = [
     "data_source",
     "datasets",
     "describe",
+    "each_address",
     "download",
     "drift",
     "envs",

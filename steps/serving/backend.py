@@ -19,6 +19,8 @@ Standard library only.
 from __future__ import annotations
 
 import inspect
+import socket
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -40,6 +42,30 @@ class Volume:
     name: str
     claim: str
     mount_path: str
+
+
+def each_address(url: str) -> list[str]:
+    """One URL per IPv4 address the URL's host resolves to: a headless Service's name stands
+    for every replica behind it, so a step that must reach each of them (a load, a check)
+    expands it here. A name such as ``localhost`` that also resolves to ::1 is still one
+    server; an IP address, or a name that does not resolve here, is kept as it is (the call
+    then says it is not reachable)."""
+    parsed = urllib.parse.urlsplit(url)
+    host, port = parsed.hostname or "", parsed.port
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+        return [url]  # an address already
+    except OSError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, port or 80, socket.AF_INET, socket.SOCK_STREAM)
+    except OSError:
+        return [url]
+    addresses = sorted({info[4][0] for info in infos})
+    if len(addresses) <= 1:
+        return [url]
+    netloc = lambda a: f"{a}:{port}" if port else a  # noqa: E731
+    return [urllib.parse.urlunsplit(parsed._replace(netloc=netloc(a))) for a in addresses]
 
 
 @dataclass(frozen=True)

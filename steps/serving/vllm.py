@@ -37,7 +37,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -51,7 +50,7 @@ from .. import settings
 from ..errors import BadInput, MlcpError
 from ..llm import BASE_MODEL_TAG, BASE_REVISION_TAG, HIDDEN_SIZE_TAG
 from ..stage import say
-from . import envs, openai_client, vllm_launch
+from . import backend, envs, openai_client, vllm_launch
 
 LIVE_TIMEOUT = 3.0
 REQUEST_TIMEOUT = 120.0
@@ -311,34 +310,12 @@ def replica_urls(url: str | None = None) -> list[str]:
         if not entry:
             continue
         one = settings.server_url(entry, REPLICAS_VAR, "vLLM", REPLICAS_VAR)
-        for expanded in _expand(one):
+        for expanded in backend.each_address(one):
             if expanded not in found:
                 found.append(expanded)
     if not found:
         raise BadInput(f"{REPLICAS_VAR}={listed!r} names no vLLM server")
     return found
-
-
-def _expand(url: str) -> list[str]:
-    """One URL per address a host name resolves to (IPv4: a name such as ``localhost`` that
-    also resolves to ::1 is still one server); an IP address, or a name that does not
-    resolve here, is kept as it is (the load then says it is not reachable)."""
-    parsed = urllib.parse.urlsplit(url)
-    host, port = parsed.hostname or "", parsed.port
-    try:
-        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
-        return [url]  # an address already
-    except OSError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, port or 80, socket.AF_INET, socket.SOCK_STREAM)
-    except OSError:
-        return [url]
-    addresses = sorted({info[4][0] for info in infos})
-    if len(addresses) <= 1:
-        return [url]
-    netloc = lambda a: f"{a}:{port}" if port else a  # noqa: E731
-    return [urllib.parse.urlunsplit(parsed._replace(netloc=netloc(a))) for a in addresses]
 
 
 def replicas(url: str | None = None, timeout: float = REQUEST_TIMEOUT) -> list[VLLM]:

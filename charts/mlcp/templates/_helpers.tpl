@@ -61,6 +61,19 @@ app.kubernetes.io/part-of: mlflow-control-plane
 {{- printf "%s-triton" (include "mlcp.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{- define "mlcp.mlserverName" -}}
+{{- printf "%s-mlserver" (include "mlcp.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "mlcp.mlserverReplicasName" -}}
+{{- printf "%s-replicas" (include "mlcp.mlserverName" . | trunc 54 | trimSuffix "-") }}
+{{- end }}
+
+{{- /* The claim and mount of MLServer's repository as the generated templates declare them
+(mlcp_tabular.serving's Volume). */ -}}
+{{- define "mlcp.generatedMlserverClaim" -}}mlcp-mlserver-models{{- end }}
+{{- define "mlcp.mlserverMount" -}}/mlserver-models{{- end }}
+
 {{- define "mlcp.routerName" -}}
 {{- printf "%s-router" (include "mlcp.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}

@@ -12,7 +12,8 @@ client of its V2 and repository APIs.
   ``model-settings.json``, which names the version the slot serves: the desired state. A
   restarted MLServer loads every slot at that version with nobody acting.
 - **Replicas** (``$MLCP_MLSERVER_URLS``, comma-separated; else ``$MLCP_MLSERVER_URL``): each
-  reads the same repository; a switch loads on every one.
+  reads the same repository; a switch loads on every one. A name that resolves to several
+  addresses (the chart's headless Service) stands for each of them.
 - **Control API**: MLServer has no key for its repository API (load, unload): anyone who
   reaches its port can switch a slot. The local stack binds it to 127.0.0.1 only; in a
   cluster a NetworkPolicy must admit only the step pods to it.
@@ -28,7 +29,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from mlcp import MlcpError, Served, envs, say
+from mlcp import MlcpError, Served, each_address, envs, say
 
 REQUIREMENTS = (
     "mlserver==1.7.1",
@@ -188,7 +189,9 @@ def urls() -> list[str]:
     found = os.environ.get(URLS_VAR) or os.environ.get(URL_VAR)
     if not found:
         raise MlcpError(f"{URL_VAR} is not set: run `mlcp stack up --services ...,mlserver`")
-    return [u.strip() for u in found.split(",") if u.strip()]
+    listed = [u.strip().rstrip("/") for u in found.split(",") if u.strip()]
+    # a headless Service's name (the chart's MLCP_MLSERVER_URLS) stands for every replica
+    return list(dict.fromkeys(u for entry in listed for u in each_address(entry)))
 
 
 def fleet() -> list[MLServer]:

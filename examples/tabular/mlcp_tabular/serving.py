@@ -20,8 +20,12 @@ from . import MODEL_DIR_TAG, SERVING, server
 
 class MLServerBackend:
     name = SERVING
-    # The repository is a folder every replica and the steps share ($MLCP_MLSERVER_REPOSITORY).
-    volumes: tuple[Volume, ...] = ()
+    # The repository is a folder every replica and the steps share ($MLCP_MLSERVER_REPOSITORY):
+    # in a cluster this claim (the chart's mlserver.repository), mounted where the chart's
+    # MLServer pods mount it.
+    volumes: tuple[Volume, ...] = (
+        Volume(name="mlserver-models", claim="mlcp-mlserver-models", mount_path="/mlserver-models"),
+    )
 
     def load_live(self, client, model: str, version: str, slot: str | None = None) -> None:
         version = str(version)
