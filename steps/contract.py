@@ -61,6 +61,13 @@ GPU_TAG = TAG_PREFIX + "gpu"  # the GPU torch sees (provenance); a cuda training
 # model the run loaded (+ the input's name, e.g. base_model): a model hub commit (40 hex), or
 # sha256:<digest> of the folder or .tar it read
 REVISION_TAG_PREFIX = TAG_PREFIX + "revision."
+# on an adapter's version: the base model it was trained on, its pinned revision (above, input
+# base_model) and the hidden size it was made for; a serving back end that loads adapters
+# checks them against the base it serves before it loads one (steps/serving/vllm.py)
+BASE_MODEL_TAG = TAG_PREFIX + "base_model"
+BASE_INPUT = "base_model"
+BASE_REVISION_TAG = REVISION_TAG_PREFIX + BASE_INPUT
+HIDDEN_SIZE_TAG = TAG_PREFIX + "hidden_size"
 # true on a run that was allowed to load a model by name without a pinned revision
 # (--allow-unpinned); false otherwise
 ALLOW_UNPINNED_TAG = TAG_PREFIX + "allow_unpinned"

@@ -333,7 +333,7 @@ class Pipeline:
     # answers, each a trace (steps/experiments.py)
     genai: tuple[str, ...] = ()
     # The serving back end of its models (their ``mlcp.serving`` tag, an entry point of
-    # steps/serving/backend.py), and what its registered models are, in words for someone
+    # steps/backends.py), and what its registered models are, in words for someone
     # who has never seen mlcp: the start of each model's description (steps/describe.py)
     serving: str = ""
     model_description: str = ""

@@ -3,7 +3,7 @@ repairs it.
 
 The registry is the desired state: ``live`` names the version the ``<model>-live`` slot must
 serve, ``staged`` the one of ``<model>-staged`` (:data:`SLOTS`). The model's serving back end
-(its ``mlcp.serving`` tag, :mod:`steps.serving.backend`) says what every replica of its
+(its ``mlcp.serving`` tag, :mod:`steps.backends`) says what every replica of its
 server serves on each slot. A replica that serves another version, none, or cannot be asked
 is *drift*: after a restart that lost a slot, a replica added later, a load made by hand.
 
@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from . import aliases, moves, rest, tracking
+from . import backends as backend
 from .contract import (
     KIND_TAG,
     LIVE,
@@ -41,7 +42,6 @@ from .contract import (
 )
 from .declare import Config, Stage, option
 from .errors import EXIT_GATE_FAILED, EXIT_OK, BadInput, MlcpError
-from .serving import backend
 
 STAGE = "serving"  # the experiment <pipeline>/serving and the command `mlcp serving ...`
 CHECK_KIND = "serving-check"  # the kind of a check's run

@@ -52,7 +52,7 @@ CORE = (
     "steps.tracking",
     "steps.traces",
     "steps.workflow_exit",
-    "steps.serving.backend",
+    "steps.backends",
     "steps.serving.openai_client",
 )
 CORE_IF_PRESENT = ("steps.stage", "steps.s3")
@@ -355,13 +355,13 @@ def test_a_package_init_that_imports_a_pipeline_leaks_into_the_core(tmp_path):
         {
             "steps/__init__.py": "",
             "steps/serving/__init__.py": "from . import triton",
-            "steps/serving/backend.py": "",
+            "steps/serving/openai_client.py": "",
             "steps/serving/triton.py": "",
         },
     )
     # then the path goes through the package
     assert [arrows(p) for p in core_to_pipeline_paths(root)] == [
-        "steps.serving.backend -> steps.serving -> steps.serving.triton"
+        "steps.serving.openai_client -> steps.serving -> steps.serving.triton"
     ]
 
 
@@ -443,7 +443,7 @@ def test_no_module_builds_openai_api_requests_by_hand(tmp_path):
 
 
 def test_every_registered_back_end_implements_the_interface():
-    from steps.serving import backend
+    from steps import backends as backend
 
     # given the back ends installed as entry points
     registered = {p.name for p in entry_points(group=backend.GROUP)}
@@ -464,8 +464,8 @@ def test_every_registered_back_end_implements_the_interface():
 
 
 def test_for_model_finds_the_back_end_by_the_serving_tag():
+    from steps import backends as backend
     from steps.contract import SERVING_TAG
-    from steps.serving import backend
 
     assert backend.for_model("m", {}) is None
     assert backend.for_model("m", {SERVING_TAG: ""}) is None
@@ -474,9 +474,9 @@ def test_for_model_finds_the_back_end_by_the_serving_tag():
 
 
 def test_an_unknown_serving_tag_is_bad_input_naming_the_known_back_ends():
+    from steps import backends as backend
     from steps.contract import SERVING_TAG
     from steps.errors import BadInput
-    from steps.serving import backend
 
     with pytest.raises(BadInput) as raised:
         backend.for_model("mnist", {SERVING_TAG: "torchserve"})
@@ -497,9 +497,9 @@ BROKEN = _NoLoad()
 
 
 def test_a_registered_object_that_is_no_back_end_is_refused_clearly(monkeypatch):
+    from steps import backends as backend
     from steps.contract import SERVING_TAG
     from steps.errors import BadInput, MlcpError
-    from steps.serving import backend
 
     # given a registration that names an object without load_live, and one that cannot import
     points = [
@@ -521,7 +521,7 @@ def test_the_core_and_the_back_ends_import_no_heavy_library():
     code = (
         "import sys\n"
         "from steps import audit, moves, promote, serving_state\n"
-        "from steps.serving import backend\n"
+        "from steps import backends as backend\n"
         "backend.known()\n"
         "print(sorted(m for m in ('mlflow', 'torch', 'numpy', 'transformers') "
         "if m in sys.modules))\n"

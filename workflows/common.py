@@ -36,10 +36,10 @@ from hera.workflows import (
 from hera.workflows import models as m
 
 from steps import secrets
+from steps.backends import Volume
 from steps.declare import Pipeline, Stage
 from steps.drift import DATA_OUTPUT, RETRAIN_OUTPUT
 from steps.provenance import IMAGE_ENV
-from steps.serving.backend import Volume
 
 from . import metrics
 from .settings import Settings
@@ -280,14 +280,14 @@ def tolerations(spec: StepSpec) -> list[m.Toleration] | None:
 
 
 def existing_volume(volume: Volume) -> ExistingVolume:
-    """A volume a serving back end declares (``steps/serving/backend.py``) as Hera's."""
+    """A volume a serving back end declares (``steps/backends.py``) as Hera's."""
     return ExistingVolume(name=volume.name, claim_name=volume.claim, mount_path=volume.mount_path)
 
 
 def backend_volumes() -> tuple[ExistingVolume, ...]:
     """Every volume a registered serving back end needs to load a version, once each, in a
     stable order: what the promote step mounts, since it may load any back end's model."""
-    from steps.serving import backend
+    from steps import backends as backend
 
     found = dict.fromkeys(v for _, b in sorted(backend.known().items()) for v in b.volumes)
     return tuple(existing_volume(v) for v in found)

@@ -49,8 +49,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import s3, settings
+from ..backends import Served
 from ..errors import BadInput, MlcpError
-from .backend import Served
 
 if TYPE_CHECKING:
     import numpy as np

@@ -48,8 +48,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import settings
+from ..contract import BASE_MODEL_TAG, BASE_REVISION_TAG, HIDDEN_SIZE_TAG
 from ..errors import BadInput, MlcpError
-from ..llm import BASE_MODEL_TAG, BASE_REVISION_TAG, HIDDEN_SIZE_TAG
 from ..stage import say
 from . import envs, openai_client, vllm_launch
 
