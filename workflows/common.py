@@ -323,6 +323,12 @@ def step_container(
     )
 
 
+def model_mutex(spec: StepSpec) -> str:
+    """The name of the mutex every template that moves a model's live traffic holds (promote,
+    rollout, serving-sync): one per model, by the step's model-name reference."""
+    return f"mlcp-promote-{spec.param('model-name').reference}"
+
+
 def mutex(name: str) -> m.Synchronization:
     """A template-level mutex (Argo v3.6+ ``mutexes`` list; the singular form is gone)."""
     return m.Synchronization(mutexes=[m.Mutex(name=name)])
@@ -441,8 +447,6 @@ def rollout_template(module: str, stage: Stage):
     that moves the model's weight at the router through the steps and promotes. It holds
     the promote template's mutex (a rollout and a promotion of one model never overlap) and
     mounts what the back ends need to load a version (it keeps the old live one warm)."""
-    from . import promote
-
     spec = step_spec(
         stage,
         name=stage.template_name,
@@ -460,7 +464,7 @@ def rollout_template(module: str, stage: Stage):
         return step_workflow_template(
             spec,
             settings=settings or Settings(),
-            synchronization=mutex(promote.MUTEX),  # the same model-name reference
+            synchronization=mutex(model_mutex(spec)),  # promote's: the same model
             volumes=backend_volumes(),
             labels={PIPELINE_LABEL: stage.pipeline, STAGE_LABEL: stage.name},
             step_metrics=step_metrics,
