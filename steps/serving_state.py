@@ -41,6 +41,7 @@ from .contract import (
     staged_slot,
 )
 from .declare import Config, Stage, option
+from .environment import MLCP_ROUTER_STATS_URL
 from .errors import EXIT_GATE_FAILED, EXIT_OK, BadInput, MlcpError
 
 STAGE = "serving"  # the experiment <pipeline>/serving and the command `mlcp serving ...`
@@ -145,14 +146,13 @@ def compare(client, model: str) -> list[Row]:
 def traffic_rows(client, model: str) -> list[Row]:
     """The router's weight for ``model`` against its last recorded weight change (none when
     the router never routed it)."""
-    import os
 
     from . import router
 
     wanted = moves.recorded_weight(client, model)
     if wanted is None:
         return []
-    where = os.environ.get(router.STATS_ENV) or "no router configured"
+    where = MLCP_ROUTER_STATS_URL.get() or "no router configured"
     expected = f"{wanted[0]}% to {wanted[1]}"
     try:
         now = router.applied().get(model)

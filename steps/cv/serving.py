@@ -12,10 +12,9 @@ Light at import time, and no ``mlflow``: the export is downloaded through the ca
 
 from __future__ import annotations
 
-import os
-
 from ..backends import Served, Volume
 from ..contract import live_slot, show_version
+from ..environment import MLCP_TRITON_REPOSITORY
 from ..errors import BadInput
 from ..serving import triton
 from ..stage import say
@@ -63,7 +62,7 @@ class TritonBackend:
                 f"{model} {show_version(version)} was never deployed (no ONNX export "
                 f"recorded): run `mlcp cv deploy` on it before it can go live"
             )
-        repository = os.environ.get("MLCP_TRITON_REPOSITORY")
+        repository = MLCP_TRITON_REPOSITORY.get()
         if not repository:
             raise BadInput("MLCP_TRITON_REPOSITORY is not set: cannot place the live version")
         slot = slot or live_slot(model)

@@ -40,12 +40,11 @@ class VLLMBackend:
         """Where the router sends a slot's requests: each entry of the replicas variable as
         it is written (a headless Service's name, which Envoy resolves to every pod), else
         the one vLLM URL."""
-        import os
-
         from .. import settings
+        from ..environment import MLCP_VLLM_REPLICAS
         from ..serving import vllm
 
-        listed = os.environ.get(vllm.REPLICAS_VAR, "").strip()
+        listed = MLCP_VLLM_REPLICAS.raw
         if not listed:
             return [vllm.replica_urls()[0]]
         entries = (e.strip() for e in listed.split(","))
