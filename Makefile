@@ -38,9 +38,10 @@ test: $(STAMP) ## run the whole test suite (it starts its own MLflow, S3 endpoin
 test-fast: $(STAMP) ## the tests that need no server (units, contracts, layout, docs, chart): a few minutes
 	@$(call PYTEST,-m "not stack")
 
-lint: $(STAMP) ## ruff check and format check
+lint: $(STAMP) ## ruff check and format check, and the import contracts (import-linter)
 	$(PY) -m ruff check steps workflows tests examples
 	$(PY) -m ruff format --check steps workflows tests examples
+	$(VENV)/bin/lint-imports --no-cache
 
 demo: $(STAMP) ## start the local stack, publish the data, run the CV chain (again: v2 live)
 	$(VENV)/bin/mlcp stack up

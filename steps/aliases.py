@@ -8,16 +8,11 @@ closed by a per-model lock in ``promote`` and by Argo's mutex in the cluster.)
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-from .contract import show_version
+from .contract import check_alias_name, show_version
 from .errors import BadInput, ConcurrentChange
 from .rest import error_code
-
-ALIAS_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,254}$")
-# ``v1``/``v2``... are reserved by MLflow as version references, never alias names.
-RESERVED_RE = re.compile(r"^[vV]\d+$")
 
 UNSET = object()  # "no expectation" for compare-and-set (``None`` means "expect unset")
 
@@ -29,15 +24,6 @@ class Ref:
 
     def __str__(self) -> str:
         return f"{self.model}@{self.alias}"
-
-
-def check_alias_name(alias: str) -> str:
-    if not ALIAS_RE.match(alias or "") or RESERVED_RE.match(alias) or alias.lower() == "latest":
-        raise BadInput(
-            f"invalid alias name {alias!r}: use letters, digits, '_' and '-', starting with a "
-            "letter ('latest' and names like 'v3' are reserved by MLflow)"
-        )
-    return alias
 
 
 def parse_ref(text: str) -> Ref:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from . import __version__, outputs
 from .contract import show_version
 from .declare import Opt, Pipeline, Stage, csv, flag_value, options
+from .environment import MLCP_DEBUG
 from .errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_GATE_FAILED, EXIT_OK, BadInput, MlcpError
 
 _LEAF = "_mlcp_parser"  # the namespace attribute naming the (sub)command that parsed last
@@ -788,7 +789,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a server that cannot be reached, a refused request, a bug
         kind = type(exc).__name__
         print(f"mlcp: error: {kind}: {exc}", file=sys.stderr)
-        if os.environ.get("MLCP_DEBUG"):
+        if MLCP_DEBUG.is_set():
             raise
         return EXIT_ERROR
 

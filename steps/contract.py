@@ -1,9 +1,13 @@
-"""The contract every stage, template and back end shares: alias names, tag keys, slot names
-and how a version is written for people. Standard library only; every other module imports
-its names from here instead of spelling them again.
+"""The contract every stage, template and back end shares: alias names (and what one may be),
+tag keys, slot names and how a version is written for people. Standard library only; every
+other module imports its names from here instead of spelling them again.
 """
 
 from __future__ import annotations
+
+import re
+
+from .errors import BadInput
 
 # ------------------------------------------------------------------ aliases (the default chain)
 
@@ -61,6 +65,13 @@ GPU_TAG = TAG_PREFIX + "gpu"  # the GPU torch sees (provenance); a cuda training
 # model the run loaded (+ the input's name, e.g. base_model): a model hub commit (40 hex), or
 # sha256:<digest> of the folder or .tar it read
 REVISION_TAG_PREFIX = TAG_PREFIX + "revision."
+# on an adapter's version: the base model it was trained on, its pinned revision (above, input
+# base_model) and the hidden size it was made for; a serving back end that loads adapters
+# checks them against the base it serves before it loads one (steps/serving/vllm.py)
+BASE_MODEL_TAG = TAG_PREFIX + "base_model"
+BASE_INPUT = "base_model"
+BASE_REVISION_TAG = REVISION_TAG_PREFIX + BASE_INPUT
+HIDDEN_SIZE_TAG = TAG_PREFIX + "hidden_size"
 # true on a run that was allowed to load a model by name without a pinned revision
 # (--allow-unpinned); false otherwise
 ALLOW_UNPINNED_TAG = TAG_PREFIX + "allow_unpinned"
@@ -144,3 +155,19 @@ def live_slot(model: str) -> str:
 def show_version(version: str | int | None) -> str:
     """``v3``, or ``unset`` for an alias that names no version (one spelling everywhere)."""
     return "unset" if version is None else f"v{version}"
+
+
+# ------------------------------------------------------------------ alias names
+
+ALIAS_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,254}$")
+# ``v1``/``v2``... are reserved by MLflow as version references, never alias names.
+RESERVED_RE = re.compile(r"^[vV]\d+$")
+
+
+def check_alias_name(alias: str) -> str:
+    if not ALIAS_RE.match(alias or "") or RESERVED_RE.match(alias) or alias.lower() == "latest":
+        raise BadInput(
+            f"invalid alias name {alias!r}: use letters, digits, '_' and '-', starting with a "
+            "letter ('latest' and names like 'v3' are reserved by MLflow)"
+        )
+    return alias

@@ -20,16 +20,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from datetime import UTC, datetime
 
 from . import lineage
+from .environment import MLCP_DATA_ROOT
 from .errors import BadInput
 
 NEWEST = "newest"  # what a reader passes instead of a URI
 POINTER_FILE = "newest.json"
 BASE_VARIANT = "base"  # the data set as published by default (no shift)
-ROOT_VARIABLE = "MLCP_DATA_ROOT"
+ROOT_VARIABLE = MLCP_DATA_ROOT.name
 
 
 def version_name(variant: str, seed: int) -> str:
@@ -39,7 +39,7 @@ def version_name(variant: str, seed: int) -> str:
 
 def data_root(given: str | None = None) -> str:
     """``given``, else ``$MLCP_DATA_ROOT``, without a trailing slash; BadInput when neither."""
-    root = (given or os.environ.get(ROOT_VARIABLE) or "").rstrip("/")
+    root = (given or MLCP_DATA_ROOT.get() or "").rstrip("/")
     if not root:
         raise BadInput(f"no data root: give --out or set {ROOT_VARIABLE} (run `mlcp stack up`)")
     return root

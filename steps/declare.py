@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .contract import CHAIN
+from .contract import CHAIN, check_alias_name
 from .errors import BadInput
 
 REQUIRED = dataclasses.MISSING
@@ -88,8 +88,6 @@ def alias_option(default: str, *, reads: bool) -> Any:
 
 def alias_name(text: str) -> str:
     """An alias flag's text, checked (ValueError with the reason when it is no alias name)."""
-    from .aliases import check_alias_name
-
     try:
         return check_alias_name(text)
     except BadInput as exc:
@@ -333,7 +331,7 @@ class Pipeline:
     # answers, each a trace (steps/experiments.py)
     genai: tuple[str, ...] = ()
     # The serving back end of its models (their ``mlcp.serving`` tag, an entry point of
-    # steps/serving/backend.py), and what its registered models are, in words for someone
+    # steps/backends.py), and what its registered models are, in words for someone
     # who has never seen mlcp: the start of each model's description (steps/describe.py)
     serving: str = ""
     model_description: str = ""

@@ -24,6 +24,9 @@ from __future__ import annotations
 
 import os
 
+from .declare import option
+from .errors import BadInput
+
 # Intra-op threads of a CPU training. 2: what every training used on a machine with 2 or
 # more cores before the count was fixed (so those versions reproduce), and a pod's usual
 # CPU limit. Results depend on the count, not on the cores that run the threads.
@@ -69,3 +72,28 @@ def recorded_threads(params: dict[str, str]) -> int:
         return max(1, int(params.get(THREADS_PARAM, CPU_THREADS)))
     except ValueError:
         return CPU_THREADS
+
+
+# ------------------------------------------------------------------ where a training runs
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` is ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without a GPU is bad
+    input (a pod scheduled without its GPU request should fail loudly, not train for hours)."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise BadInput("--device cuda: torch sees no GPU here (use --device auto or cpu)")
+    return name
+
+
+def device_option() -> str:
+    return option(
+        "auto",
+        help="where to train: auto (the GPU when the pod has one, else the CPU), cpu or cuda",
+        choices=DEVICES,
+    )

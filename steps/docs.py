@@ -11,7 +11,9 @@ declares and never written by hand.
 - ``docs/reference/exit-codes.md``: the exit codes, from ``steps/errors.py`` and the
   templates' retry rule;
 - ``docs/reference/chart-values.md``: the Helm chart's values with their ``# --`` comments;
-- ``docs/reference/public-surface.md``: the names a pipeline may import (``mlcp.__all__``).
+- ``docs/reference/public-surface.md``: the names a pipeline may import (``mlcp.__all__``);
+- ``docs/reference/environment.md``: the environment variables the steps read, from
+  ``steps/environment.py``.
 
 ``python -m steps.docs`` (``make docs``) writes the pages; ``--check`` writes nothing and
 exits 1, listing what differs, when a page is stale (a test runs the same check). The
@@ -565,6 +567,31 @@ def public_surface_page() -> str:
     return "\n".join(out) + "\n"
 
 
+def environment_page() -> str:
+    """Every environment variable the steps read, by group: its type, default and meaning."""
+    from . import environment
+
+    out = [
+        GENERATED.format(source="steps/environment.py"),
+        "# Environment variables",
+        "",
+        "The variables the steps read, each declared once in `steps/environment.py`; no other "
+        "module reads the environment. An unset or empty variable takes its default; a value "
+        "that does not parse is bad input (exit 2). In the cluster the chart's ConfigMap and "
+        "Secret set them; on one machine `mlcp stack up` writes them into `.mlcp/env`, which "
+        "every command reads for the variables its environment does not set.",
+    ]
+    groups: dict[str, list] = {}
+    for variable in environment.VARIABLES.values():
+        groups.setdefault(variable.group, []).append(variable)
+    for group, variables in groups.items():
+        out += ["", f"## {group}", "", "| variable | type | default | what |", "|---|---|---|---|"]
+        for v in variables:
+            default = "" if v.default is None else _code(v.default)
+            out.append(f"| `{v.name}` | {v.type.__name__} | {default} | {_cell(v.help)} |")
+    return "\n".join(out) + "\n"
+
+
 PAGES = {
     "cli.md": cli_page,
     "gates.md": gates_page,
@@ -573,6 +600,7 @@ PAGES = {
     "exit-codes.md": exit_codes_page,
     "chart-values.md": chart_values_page,
     "public-surface.md": public_surface_page,
+    "environment.md": environment_page,
 }
 
 

@@ -43,6 +43,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .environment import (
+    MLCP_READ_ONLY_PASSWORD,
+    MLCP_READ_ONLY_USERNAME,
+    MLFLOW_AUTH_ADMIN_PASSWORD,
+    MLFLOW_AUTH_ADMIN_USERNAME,
+    MLFLOW_TRACKING_PASSWORD,
+    MLFLOW_TRACKING_USERNAME,
+)
 from .errors import BadInput, MlcpError
 
 ADMIN, PIPELINE, READ_ONLY = "admin", "pipeline", "read-only"
@@ -61,9 +69,9 @@ ROLES = {
     ),
 }
 # The variables each user's credentials are read from (the chart's Secrets give them so).
-ADMIN_ENV = ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD")
-PIPELINE_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
-READ_ONLY_ENV = ("MLCP_READ_ONLY_USERNAME", "MLCP_READ_ONLY_PASSWORD")
+ADMIN_ENV = (MLFLOW_AUTH_ADMIN_USERNAME.name, MLFLOW_AUTH_ADMIN_PASSWORD.name)
+PIPELINE_ENV = (MLFLOW_TRACKING_USERNAME.name, MLFLOW_TRACKING_PASSWORD.name)
+READ_ONLY_ENV = (MLCP_READ_ONLY_USERNAME.name, MLCP_READ_ONLY_PASSWORD.name)
 MIN_PASSWORD = 12  # MLflow refuses shorter passwords
 
 

@@ -8,7 +8,7 @@ outcome was never confirmed, and ``history`` shows it as such. Those records are
 history that rollback replays (:func:`live_stack`).
 
 Moving ``live`` moves traffic first: the model's serving back end (its ``mlcp.serving``
-tag, looked up by name in :mod:`steps.serving.backend`) loads the version into the live slot,
+tag, looked up by name in :mod:`steps.backends`) loads the version into the live slot,
 and only then do the aliases move. This module never imports a pipeline.
 """
 
@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from . import aliases, rest, router, settings, tracking
+from . import backends as backend
 from .contract import (
     ACTOR_TAG,
     ARGO_TAG_PREFIX,
@@ -48,7 +49,6 @@ from .contract import (
     show_version,
 )
 from .errors import BadInput, ConcurrentChange, MlcpError, RecordFailed
-from .serving import backend
 
 LOCK_TIMEOUT_S = 120.0
 

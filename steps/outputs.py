@@ -8,11 +8,12 @@ only: the templates' build reads the names.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
-OUTPUT_DIR_VARIABLE = "MLCP_OUTPUT_DIR"
+from .environment import MLCP_OUTPUT_DIR
+
+OUTPUT_DIR_VARIABLE = MLCP_OUTPUT_DIR.name
 # The promote step's outputs besides version and moves: what it did (promote, rollback or
 # none) and the model's pipeline, written as soon as it is known (also when a gate refuses),
 # else UNKNOWN_PIPELINE: the labels of its metrics.
@@ -23,7 +24,7 @@ UNKNOWN_PIPELINE = "unknown"
 
 def write(values: Mapping[str, str]) -> None:
     """Write each value as the file ``$MLCP_OUTPUT_DIR/<name>``; nothing when unset."""
-    folder = os.environ.get(OUTPUT_DIR_VARIABLE)
+    folder = MLCP_OUTPUT_DIR.get()
     if not folder:
         return
     Path(folder).mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,6 @@ run also logs every installed distribution (:func:`log_environment`).
 from __future__ import annotations
 
 import functools
-import os
 import platform
 import re
 import sys
@@ -41,10 +40,11 @@ from .contract import (
     SOURCE_TYPE_TAG,
     UNKNOWN,
 )
+from .environment import MLCP_GIT_COMMIT, MLCP_IMAGE
 
 # The step image bakes the commit in (images/steps.Dockerfile); the templates pass the image.
-GIT_COMMIT_ENV = "MLCP_GIT_COMMIT"
-IMAGE_ENV = "MLCP_IMAGE"
+GIT_COMMIT_ENV = MLCP_GIT_COMMIT.name
+IMAGE_ENV = MLCP_IMAGE.name
 # Where a training run logs every installed distribution (name and version).
 DISTRIBUTIONS_ARTIFACT = "environment/distributions.json"
 # The checkout the code runs from: the folder that holds the ``steps`` package. An installed
@@ -115,12 +115,12 @@ def _checkout_commit() -> str | None:
 
 def git_commit() -> str:
     """``$MLCP_GIT_COMMIT`` (the image bakes it in), else the checkout's, else ``unknown``."""
-    return os.environ.get(GIT_COMMIT_ENV, "").strip() or _checkout_commit() or UNKNOWN
+    return MLCP_GIT_COMMIT.raw or _checkout_commit() or UNKNOWN
 
 
 def image() -> str:
     """The image the step runs in (``$MLCP_IMAGE``, the templates pass it), else ``local``."""
-    return os.environ.get(IMAGE_ENV, "").strip() or LOCAL_IMAGE
+    return MLCP_IMAGE.raw or LOCAL_IMAGE
 
 
 CLI_MODULE = "steps.cli"  # the module behind the `mlcp` script (pyproject.toml)

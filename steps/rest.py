@@ -32,7 +32,6 @@ from __future__ import annotations
 import base64
 import http.client
 import json
-import os
 import re
 import shutil
 import time
@@ -41,6 +40,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import settings
+from .environment import (
+    MLCP_REST_TRACE,
+    MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR,
+    MLFLOW_HTTP_REQUEST_MAX_RETRIES,
+    MLFLOW_HTTP_REQUEST_TIMEOUT,
+    MLFLOW_TRACKING_CLIENT_CERT_PATH,
+    MLFLOW_TRACKING_INSECURE_TLS,
+    MLFLOW_TRACKING_PASSWORD,
+    MLFLOW_TRACKING_SERVER_CERT_PATH,
+    MLFLOW_TRACKING_TOKEN,
+    MLFLOW_TRACKING_URI,
+    MLFLOW_TRACKING_USERNAME,
+)
 from .errors import BadInput
 
 API = "/api/2.0/mlflow/"
@@ -107,7 +119,7 @@ def refusal(exc: BaseException, tracking_uri: str | None = None) -> Refused | No
         code = error_code(exc)
         status = next((s for s, c in REFUSED_CODES.items() if c == code), None)
         if status is not None:
-            uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "the tracking server")
+            uri = tracking_uri or MLFLOW_TRACKING_URI.get() or "the tracking server"
             what = "a request"
             match = re.search(r"endpoint (\S+) failed", str(exc))
             if match:
@@ -268,10 +280,6 @@ class PagedList(list):
 # ---------------------------------------------------------------------------- the client
 
 
-def _env_true(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in TRUE
-
-
 def credentials() -> tuple[str | None, str | None]:
     """The basic-auth user and password as MLflow's client finds them: each from its
     variable (``MLFLOW_TRACKING_USERNAME``/``PASSWORD``), else from the ``[mlflow]`` section
@@ -287,8 +295,8 @@ def credentials() -> tuple[str | None, str | None]:
         if parser.has_section("mlflow"):
             from_file = dict(parser["mlflow"])
     found = []
-    for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
-        found.append(os.environ.get(var) or from_file.get(var.lower()) or None)
+    for var in (MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD):
+        found.append(var.get() or from_file.get(var.name.lower()) or None)
     return found[0], found[1]
 
 
@@ -304,12 +312,12 @@ class Client:
         self._prefix = parts.path.rstrip("/")
         self._conn: http.client.HTTPConnection | None = None
         self._experiments: dict[str, Experiment] = {}  # by name, as a search just read them
-        self.timeout = float(os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT") or 120)
-        self.retries = int(os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES") or 7)
-        self.backoff = float(os.environ.get("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR") or 2)
+        self.timeout = MLFLOW_HTTP_REQUEST_TIMEOUT.get()
+        self.retries = MLFLOW_HTTP_REQUEST_MAX_RETRIES.get()
+        self.backoff = MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR.get()
         self.headers = {"Content-Type": "application/json", "User-Agent": "mlcp"}
         username, password = credentials()
-        token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+        token = MLFLOW_TRACKING_TOKEN.get()
         if username and password:  # as MLflow's client: basic credentials win over a token
             basic = base64.standard_b64encode(f"{username}:{password}".encode()).decode()
             self.headers["Authorization"] = f"Basic {basic}"
@@ -324,13 +332,11 @@ class Client:
     def _ssl_context(self):
         import ssl
 
-        context = ssl.create_default_context(
-            cafile=os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or None
-        )
-        if _env_true("MLFLOW_TRACKING_INSECURE_TLS"):
+        context = ssl.create_default_context(cafile=MLFLOW_TRACKING_SERVER_CERT_PATH.get())
+        if MLFLOW_TRACKING_INSECURE_TLS.get():
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
-        client_cert = os.environ.get("MLFLOW_TRACKING_CLIENT_CERT_PATH")
+        client_cert = MLFLOW_TRACKING_CLIENT_CERT_PATH.get()
         if client_cert:
             context.load_cert_chain(client_cert)
         return context
@@ -404,7 +410,7 @@ class Client:
                 code or fallback,
                 status,
             )
-        trace = os.environ.get("MLCP_REST_TRACE")
+        trace = MLCP_REST_TRACE.get()
         if trace:  # one JSON line per call: what the bench's bare REST floor replays
             line = {"method": method, "endpoint": endpoint, "body": body}
             if endpoint == "runs/create":

@@ -288,8 +288,8 @@ def _aborted(client, model: str, route: router.Route, champion: str, challenger:
 
 def rollout(cfg: RolloutConfig, pipeline: str) -> dict:
     """The stage (see the module docstring): a summary of the steps and the promotion."""
+    from . import backends as backend
     from . import gates, promote
-    from .serving import backend
     from .stage import Reporter
 
     say = _say(pipeline)

@@ -48,12 +48,21 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .environment import (
+    KUBERNETES_SERVICE_HOST,
+    KUBERNETES_SERVICE_PORT,
+    MLCP_ROUTER_APPLY_TIMEOUT_S,
+    MLCP_ROUTER_CONFIG_DIR,
+    MLCP_ROUTER_CONFIGMAP,
+    MLCP_ROUTER_STATS_URL,
+    MLCP_ROUTER_URL,
+)
 from .errors import BadInput, MlcpError
 
-URL_ENV = "MLCP_ROUTER_URL"  # where clients call the models
-STATS_ENV = "MLCP_ROUTER_STATS_URL"  # the read-only statistics listener
-CONFIG_DIR_ENV = "MLCP_ROUTER_CONFIG_DIR"  # local: the folder Envoy watches
-CONFIGMAP_ENV = "MLCP_ROUTER_CONFIGMAP"  # cluster: namespace/name of the ConfigMap it watches
+URL_ENV = MLCP_ROUTER_URL.name  # where clients call the models
+STATS_ENV = MLCP_ROUTER_STATS_URL.name  # the read-only statistics listener
+CONFIG_DIR_ENV = MLCP_ROUTER_CONFIG_DIR.name  # local: the folder Envoy watches
+CONFIGMAP_ENV = MLCP_ROUTER_CONFIGMAP.name  # cluster: namespace/name of the ConfigMap it watches
 STATE_FILE, CLUSTERS_FILE, ROUTES_FILE = "state.json", "clusters.json", "routes.json"
 ROUTE_CONFIG = "mlcp"  # the RDS route configuration's name
 MODEL_HEADER = "x-mlcp-model"
@@ -64,8 +73,10 @@ LIVE_ROLE, CANARY_ROLE = "live", "canary"
 # from the buckets is within 5% of the one from the requests.
 BUCKETS_MS = tuple(round(0.1 * 1.05**i, 4) for i in range(290))
 STATS_FLUSH_S = 1.0  # how often Envoy merges histograms into what /stats shows
-APPLY_TIMEOUT_S = 60.0  # default wait for the router to report new weights
-APPLY_TIMEOUT_ENV = "MLCP_ROUTER_APPLY_TIMEOUT_S"  # the chart sets it above kubelet's delay
+APPLY_TIMEOUT_S = (
+    MLCP_ROUTER_APPLY_TIMEOUT_S.default
+)  # default wait for the router to report new weights
+APPLY_TIMEOUT_ENV = MLCP_ROUTER_APPLY_TIMEOUT_S.name  # the chart sets it above kubelet's delay
 ROUTE_TIMEOUT = "120s"
 
 # Reads the model from an OpenAI request's JSON body, routes on it, and rewrites it into the
@@ -369,8 +380,8 @@ class ConfigMapStore:
         self.name = name
 
     def _call(self, method: str, body: dict | None = None) -> dict:
-        host = os.environ.get("KUBERNETES_SERVICE_HOST", "kubernetes.default.svc")
-        port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+        host = KUBERNETES_SERVICE_HOST.get()
+        port = KUBERNETES_SERVICE_PORT.get()
         url = f"https://{host}:{port}/api/v1/namespaces/{self.namespace}/configmaps/{self.name}"
         request = urllib.request.Request(url, method=method)
         request.add_header("Authorization", f"Bearer {(self.SA / 'token').read_text().strip()}")
@@ -395,9 +406,9 @@ class ConfigMapStore:
 def store():
     """Where the router's desired state lives: the ConfigMap (cluster) or the folder (local);
     MlcpError when neither is configured."""
-    if os.environ.get(CONFIGMAP_ENV):
-        return ConfigMapStore(os.environ[CONFIGMAP_ENV])
-    folder = os.environ.get(CONFIG_DIR_ENV)
+    if MLCP_ROUTER_CONFIGMAP.is_set():
+        return ConfigMapStore(MLCP_ROUTER_CONFIGMAP.get())
+    folder = MLCP_ROUTER_CONFIG_DIR.get()
     if folder:
         return FolderStore(Path(folder))
     raise MlcpError(
@@ -410,7 +421,7 @@ def store():
 
 
 def stats_url() -> str:
-    url = os.environ.get(STATS_ENV)
+    url = MLCP_ROUTER_STATS_URL.get()
     if not url:
         raise MlcpError(f"{STATS_ENV} is not set: the router's statistics cannot be read")
     return url.rstrip("/")
@@ -456,7 +467,7 @@ def wait_applied(routes: dict[str, Route], timeout: float | None = None) -> floa
     or has not picked the change up; in the cluster kubelet takes up to its sync period plus
     its ConfigMap cache TTL, about a minute by default, to swap the mounted files)."""
     if timeout is None:
-        timeout = float(os.environ.get(APPLY_TIMEOUT_ENV) or APPLY_TIMEOUT_S)
+        timeout = MLCP_ROUTER_APPLY_TIMEOUT_S.get()
     started = time.monotonic()
     wanted = {m: (r.weight, r.canary_slot) for m, r in routes.items()}
     while True:

@@ -8,9 +8,9 @@ most. boto3 is imported inside :func:`client` only.
 
 from __future__ import annotations
 
-import os
 from urllib.parse import urlparse
 
+from .environment import AWS_ENDPOINT_URL, MLFLOW_S3_ENDPOINT_URL
 from .errors import BadInput
 
 MAX_ATTEMPTS = 3
@@ -19,7 +19,7 @@ CONNECT_TIMEOUT_S = 5
 
 def endpoint() -> str | None:
     """The S3 endpoint URL the environment names (None: boto3's default, AWS)."""
-    return os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("MLFLOW_S3_ENDPOINT_URL") or None
+    return AWS_ENDPOINT_URL.get() or MLFLOW_S3_ENDPOINT_URL.get()
 
 
 def client():

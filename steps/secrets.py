@@ -22,9 +22,9 @@ Standard library only: ``workflows/`` derives the templates' volumes and paths f
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from .environment import variable
 from .errors import MlcpError
 
 FILE_SUFFIX = "_FILE"
@@ -57,10 +57,10 @@ def read(name: str) -> str | None:
     """The secret setting ``name``: its variable when set, else the content of the file
     ``$NAME_FILE`` names (surrounding whitespace removed); None when neither gives one.
     MlcpError naming the variable and the path when the file exists but cannot be read."""
-    value = os.environ.get(name, "")
+    value = variable(name).raw
     if value:
         return value
-    path = os.environ.get(file_variable(name), "").strip()
+    path = variable(file_variable(name)).raw
     if not path:
         return None
     try:
@@ -74,5 +74,5 @@ def read(name: str) -> str | None:
 
 def source(name: str) -> str:
     """Where ``name`` was looked for, for a message: the variable, or the file too."""
-    path = os.environ.get(file_variable(name), "").strip()
+    path = variable(file_variable(name)).raw
     return f"{name} (or the file {path}, ${file_variable(name)})" if path else name

@@ -3,7 +3,7 @@ repairs it.
 
 The registry is the desired state: ``live`` names the version the ``<model>-live`` slot must
 serve, ``staged`` the one of ``<model>-staged`` (:data:`SLOTS`). The model's serving back end
-(its ``mlcp.serving`` tag, :mod:`steps.serving.backend`) says what every replica of its
+(its ``mlcp.serving`` tag, :mod:`steps.backends`) says what every replica of its
 server serves on each slot. A replica that serves another version, none, or cannot be asked
 is *drift*: after a restart that lost a slot, a replica added later, a load made by hand.
 
@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from . import aliases, moves, rest, tracking
+from . import backends as backend
 from .contract import (
     KIND_TAG,
     LIVE,
@@ -40,8 +41,8 @@ from .contract import (
     staged_slot,
 )
 from .declare import Config, Stage, option
+from .environment import MLCP_ROUTER_STATS_URL
 from .errors import EXIT_GATE_FAILED, EXIT_OK, BadInput, MlcpError
-from .serving import backend
 
 STAGE = "serving"  # the experiment <pipeline>/serving and the command `mlcp serving ...`
 CHECK_KIND = "serving-check"  # the kind of a check's run
@@ -145,14 +146,13 @@ def compare(client, model: str) -> list[Row]:
 def traffic_rows(client, model: str) -> list[Row]:
     """The router's weight for ``model`` against its last recorded weight change (none when
     the router never routed it)."""
-    import os
 
     from . import router
 
     wanted = moves.recorded_weight(client, model)
     if wanted is None:
         return []
-    where = os.environ.get(router.STATS_ENV) or "no router configured"
+    where = MLCP_ROUTER_STATS_URL.get() or "no router configured"
     expected = f"{wanted[0]}% to {wanted[1]}"
     try:
         now = router.applied().get(model)

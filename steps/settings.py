@@ -13,12 +13,22 @@ import os
 import socket
 from pathlib import Path
 
+from . import environment
+from .environment import (
+    ARGO_WORKFLOW_NAME,
+    ARGO_WORKFLOW_UID,
+    MLCP_ACTOR,
+    MLCP_HOME,
+    MLCP_TEST_PAUSE_AFTER_RECORD_S,
+    MLFLOW_TRACKING_URI,
+)
+
 ENV_FILE_NAME = "env"
 
 
 def stack_home() -> Path:
     """The folder of the local stack: ``$MLCP_HOME``, else ``./.mlcp``."""
-    return Path(os.environ.get("MLCP_HOME") or Path.cwd() / ".mlcp").resolve()
+    return Path(MLCP_HOME.get() or Path.cwd() / ".mlcp").resolve()
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -41,13 +51,13 @@ def load_env(home: Path | None = None) -> Path | None:
     if not path.is_file():
         return None
     for key, value in read_env_file(path).items():
-        if not os.environ.get(key):  # set and non-empty wins
+        if not environment.is_set(key):  # set and non-empty wins
             os.environ[key] = value
     return path
 
 
 def tracking_uri() -> str:
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    uri = MLFLOW_TRACKING_URI.get()
     if not uri:
         from .errors import BadInput
 
@@ -63,7 +73,7 @@ def server_url(given: str | None, variable: str, server: str, flag: str) -> str:
     it names no scheme. BadInput when there is none, or it is not an http(s) URL."""
     from .errors import BadInput
 
-    url = (given or os.environ.get(variable) or "").strip().rstrip("/")
+    url = (given or environment.variable(variable).raw).strip().rstrip("/")
     if not url:
         raise BadInput(f"no {server} URL: set {variable} (`mlcp stack up` does) or pass {flag}")
     if "://" not in url:
@@ -100,7 +110,7 @@ def mlcp_command(*words: str) -> str:
 
 def actor() -> str:
     """Who is acting: ``$MLCP_ACTOR`` (the templates set it), else user@host."""
-    explicit = os.environ.get("MLCP_ACTOR")
+    explicit = MLCP_ACTOR.get()
     if explicit:
         return explicit
     try:
@@ -113,11 +123,11 @@ def actor() -> str:
 def argo_context() -> dict[str, str]:
     """The Argo workflow this process runs in, when the template passed it down."""
     found = {}
-    for key, env in (
-        ("workflow_name", "ARGO_WORKFLOW_NAME"),
-        ("workflow_uid", "ARGO_WORKFLOW_UID"),
+    for key, variable in (
+        ("workflow_name", ARGO_WORKFLOW_NAME),
+        ("workflow_uid", ARGO_WORKFLOW_UID),
     ):
-        value = os.environ.get(env)
+        value = variable.get()
         if value:
             found[key] = value
     return found
@@ -126,12 +136,12 @@ def argo_context() -> dict[str, str]:
 # A test hook, for the crash test of promote (tests/test_backends.py): a `mlcp promote` with
 # this variable set sleeps that many seconds once its move records are open and before any
 # alias is written, so the test can kill it at that known point. Unset, it does nothing.
-PAUSE_AFTER_RECORD_VARIABLE = "MLCP_TEST_PAUSE_AFTER_RECORD_S"
+PAUSE_AFTER_RECORD_VARIABLE = MLCP_TEST_PAUSE_AFTER_RECORD_S.name
 
 
 def test_hook_pause_after_record() -> None:
     import time
 
-    seconds = os.environ.get(PAUSE_AFTER_RECORD_VARIABLE)
+    seconds = MLCP_TEST_PAUSE_AFTER_RECORD_S.get()
     if seconds:
-        time.sleep(float(seconds))
+        time.sleep(seconds)

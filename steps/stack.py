@@ -39,12 +39,13 @@ Triton runs from its own virtual environment, as it would run from its own image
 binary and its python backend) and an onnxruntime for the python-backend models. ``up``
 builds it once (a marker file records what was installed) and lays the server out under
 ``.mlcp/triton/dist`` with the python backend stub for that environment's Python. vLLM
-runs from ``.mlcp/envs/vllm`` (``steps/serving/vllm.py``), serving the base of
-``steps.llm.data.serving_base``: ``$MLCP_LLM_BASE_MODEL`` when set, else the project's tiny
-base built locally (the same bytes ``mlcp data llm`` publishes), so it can start before any
-data is published. It starts through the launcher (``steps/serving/vllm_launch.py``), which
-loads the slots recorded in ``.mlcp/vllm/adapters/manifest.json`` before it writes the ready
-file that :func:`healthy` waits for, so a restarted vLLM serves what it served; its API key
+runs from ``.mlcp/envs/vllm`` (``steps/serving/vllm.py``), serving the base that the back end
+registered as ``vllm`` names (its ``stack_base``; the llm pipeline's: ``$MLCP_LLM_BASE_MODEL``
+when set, else the project's tiny base built locally, the same bytes ``mlcp data llm``
+publishes), so it can start before any data is published. It starts through the launcher
+(``steps/serving/vllm_launch.py``), which loads the slots recorded in
+``.mlcp/vllm/adapters/manifest.json`` before it writes the ready file that :func:`healthy`
+waits for, so a restarted vLLM serves what it served; its API key
 is made once and kept in ``.mlcp/vllm/api-key`` (mode 600), and ``.mlcp/env`` (mode 600)
 gives it to the steps as ``MLCP_VLLM_API_KEY``.
 """
@@ -75,7 +76,7 @@ from .errors import BadInput, MlcpError
 from .serving import envs
 
 # The stack's own services; a package adds a server of its own through the entry-point group
-# ``mlcp.services`` (steps/serving/backend.py: StackService), e.g. MLServer for the tabular
+# ``mlcp.services`` (steps/backends.py: StackService), e.g. MLServer for the tabular
 # pipeline, started with `mlcp stack up --services ...,<name>`.
 SERVICES = ("postgres", "mlflow", "s3", "triton", "vllm", "router")
 DEFAULT_SERVICES = ("mlflow", "s3", "triton")
@@ -227,7 +228,7 @@ def _s3_answers(url: str) -> bool:
 
 def plugins() -> dict:
     """The servers other packages register (entry points of ``mlcp.services``), by name."""
-    from .serving import backend
+    from . import backends as backend
 
     return backend.stack_services()
 
@@ -736,11 +737,10 @@ def _vllm_command(port: int, home: Path) -> tuple[list[str], dict[str, str], dic
     """Build (once) vLLM's environment and the base it serves; its command, env and extra.
     It starts through the launcher, which loads the slots of the adapter volume's manifest
     before it writes its ready file (:func:`healthy` waits for it)."""
-    from .llm import data as llmdata
     from .serving import vllm
 
     vllm.ensure_env(home)
-    base = llmdata.serving_base(home)
+    base = _vllm_base(home)
     adapters = vllm_adapter_dir(home)
     adapters.mkdir(parents=True, exist_ok=True)
     key_file = _vllm_api_key(home)
@@ -763,6 +763,21 @@ def _vllm_command(port: int, home: Path) -> tuple[list[str], dict[str, str], dic
         "api_key_file": str(key_file),
     }
     return argv, env, extra
+
+
+def _vllm_base(home: Path):
+    """The base model the stack's vLLM serves: the one the back end registered as ``vllm``
+    (an entry point of ``mlcp.serving``) names with its ``stack_base(home)``, so the stack
+    never imports the pipeline that trains adapters for it."""
+    from . import backends as backend
+
+    registered = backend.known().get("vllm")
+    if registered is None or not callable(getattr(registered, "stack_base", None)):
+        raise MlcpError(
+            "the vllm service serves the base model of the serving back end registered as "
+            "'vllm' (its stack_base), and no installed package registers one"
+        )
+    return registered.stack_base(home)
 
 
 # ------------------------------------------------------------------------------ triton

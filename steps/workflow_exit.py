@@ -44,6 +44,7 @@ from .contract import (
     WORKFLOW_STATUS_TAG,
 )
 from .declare import Config, Stage, option
+from .environment import MLCP_NOTIFY_URL
 from .errors import EXIT_MEANINGS, BadInput, MlcpError, RecordFailed
 from .moves import quote, search_all
 from .stage import say
@@ -52,7 +53,7 @@ STAGE = "workflow"  # the experiment ``<pipeline>/workflow``, and the runs' kind
 STATUSES = ("Succeeded", "Failed", "Error")  # Argo's {{workflow.status}}
 NONE = "none"  # no failed step / template / exit code
 UNKNOWN = "unknown"  # a failed step without an exit code (deadline exceeded, pod deleted)
-NOTIFY_URL_VARIABLE = "MLCP_NOTIFY_URL"
+NOTIFY_URL_VARIABLE = MLCP_NOTIFY_URL.name
 NOTIFY_TIMEOUT_S = 10.0
 SENT, NOT_CONFIGURED = "sent", "not configured"
 EXIT_CODE_RE = re.compile(r"exit code (\d+)")

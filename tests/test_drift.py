@@ -20,7 +20,7 @@ from steps.errors import BadInput
 from steps.llm import data as llmdata
 from steps.promote import plan
 
-from .conftest import ROOT, run_mlcp, unique
+from .conftest import run_mlcp, unique
 
 # Generous bounds: this checks the plumbing, not the speed or the accuracy of one epoch on
 # a shared 2-core machine.
@@ -152,11 +152,8 @@ def test_the_publishers_are_deterministic_and_their_variants_differ():
         cvdata.build_digits(0, "x")
 
 
-def test_the_core_of_drift_never_reaches_a_pipeline():
-    from .test_layout import arrows, core_to_pipeline_paths
-
-    paths = core_to_pipeline_paths(ROOT, ["steps.drift", "steps.datasets", "steps.retrain"])
-    assert not paths, "\n".join(arrows(p) for p in paths)
+# The core of drift (steps.drift, steps.datasets, steps.retrain) never reaching a pipeline is
+# the layers contract of pyproject.toml (tests/test_layout.py).
 
 
 # ------------------------------------------------------------------ CV, on the real stack

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from steps import moves, paired, prompts, stack
+from steps.backends import Served
 from steps.contract import REQUIRED_GATES_TAG
 from steps.errors import BadInput, MlcpError
 from steps.llm import data as llmdata
@@ -28,7 +29,6 @@ from steps.llm import judge
 from steps.llm.pipeline import LLM
 from steps.llm.serving import VLLM as VLLM_BACKEND
 from steps.serving import vllm
-from steps.serving.backend import Served
 
 from .commands import assert_pasteable_rollback
 from .conftest import unique

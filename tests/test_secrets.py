@@ -12,7 +12,7 @@ from steps.serving import triton, vllm, vllm_launch
 
 
 def test_a_setting_comes_from_its_variable_else_its_file(monkeypatch, tmp_path):
-    name = "MLCP_TEST_SECRET"
+    name = "MLCP_JUDGE_API_KEY"  # a declared secret (steps/environment.py)
     key_file = tmp_path / name
     key_file.write_text("fr0m-the-file\n")
     monkeypatch.delenv(name, raising=False)

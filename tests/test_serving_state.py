@@ -43,7 +43,7 @@ def promote_recorded(mlcp, model: str, version: str):
 
 
 def _server(client, model):
-    from steps.serving import backend
+    from steps import backends as backend
 
     return backend.for_model(model, dict(client.get_registered_model(model).tags))
 

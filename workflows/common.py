@@ -36,10 +36,10 @@ from hera.workflows import (
 from hera.workflows import models as m
 
 from steps import secrets
+from steps.backends import Volume
 from steps.declare import Pipeline, Stage
 from steps.drift import DATA_OUTPUT, RETRAIN_OUTPUT
 from steps.provenance import IMAGE_ENV
-from steps.serving.backend import Volume
 
 from . import metrics
 from .settings import Settings
@@ -280,14 +280,14 @@ def tolerations(spec: StepSpec) -> list[m.Toleration] | None:
 
 
 def existing_volume(volume: Volume) -> ExistingVolume:
-    """A volume a serving back end declares (``steps/serving/backend.py``) as Hera's."""
+    """A volume a serving back end declares (``steps/backends.py``) as Hera's."""
     return ExistingVolume(name=volume.name, claim_name=volume.claim, mount_path=volume.mount_path)
 
 
 def backend_volumes() -> tuple[ExistingVolume, ...]:
     """Every volume a registered serving back end needs to load a version, once each, in a
     stable order: what the promote step mounts, since it may load any back end's model."""
-    from steps.serving import backend
+    from steps import backends as backend
 
     found = dict.fromkeys(v for _, b in sorted(backend.known().items()) for v in b.volumes)
     return tuple(existing_volume(v) for v in found)
@@ -321,6 +321,12 @@ def step_container(
         synchronization=synchronization,
         metrics=step_metrics,
     )
+
+
+def model_mutex(spec: StepSpec) -> str:
+    """The name of the mutex every template that moves a model's live traffic holds (promote,
+    rollout, serving-sync): one per model, by the step's model-name reference."""
+    return f"mlcp-promote-{spec.param('model-name').reference}"
 
 
 def mutex(name: str) -> m.Synchronization:
@@ -441,8 +447,6 @@ def rollout_template(module: str, stage: Stage):
     that moves the model's weight at the router through the steps and promotes. It holds
     the promote template's mutex (a rollout and a promotion of one model never overlap) and
     mounts what the back ends need to load a version (it keeps the old live one warm)."""
-    from . import promote
-
     spec = step_spec(
         stage,
         name=stage.template_name,
@@ -460,7 +464,7 @@ def rollout_template(module: str, stage: Stage):
         return step_workflow_template(
             spec,
             settings=settings or Settings(),
-            synchronization=mutex(promote.MUTEX),  # the same model-name reference
+            synchronization=mutex(model_mutex(spec)),  # promote's: the same model
             volumes=backend_volumes(),
             labels={PIPELINE_LABEL: stage.pipeline, STAGE_LABEL: stage.name},
             step_metrics=step_metrics,

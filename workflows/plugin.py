@@ -35,9 +35,9 @@ def serving_volumes(pipeline: Pipeline) -> tuple:
     installed)."""
     if not pipeline.serving:
         return ()
-    from steps.serving import backend
+    from steps import backends
 
-    return tuple(existing_volume(v) for v in backend.known()[pipeline.serving].volumes)
+    return tuple(existing_volume(v) for v in backends.known()[pipeline.serving].volumes)
 
 
 def templates(pipeline: Pipeline) -> tuple:

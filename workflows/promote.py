@@ -19,7 +19,7 @@ from steps import promote
 from steps.contract import BENCHMARKED, LIVE
 
 from . import metrics
-from .common import backend_volumes, mutex, step_workflow_template
+from .common import backend_volumes, model_mutex, mutex, step_workflow_template
 from .settings import Settings
 from .specs import (
     ACTION_OUTPUT,
@@ -49,7 +49,7 @@ SPEC = step_spec(
         "target-alias": Override(LIVE, why="what a promotion usually moves"),
     },
 )
-MUTEX = f"mlcp-promote-{SPEC.param('model-name').reference}"
+MUTEX = model_mutex(SPEC)
 # The same step serves every pipeline: its metrics take the pipeline from the model's tag.
 METRICS = metrics.step_metrics(
     metrics.output(PIPELINE_OUTPUT.name),

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import datasets
+from ..environment import MLCP_DATA_ROOT
 from ..errors import BadInput
 from ..lineage import DataRead
 from ..stage import say
@@ -263,7 +264,5 @@ def publish(uri: str | None = None, seed: int = 0, variant: str = datasets.BASE_
 
 
 def default_uri() -> str:
-    import os
-
-    root = os.environ.get("MLCP_DATA_ROOT", "")
+    root = MLCP_DATA_ROOT.raw
     return f"{root.rstrip('/')}/{DEFAULT_KEY}" if root else ""

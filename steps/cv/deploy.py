@@ -11,7 +11,6 @@ serving what it served before, its pin is unchanged, and no alias moves.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 from .. import gates, tracking
 from ..contract import CANDIDATE, STAGED, live_slot, staged_slot
 from ..declare import Config, Stage, alias_option, option
+from ..environment import MLCP_TRITON_REPOSITORY
 from ..errors import BadInput, MlcpError
 from ..serving import triton
 from ..serving.triton import BACKENDS
@@ -132,7 +132,7 @@ def require_champion(server, client, model: str, alias: str, challenger: str):
 
 
 def deploy(cfg: DeployConfig) -> dict:
-    repository = cfg.repository or os.environ.get("MLCP_TRITON_REPOSITORY")
+    repository = cfg.repository or MLCP_TRITON_REPOSITORY.get()
     if not repository:
         raise BadInput("no --repository given and MLCP_TRITON_REPOSITORY is not set")
     server = triton.Triton(cfg.triton_url)

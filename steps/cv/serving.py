@@ -1,7 +1,7 @@
 """The cv pipeline's serving back end: Triton Inference Server (``mlcp.serving=triton``).
 
 Registered as the entry point ``triton`` in the group ``mlcp.serving`` (pyproject.toml);
-the core finds it through :mod:`steps.serving.backend` and never imports this module.
+the core finds it through :mod:`steps.backends` and never imports this module.
 :meth:`TritonBackend.load_live` writes the version's ONNX export (recorded by ``mlcp cv
 deploy`` as the version tag ``mlcp.onnx_uri``) into the model repository under the slot
 ``<model>-live``, loads exactly that version on every replica, and pins it in the slot's
@@ -12,12 +12,11 @@ Light at import time, and no ``mlflow``: the export is downloaded through the ca
 
 from __future__ import annotations
 
-import os
-
+from ..backends import Served, Volume
 from ..contract import live_slot, show_version
+from ..environment import MLCP_TRITON_REPOSITORY
 from ..errors import BadInput
 from ..serving import triton
-from ..serving.backend import Served, Volume
 from ..stage import say
 from . import IMAGE_SIZE_TAG, NUM_CLASSES_TAG, ONNX_URI_TAG, TRITON_BACKEND_TAG
 
@@ -63,7 +62,7 @@ class TritonBackend:
                 f"{model} {show_version(version)} was never deployed (no ONNX export "
                 f"recorded): run `mlcp cv deploy` on it before it can go live"
             )
-        repository = os.environ.get("MLCP_TRITON_REPOSITORY")
+        repository = MLCP_TRITON_REPOSITORY.get()
         if not repository:
             raise BadInput("MLCP_TRITON_REPOSITORY is not set: cannot place the live version")
         slot = slot or live_slot(model)

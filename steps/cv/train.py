@@ -14,35 +14,15 @@ from typing import Any
 from .. import describe, determinism, gates, provenance, tracking
 from ..contract import CANDIDATE, GPU_TAG, PIPELINE_TAG, TRAIN_RUN_TAG, VERSION_TAG
 from ..declare import Config, Stage, alias_option, option
+from ..determinism import device_option, resolve_device
 from ..errors import BadInput
 from ..lineage import DataRead
 from ..stage import Reporter
 from . import IMAGE_SIZE_TAG, NUM_CLASSES_TAG, PIPELINE
 from . import data as cvdata
 
-DEVICES = ("auto", "cpu", "cuda")
 MIN_VAL_ACCURACY = "min-val-accuracy"
 GATES = (MIN_VAL_ACCURACY,)
-
-
-def resolve_device(name: str) -> str:
-    """``auto`` is ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without a GPU is bad
-    input (a pod scheduled without its GPU request should fail loudly, not train for hours)."""
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise BadInput("--device cuda: torch sees no GPU here (use --device auto or cpu)")
-    return name
-
-
-def device_option() -> str:
-    return option(
-        "auto",
-        help="where to train: auto (the GPU when the pod has one, else the CPU), cpu or cuda",
-        choices=DEVICES,
-    )
 
 
 @dataclass(kw_only=True)

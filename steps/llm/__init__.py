@@ -7,7 +7,13 @@ Stages (each reads one alias and writes the next): data -> train (candidate) -> 
 reloads vLLM's ``<model>-live`` slot.
 """
 
-from ..contract import REVISION_TAG_PREFIX, TAG_PREFIX
+# The base model as a pinned input (steps/pinning.py) and the tags the vLLM client's fit check
+# reads are the contract's; named here too, for this pipeline's modules
+from ..contract import BASE_INPUT as BASE_INPUT
+from ..contract import BASE_MODEL_TAG as BASE_MODEL_TAG
+from ..contract import BASE_REVISION_TAG as BASE_REVISION_TAG
+from ..contract import HIDDEN_SIZE_TAG as HIDDEN_SIZE_TAG
+from ..contract import TAG_PREFIX
 
 PIPELINE = "llm"
 
@@ -17,11 +23,5 @@ ADAPTER_PATH_TAG = TAG_PREFIX + "adapter_path"
 ADAPTER_URI_TAG = TAG_PREFIX + "adapter_uri"
 SMOKE_PROMPT_TAG = TAG_PREFIX + "smoke_prompt"
 PROMPT_TEMPLATE_TAG = TAG_PREFIX + "prompt_template"
-HIDDEN_SIZE_TAG = TAG_PREFIX + "hidden_size"
-BASE_MODEL_TAG = TAG_PREFIX + "base_model"
 BASE_MODEL_REF_TAG = TAG_PREFIX + "base_model_ref"  # what the training was given
 BASE_MODEL_DIGEST_TAG = TAG_PREFIX + "base_model_digest"  # of the bytes it read
-# The base model as a pinned input (steps/pinning.py): its revision's tag on the training run
-# and the version, mlcp.revision.base_model (a hub commit, or sha256:<digest>)
-BASE_INPUT = "base_model"
-BASE_REVISION_TAG = REVISION_TAG_PREFIX + BASE_INPUT

@@ -39,6 +39,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import datasets
+from ..environment import (
+    MLCP_CACHE_DIR,
+    MLCP_DATA_ROOT,
+    MLCP_LLM_BASE_MODEL,
+    MLCP_LLM_BASE_REVISION,
+)
 from ..errors import BadInput, MlcpError
 from ..lineage import DataRead
 from ..stage import say
@@ -309,7 +315,7 @@ class BaseModel:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("MLCP_CACHE_DIR") or Path(tempfile.gettempdir()) / "mlcp-cache")
+    return MLCP_CACHE_DIR.get() or Path(tempfile.gettempdir()) / "mlcp-cache"
 
 
 def extract(data: bytes, dest: Path) -> Path:
@@ -413,7 +419,7 @@ def materialize(
 
 
 def default_uri() -> str:
-    root = os.environ.get("MLCP_DATA_ROOT", "")
+    root = MLCP_DATA_ROOT.raw
     return f"{root.rstrip('/')}/{DEFAULT_KEY}" if root else ""
 
 
@@ -422,15 +428,15 @@ def default_revision(base_model: str | None) -> str | None:
     comes from the environment (no ``--base-model``), else none."""
     if base_model:
         return None
-    return os.environ.get("MLCP_LLM_BASE_REVISION") or None
+    return MLCP_LLM_BASE_REVISION.get()
 
 
 def default_base() -> str:
     """The base model setting: ``$MLCP_LLM_BASE_MODEL``, else the one ``mlcp data llm`` made."""
-    explicit = os.environ.get("MLCP_LLM_BASE_MODEL")
+    explicit = MLCP_LLM_BASE_MODEL.get()
     if explicit:
         return explicit
-    root = os.environ.get("MLCP_DATA_ROOT", "")
+    root = MLCP_DATA_ROOT.raw
     return f"{root.rstrip('/')}/{BASE_KEY}" if root else ""
 
 
@@ -469,7 +475,7 @@ def serving_base(home: Path, ref: str | None = None) -> BaseModel:
     ``mlcp data llm`` publishes (seed 0), so the stack can start vLLM before the data is
     published and the adapters trained on the published base fit it."""
     revision = default_revision(ref)
-    ref = ref or os.environ.get("MLCP_LLM_BASE_MODEL")
+    ref = ref or MLCP_LLM_BASE_MODEL.get()
     if ref:
         return materialize(ref, revision)
     folder = Path(home) / "vllm" / "base" / BASE_NAME

@@ -39,6 +39,7 @@ from ..contract import (
     staged_slot,
 )
 from ..declare import Config, Stage, alias_option, option
+from ..environment import MLCP_VLLM_ADAPTER_DIR, MLCP_VLLM_SERVER_ADAPTER_DIR
 from ..errors import BadInput, MlcpError
 from ..serving import vllm
 from ..stage import Reporter, champion_slot_fix, resolve_champion, resolve_input
@@ -83,7 +84,7 @@ report = Reporter(PIPELINE, "deploy")
 def adapter_root(explicit: str | None = None) -> Path:
     """Where the steps place adapters: ``--adapter-dir``, ``$MLCP_VLLM_ADAPTER_DIR``, else
     ``<stack home>/vllm/adapters``."""
-    chosen = explicit or os.environ.get("MLCP_VLLM_ADAPTER_DIR")
+    chosen = explicit or MLCP_VLLM_ADAPTER_DIR.get()
     return (
         Path(chosen).expanduser().resolve()
         if chosen
@@ -94,7 +95,7 @@ def adapter_root(explicit: str | None = None) -> Path:
 def server_path(root: Path, model: str, version: str) -> str:
     """The adapter folder as the *server* sees it: ``$MLCP_VLLM_SERVER_ADAPTER_DIR`` when
     the shared volume is mounted elsewhere in the vLLM pod, else the same path."""
-    seen = os.environ.get("MLCP_VLLM_SERVER_ADAPTER_DIR")
+    seen = MLCP_VLLM_SERVER_ADAPTER_DIR.get()
     return str(Path(seen) / model / version) if seen else str(root / model / version)
 
 

@@ -16,10 +16,10 @@ so a grade can always be traced to the exact rubric that produced it. Two back e
 
 from __future__ import annotations
 
-import os
 import re
 
 from .. import secrets
+from ..environment import MLCP_JUDGE_MODEL, MLCP_JUDGE_URL
 from ..errors import BadInput, MlcpError
 from ..serving import openai_client
 
@@ -186,8 +186,8 @@ def make(
         return ReferenceJudge()
     if kind == "openai":
         return OpenAIJudge(
-            url or os.environ.get("MLCP_JUDGE_URL", ""),
-            model or os.environ.get("MLCP_JUDGE_MODEL", ""),
+            url or MLCP_JUDGE_URL.raw,
+            model or MLCP_JUDGE_MODEL.raw,
             constraint=constraint,
             api_key=secrets.read("MLCP_JUDGE_API_KEY"),
         )

@@ -1,7 +1,7 @@
 """The llm pipeline's serving back end: vLLM with runtime LoRA adapters (``mlcp.serving=vllm``).
 
 Registered as the entry point ``vllm`` in the group ``mlcp.serving`` (pyproject.toml); the
-core finds it through :mod:`steps.serving.backend` and never imports this module.
+core finds it through :mod:`steps.backends` and never imports this module.
 :meth:`VLLMBackend.load_live` places the version's adapter on the adapter volume (after the
 same base-fit check as ``mlcp llm deploy``), points the adapter slot (``<model>-live`` unless
 told otherwise) at it in place on every replica, and records it in the manifest that each
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..backends import Served, Volume
 from ..contract import live_slot, show_version
 from ..errors import BadInput, MlcpError
-from ..serving.backend import Served, Volume
 from ..stage import say
 from . import ADAPTER_PATH_TAG, PROMPT_TEMPLATE_TAG, SMOKE_PROMPT_TAG
 
@@ -40,12 +40,11 @@ class VLLMBackend:
         """Where the router sends a slot's requests: each entry of the replicas variable as
         it is written (a headless Service's name, which Envoy resolves to every pod), else
         the one vLLM URL."""
-        import os
-
         from .. import settings
+        from ..environment import MLCP_VLLM_REPLICAS
         from ..serving import vllm
 
-        listed = os.environ.get(vllm.REPLICAS_VAR, "").strip()
+        listed = MLCP_VLLM_REPLICAS.raw
         if not listed:
             return [vllm.replica_urls()[0]]
         entries = (e.strip() for e in listed.split(","))
@@ -86,6 +85,13 @@ class VLLMBackend:
             servers, slot, path, prompt, root=root, model=model, version=version
         )
         _say(f"vLLM slot {slot} now serves {show_version(version)} ({path}) on {_count(servers)}")
+
+    def stack_base(self, home: Path):
+        """The base model a local vLLM of ``mlcp stack up`` serves: this pipeline's
+        (:func:`steps.llm.data.serving_base`, built in ``home`` when not given)."""
+        from . import data as llmdata
+
+        return llmdata.serving_base(home)
 
     def served(self, model: str, slot: str) -> list[Served]:
         """Per replica, the version whose folder (``<adapters>/<model>/<version>``) the slot

@@ -19,8 +19,8 @@ from typing import Any
 
 from .. import describe, determinism, gates, pinning, provenance, tracking
 from ..contract import CANDIDATE, GPU_TAG, PIPELINE_TAG, TRAIN_RUN_TAG, VERSION_TAG
-from ..cv.train import device_option, resolve_device
 from ..declare import Config, Stage, alias_option, option
+from ..determinism import device_option, resolve_device
 from ..errors import BadInput
 from ..lineage import DataRead
 from ..stage import Reporter

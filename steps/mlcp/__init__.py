@@ -38,6 +38,7 @@ from steps import (
     provenance,
     tracking,
 )
+from steps.backends import Served, ServingBackend, StackService, Volume, each_address
 from steps.declare import Config, DataConfig, Pipeline, Stage, alias_option, option
 from steps.errors import BadInput, MlcpError
 from steps.gates import Gate, champion_check
@@ -45,7 +46,6 @@ from steps.lineage import DataRead
 from steps.reproduce import Request, recorded_params
 from steps.rest import download
 from steps.serving import envs
-from steps.serving.backend import Served, ServingBackend, StackService, Volume, each_address
 from steps.stage import (
     Champion,
     Reporter,

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from ..environment import MLCP_ENV_CACHE
 from ..errors import MlcpError
 
 # A folder shared by stack folders: each serving environment is built there once per set of
@@ -26,13 +27,13 @@ from ..errors import MlcpError
 # builds its own (what `mlcp stack up` in a checkout does: `.mlcp/envs/`). The test session
 # sets it, so its own stack and every stack a test starts in a folder of its own share one
 # build of each environment instead of paying for one per folder.
-CACHE_VAR = "MLCP_ENV_CACHE"
+CACHE_VAR = MLCP_ENV_CACHE.name
 
 
 def shared_dir(name: str, requirements: tuple[str, ...]) -> Path | None:
     """``$MLCP_ENV_CACHE/<name>-<digest of the requirements>``, or None when unset: a change
     of requirements is another folder, so an environment there is never half-upgraded."""
-    root = os.environ.get(CACHE_VAR)
+    root = MLCP_ENV_CACHE.get()
     if not root:
         return None
     digest = hashlib.sha256("\n".join(requirements).encode()).hexdigest()[:12]
@@ -117,6 +118,6 @@ def venv_process_env(venv: Path) -> dict[str, str]:
         for k, v in os.environ.items()
         if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV")
     }
-    env["PATH"] = f"{Path(venv) / 'bin'}{os.pathsep}{os.environ.get('PATH', os.defpath)}"
+    env["PATH"] = f"{Path(venv) / 'bin'}{os.pathsep}{env.get('PATH', os.defpath)}"
     env["VIRTUAL_ENV"] = str(venv)
     return env

@@ -49,8 +49,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import s3, settings
+from ..backends import Served
+from ..environment import (
+    MLCP_TRITON_CONTROL_KEY,
+    MLCP_TRITON_GRPC_URL,
+    MLCP_TRITON_REPLICAS,
+    MLCP_TRITON_REPOSITORY,
+)
 from ..errors import BadInput, MlcpError
-from .backend import Served
 
 if TYPE_CHECKING:
     import numpy as np
@@ -64,8 +70,8 @@ ONNX_FILE = "model.onnx"
 PYTHON_FILE = "model.py"
 LIVE_TIMEOUT = 3.0
 
-REPLICAS_ENV = "MLCP_TRITON_REPLICAS"
-CONTROL_KEY_ENV = "MLCP_TRITON_CONTROL_KEY"
+REPLICAS_ENV = MLCP_TRITON_REPLICAS.name
+CONTROL_KEY_ENV = MLCP_TRITON_CONTROL_KEY.name
 # The header that carries the key. Triton's gRPC front end expects restricted-protocol
 # headers with this prefix (seen on tritonserver 2.51: "expecting header
 # 'triton-grpc-protocol-<key>'"); the HTTP front end expects the bare name.
@@ -493,7 +499,7 @@ class Triton:
         # stalled 1.7-2.8 s per switch of a python-backend slot, with 0 failures).
         # ``grpc_address`` "": loads over HTTP; None: $MLCP_TRITON_GRPC_URL.
         if grpc_address is None:
-            grpc_address = os.environ.get("MLCP_TRITON_GRPC_URL", "")
+            grpc_address = MLCP_TRITON_GRPC_URL.raw
         grpc_url = grpc_address
         self.grpc_address = grpc_url.partition("://")[2] or grpc_url or None
 
@@ -613,7 +619,7 @@ class Triton:
         sending all of it. It is read where Triton reads it: the repository this process
         last wrote the slot to, else ``$MLCP_TRITON_REPOSITORY``; without either, the config
         the slot is loaded with."""
-        for repository in (_written.get(slot), os.environ.get("MLCP_TRITON_REPOSITORY")):
+        for repository in (_written.get(slot), MLCP_TRITON_REPOSITORY.get()):
             if repository:
                 return version_config(repository, slot, version)
         if self.served_versions(slot):
@@ -737,7 +743,7 @@ class Triton:
 def listed_addresses() -> list[str]:
     """``host:port`` (HTTP) of each entry of ``$MLCP_TRITON_REPLICAS`` as written, names
     unresolved (what a router resolves itself); empty when the variable is unset."""
-    listed = os.environ.get(REPLICAS_ENV, "").strip()
+    listed = MLCP_TRITON_REPLICAS.raw
     return [f"{host}:{port}" for _, host, port, _ in _entries(listed)] if listed else []
 
 
@@ -784,7 +790,7 @@ class Fleet:
     ``members`` holds (replica URL, Triton client or None, why it is None)."""
 
     def __init__(self, url: str | None = None):
-        listed = os.environ.get(REPLICAS_ENV, "").strip()
+        listed = MLCP_TRITON_REPLICAS.raw
         self.members: list[tuple[str, Triton | None, str | None]] = []
         if not listed:
             server = Triton(url)

@@ -34,7 +34,6 @@ offline, in float32 on the CPU.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -46,11 +45,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import settings
+from .. import backends, settings
+from ..contract import BASE_MODEL_TAG, BASE_REVISION_TAG, HIDDEN_SIZE_TAG
+from ..environment import (
+    MLCP_VLLM_API_KEY,
+    MLCP_VLLM_BASE_HIDDEN_SIZE,
+    MLCP_VLLM_BASE_REVISION,
+    MLCP_VLLM_REPLICAS,
+    MLCP_VLLM_URL,
+)
 from ..errors import BadInput, MlcpError
-from ..llm import BASE_MODEL_TAG, BASE_REVISION_TAG, HIDDEN_SIZE_TAG
 from ..stage import say
-from . import backend, envs, openai_client, vllm_launch
+from . import envs, openai_client, vllm_launch
 
 LIVE_TIMEOUT = 3.0
 REQUEST_TIMEOUT = 120.0
@@ -58,12 +64,12 @@ REQUEST_TIMEOUT = 120.0
 # state: the shapes of their LoRA matrices tell the hidden size an adapter was made for.
 HIDDEN_IN = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")
 HIDDEN_OUT = ("o_proj", "down_proj")
-URL_VAR = "MLCP_VLLM_URL"
-REPLICAS_VAR = "MLCP_VLLM_REPLICAS"
-API_KEY_VAR = "MLCP_VLLM_API_KEY"
+URL_VAR = MLCP_VLLM_URL.name
+REPLICAS_VAR = MLCP_VLLM_REPLICAS.name
+API_KEY_VAR = MLCP_VLLM_API_KEY.name
 # The commit of the served base when vLLM serves a model hub name (its --revision): the only
 # revision the steps read that base's config.json at (steps/pinning.py)
-BASE_REVISION_VAR = "MLCP_VLLM_BASE_REVISION"
+BASE_REVISION_VAR = MLCP_VLLM_BASE_REVISION.name
 LAUNCHER = Path(vllm_launch.__file__)
 SLOT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
@@ -302,7 +308,7 @@ def replica_urls(url: str | None = None) -> list[str]:
     """Every vLLM server a load must reach: ``url`` alone when given (a person named one
     server); else each entry of ``$MLCP_VLLM_REPLICAS``, a host that resolves to several
     IPv4 addresses (a headless Service) standing for each of them; else ``$MLCP_VLLM_URL``."""
-    listed = os.environ.get(REPLICAS_VAR, "").strip()
+    listed = MLCP_VLLM_REPLICAS.raw
     if url or not listed:
         return [settings.server_url(url, URL_VAR, "vLLM", "--vllm-url")]
     found: list[str] = []
@@ -310,7 +316,7 @@ def replica_urls(url: str | None = None) -> list[str]:
         if not entry:
             continue
         one = settings.server_url(entry, REPLICAS_VAR, "vLLM", REPLICAS_VAR)
-        for expanded in backend.each_address(one):
+        for expanded in backends.each_address(one):
             if expanded not in found:
                 found.append(expanded)
     if not found:
@@ -416,9 +422,9 @@ def served_hidden_size(base: BaseInfo) -> int | None:
         return _hidden_of(json.loads((Path(base.root) / "config.json").read_text()))
     except (OSError, ValueError, AttributeError):
         pass
-    explicit = os.environ.get("MLCP_VLLM_BASE_HIDDEN_SIZE", "")
-    if explicit.isdigit():
-        return int(explicit)
+    explicit = MLCP_VLLM_BASE_HIDDEN_SIZE.get()
+    if explicit is not None:
+        return explicit
     revision = served_revision()
     if re.fullmatch(r"[\w.-]+/[\w.-]+", base.root) and revision:
         try:
@@ -435,7 +441,7 @@ def served_revision() -> str | None:
     """The pinned commit of a served hub base (``$MLCP_VLLM_BASE_REVISION``), else None."""
     from .. import pinning
 
-    value = os.environ.get(BASE_REVISION_VAR, "").strip()
+    value = MLCP_VLLM_BASE_REVISION.raw
     return value if pinning.is_commit(value) else None
 
 

@@ -25,8 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from ..contract import SERVING_TAG
-from ..errors import BadInput, MlcpError
+from .contract import SERVING_TAG
+from .errors import BadInput, MlcpError
 
 if TYPE_CHECKING:  # importing importlib.metadata costs every promote ~15 ms: only when needed
     from importlib.metadata import EntryPoint
