@@ -342,6 +342,132 @@ def test_a_failing_step_sets_the_weight_back_and_moves_nothing(routed, client):
     assert not [a for a in load.answers if a.startswith("failed")]
 
 
+SMALL_STEPS = ("--step-duration", "1.5", "--min-requests", "5", "--reason", "test")
+
+
+def _rollout(name: str, *args: str, stdin=None):
+    """``mlcp cv rollout`` in a new process, with ``stdin`` (default: none, as in a pod)."""
+    import subprocess
+    import sys
+
+    from .conftest import ROOT, Result
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "steps.cli", "cv", "rollout", "--model-name", name, *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        stdin=subprocess.DEVNULL if stdin is None else stdin,
+    )  # fmt: skip
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def _traffic(client, name: str) -> list[tuple[str, str, str]]:
+    from steps import moves
+
+    return [
+        (r.action, r.from_weight, r.to_weight)
+        for r in moves.history(client, name, "traffic")
+        if r.status == "FINISHED"
+    ]
+
+
+def test_a_held_rollout_keeps_its_weight_and_goes_on_from_there(routed, client):
+    # given v1 live, v2 benchmarked, under client load, the weight at 0
+    name = routed["name"]
+    _shift(client, name, 0)
+    before = _aliases(client, name)
+    with Load(name) as load:
+        load.wait(20)
+        # when the rollout holds after its first step
+        held = _rollout(name, "--steps", "10,40,100", "--until", "10", *SMALL_STEPS)
+        assert held.code == 0, held.err[-3000:]
+        # then the weight stays at 10, recorded as a hold, and nothing is promoted
+        assert router.applied()[name] == (10, staged_slot(name))
+        assert _traffic(client, name)[-2:] == [("shift", "0", "10"), ("hold", "10", "10")]
+        assert _aliases(client, name) == before
+        assert "held at 10%" in held.err
+        # and the serving check sees no drift in a held weight
+        check = run_mlcp("serving", "check", "--model-name", name)
+        assert check.code == 0, check.out + check.err
+        # bad input exits 2 and moves nothing: an --until that is no step, steps that miss
+        # the held weight, an --until behind it, --approve without a terminal
+        records = _traffic(client, name)
+        for args in (
+            ("--steps", "10,40,100", "--until", "30"),
+            ("--steps", "20,100"),
+            ("--steps", "10,40,100", "--until", "10"),
+            ("--steps", "10,40,100", "--approve"),
+        ):
+            result = _rollout(name, *args, *SMALL_STEPS)
+            assert result.code == 2, (args, result.err[-2000:])
+        assert "no step 10" in _rollout(name, "--steps", "20,100").err
+        assert router.applied()[name] == (10, staged_slot(name))
+        assert _traffic(client, name) == records
+        # when the next rollout runs: it goes on after the held step, to the next hold
+        again = _rollout(name, "--steps", "10,40,100", "--until", "next", *SMALL_STEPS)
+        assert again.code == 0, again.err[-3000:]
+        assert "going on from there" in again.err
+        assert router.applied()[name] == (40, staged_slot(name))
+        assert _traffic(client, name)[-2:] == [("shift", "10", "40"), ("hold", "40", "40")]
+        # when it is ended while held: the weight goes back to 0, recorded, live unchanged
+        ended = _rollout(name, "--abort")
+        assert ended.code == 0, ended.err[-3000:]
+    assert router.applied()[name][0] == 0
+    assert _traffic(client, name)[-1] == ("shift", "40", "0")
+    assert _aliases(client, name) == before
+    assert not [a for a in load.answers if a.startswith("failed")]
+    # and with nothing held, --abort changes nothing
+    nothing = _rollout(name, "--abort")
+    assert nothing.code == 0 and "nothing to end" in nothing.err, nothing.err[-2000:]
+    assert _traffic(client, name)[-1] == ("shift", "40", "0")
+
+
+def test_approval_on_the_terminal_goes_on_or_sets_the_weight_back(routed, client):
+    import pty
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    # given a rollout asking on a terminal before each step after the first
+    name = routed["name"]
+    before = _aliases(client, name)
+    main, terminal = pty.openpty()
+    with Load(name) as load:
+        load.wait(20)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "steps.cli", "cv", "rollout", "--model-name", name,
+             "--steps", "10,30,50", "--approve", *SMALL_STEPS],
+            cwd=ROOT, stdin=terminal, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        os.close(terminal)
+        prompts = 0
+        # when the person says yes at the first question and no at the second
+        for answer, weight in ((b"y\n", 10), (b"n\n", 30)):
+            deadline = time.monotonic() + 60
+            while router.applied()[name][0] != weight:
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.05)
+            time.sleep(0.5)
+            assert process.poll() is None, "the rollout did not wait for the answer"
+            os.write(main, answer)
+            prompts += 1
+        code = process.wait(timeout=60)
+        err = process.stderr.read()
+    os.close(main)
+    # then it went on to 30, and the refusal set the weight back to 0 with exit 3
+    assert code == 3, err[-3000:]
+    assert err.count("go on?") == prompts == 2
+    assert router.applied()[name][0] == 0
+    shifts = _traffic(client, name)[-3:]
+    assert shifts == [("shift", "0", "10"), ("shift", "10", "30"), ("shift", "30", "0")]
+    from steps import moves
+
+    assert "not approved" in moves.history(client, name, "traffic")[-1].reason
+    assert _aliases(client, name) == before
+    assert not [a for a in load.answers if a.startswith("failed")]
+
+
 def test_a_rollout_promotes_and_a_rollback_flips_to_the_warm_version(routed, client):
 
     # given v1 live and v2 benchmarked, under client load
