@@ -330,7 +330,6 @@ def _aborted(client, model: str, route: router.Route, champion: str, challenger:
             signal.signal(signal.SIGTERM, previous)
 
 
-HELD_OUTPUT = "held"  # the step's output: true when it held after a step (Argo's approval loop)
 APPROVE = ("y", "yes")
 HOLD_ANSWERS = ("h", "hold")
 
@@ -368,7 +367,7 @@ def _resumed_at(cfg: RolloutConfig, model: str, held, champion: str, challenger:
 def _abort(client, model: str, route: router.Route, say) -> dict:
     """``--abort``: a held rollout's weight back to 0, recorded; anything else is left."""
     held = held_rollout(client, model, route.canary_slot)
-    outputs.write({HELD_OUTPUT: "false"})
+    outputs.write({outputs.HELD: "false"})
     if held is None:
         say(f"no rollout of {model} is held: nothing to end, nothing was changed")
         return {"model": model, "version": "", "weight": None, "aborted": False}
@@ -443,7 +442,7 @@ def rollout(cfg: RolloutConfig, pipeline: str) -> dict:
     params = {"steps": cfg.steps, "step_duration": cfg.step_duration, "challenger": challenger}
     run_name = tracking.run_name(model, {"v": challenger, "steps": cfg.steps.replace(",", "-")})
     total = len(cfg.weights)
-    outputs.write({HELD_OUTPUT: "false"})
+    outputs.write({outputs.HELD: "false"})
     if passed:
         say(f"{model} is held at {weight}% after step {passed}/{total}: going on from there")
 
@@ -469,7 +468,7 @@ def rollout(cfg: RolloutConfig, pipeline: str) -> dict:
             champion=champion,
             challenger=challenger,
         )
-        outputs.write({HELD_OUTPUT: "true"})
+        outputs.write({outputs.HELD: "true"})
         say(
             f"held at {weight}% after step {number}/{total}: {model}@{LIVE} stays "
             f"{show_version(champion)}; run the rollout again to go on, --abort to end it"
@@ -602,6 +601,8 @@ def stage(pipeline: str) -> Stage:
             "Moves the challenger's (benchmarked) share of the model's traffic at the router "
             "through the steps, judging each step's live traffic against live's (error rate, "
             "p95 latency; decision runs); promotes when every step passes, else sets the "
-            "weight back to 0 and fails (exit 3). Every weight change is recorded (shift)."
+            "weight back to 0 and fails (exit 3). Every weight change is recorded (shift). "
+            "With approval=true it suspends before each step after the first, holding the "
+            "weight, until `argo resume`."
         ),
     )
