@@ -1859,7 +1859,12 @@ def test_retrain_cron_runs_the_drift_template_and_its_when_decides(models, clien
 def test_documented_submissions_name_real_templates_and_parameters():
     readme = "\n".join(
         (ROOT / "docs" / page).read_text()
-        for page in ("how-to/argo.md", "how-to/install-chart.md", "tutorials/rollback.md")
+        for page in (
+            "how-to/argo.md",
+            "how-to/install-chart.md",
+            "tutorials/rollback.md",
+            "tutorials/gradual-rollout.md",
+        )
     )
     rollback = (
         "argo submit --from workflowtemplate/promote "
@@ -1874,6 +1879,7 @@ def test_documented_submissions_name_real_templates_and_parameters():
         "llm-train",
         "llm-evaluate",
         "promote",
+        "cv-rollout",
     }
     for name, params in commands:
         given = dict(p.split("=", 1) for p in params.split(" -p ")[1:])
