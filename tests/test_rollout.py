@@ -10,6 +10,7 @@ export would give.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import threading
@@ -370,15 +371,18 @@ def _traffic(client, name: str) -> list[tuple[str, str, str]]:
     ]
 
 
-def test_a_held_rollout_keeps_its_weight_and_goes_on_from_there(routed, client):
+def test_a_held_rollout_keeps_its_weight_and_goes_on_from_there(routed, client, monkeypatch):
+    from steps import rollout
+    from steps.errors import BadInput
+
     # given v1 live, v2 benchmarked, under client load, the weight at 0
     name = routed["name"]
     _shift(client, name, 0)
     before = _aliases(client, name)
     with Load(name) as load:
         load.wait(20)
-        # when the rollout holds after its first step
-        held = _rollout(name, "--steps", "10,40,100", "--until", "10", *SMALL_STEPS)
+        # when the rollout holds after its next step (its first, of two)
+        held = _rollout(name, "--steps", "10,100", "--until", "next", *SMALL_STEPS)
         assert held.code == 0, held.err[-3000:]
         # then the weight stays at 10, recorded as a hold, and nothing is promoted
         assert router.applied()[name] == (10, staged_slot(name))
@@ -388,37 +392,47 @@ def test_a_held_rollout_keeps_its_weight_and_goes_on_from_there(routed, client):
         # and the serving check sees no drift in a held weight
         check = run_mlcp("serving", "check", "--model-name", name)
         assert check.code == 0, check.out + check.err
-        # bad input exits 2 and moves nothing: an --until that is no step, steps that miss
-        # the held weight, an --until behind it, --approve without a terminal
+        # bad input (BadInput: exit 2) moves nothing: steps that miss the held weight, an
+        # --until behind it, --approve without a terminal (the stage called in this process)
         records = _traffic(client, name)
-        for args in (
-            ("--steps", "10,40,100", "--until", "30"),
-            ("--steps", "20,100"),
-            ("--steps", "10,40,100", "--until", "10"),
-            ("--steps", "10,40,100", "--approve"),
+        monkeypatch.setattr("sys.stdin", io.StringIO())
+        for given, why in (
+            ({"steps": "20,100"}, "no step 10"),
+            ({"steps": "10,100", "until": "10"}, "held at 10% already"),
+            ({"steps": "10,100", "approve": True}, "asks on a terminal"),
         ):
-            result = _rollout(name, *args, *SMALL_STEPS)
-            assert result.code == 2, (args, result.err[-2000:])
-        assert "no step 10" in _rollout(name, "--steps", "20,100").err
+            with pytest.raises(BadInput, match=why):
+                rollout.rollout(rollout.RolloutConfig(model_name=name, **given), "cv")
         assert router.applied()[name] == (10, staged_slot(name))
         assert _traffic(client, name) == records
-        # when the next rollout runs: it goes on after the held step, to the next hold
-        again = _rollout(name, "--steps", "10,40,100", "--until", "next", *SMALL_STEPS)
-        assert again.code == 0, again.err[-3000:]
-        assert "going on from there" in again.err
-        assert router.applied()[name] == (40, staged_slot(name))
-        assert _traffic(client, name)[-2:] == [("shift", "10", "40"), ("hold", "40", "40")]
+        # when the next rollout goes on to the last step and holds there: it goes on after
+        # the held step, and the 100% step is judged against the champion's traffic at the
+        # held 10%, watched first (at 100% the champion answers none)
+        last = _rollout(name, "--steps", "10,100", "--until", "100", *SMALL_STEPS)
+        assert last.code == 0, last.err[-3000:]
+        assert "going on from there" in last.err and "watching the held 10%" in last.err
+        assert "step 2 gate rollout-traffic: pass" in last.err
+        assert _traffic(client, name)[-2:] == [("shift", "10", "100"), ("hold", "100", "100")]
+        assert _aliases(client, name) == before
         # when it is ended while held: the weight goes back to 0, recorded, live unchanged
         ended = _rollout(name, "--abort")
         assert ended.code == 0, ended.err[-3000:]
     assert router.applied()[name][0] == 0
-    assert _traffic(client, name)[-1] == ("shift", "40", "0")
+    assert _traffic(client, name)[-1] == ("shift", "100", "0")
     assert _aliases(client, name) == before
     assert not [a for a in load.answers if a.startswith("failed")]
-    # and with nothing held, --abort changes nothing
-    nothing = _rollout(name, "--abort")
-    assert nothing.code == 0 and "nothing to end" in nothing.err, nothing.err[-2000:]
-    assert _traffic(client, name)[-1] == ("shift", "40", "0")
+
+
+def test_until_must_name_a_step():
+    from steps.errors import BadInput
+    from steps.rollout import RolloutConfig
+
+    assert RolloutConfig(model_name="m", steps="10,40", until="40").until == "40"
+    for until in ("30", "0", "150"):
+        with pytest.raises(BadInput, match="not a weight of --steps"):
+            RolloutConfig(model_name="m", steps="10,40", until=until)
+    result = run_mlcp("cv", "rollout", "--model-name", "m", "--until", "soon")
+    assert result.code == 2 and "--until is a weight" in result.err, result.err
 
 
 def test_approval_on_the_terminal_goes_on_or_sets_the_weight_back(routed, client):
