@@ -23,6 +23,7 @@ import pytest
 
 from steps import router, stack
 from steps.contract import previous_slot, staged_slot
+from workflows.common import APPROVAL_LOOP
 
 from . import switching
 from .conftest import run_mlcp, unique
@@ -343,7 +344,7 @@ def test_a_failing_step_sets_the_weight_back_and_moves_nothing(routed, client):
     assert not [a for a in load.answers if a.startswith("failed")]
 
 
-SMALL_STEPS = ("--step-duration", "1.5", "--min-requests", "5", "--reason", "test")
+SMALL_STEPS = ("--step-duration", "2", "--min-requests", "5", "--reason", "test")
 
 
 def _rollout(name: str, *args: str, stdin=None):
@@ -361,6 +362,28 @@ def _rollout(name: str, *args: str, stdin=None):
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
+def _template_run(name: str, folder, steps_template: str, **given: str):
+    """The container that the step of ``steps_template`` (of the committed cv-rollout
+    template) runs, given ``given`` and the test's small steps, run as its pod would run it."""
+    from . import test_workflows as wf
+
+    doc = wf.doc_named("cv-rollout")
+    templates = {t["name"]: t for t in doc["spec"]["templates"]}
+    caller = templates[steps_template]
+    small = dict(zip(SMALL_STEPS[::2], SMALL_STEPS[1::2], strict=True))
+    inputs = {"model-name": name, **{k[2:]: v for k, v in small.items()}, **given}
+    step = next(
+        group[0] for group in caller["steps"] if "container" in templates[group[0]["template"]]
+    )
+    if "when" in step:
+        scope = {f"inputs.parameters.{k}": v for k, v in wf.template_inputs(caller, inputs).items()}
+        assert wf.argo_when.evaluate(step["when"], scope)
+    passed = wf.step_passes(step, wf.template_inputs(caller, inputs))
+    return wf.run_template(
+        doc, passed, wf.Workflow(name="cv-rollout-x7k2p"), folder, templates[step["template"]]
+    )
+
+
 def _traffic(client, name: str) -> list[tuple[str, str, str]]:
     from steps import moves
 
@@ -371,7 +394,9 @@ def _traffic(client, name: str) -> list[tuple[str, str, str]]:
     ]
 
 
-def test_a_held_rollout_keeps_its_weight_and_goes_on_from_there(routed, client, monkeypatch):
+def test_a_held_rollout_keeps_its_weight_and_goes_on_from_there(
+    routed, client, monkeypatch, tmp_path
+):
     from steps import rollout
     from steps.errors import BadInput
 
@@ -381,14 +406,16 @@ def test_a_held_rollout_keeps_its_weight_and_goes_on_from_there(routed, client, 
     before = _aliases(client, name)
     with Load(name) as load:
         load.wait(20)
-        # when the rollout holds after its next step (its first, of two)
-        held = _rollout(name, "--steps", "10,100", "--until", "next", *SMALL_STEPS)
+        # when the rollout holds after its next step (its first, of two): the first run of
+        # the cv-rollout template's approval loop, its container run as the pod would run it
+        held = _template_run(name, tmp_path / "held", APPROVAL_LOOP, steps="20,100")
         assert held.code == 0, held.err[-3000:]
+        assert held.outputs["held"] == "true"  # what the loop's suspend and next steps read
         # then the weight stays at 10, recorded as a hold, and nothing is promoted
-        assert router.applied()[name] == (10, staged_slot(name))
-        assert _traffic(client, name)[-2:] == [("shift", "0", "10"), ("hold", "10", "10")]
+        assert router.applied()[name] == (20, staged_slot(name))
+        assert _traffic(client, name)[-2:] == [("shift", "0", "20"), ("hold", "20", "20")]
         assert _aliases(client, name) == before
-        assert "held at 10%" in held.err
+        assert "held at 20%" in held.err
         # and the serving check sees no drift in a held weight
         check = run_mlcp("serving", "check", "--model-name", name)
         assert check.code == 0, check.out + check.err
@@ -397,26 +424,28 @@ def test_a_held_rollout_keeps_its_weight_and_goes_on_from_there(routed, client, 
         records = _traffic(client, name)
         monkeypatch.setattr("sys.stdin", io.StringIO())
         for given, why in (
-            ({"steps": "20,100"}, "no step 10"),
-            ({"steps": "10,100", "until": "10"}, "held at 10% already"),
-            ({"steps": "10,100", "approve": True}, "asks on a terminal"),
+            ({"steps": "30,100"}, "no step 20"),
+            ({"steps": "20,100", "until": "20"}, "held at 20% already"),
+            ({"steps": "20,100", "approve": True}, "asks on a terminal"),
         ):
             with pytest.raises(BadInput, match=why):
                 rollout.rollout(rollout.RolloutConfig(model_name=name, **given), "cv")
-        assert router.applied()[name] == (10, staged_slot(name))
+        assert router.applied()[name] == (20, staged_slot(name))
         assert _traffic(client, name) == records
         # when the next rollout goes on to the last step and holds there: it goes on after
         # the held step, and the 100% step is judged against the champion's traffic at the
-        # held 10%, watched first (at 100% the champion answers none)
-        last = _rollout(name, "--steps", "10,100", "--until", "100", *SMALL_STEPS)
+        # held 20%, watched first (at 100% the champion answers none)
+        last = _rollout(name, "--steps", "20,100", "--until", "100", *SMALL_STEPS)
         assert last.code == 0, last.err[-3000:]
-        assert "going on from there" in last.err and "watching the held 10%" in last.err
+        assert "going on from there" in last.err and "watching the held 20%" in last.err
         assert "step 2 gate rollout-traffic: pass" in last.err
-        assert _traffic(client, name)[-2:] == [("shift", "10", "100"), ("hold", "100", "100")]
+        assert _traffic(client, name)[-2:] == [("shift", "20", "100"), ("hold", "100", "100")]
         assert _aliases(client, name) == before
-        # when it is ended while held: the weight goes back to 0, recorded, live unchanged
-        ended = _rollout(name, "--abort")
+        # when it is ended while held (the template submitted with abort=true): the weight
+        # goes back to 0, recorded, live unchanged
+        ended = _template_run(name, tmp_path / "abort", "cv-rollout", abort="true")
         assert ended.code == 0, ended.err[-3000:]
+        assert ended.outputs["held"] == "false"
     assert router.applied()[name][0] == 0
     assert _traffic(client, name)[-1] == ("shift", "100", "0")
     assert _aliases(client, name) == before
@@ -450,14 +479,14 @@ def test_approval_on_the_terminal_goes_on_or_sets_the_weight_back(routed, client
         load.wait(20)
         process = subprocess.Popen(
             [sys.executable, "-m", "steps.cli", "cv", "rollout", "--model-name", name,
-             "--steps", "10,30,50", "--approve", *SMALL_STEPS],
+             "--steps", "20,40,60", "--approve", *SMALL_STEPS],
             cwd=ROOT, stdin=terminal, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             text=True,
         )  # fmt: skip
         os.close(terminal)
         prompts = 0
         # when the person says yes at the first question and no at the second
-        for answer, weight in ((b"y\n", 10), (b"n\n", 30)):
+        for answer, weight in ((b"y\n", 20), (b"n\n", 40)):
             deadline = time.monotonic() + 60
             while router.applied()[name][0] != weight:
                 assert time.monotonic() < deadline and process.poll() is None
@@ -474,7 +503,7 @@ def test_approval_on_the_terminal_goes_on_or_sets_the_weight_back(routed, client
     assert err.count("go on?") == prompts == 2
     assert router.applied()[name][0] == 0
     shifts = _traffic(client, name)[-3:]
-    assert shifts == [("shift", "0", "10"), ("shift", "10", "30"), ("shift", "30", "0")]
+    assert shifts == [("shift", "0", "20"), ("shift", "20", "40"), ("shift", "40", "0")]
     from steps import moves
 
     assert "not approved" in moves.history(client, name, "traffic")[-1].reason
