@@ -344,7 +344,11 @@ def test_a_failing_step_sets_the_weight_back_and_moves_nothing(routed, client):
     assert not [a for a in load.answers if a.startswith("failed")]
 
 
-SMALL_STEPS = ("--step-duration", "2", "--min-requests", "5", "--reason", "test")
+# Short steps; latency is not what these tests judge: at 100% one slot takes every request,
+# which queues on a loaded machine (the champion's sample is from a lower weight)
+SMALL_STEPS = (
+    "--step-duration", "2", "--min-requests", "5", "--max-p95-ratio", "5", "--reason", "test",
+)  # fmt: skip
 
 
 def _rollout(name: str, *args: str, stdin=None):
