@@ -470,6 +470,9 @@ def assign(model: str, alias: str, version: str | int, *, reason: str = "", clie
 # ---------------------------------------------------------------------------- traffic at the router
 
 SHIFT = "shift"  # the action of a weight change at the router (alias TRAFFIC)
+# the action of a rollout held after a passed step (the weight stays, from and to the same):
+# the next rollout of the same versions goes on from there (steps/rollout.py)
+HOLD = "hold"
 
 
 def _pipeline(client, model: str) -> str:
@@ -527,13 +530,18 @@ def shift(
     return took[0]
 
 
+def last_weight_record(client, model: str) -> Record | None:
+    """The record of the last confirmed weight change of ``model`` (a shift, a sync or a
+    hold; None: the router never routed it)."""
+    last = [r for r in history(client, model, TRAFFIC) if r.status == "FINISHED" and r.to_weight]
+    return last[-1] if last else None
+
+
 def recorded_weight(client, model: str) -> tuple[int, str] | None:
     """The weight and slot the last confirmed weight change of ``model`` set (None: the
     router never routed it)."""
-    last = [r for r in history(client, model, TRAFFIC) if r.status == "FINISHED" and r.to_weight]
-    if not last:
-        return None
-    return int(last[-1].to_weight), last[-1].weight_slot
+    last = last_weight_record(client, model)
+    return None if last is None else (int(last.to_weight), last.weight_slot)
 
 
 def route_for(model: str, server, canary_slot: str, weight: int = 0) -> router.Route:

@@ -20,6 +20,9 @@ OUTPUT_DIR_VARIABLE = MLCP_OUTPUT_DIR.name
 ACTION = "action"
 PIPELINE = "pipeline"
 UNKNOWN_PIPELINE = "unknown"
+# The rollout step's output: true when it held the weight after a step (``--until``), which
+# the template's approval loop reads to suspend and run it again.
+HELD = "held"
 
 
 def write(values: Mapping[str, str]) -> None:

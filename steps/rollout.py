@@ -29,6 +29,18 @@ the router's files change and closed once the router reports the new weights; ``
 history`` shows them. ``mlcp serving check`` compares the router with the last recorded
 shift of each routed model, and ``mlcp serving sync`` writes it back.
 
+A rollout can stop between steps and leave the weight where it is: ``--until W`` holds
+once the step at W passed (``--until next``: after the next step, but the last), recorded as
+a weight change from W to W (action ``hold``), and exits 0 without promoting. The records
+then say W, so ``mlcp serving check`` sees no drift. The next rollout of the same champion
+and challenger goes on after the held step (its ``--steps`` must hold W); ``--abort`` ends
+a held rollout instead (weight back to 0, recorded). That is the manual approval: in Argo,
+the template's ``approval=true`` runs the stage with ``--until next`` again and again,
+with a ``suspend`` step between the runs (``argo resume`` continues); locally ``--approve``
+asks on the terminal before each step after the first (y: go on, h: hold, else weight 0,
+exit 3). At 100% the champion's sample is the step before's; a rollout resumed right before
+its 100% step first watches the held weight for one step duration to take that sample.
+
 Rollback by flip: :func:`flip_ready` and :func:`flip` send all of a model's traffic to a slot
 that already serves the restored version (``<model>-previous``, kept warm by a promotion
 through the router), before the live slot is reloaded (steps/moves.py).
@@ -42,7 +54,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from . import aliases, moves, paired, router, tracking
+from . import aliases, moves, outputs, paired, router, tracking
 from .contract import (
     BENCHMARKED,
     LIVE,
@@ -52,7 +64,7 @@ from .contract import (
     staged_slot,
 )
 from .declare import Config, Stage, alias_name, alias_option, option
-from .errors import BadInput, MlcpError
+from .errors import BadInput, GateFailed, MlcpError
 
 TRAFFIC_GATE = "rollout-traffic"
 ERRORS_GATE = "rollout-errors"
@@ -81,6 +93,22 @@ def _checked_steps(text: str) -> str:
         return parse_steps(text)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
+
+
+NEXT = "next"  # --until next: hold after the next step (what Argo's approval loop runs)
+
+
+def parse_until(text: str) -> str:
+    """The ``--until`` text: empty (every step), ``next``, or a whole percent."""
+    text = text.strip().lower()
+    if text in ("", NEXT):
+        return text
+    try:
+        return str(int(text))  # one of the steps: RolloutConfig checks it
+    except ValueError:
+        raise ValueError(
+            f"--until is a weight of --steps, `{NEXT}`, or empty, got {text!r}"
+        ) from None
 
 
 @dataclass(kw_only=True)
@@ -121,17 +149,33 @@ class RolloutConfig(Config):
     require_gates: tuple[str, ...] = option(
         (), help="comma-separated gates the promotion requires besides the model's policy"
     )
+    until: str = option(
+        "",
+        help="hold after the step at this weight passed (`next`: after the next step, but the "
+        "last): the weight stays, recorded (action hold), nothing is promoted, exit 0; the next "
+        "rollout of the same versions goes on after the held step. Empty: every step, then "
+        "the promotion",
+        parse=parse_until,
+    )
     approve: bool = option(
         False,
-        help="wait for a line on stdin before each step after the first (in Argo: a suspend "
-        "step, resumed with `argo resume`)",
+        help="ask on the terminal before each step after the first: y goes on, h holds (as "
+        "--until), anything else sets the weight back to 0 and exits 3; exit 2 when stdin is "
+        "no terminal (in Argo: the template's approval parameter, `argo resume`)",
         argo=False,
+    )
+    abort: bool = option(
+        False,
+        help="end a held rollout instead: its weight back to 0 (recorded); judges nothing and "
+        "moves no alias",
     )
     reason: str = option("", help="why; recorded with every weight change")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.steps = _checked_steps(self.steps)
+        if self.until not in ("", NEXT) and int(self.until) not in self.weights:
+            raise BadInput(f"--until {self.until} is not a weight of --steps {self.steps}")
 
     @property
     def weights(self) -> list[int]:
@@ -286,16 +330,89 @@ def _aborted(client, model: str, route: router.Route, champion: str, challenger:
             signal.signal(signal.SIGTERM, previous)
 
 
+APPROVE = ("y", "yes")
+HOLD_ANSWERS = ("h", "hold")
+
+
+def held_rollout(client, model: str, canary_slot: str) -> moves.Record | None:
+    """The record of a rollout held after a passed step (action hold, the weight still on
+    ``canary_slot``), when it is the model's last weight change; else None."""
+    last = moves.last_weight_record(client, model)
+    if last is None or last.action != moves.HOLD or last.weight_slot != canary_slot:
+        return None
+    return last if int(last.to_weight) > 0 else None
+
+
+def _resumed_at(cfg: RolloutConfig, model: str, held, champion: str, challenger: str) -> int:
+    """How many of ``cfg``'s steps a held rollout of the same versions already passed (0:
+    none held, or one of other versions, which starts over). BadInput when its weight is not
+    one of the steps, or when --until is already behind it."""
+    if held is None or (held.from_version, held.to_version) != (champion, challenger):
+        return 0
+    weight = int(held.to_weight)
+    if weight not in cfg.weights:
+        raise BadInput(
+            f"{model} is held at {weight}% to {held.weight_slot} by a rollout of "
+            f"{show_version(challenger)}: --steps {cfg.steps} has no step {weight} to go on "
+            "from (give steps through it, or --abort to set the weight back to 0); nothing "
+            "was changed"
+        )
+    if cfg.until not in ("", NEXT) and int(cfg.until) <= weight:
+        raise BadInput(
+            f"--until {cfg.until}: {model} is held at {weight}% already; nothing was changed"
+        )
+    return cfg.weights.index(weight) + 1
+
+
+def _abort(client, model: str, route: router.Route, say) -> dict:
+    """``--abort``: a held rollout's weight back to 0, recorded; anything else is left."""
+    held = held_rollout(client, model, route.canary_slot)
+    outputs.write({outputs.HELD: "false"})
+    if held is None:
+        say(f"no rollout of {model} is held: nothing to end, nothing was changed")
+        return {"model": model, "version": "", "weight": None, "aborted": False}
+    moves.shift(
+        client,
+        model,
+        route,
+        0,
+        reason="rollout ended while held",
+        champion=held.from_version,
+        challenger=held.to_version,
+    )
+    say(f"weight back to 0: the held rollout of {show_version(held.to_version)} ended")
+    return {"model": model, "version": held.to_version, "weight": 0, "aborted": True}
+
+
+def _approved(say, number: int, target: int) -> str:
+    """Ask on the terminal before step ``number``: ``go``, ``hold`` or ``refuse``."""
+    say(f"step {number} ({target}%): go on? [y]es / [h]old here / anything else: weight to 0")
+    answer = sys.stdin.readline().strip().lower()
+    return "go" if answer in APPROVE else "hold" if answer in HOLD_ANSWERS else "refuse"
+
+
 def rollout(cfg: RolloutConfig, pipeline: str) -> dict:
     """The stage (see the module docstring): a summary of the steps and the promotion."""
     from . import backends as backend
     from . import gates, promote
     from .stage import Reporter
 
+    if cfg.approve and not sys.stdin.isatty():
+        raise BadInput(
+            "--approve asks on a terminal, and stdin is none: use --until (Argo: the "
+            "template's approval=true); nothing was changed"
+        )
     say = _say(pipeline)
     model = cfg.model_name
     client = tracking.registry_client()
     registered = aliases.get_model(client, model)
+    server = backend.for_model(model, dict(registered.tags))
+    if server is None:
+        raise BadInput(f"model {model!r} has no serving back end: no traffic to shift")
+    canary_slot = staged_slot(model)
+    route = moves.route_for(model, server, canary_slot)
+    if cfg.abort:
+        return _abort(client, model, route, say)
     current = {a: str(v) for a, v in registered.aliases.items()}
     challenger = aliases.resolve(client, model, cfg.challenger_alias, current)
     champion = current.get(cfg.champion_alias)
@@ -309,11 +426,7 @@ def rollout(cfg: RolloutConfig, pipeline: str) -> dict:
             f"{model}@{cfg.challenger_alias} and @{cfg.champion_alias} both name "
             f"{show_version(champion)}: nothing to roll out"
         )
-    server = backend.for_model(model, dict(registered.tags))
-    if server is None:
-        raise BadInput(f"model {model!r} has no serving back end: no traffic to shift")
-    canary_slot = staged_slot(model)
-    route = moves.route_for(model, server, canary_slot)
+    passed = _resumed_at(cfg, model, held_rollout(client, model, canary_slot), champion, challenger)
     for slot, version in ((canary_slot, challenger), (live_slot(model), champion)):
         wrong = moves.served_by_all(server, model, slot, version)
         if wrong:
@@ -324,26 +437,74 @@ def rollout(cfg: RolloutConfig, pipeline: str) -> dict:
     reporter = Reporter(pipeline, "rollout")
     clusters = [router.cluster_name(model, r) for r in (router.CANARY_ROLE, router.LIVE_ROLE)]
     summary: dict = {"model": model, "version": challenger, "champion": champion, "steps": []}
-    weight = 0
+    weight = cfg.weights[passed - 1] if passed else 0
     previous_live: router.ClusterStats | None = None
     params = {"steps": cfg.steps, "step_duration": cfg.step_duration, "challenger": challenger}
     run_name = tracking.run_name(model, {"v": challenger, "steps": cfg.steps.replace(",", "-")})
+    total = len(cfg.weights)
+    outputs.write({outputs.HELD: "false"})
+    if passed:
+        say(f"{model} is held at {weight}% after step {passed}/{total}: going on from there")
+
+    def observe() -> tuple[router.ClusterStats, router.ClusterStats]:
+        """Both slots' statistics over one step duration (the challenger's, the champion's)."""
+        time.sleep(router.STATS_FLUSH_S * 1.2)  # histograms flushed before the snapshot
+        before = router.cluster_stats(clusters)
+        time.sleep(cfg.step_duration)
+        time.sleep(router.STATS_FLUSH_S * 1.2)
+        after = router.cluster_stats(clusters)
+        return tuple(after[c].minus(before[c]) for c in clusters)
+
+    def hold(number: int, why: str) -> dict:
+        """Stop after step ``number`` with its weight in place, recorded (action hold)."""
+        moves.shift(
+            client,
+            model,
+            route,
+            weight,
+            action=moves.HOLD,
+            reason=f"rollout held after step {number}/{total} ({why}); the next rollout "
+            "goes on from here, --abort ends it",
+            champion=champion,
+            challenger=challenger,
+        )
+        outputs.write({outputs.HELD: "true"})
+        say(
+            f"held at {weight}% after step {number}/{total}: {model}@{LIVE} stays "
+            f"{show_version(champion)}; run the rollout again to go on, --abort to end it"
+        )
+        return {**summary, "weight": weight, "held": weight}
+
     with (
         reporter.stage_run(model, run_name, version=challenger, params=params),
         _aborted(client, model, route, champion, challenger),
     ):
         for number, target in enumerate(cfg.weights, start=1):
-            if cfg.approve and number > 1:
-                say(f"step {number} ({target}%) waits for approval: press Enter")
-                if not sys.stdin.readline():
-                    raise MlcpError("no approval (stdin closed): the weight stays, re-run to go on")
+            if number <= passed:
+                continue
+            if cfg.approve and number > passed + 1:
+                answer = _approved(say, number, target)
+                if answer == "hold":
+                    return hold(number - 1, "asked on the terminal")
+                if answer == "refuse":  # _aborted sets the weight back to 0, recorded
+                    raise GateFailed(
+                        f"step {number} ({target}%) was not approved: weight back to 0, "
+                        f"{model}@{LIVE} stays {show_version(champion)}",
+                        challenger,
+                    )
+            if target == 100 and previous_live is None and weight > 0:
+                # resumed before the last step: the champion's sample is the held weight's
+                say(
+                    f"watching the held {weight}% for {cfg.step_duration:g} s: the champion's "
+                    "sample for the 100% step"
+                )
+                previous_live = observe()[1]
             took = moves.shift(
                 client,
                 model,
                 route,
                 target,
-                reason=f"rollout step {number}/{len(cfg.weights)}"
-                + (f": {cfg.reason}" if cfg.reason else ""),
+                reason=f"rollout step {number}/{total}" + (f": {cfg.reason}" if cfg.reason else ""),
                 champion=champion,
                 challenger=challenger,
             )
@@ -352,13 +513,7 @@ def rollout(cfg: RolloutConfig, pipeline: str) -> dict:
                 f"step {number}: {target}% to {show_version(challenger)} (router applied it in "
                 f"{took:.2f} s); watching {cfg.step_duration:g} s of live traffic"
             )
-            time.sleep(router.STATS_FLUSH_S * 1.2)  # histograms flushed before the snapshot
-            before = router.cluster_stats(clusters)
-            time.sleep(cfg.step_duration)
-            time.sleep(router.STATS_FLUSH_S * 1.2)
-            after = router.cluster_stats(clusters)
-            canary = after[clusters[0]].minus(before[clusters[0]])
-            live = after[clusters[1]].minus(before[clusters[1]])
+            canary, live = observe()
             sample = f"step {number}"
             if target == 100 and previous_live is not None:
                 # all traffic on the challenger: its champion is the one of the step before
@@ -399,6 +554,8 @@ def rollout(cfg: RolloutConfig, pipeline: str) -> dict:
                 )
                 say(f"weight back to 0: {model}@{LIVE} stays {show_version(champion)}")
                 gates.enforce(decisions)
+            if str(target) == cfg.until or (cfg.until == NEXT and number < total):
+                return hold(number, f"--until {cfg.until}")
         summary["weight"] = weight
         if not cfg.promote:
             return summary
@@ -444,6 +601,8 @@ def stage(pipeline: str) -> Stage:
             "Moves the challenger's (benchmarked) share of the model's traffic at the router "
             "through the steps, judging each step's live traffic against live's (error rate, "
             "p95 latency; decision runs); promotes when every step passes, else sets the "
-            "weight back to 0 and fails (exit 3). Every weight change is recorded (shift)."
+            "weight back to 0 and fails (exit 3). Every weight change is recorded (shift). "
+            "With approval=true it suspends before each step after the first, holding the "
+            "weight, until `argo resume`."
         ),
     )

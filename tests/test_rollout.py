@@ -10,6 +10,7 @@ export would give.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import threading
@@ -22,6 +23,7 @@ import pytest
 
 from steps import router, stack
 from steps.contract import previous_slot, staged_slot
+from workflows.common import APPROVAL_LOOP
 
 from . import switching
 from .conftest import run_mlcp, unique
@@ -339,6 +341,177 @@ def test_a_failing_step_sets_the_weight_back_and_moves_nothing(routed, client):
     assert tags["mlcp.gate.rollout-p95.verdict"] == "fail"
     run = client.get_run(tags["mlcp.gate.rollout-p95.run_id"])
     assert run.data.metrics["ci_low"] > 1.5
+    assert not [a for a in load.answers if a.startswith("failed")]
+
+
+# Short steps; latency is not what these tests judge: at 100% one slot takes every request,
+# which queues on a loaded machine (the champion's sample is from a lower weight)
+SMALL_STEPS = (
+    "--step-duration", "2", "--min-requests", "5", "--max-p95-ratio", "5", "--reason", "test",
+)  # fmt: skip
+
+
+def _rollout(name: str, *args: str, stdin=None):
+    """``mlcp cv rollout`` in a new process, with ``stdin`` (default: none, as in a pod)."""
+    import subprocess
+    import sys
+
+    from .conftest import ROOT, Result
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "steps.cli", "cv", "rollout", "--model-name", name, *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        stdin=subprocess.DEVNULL if stdin is None else stdin,
+    )  # fmt: skip
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def _template_run(name: str, folder, steps_template: str, **given: str):
+    """The container that the step of ``steps_template`` (of the committed cv-rollout
+    template) runs, given ``given`` and the test's small steps, run as its pod would run it."""
+    from . import test_workflows as wf
+
+    doc = wf.doc_named("cv-rollout")
+    templates = {t["name"]: t for t in doc["spec"]["templates"]}
+    caller = templates[steps_template]
+    small = dict(zip(SMALL_STEPS[::2], SMALL_STEPS[1::2], strict=True))
+    inputs = {"model-name": name, **{k[2:]: v for k, v in small.items()}, **given}
+    step = next(
+        group[0] for group in caller["steps"] if "container" in templates[group[0]["template"]]
+    )
+    if "when" in step:
+        scope = {f"inputs.parameters.{k}": v for k, v in wf.template_inputs(caller, inputs).items()}
+        assert wf.argo_when.evaluate(step["when"], scope)
+    passed = wf.step_passes(step, wf.template_inputs(caller, inputs))
+    return wf.run_template(
+        doc, passed, wf.Workflow(name="cv-rollout-x7k2p"), folder, templates[step["template"]]
+    )
+
+
+def _traffic(client, name: str) -> list[tuple[str, str, str]]:
+    from steps import moves
+
+    return [
+        (r.action, r.from_weight, r.to_weight)
+        for r in moves.history(client, name, "traffic")
+        if r.status == "FINISHED"
+    ]
+
+
+def test_a_held_rollout_keeps_its_weight_and_goes_on_from_there(
+    routed, client, monkeypatch, tmp_path
+):
+    from steps import rollout
+    from steps.errors import BadInput
+
+    # given v1 live, v2 benchmarked, under client load, the weight at 0
+    name = routed["name"]
+    _shift(client, name, 0)
+    before = _aliases(client, name)
+    with Load(name) as load:
+        load.wait(20)
+        # when the rollout holds after its next step (its first, of two): the first run of
+        # the cv-rollout template's approval loop, its container run as the pod would run it
+        held = _template_run(name, tmp_path / "held", APPROVAL_LOOP, steps="20,100")
+        assert held.code == 0, held.err[-3000:]
+        assert held.outputs["held"] == "true"  # what the loop's suspend and next steps read
+        # then the weight stays at 10, recorded as a hold, and nothing is promoted
+        assert router.applied()[name] == (20, staged_slot(name))
+        assert _traffic(client, name)[-2:] == [("shift", "0", "20"), ("hold", "20", "20")]
+        assert _aliases(client, name) == before
+        assert "held at 20%" in held.err
+        # and the serving check sees no drift in a held weight
+        check = run_mlcp("serving", "check", "--model-name", name)
+        assert check.code == 0, check.out + check.err
+        # bad input (BadInput: exit 2) moves nothing: steps that miss the held weight, an
+        # --until behind it, --approve without a terminal (the stage called in this process)
+        records = _traffic(client, name)
+        monkeypatch.setattr("sys.stdin", io.StringIO())
+        for given, why in (
+            ({"steps": "30,100"}, "no step 20"),
+            ({"steps": "20,100", "until": "20"}, "held at 20% already"),
+            ({"steps": "20,100", "approve": True}, "asks on a terminal"),
+        ):
+            with pytest.raises(BadInput, match=why):
+                rollout.rollout(rollout.RolloutConfig(model_name=name, **given), "cv")
+        assert router.applied()[name] == (20, staged_slot(name))
+        assert _traffic(client, name) == records
+        # when the next rollout goes on to the last step and holds there: it goes on after
+        # the held step, and the 100% step is judged against the champion's traffic at the
+        # held 20%, watched first (at 100% the champion answers none)
+        last = _rollout(name, "--steps", "20,100", "--until", "100", *SMALL_STEPS)
+        assert last.code == 0, last.err[-3000:]
+        assert "going on from there" in last.err and "watching the held 20%" in last.err
+        assert "step 2 gate rollout-traffic: pass" in last.err
+        assert _traffic(client, name)[-2:] == [("shift", "20", "100"), ("hold", "100", "100")]
+        assert _aliases(client, name) == before
+        # when it is ended while held (the template submitted with abort=true): the weight
+        # goes back to 0, recorded, live unchanged
+        ended = _template_run(name, tmp_path / "abort", "cv-rollout", abort="true")
+        assert ended.code == 0, ended.err[-3000:]
+        assert ended.outputs["held"] == "false"
+    assert router.applied()[name][0] == 0
+    assert _traffic(client, name)[-1] == ("shift", "100", "0")
+    assert _aliases(client, name) == before
+    assert not [a for a in load.answers if a.startswith("failed")]
+
+
+def test_until_must_name_a_step():
+    from steps.errors import BadInput
+    from steps.rollout import RolloutConfig
+
+    assert RolloutConfig(model_name="m", steps="10,40", until="40").until == "40"
+    for until in ("30", "0", "150"):
+        with pytest.raises(BadInput, match="not a weight of --steps"):
+            RolloutConfig(model_name="m", steps="10,40", until=until)
+    result = run_mlcp("cv", "rollout", "--model-name", "m", "--until", "soon")
+    assert result.code == 2 and "--until is a weight" in result.err, result.err
+
+
+def test_approval_on_the_terminal_goes_on_or_sets_the_weight_back(routed, client):
+    import pty
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    # given a rollout asking on a terminal before each step after the first
+    name = routed["name"]
+    before = _aliases(client, name)
+    main, terminal = pty.openpty()
+    with Load(name) as load:
+        load.wait(20)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "steps.cli", "cv", "rollout", "--model-name", name,
+             "--steps", "20,40,60", "--approve", *SMALL_STEPS],
+            cwd=ROOT, stdin=terminal, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        os.close(terminal)
+        prompts = 0
+        # when the person says yes at the first question and no at the second
+        for answer, weight in ((b"y\n", 20), (b"n\n", 40)):
+            deadline = time.monotonic() + 60
+            while router.applied()[name][0] != weight:
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.05)
+            time.sleep(0.5)
+            assert process.poll() is None, "the rollout did not wait for the answer"
+            os.write(main, answer)
+            prompts += 1
+        code = process.wait(timeout=60)
+        err = process.stderr.read()
+    os.close(main)
+    # then it went on to 30, and the refusal set the weight back to 0 with exit 3
+    assert code == 3, err[-3000:]
+    assert err.count("go on?") == prompts == 2
+    assert router.applied()[name][0] == 0
+    shifts = _traffic(client, name)[-3:]
+    assert shifts == [("shift", "0", "20"), ("shift", "20", "40"), ("shift", "40", "0")]
+    from steps import moves
+
+    assert "not approved" in moves.history(client, name, "traffic")[-1].reason
+    assert _aliases(client, name) == before
     assert not [a for a in load.answers if a.startswith("failed")]
 
 

@@ -1090,9 +1090,14 @@ def test_pipeline_chains_the_stage_templates_by_templateref_passing_only_names(p
     documents = committed()
     arguments = doc["spec"]["arguments"]["parameters"]
     alias_params = ["candidate-alias", "staged-alias", "evaluated-alias", "benchmarked-alias"]
-    assert [p["name"] for p in arguments] == ["model-name", *alias_params, "live-alias"]
+    assert [p["name"] for p in arguments] == [
+        "model-name",
+        *alias_params,
+        "live-alias",
+        *PROMOTION_PARAMS,
+    ]
     assert "value" not in arguments[0]  # the model name is asked for
-    for p in arguments[1:]:
+    for p in arguments[1:6]:
         assert p["value"] == p["name"].removesuffix("-alias") and p["enum"] == ALIASES
     assert "continueOn" not in json.dumps(doc)  # a failed step fails the workflow
     # the chain, and the exit handler with the one container it runs
@@ -1102,14 +1107,23 @@ def test_pipeline_chains_the_stage_templates_by_templateref_passing_only_names(p
         "record-exit",
     ]
     steps = pipeline_steps(doc)
-    assert [s["name"] for s in steps] == ["train", "deploy", "evaluate", "perf-test", "promote"]
+    assert [s["name"] for s in steps] == [
+        "train",
+        "deploy",
+        "evaluate",
+        "perf-test",
+        "promote",
+        "rollout",
+    ]
+    steps = steps[:-1]  # the rollout, promote's alternative: see the test of promotion
     allowed = {"{{workflow.parameters.model-name}}"} | {
         "{{workflow.parameters." + p + "}}" for p in [*alias_params, "live-alias"]
     }
     defaults = submission(doc, {"model-name": "m"})
     chain = []
     for step in steps:
-        assert set(step) == {"name", "arguments", "templateRef"}, step["name"]
+        keys = {"name", "arguments", "templateRef"} | ({"when"} if step is steps[-1] else set())
+        assert set(step) == keys, step["name"]
         ref = step["templateRef"]
         referenced = documents[f"{ref['name']}.yaml"]
         assert referenced["kind"] == "WorkflowTemplate" and "clusterScope" not in ref
@@ -1140,6 +1154,179 @@ def test_pipeline_chains_the_stage_templates_by_templateref_passing_only_names(p
     renamed = submission(doc, {"model-name": "m", "staged-alias": "evaluated"})
     assert stage_submission(steps[1], renamed)["output-alias"] == "evaluated"
     assert stage_submission(steps[2], renamed)["input-alias"] == "evaluated"
+
+
+PROMOTION_PARAMS = ["promotion", "rollout-steps", "rollout-step-duration", "rollout-approval"]
+
+
+def runs(step: dict, scope: dict[str, str]) -> bool:
+    """Whether Argo runs ``step`` (its ``when``, if any) in ``scope``."""
+    return "when" not in step or argo_when.evaluate(step["when"], scope)
+
+
+def promotion_scope(values: dict[str, str]) -> dict[str, str]:
+    return {f"workflow.parameters.{k}": v for k, v in values.items()}
+
+
+@pytest.mark.parametrize("pipeline", [CV, LLM], ids=["cv", "llm"])
+def test_the_pipelines_and_crons_promote_directly_or_through_a_rollout(pipeline):
+    # given the pipeline template, its retrain cron's chain, and the rollout template
+    doc = doc_named(f"{pipeline.name}-pipeline")
+    rollout_doc = doc_named(f"{pipeline.name}-rollout")
+    rollout_entry = entry_template(rollout_doc)
+    declared = {p["name"]: p for p in doc["spec"]["arguments"]["parameters"]}
+    assert declared["promotion"]["value"] == "direct"  # as before unless asked
+    assert declared["promotion"]["enum"] == ["direct", "rollout"]
+    # the rollout's parameters are the rollout template's own, with its defaults
+    for name in ("steps", "step-duration", "approval"):
+        mine, theirs = declared[f"rollout-{name}"], rollout_doc["spec"]["arguments"]["parameters"]
+        (template_param,) = [p for p in theirs if p["name"] == name]
+        assert mine["value"] == template_param["value"], name
+        assert mine["description"] == template_param["description"], name
+    with pytest.raises(ValueError, match="not in"):
+        submission(doc, {"model-name": "m", "promotion": "canary"})
+    cron = doc_named(f"{pipeline.name}-retrain")
+    cron_values = {p["name"]: p["value"] for p in workflow_spec(cron)["arguments"]["parameters"]}
+    assert {k: cron_values[k] for k in PROMOTION_PARAMS} == {
+        k: declared[k]["value"] for k in PROMOTION_PARAMS
+    }
+    for steps in (pipeline_steps(doc), retrain_chain(cron)):
+        by_name = {s["name"]: s for s in steps}
+        promote, rollout = by_name["promote"], by_name["rollout"]
+        assert steps[-2:] == [promote, rollout]
+        for promotion, direct in (("direct", True), ("rollout", False)):
+            given = {
+                "model-name": "m",
+                "promotion": promotion,
+                "rollout-steps": "10,50,100",
+                "rollout-step-duration": "30",
+                "rollout-approval": "true",
+            }
+            values = submission(doc, given)
+            scope = promotion_scope(values)
+            # when: exactly one of the two runs, as promotion says; every stage before runs
+            assert (runs(promote, scope), runs(rollout, scope)) == (direct, not direct)
+            assert all(runs(s, scope) for s in steps[:-2])
+            # the rollout is given the model, the challenger, the gates and the rollout-*
+            passed = stage_submission(rollout, values)
+            assert rollout["templateRef"] == {
+                "name": f"{pipeline.name}-rollout",
+                "template": f"{pipeline.name}-rollout",
+            }
+            assert passed == {
+                "model-name": "m",
+                "challenger-alias": "benchmarked",
+                "require-gates": ",".join(pipeline.gates),
+                "steps": "10,50,100",
+                "step-duration": "30",
+                "approval": "true",
+            }
+            received = template_inputs(rollout_entry, passed)  # Argo would accept them
+            assert (received["steps"], received["approval"]) == ("10,50,100", "true")
+        renamed = submission(doc, {"model-name": "m", "benchmarked-alias": "evaluated"})
+        assert stage_submission(rollout, renamed)["challenger-alias"] == "evaluated"
+
+
+def step_passes(step: dict, inputs: dict[str, str]) -> dict[str, str]:
+    """What a step of a steps template passes, given that template's ``inputs``."""
+    scope = {f"inputs.parameters.{k}": v for k, v in inputs.items()}
+    return {
+        p["name"]: argo_when.substitute(p["value"], scope) for p in step["arguments"]["parameters"]
+    }
+
+
+def reachable(doc: dict, name: str) -> set[str]:
+    """The templates of ``doc`` that its template ``name`` runs, itself included."""
+    templates = {t["name"]: t for t in doc["spec"]["templates"]}
+    found, todo = set(), [name]
+    while todo:
+        current = todo.pop()
+        if current not in found:
+            found.add(current)
+            todo += [s["template"] for g in templates[current].get("steps", []) for s in g]
+    return found
+
+
+@pytest.mark.parametrize("pipeline", [CV, LLM], ids=["cv", "llm"])
+def test_the_rollout_template_suspends_between_steps_only_with_approval(pipeline):
+    from steps.cli import build_parser
+
+    doc = doc_named(f"{pipeline.name}-rollout")
+    templates = {t["name"]: t for t in doc["spec"]["templates"]}
+    entry = entry_template(doc)
+    (run,) = [t for t in templates.values() if "container" in t]
+    (wait,) = [t for t in templates.values() if "suspend" in t]
+    assert wait["suspend"] == {}  # no duration: it waits for `argo resume`
+    # approval is the template's parameter (off by default), beside every flag of the CLI
+    declared = {p["name"]: p for p in doc["spec"]["arguments"]["parameters"]}
+    assert (declared["approval"]["value"], declared["approval"]["enum"]) == ("false", BOOLEAN)
+    flags = {a.split("=", 1)[0][2:] for a in run["container"]["args"][2:]}
+    assert set(declared) == flags | {"approval"} and "approve" not in flags
+    # the container: the stage with every flag, the mutex, and the held output
+    assert run["container"]["args"][:2] == [pipeline.name, "rollout"]
+    assert run["synchronization"] == promote_doc()["spec"]["templates"][0]["synchronization"]
+    outputs = {p["name"]: p["valueFrom"] for p in run["outputs"]["parameters"]}
+    assert outputs["held"] == {"default": "false", "path": "/tmp/outputs/held"}
+    # the entry runs one of two steps, as approval says
+    (all_steps,), (stepwise,) = entry["steps"]
+    for approval, approved in (("false", False), ("true", True)):
+        values = submission(doc, {"model-name": "m", "approval": approval, "steps": "10,100"})
+        scope = {f"inputs.parameters.{k}": v for k, v in values.items()}
+        assert (runs(all_steps, scope), runs(stepwise, scope)) == (not approved, approved)
+    # without approval: one run of the container, with the steps and the --until given, and
+    # no suspend anywhere in it
+    assert all_steps["template"] == run["name"]
+    assert wait["name"] not in reachable(doc, all_steps["template"])
+    values = submission(doc, {"model-name": "m", "steps": "10,100", "until": "10"})
+    given = step_passes(all_steps, values)
+    assert given == {k: v for k, v in values.items() if k != "approval"}
+    # with approval: the loop runs one step (--until next), suspends, and runs again, for as
+    # long as the run says it held
+    loop = templates[stepwise["template"]]
+    assert wait["name"] in reachable(doc, loop["name"])
+    (step,), (approve,), (again,) = loop["steps"]
+    assert (step["template"], approve["template"], again["template"]) == (
+        run["name"],
+        wait["name"],
+        loop["name"],
+    )
+    passed = {p["name"]: p["value"] for p in step["arguments"]["parameters"]}
+    assert passed["until"] == "next"
+    assert {k: v for k, v in passed.items() if k != "until"} == {
+        p["name"]: "{{inputs.parameters." + p["name"] + "}}"
+        for p in again["arguments"]["parameters"]
+        if p["name"] != "until"
+    }
+    for held, more in (("true", True), ("false", False)):
+        scope = {"steps.step.outputs.parameters.held": held}
+        assert (runs(approve, scope), runs(again, scope)) == (more, more)
+    assert "when" not in step
+    # what the loop's container runs is a valid command line of the stage, with --until next
+    given = step_passes(step, template_inputs(loop, {"model-name": "m", "steps": "10,50,100"}))
+    values = template_inputs(run, given)
+    args = build_parser().parse_args(
+        [substitute(a, values, Workflow()) for a in run["container"]["args"]]
+    )
+    assert (args.until, args.steps, args.model_name) == ("next", "10,50,100", "m")
+    # no other document suspends
+    for name, other in committed().items():
+        if not name.endswith("-rollout.yaml"):
+            assert "suspend" not in json.dumps(workflow_spec(other).get("templates", [])), name
+
+
+def test_a_pipeline_without_a_rollout_promotes_directly_only():
+    # given a pipeline whose declaration has no rollout (built by workflows/plugin.py)
+    tabular = {p.name: p for p in installed()}["tabular"]
+    assert tabular.rollout is None
+    assert "tabular-rollout.yaml" not in committed()
+    doc = doc_named("tabular-pipeline")
+    # then it has no promotion parameter, promote always runs, and asking for one is refused
+    names = {p["name"] for p in doc["spec"]["arguments"]["parameters"]}
+    assert not names & set(PROMOTION_PARAMS)
+    last = pipeline_steps(doc)[-1]
+    assert last["name"] == "promote" and "when" not in last
+    with pytest.raises(ValueError, match="not in|unknown"):
+        submission(doc, {"model-name": "m", "promotion": "rollout"})
 
 
 RETRAINS = {  # cron: (the pipeline it submits, default schedule, default model)
@@ -1672,7 +1859,12 @@ def test_retrain_cron_runs_the_drift_template_and_its_when_decides(models, clien
 def test_documented_submissions_name_real_templates_and_parameters():
     readme = "\n".join(
         (ROOT / "docs" / page).read_text()
-        for page in ("how-to/argo.md", "how-to/install-chart.md", "tutorials/rollback.md")
+        for page in (
+            "how-to/argo.md",
+            "how-to/install-chart.md",
+            "tutorials/rollback.md",
+            "tutorials/gradual-rollout.md",
+        )
     )
     rollback = (
         "argo submit --from workflowtemplate/promote "
@@ -1687,6 +1879,7 @@ def test_documented_submissions_name_real_templates_and_parameters():
         "llm-train",
         "llm-evaluate",
         "promote",
+        "cv-rollout",
     }
     for name, params in commands:
         given = dict(p.split("=", 1) for p in params.split(" -p ")[1:])

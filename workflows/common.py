@@ -31,6 +31,7 @@ from hera.workflows import (
     SecretVolume,
     Step,
     Steps,
+    Suspend,
     WorkflowTemplate,
 )
 from hera.workflows import models as m
@@ -40,11 +41,16 @@ from steps.backends import Volume
 from steps.declare import Pipeline, Stage
 from steps.drift import DATA_OUTPUT, RETRAIN_OUTPUT
 from steps.provenance import IMAGE_ENV
+from steps.rollout import NEXT
 
 from . import metrics
 from .settings import Settings
 from .specs import (
+    APPROVAL,
     EXIT_OUTPUT,
+    HELD_OUTPUT,
+    PROMOTION,
+    ROLLOUT_PREFIX,
     STAGE_OUTPUTS,
     Override,
     Param,
@@ -143,8 +149,10 @@ def arguments(params: tuple[Param, ...]) -> list[Parameter]:
     ]
 
 
-def inputs(spec: StepSpec) -> list[Parameter]:
-    """The step template's inputs, filled from the workflow's arguments by name."""
+def inputs(spec: StepSpec | tuple[Param, ...]) -> list[Parameter]:
+    """A template's inputs (a step's, or those ``params``), filled from the workflow's
+    arguments by name."""
+    params = spec.params if isinstance(spec, StepSpec) else spec
     return [
         Parameter(
             name=p.name,
@@ -152,7 +160,7 @@ def inputs(spec: StepSpec) -> list[Parameter]:
             enum=list(p.enum) if p.enum else None,
             **({} if p.required else {"default": p.default}),
         )
-        for p in spec.params
+        for p in params
     ]
 
 
@@ -442,33 +450,87 @@ def stage_template(
     return spec, template
 
 
+# The rollout template's steps: one run of every step, or (approval=true) a loop of runs of
+# one step each (--until next), an Argo suspend between them, until a run no longer holds.
+ROLLOUT_RUN = "run"  # the container template
+ROLLOUT_ALL = "all-steps"  # approval=false: the one run
+ROLLOUT_STEPWISE = "with-approval"  # approval=true: the loop
+APPROVAL_LOOP = "approval-loop"
+APPROVAL_SUSPEND = "wait-for-approval"
+HELD_WHEN = f"{{{{steps.step.outputs.parameters.{HELD_OUTPUT.name}}}}} == true"
+
+
+def _passed_through(spec: StepSpec, **values: str) -> list[Parameter]:
+    """Every input of ``spec``'s container, given the caller's input of the same name (or
+    ``values``)."""
+    return [Parameter(name=p.name, value=values.get(p.name, p.reference)) for p in spec.params]
+
+
 def rollout_template(module: str, stage: Stage):
-    """The spec and the ``template(settings)`` builder of ``<pipeline>-rollout``: one step
-    that moves the model's weight at the router through the steps and promotes. It holds
-    the promote template's mutex (a rollout and a promotion of one model never overlap) and
-    mounts what the back ends need to load a version (it keeps the old live one warm)."""
+    """The spec and the ``template(settings)`` builder of ``<pipeline>-rollout``.
+
+    Its entry (named like the template, as a pipeline's ``templateRef`` names it) runs the
+    container once with every step when ``approval`` is false. When it is true, it runs the
+    approval loop: the container with ``--until next`` (one step, then the weight held), a
+    ``suspend`` step (``argo resume`` continues), and the loop again, for as long as a run
+    says it held. The container holds the promote template's mutex while it runs (a rollout
+    and a promotion of one model never overlap); a suspended rollout holds none, so a
+    rollback is never kept waiting for a person. It mounts what the back ends need to load a
+    version (it keeps the old live one warm)."""
     spec = step_spec(
         stage,
         name=stage.template_name,
         title=stage.title,
         description=stage.description,
-        outputs=STAGE_OUTPUTS,
+        outputs=(*STAGE_OUTPUTS, HELD_OUTPUT),
         resources=SpecResources("100m", "512Mi", "1", "1Gi"),
         active_deadline_seconds=4 * 3600,  # steps x step-duration, plus the loads
     )
     step_metrics = metrics.step_metrics(
         stage.pipeline, stage.name, model=spec.param("model-name").reference
     )
+    approval = f"{{{{inputs.parameters.{APPROVAL.name}}}}}"
 
     def template(settings: Settings | None = None) -> WorkflowTemplate:
-        return step_workflow_template(
-            spec,
-            settings=settings or Settings(),
-            synchronization=mutex(model_mutex(spec)),  # promote's: the same model
-            volumes=backend_volumes(),
-            labels={PIPELINE_LABEL: stage.pipeline, STAGE_LABEL: stage.name},
-            step_metrics=step_metrics,
-        )
+        settings = settings or Settings()
+        with WorkflowTemplate(
+            name=spec.name,
+            annotations={TITLE_ANNOTATION: spec.title, DESCRIPTION_ANNOTATION: spec.description},
+            labels={**PART_OF_LABEL, PIPELINE_LABEL: stage.pipeline, STAGE_LABEL: stage.name},
+            entrypoint=spec.name,
+            arguments=arguments((*spec.params, APPROVAL)),
+            **cleanup(settings),
+        ) as wt:
+            container = step_container(
+                dataclasses.replace(spec, name=ROLLOUT_RUN),
+                synchronization=mutex(model_mutex(spec)),  # promote's: the same model
+                volumes=backend_volumes(),
+                step_metrics=step_metrics,
+            )
+            wait = Suspend(name=APPROVAL_SUSPEND)
+            with Steps(name=APPROVAL_LOOP, inputs=inputs(spec)) as loop:
+                Step(name="step", template=container, arguments=_passed_through(spec, until=NEXT))
+                Step(name="approve", template=wait, when=HELD_WHEN)
+                Step(
+                    name="next",
+                    template=APPROVAL_LOOP,
+                    when=HELD_WHEN,
+                    arguments=_passed_through(spec),
+                )
+            with Steps(name=spec.name, inputs=inputs((*spec.params, APPROVAL))):
+                Step(
+                    name=ROLLOUT_ALL,
+                    template=container,
+                    when=f"{approval} == false",
+                    arguments=_passed_through(spec),
+                )
+                Step(
+                    name=ROLLOUT_STEPWISE,
+                    template=loop,
+                    when=f"{approval} == true",
+                    arguments=_passed_through(spec),
+                )
+        return wt
 
     template.__module__ = module
     return spec, template
@@ -561,11 +623,31 @@ def pipeline_workflow_template(
     return wt
 
 
+DIRECT, ROLLOUT = PROMOTION.enum  # the values of the pipelines' promotion parameter
+ROLLOUT_STEP = "rollout"
+
+
+def promotion_when(value: str) -> str:
+    """The ``when`` of the chain's last step that runs for ``promotion=value``."""
+    return f"{workflow_parameter(PROMOTION)} == {value}"
+
+
+def rollout_arguments(pipeline: PipelineSpec) -> list[Parameter]:
+    """What a pipeline passes its rollout: the model and alias names and the gates (as to
+    promote), and its own ``rollout-*`` parameters."""
+    own = {p.name.removeprefix(ROLLOUT_PREFIX): p for p in pipeline.rollout_params()[1:]}
+    return [
+        *stage_arguments(pipeline, pipeline.rollout),
+        *(Parameter(name=name, value=workflow_parameter(p)) for name, p in own.items()),
+    ]
+
+
 def chain_steps(pipeline: PipelineSpec, data: str | None = None) -> None:
     """The pipeline's stages in order, each by ``templateRef`` to its own WorkflowTemplate
     (inside a ``Steps`` context); ``data``: what the first stage (train) is given as its
-    data set instead of the workflow's parameter."""
-    first = pipeline.stages[0][0]
+    data set instead of the workflow's parameter. A pipeline with a rollout ends with two
+    alternative steps, promote and rollout, of which ``promotion`` runs one (Argo ``when``)."""
+    first, last = pipeline.stages[0][0], pipeline.stages[-1][0]
     for step_name, spec in pipeline.stages:
         passed = stage_arguments(pipeline, spec)
         if data is not None and step_name == first:
@@ -574,6 +656,14 @@ def chain_steps(pipeline: PipelineSpec, data: str | None = None) -> None:
             name=step_name,
             template_ref=m.TemplateRef(name=spec.name, template=spec.name),
             arguments=passed,
+            when=promotion_when(DIRECT) if step_name == last and pipeline.rollout else None,
+        )
+    if pipeline.rollout is not None:
+        Step(
+            name=ROLLOUT_STEP,
+            template_ref=m.TemplateRef(name=pipeline.rollout.name, template=pipeline.rollout.name),
+            arguments=rollout_arguments(pipeline),
+            when=promotion_when(ROLLOUT),
         )
 
 
@@ -594,9 +684,11 @@ def pipeline_template(
     pipeline: Pipeline,
     stage_modules: tuple,
     promote_module,
+    rollout_module=None,
 ):
     """The spec and the ``template(settings)`` builder of a pipeline's template, from the
-    pipeline's declaration and its stages' template modules (each with a ``SPEC``)."""
+    pipeline's declaration and its stages' template modules (each with a ``SPEC``; the
+    rollout's when the pipeline declares one)."""
     spec = PipelineSpec.of(
         pipeline,
         {m.SPEC.command[-1]: m.SPEC for m in stage_modules},
@@ -604,6 +696,7 @@ def pipeline_template(
         name=f"{pipeline.name}-pipeline",
         title=pipeline.title,
         description=pipeline.description,
+        rollout=None if rollout_module is None else rollout_module.SPEC,
     )
 
     def template(settings: Settings | None = None) -> WorkflowTemplate:
@@ -687,7 +780,7 @@ def retrain_parameters(pipeline: PipelineSpec, drift: StepSpec, model_name: str)
             value="false",
             enum=["false", "true"],
         ),
-        *arguments(pipeline.alias_params()),
+        *arguments(pipeline.params()[1:]),  # the alias names, how to promote
     ]
     return params
 

@@ -5,9 +5,10 @@ trains on reason, not on the calendar alone.
 Each run: the ``cv-drift`` step (``templateRef``) compares the newest published image set
 (parameter ``data``, default ``newest``) with the live version's; then the CV chain
 (cv-train on the data it found -> cv-deploy -> cv-evaluate -> cv-perf-test -> promote, each
-by ``templateRef``) runs only when it said ``retrain=true`` (drift, or new data and
-``retrain-on-new-data=true``), or when ``force-retrain=true`` (an Argo ``when``). Promoting a
-new live version removes ``drift-detected``.
+by ``templateRef``; or, with ``promotion=rollout``, cv-rollout instead of promote) runs only
+when it said ``retrain=true`` (drift, or new data and ``retrain-on-new-data=true``), or when
+``force-retrain=true`` (an Argo ``when``). Promoting a new live version removes
+``drift-detected``.
 
 Schedule, time zone, model and whether it is installed suspended are build settings
 (workflows/settings.py: ``MLCP_CV_RETRAIN_SCHEDULE``, ``MLCP_RETRAIN_TIMEZONE``,

@@ -1,11 +1,9 @@
 """llm-rollout: reads ``benchmarked`` (the challenger) and ``live`` (the champion) and writes
 ``live`` (and ``previous``) when every step of live traffic passed.
 
-One container step running ``mlcp llm rollout`` (steps/rollout.py): the challenger's share
-of the model's traffic at the router moves through the steps (5, 25, 50, 100 by default),
-each step judged on its own live traffic against the champion's; all pass: the promote path
-moves ``live``; one fails: the weight goes back to 0 and the step exits 3. It holds the
-promote template's mutex for the model.
+The LLM twin of cv-rollout (see there): ``mlcp llm rollout`` (steps/rollout.py) moves the
+share of the model's OpenAI-API traffic that the router sends to the challenger's adapter
+slot; ``approval=true`` suspends before each step after the first (``argo resume``).
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ A pipeline registered in the entry-point group ``mlcp.pipelines`` that has no te
 modules here (``workflows/<name>_pipeline.py``, as cv and llm have) gets the same documents
 from its :class:`~steps.declare.Pipeline`: one ``<name>-<stage>`` WorkflowTemplate per stage
 (the first, its training, labelled for the chart's training placement), ``<name>-pipeline``
-(the chain of ``templateRef`` steps, then promote), and ``<name>-drift`` with the suspended
+(the chain of ``templateRef`` steps, then promote; or, when it declares a rollout and
+``promotion=rollout``, ``<name>-rollout``), and ``<name>-drift`` with the suspended
 ``<name>-retrain`` CronWorkflow when it declares drift statistics. Resources are one modest
 size for every step (a tabular model trains on a CPU in seconds); the declaration's
 ``resources`` overrides them. Every stage after the training mounts the volumes of the
@@ -19,7 +20,13 @@ from types import SimpleNamespace
 from steps.declare import Pipeline
 
 from . import promote
-from .common import existing_volume, pipeline_template, retrain_cron_workflow, stage_template
+from .common import (
+    existing_volume,
+    pipeline_template,
+    retrain_cron_workflow,
+    rollout_template,
+    stage_template,
+)
 from .settings import Settings
 from .specs import DRIFT_OUTPUTS
 
@@ -55,10 +62,16 @@ def templates(pipeline: Pipeline) -> tuple:
             volumes=() if index == 0 else volumes,
         )
         stages.append((SimpleNamespace(SPEC=spec), template))
+    rollout = None
+    if pipeline.rollout is not None:
+        spec, rollout_built = rollout_template(__name__, pipeline.rollout)
+        rollout = SimpleNamespace(SPEC=spec)
     chain, chain_template = pipeline_template(
-        __name__, pipeline, tuple(module for module, _ in stages), promote
+        __name__, pipeline, tuple(module for module, _ in stages), promote, rollout
     )
     built = [template for _, template in stages] + [chain_template]
+    if rollout is not None:
+        built.append(rollout_built)
     if pipeline.drift is not None:
         drift, drift_template = stage_template(
             __name__, pipeline.drift, resources, deadline=900, outputs=DRIFT_OUTPUTS

@@ -193,6 +193,38 @@ PIPELINE_OUTPUT = Output(
 )
 
 
+HELD_OUTPUT = Output(
+    outputs.HELD,
+    outputs.HELD,
+    "true when the rollout held its weight after a passed step (--until), false when it "
+    "promoted or ended",
+    "false",
+)
+# The rollout template's manual approval: a template parameter, no CLI flag (the CLI's is
+# --approve, on a terminal). True: the rollout runs step by step (--until next), with an Argo
+# suspend between the steps; `argo resume` continues.
+APPROVAL = Param(
+    "approval",
+    "",
+    "true: wait for `argo resume` (a suspend step) before each rollout step after the first; "
+    "false: every step in one run",
+    "false",
+    BOOLEAN,
+)
+# How a pipeline's chain ends: `promote` moves live at once, `rollout` moves the live traffic
+# in steps at the router first (<pipeline>-rollout). Only pipelines that declare a rollout.
+PROMOTION = Param(
+    "promotion",
+    "",
+    "how the chain moves live: direct (promote at once) or rollout (the pipeline's rollout "
+    "template: the live traffic in steps at the router, each judged, then promote)",
+    "direct",
+    ("direct", "rollout"),
+)
+ROLLOUT_PREFIX = "rollout-"  # the pipeline's parameters passed to its rollout step
+ROLLOUT_PASSED = ("steps", "step-duration")  # ...besides APPROVAL
+
+
 # The drift step's outputs (steps/drift.py writes them): what the retrain crons' `when` reads.
 DRIFT_OUTPUTS = (
     Output("version", "version", "the live version whose training data was compared"),
@@ -250,6 +282,8 @@ class PipelineSpec:
     stages: tuple[tuple[str, StepSpec], ...]  # (step name, spec), in order
     require_gates: tuple[str, ...]
     pipeline: str  # the declared pipeline's name: cv, llm
+    # the alternative to the last step, promote (``promotion=rollout``); None: promote only
+    rollout: StepSpec | None = None
 
     @classmethod
     def of(
@@ -261,8 +295,12 @@ class PipelineSpec:
         name: str,
         title: str,
         description: str,
+        rollout: StepSpec | None = None,
     ) -> PipelineSpec:
-        """The pipeline's stages in declared order, then promote; the gates its stages record."""
+        """The pipeline's stages in declared order, then promote (or, when the pipeline
+        declares one, its rollout); the gates its stages record."""
+        if (rollout is None) != (pipeline.rollout is None):
+            raise ValueError(f"{name}: a rollout template exactly when the pipeline declares one")
         missing = [s.name for s in pipeline.stages if s.name not in steps]
         if missing:
             raise ValueError(f"{name}: no step template for stage(s) {missing}")
@@ -273,6 +311,7 @@ class PipelineSpec:
             stages=(*((s.name, steps[s.name]) for s in pipeline.stages), ("promote", promote)),
             require_gates=pipeline.gates,
             pipeline=pipeline.name,
+            rollout=rollout,
         )
 
     def alias_params(self) -> tuple[Param, ...]:
@@ -293,6 +332,17 @@ class PipelineSpec:
             for alias in sorted(seen, key=ALIASES.index)
         )
 
+    def rollout_params(self) -> tuple[Param, ...]:
+        """``promotion`` and what the rollout step is given (``rollout-steps``, ...), each
+        declared by the rollout; none when the pipeline has no rollout."""
+        if self.rollout is None:
+            return ()
+        passed = (*(self.rollout.param(name) for name in ROLLOUT_PASSED), APPROVAL)
+        return (
+            PROMOTION,
+            *(Param(ROLLOUT_PREFIX + p.name, "", p.description, p.default, p.enum) for p in passed),
+        )
+
     def params(self) -> tuple[Param, ...]:
         model = next(p for _, spec in self.stages for p in spec.params if p.name == "model-name")
-        return (model, *self.alias_params())
+        return (model, *self.alias_params(), *self.rollout_params())
