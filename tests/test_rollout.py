@@ -28,18 +28,6 @@ from .conftest import run_mlcp, unique
 from .test_triton import CLASSES, SIZE, export
 
 
-@pytest.fixture(scope="session")
-def router_stack(stack_env):
-    """The stack's router (Envoy) started in the session's stack folder on a free port; the
-    session's ``stack.down`` stops it."""
-    started = time.monotonic()
-    values = stack.up(stack_env["home"], services=["router"], ports={"router": stack.free_port()})
-    print(f"router ready on {values[router.URL_ENV]} in {time.monotonic() - started:.1f} s")
-    for key in (router.URL_ENV, router.STATS_ENV, router.CONFIG_DIR_ENV):
-        os.environ[key] = values[key]
-    return values
-
-
 def _slow_onnx(path) -> None:
     """A net that takes the slot's inputs but computes ~100 times more than the others."""
     import torch

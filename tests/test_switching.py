@@ -13,7 +13,6 @@ import pytest
 
 from . import switching
 from .conftest import unique
-from .test_rollout import router_stack  # noqa: F401 (the session's router, a fixture)
 from .test_triton import SIZE
 
 CLIENTS = 3
