@@ -58,7 +58,7 @@ demo-llm: $(STAMP) ## start the local stack, publish the LLM data and base, run 
 	$(VENV)/bin/mlcp traces $(LLM_MODEL)@live --grade wrong
 	@echo "== every traced answer: mlcp traces $(LLM_MODEL)@live; in the UI: the experiment llm/evaluate, tab Traces"
 
-bench: $(STAMP) ## control-plane latency vs its REST floor, chains, Triton vs mlflow serve, switches under load: a table
+bench: $(STAMP) ## control-plane latency vs its REST floor, chains, Triton/MLServer vs mlflow serve, switches, the router and a rollout under load: a table
 	$(PY) -m tests.bench
 
 .PHONY: yaml

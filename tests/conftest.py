@@ -244,6 +244,21 @@ def vllm_server(stack_env, llm_data):
     return vllm.VLLM(values["MLCP_VLLM_URL"])
 
 
+@pytest.fixture(scope="session")
+def router_stack(stack_env):
+    """The stack's router (Envoy) started in the session's stack folder on a free port; the
+    session's ``stack.down`` stops it. Defined here, once: a session fixture imported into two
+    test modules is two fixtures, and the second would start the router again."""
+    from steps import router, stack
+
+    started = time.monotonic()
+    values = stack.up(stack_env["home"], services=["router"], ports={"router": stack.free_port()})
+    print(f"router ready on {values[router.URL_ENV]} in {time.monotonic() - started:.1f} s")
+    for key in (router.URL_ENV, router.STATS_ENV, router.CONFIG_DIR_ENV):
+        os.environ[key] = values[key]
+    return values
+
+
 # ------------------------------------------------------------------ two workers (pytest-xdist)
 # `make test` runs the suite in two processes (`-n 2 --dist loadscope`). Each worker starts its
 # own session stack (its own MLflow, S3 endpoint and tritonservers on free ports), so no test

@@ -12,11 +12,14 @@ the time from the command's start until every client sees the new version.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -202,3 +205,65 @@ def register_onnx_versions(client, folder, name: str, seeds=(1, 2), pipeline: st
         }.items():
             client.set_model_version_tag(name, version, key, value)
     return name
+
+
+class RouterLoad:
+    """Client threads calling ``path`` at the router (``$MLCP_ROUTER_URL``) without pause, the
+    same JSON ``body`` each time; each answer's version (``read`` of the answer's JSON) or the
+    failure, with when it was sent (monotonic and wall clock) and answered."""
+
+    def __init__(
+        self,
+        path: str,
+        body: dict,
+        read: Callable[[dict], str],
+        threads: int = 3,
+        headers: dict[str, str] | None = None,
+    ):
+        from steps import router
+
+        self.url = os.environ[router.URL_ENV] + path
+        self.body = json.dumps(body).encode()
+        self.read = read
+        self.headers = {"Content-Type": "application/json", **(headers or {})}
+        self.answers: list[str] = []
+        self.timed: list[tuple[float, float, str]] = []  # (sent, answered, version)
+        self.walled: list[tuple[float, str]] = []  # (sent by the wall clock, version)
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            request = urllib.request.Request(
+                self.url, data=self.body, headers=self.headers, method="POST"
+            )
+            wall, sent = time.time(), time.monotonic()
+            try:
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    answer = self.read(json.loads(response.read()))
+            except urllib.error.HTTPError as exc:
+                answer = f"failed {exc.code}"
+            except OSError as exc:
+                answer = f"failed {exc}"
+            self.timed.append((sent, time.monotonic(), answer))
+            self.walled.append((wall, answer))
+            self.answers.append(answer)
+
+    def __enter__(self) -> RouterLoad:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=60)
+
+    def wait(self, count: int, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.answers) < count:
+            assert time.monotonic() < deadline, f"only {len(self.answers)} answers in {timeout} s"
+            time.sleep(0.05)
+
+    def failed(self) -> list[str]:
+        return [a for a in self.answers if a.startswith("failed")]

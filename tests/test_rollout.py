@@ -11,12 +11,8 @@ export would give.
 from __future__ import annotations
 
 import io
-import json
 import os
-import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 
 import pytest
@@ -28,18 +24,6 @@ from workflows.common import APPROVAL_LOOP
 from . import switching
 from .conftest import run_mlcp, unique
 from .test_triton import CLASSES, SIZE, export
-
-
-@pytest.fixture(scope="session")
-def router_stack(stack_env):
-    """The stack's router (Envoy) started in the session's stack folder on a free port; the
-    session's ``stack.down`` stops it."""
-    started = time.monotonic()
-    values = stack.up(stack_env["home"], services=["router"], ports={"router": stack.free_port()})
-    print(f"router ready on {values[router.URL_ENV]} in {time.monotonic() - started:.1f} s")
-    for key in (router.URL_ENV, router.STATS_ENV, router.CONFIG_DIR_ENV):
-        os.environ[key] = values[key]
-    return values
 
 
 def _slow_onnx(path) -> None:
@@ -97,55 +81,16 @@ def routed(router_stack, client, tmp_path_factory):
     return {"name": name, "slow": slow}
 
 
-class Load:
-    """Client threads calling the model's stable name at the router without pause; each
-    answer's version, or the failure."""
-
-    def __init__(self, model: str, threads: int = 3):
-        self.url = f"{os.environ[router.URL_ENV]}/v2/models/{model}/infer"
-        data = [0.5] * (3 * SIZE * SIZE)
-        self.body = json.dumps(
-            {
-                "inputs": [
-                    {"name": "input", "shape": [1, 3, SIZE, SIZE], "datatype": "FP32", "data": data}
-                ]
-            }
-        ).encode()
-        self.answers: list[str] = []
-        self.timed: list[tuple[float, float, str]] = []  # (sent, answered, version)
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
-
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            request = urllib.request.Request(self.url, data=self.body, method="POST")
-            request.add_header("Content-Type", "application/json")
-            sent = time.monotonic()
-            try:
-                with urllib.request.urlopen(request, timeout=30) as response:
-                    answer = json.loads(response.read())["model_version"]
-            except urllib.error.HTTPError as exc:
-                answer = f"failed {exc.code}"
-            except OSError as exc:
-                answer = f"failed {exc}"
-            self.timed.append((sent, time.monotonic(), answer))
-            self.answers.append(answer)
-
-    def __enter__(self) -> Load:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=30)
-
-    def wait(self, count: int, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.answers) < count:
-            assert time.monotonic() < deadline, f"only {len(self.answers)} answers in {timeout} s"
-            time.sleep(0.05)
+def Load(model: str, threads: int = 3) -> switching.RouterLoad:
+    """Client threads calling the model's stable name at the router (Triton's HTTP path); each
+    answer's version is Triton's own ``model_version``."""
+    data = [0.5] * (3 * SIZE * SIZE)
+    body = {
+        "inputs": [{"name": "input", "shape": [1, 3, SIZE, SIZE], "datatype": "FP32", "data": data}]
+    }
+    return switching.RouterLoad(
+        f"/v2/models/{model}/infer", body, lambda answer: answer["model_version"], threads
+    )
 
 
 def _route(name: str):

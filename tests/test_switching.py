@@ -8,12 +8,15 @@ are the bench's (``make bench``): this test only asserts what must hold on any m
 
 from __future__ import annotations
 
+import time
+from collections import Counter
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from . import switching
 from .conftest import unique
-from .test_rollout import router_stack  # noqa: F401 (the session's router, a fixture)
 from .test_triton import SIZE
 
 CLIENTS = 3
@@ -179,3 +182,220 @@ def test_the_router_splits_an_openai_model_by_slot_on_vllm(vllm_model, client, v
     live = after[clusters[1]].minus(before[clusters[1]])
     assert (canary.completed, live.completed) == (seen[staged_slot(name)], seen[live_slot(name)])
     moves.shift(client, name, route, 0, reason="test", champion="1", challenger="2")
+
+
+# ---------------------------------------------------------------- a rollout on vLLM, live traffic
+# The split is drawn at random per request, so the observed challenger fraction of a step is
+# binomial: at weight p over n requests its standard deviation is sqrt(p(1-p)/n). The rollout
+# below holds 5% then 100%. At 5%, n >= 600 gives sd <= 0.0089, so +-3 points is >= 3.37 sd:
+# a correct router fails the check with probability < 0.001. At 100% every request goes to
+# the challenger (no spread). A step at 25% or 50% would need n >= 1,875 / 2,500 requests for
+# the same bound: minutes of vLLM on two cores, for nothing the 5% step does not show.
+SPLIT_STEPS = "5,100"
+SPLIT_MIN_REQUESTS = 600
+SPLIT_POINTS = 0.03
+
+
+def _llm_load(name: str, max_tokens: int, threads: int = 2) -> switching.RouterLoad:
+    """Clients asking the router for completions of the model's stable name, in the
+    pipeline's prompt format and with its stop (the end of the line); each answer's
+    ``model`` is the slot that answered (the router rewrote the request's name)."""
+    import os
+
+    from steps.serving import vllm
+
+    key = {"Authorization": f"Bearer {os.environ[vllm.API_KEY_VAR]}"}
+    body = _completion(name, max_tokens)
+    return switching.RouterLoad("/v1/completions", body, lambda a: a["model"], threads, key)
+
+
+def _completion(model: str, max_tokens: int) -> dict:
+    from steps.llm import data as llmdata
+    from steps.llm import deploy
+
+    prompt = llmdata.format_prompt(deploy.SMOKE_PROMPT)
+    return {
+        "model": model,
+        "prompt": prompt,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stop": llmdata.STOP,
+    }
+
+
+def _tokens(vllm_server, slot: str, max_tokens: int) -> int:
+    """How many tokens ``slot`` generates for the clients' request (straight to vLLM)."""
+    reply = vllm_server._create(**_completion(slot, max_tokens))
+    return int(reply.usage.completion_tokens)
+
+
+def _endless_version(client, vllm_server, name: str, like: str, folder) -> str:
+    """A new version of ``name``: version ``like``'s adapter, but its last layer's MLP adds a
+    large vector to the residual stream, along which the base's output head prefers one token
+    that is not the end of text. It fits the base and loads like any other; it just never
+    ends its answer (no end of text, no end of line) before ``max_tokens``: a challenger much
+    slower per request than the champion.
+    (gate/up channels +l, -l for two directions l: silu(l)*l + silu(-l)*(-l) = l**2 >= 0,
+    so the vector's sign does not depend on the input.)"""
+    import json as jsonlib
+
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+    from transformers import PreTrainedTokenizerFast
+
+    from steps.llm import ADAPTER_PATH_TAG, ADAPTER_URI_TAG, deploy
+
+    tags = dict(client.get_model_version(name, like).tags)
+    adapter = deploy.download(tags[ADAPTER_URI_TAG], folder / "src", client)
+    base = Path(vllm_server.base_model_info().root)
+    head = load_file(str(next(base.glob("*.safetensors"))))
+    lm_head, norm = head["lm_head.weight"], head["model.norm.weight"]
+    words = PreTrainedTokenizerFast.from_pretrained(str(base))
+    for token in range(lm_head.shape[0]):  # the first plain token whose direction wins
+        direction = lm_head[token] / norm
+        plain = token not in words.all_special_ids and "\n" not in words.decode([token])
+        if plain and int(np.argmax(lm_head @ (norm * direction))) == token:
+            break
+    weights = load_file(str(adapter / "adapter_model.safetensors"))
+    config = jsonlib.loads((adapter / "adapter_config.json").read_text())
+    rank, last = (
+        int(config["r"]),
+        max(int(k.split(".layers.")[1].split(".")[0]) for k in weights if ".layers." in k),
+    )
+    rng = np.random.default_rng(0)
+    prefix = f"base_model.model.model.layers.{last}.mlp"
+    a = rng.standard_normal((rank, lm_head.shape[1])).astype(np.float32)
+    b = np.zeros_like(weights[f"{prefix}.gate_proj.lora_B.weight"])
+    b[0, 0], b[1, 0], b[2, 1 % rank], b[3, 1 % rank] = 10.0, -10.0, 10.0, -10.0
+    down_a = np.zeros_like(weights[f"{prefix}.down_proj.lora_A.weight"])
+    down_a[0, :4] = 1.0
+    down_b = np.zeros_like(weights[f"{prefix}.down_proj.lora_B.weight"])
+    down_b[:, 0] = direction
+    for module in ("gate_proj", "up_proj"):
+        weights[f"{prefix}.{module}.lora_A.weight"] = a
+        weights[f"{prefix}.{module}.lora_B.weight"] = b
+    weights[f"{prefix}.down_proj.lora_A.weight"] = down_a
+    weights[f"{prefix}.down_proj.lora_B.weight"] = down_b
+    save_file(weights, str(adapter / "adapter_model.safetensors"))
+    experiment = client.get_experiment_by_name("llm/train")
+    run = client.create_run(experiment.experiment_id, run_name=f"{name}-endless")
+    client.log_artifacts(run.info.run_id, str(adapter), "adapter")
+    client.set_terminated(run.info.run_id)
+    made = client.create_model_version(name, f"{run.info.artifact_uri}/adapter", run.info.run_id)
+    version = str(made.version)
+    kept = {k: v for k, v in tags.items() if not k.startswith("mlcp.gate.")}
+    kept[ADAPTER_URI_TAG] = f"runs:/{run.info.run_id}/adapter"
+    kept[ADAPTER_PATH_TAG] = deploy.server_path(deploy.adapter_root(), name, version)
+    for key, value in kept.items():
+        client.set_model_version_tag(name, version, key, value)
+    return version
+
+
+def _llm_aliases(client, name: str) -> dict[str, str]:
+    return {a: str(v) for a, v in client.get_registered_model(name).aliases.items()}
+
+
+@pytest.mark.usefixtures("router_stack")
+def test_an_llm_rollout_refuses_a_much_slower_challenger_at_its_first_step(
+    vllm_model, client, vllm_server, tmp_path
+):
+    from steps import moves, router
+    from steps.contract import live_slot, staged_slot
+    from steps.llm.serving import VLLM
+
+    from .conftest import run_mlcp
+
+    # given v1 live, routed at the router (weight 0), and a much slower challenger (it never
+    # ends its answer) in the staged slot
+    name, _ = vllm_model
+    route = moves.route_for(name, VLLM, staged_slot(name))
+    moves.shift(client, name, route, 0, reason="test", champion="1", challenger=None)
+    slow = _endless_version(client, vllm_server, name, "2", tmp_path)
+    client.set_registered_model_alias(name, "benchmarked", slow)
+    VLLM.load_live(client, name, slow, staged_slot(name))
+    max_tokens = 128
+    champion_tokens = _tokens(vllm_server, live_slot(name), max_tokens)
+    assert _tokens(vllm_server, staged_slot(name), max_tokens) == max_tokens
+    assert champion_tokens * 8 <= max_tokens, f"v1 answers with {champion_tokens} tokens"
+    before = _llm_aliases(client, name)
+    # when it is rolled out under client load
+    try:
+        # one client: vLLM serves concurrent requests of both slots in the same engine steps,
+        # so under several clients a slow adapter delays the champion's answers too and the
+        # latency ratio shrinks (seen: a p95 ratio of 1.45 under three clients)
+        with _llm_load(name, max_tokens, threads=1) as load:
+            load.wait(5)
+            started = time.monotonic()
+            result = run_mlcp(
+                "llm", "rollout", "--model-name", name, "--steps", "50,100",
+                "--step-duration", "6", "--min-requests", "5", "--reason", "test",
+            )  # fmt: skip
+            took = time.monotonic() - started
+    finally:
+        client.set_registered_model_alias(name, "benchmarked", "2")
+        VLLM.load_live(client, name, "2", staged_slot(name))
+    # then its first step fails (exit 3) on latency, the weight is 0 again, live did not move
+    assert result.code == 3, result.err[-3000:]
+    assert "step 1 gate rollout-p95: fail" in result.err, result.err[-3000:]
+    # (the step lasts 6 s; the rest is the process on two cores shared with vLLM under load)
+    print(f"the slow challenger was refused {took:.1f} s after the rollout started")
+    assert took < 90
+    assert router.applied()[name][0] == 0
+    assert _llm_aliases(client, name)["live"] == before["live"] == "1"
+    assert not load.failed(), Counter(load.answers)
+    shifts = [r for r in moves.history(client, name, "traffic") if r.action == "shift"]
+    assert [(r.from_weight, r.to_weight) for r in shifts[-2:]] == [("0", "50"), ("50", "0")]
+    assert "failed rollout-p95" in shifts[-1].reason
+    # and the refusal is a decision run on the version, and in the history
+    tags = client.get_model_version(name, slow).tags
+    assert tags["mlcp.gate.rollout-p95.verdict"] == "fail"
+    run = client.get_run(tags["mlcp.gate.rollout-p95.run_id"])
+    assert run.data.metrics["ci_low"] > 1.5
+    history = run_mlcp("history", "--model-name", name)
+    assert history.code == 0 and "failed rollout-p95" in history.out, history.out[-3000:]
+
+
+@pytest.mark.usefixtures("router_stack")
+def test_an_llm_rollout_splits_as_weighted_and_promotes(vllm_model, client, vllm_server):
+    from steps import moves, policy, rollout, router
+    from steps.contract import live_slot, previous_slot, staged_slot
+
+    from .conftest import run_mlcp
+
+    # given v1 live and v2 benchmarked in the staged slot, clients asking for one token
+    name, _ = vllm_model
+    client.set_registered_model_alias(name, "benchmarked", "2")
+    assert _llm_aliases(client, name)["live"] == "1"
+    # (v2 skipped evaluate and perf-test here: its promotion requires the rollout's own gates)
+    policy.set_policy(name, rollout.GATES, reason="test", client=client)
+    with _llm_load(name, 1) as load:
+        load.wait(10)
+        # when the rollout holds 5%, then 100%
+        result = run_mlcp(
+            "llm", "rollout", "--model-name", name, "--steps", SPLIT_STEPS,
+            "--step-duration", "3", "--min-requests", "10", "--reason", "test", timeout=180,
+        )  # fmt: skip
+    # then every step passed, v2 is live, v1 warm in the previous slot, and no request failed
+    assert result.code == 0, result.err[-3000:]
+    assert _llm_aliases(client, name)["live"] == "2"
+    assert _llm_aliases(client, name)["previous"] == "1"
+    assert router.applied()[name] == (0, previous_slot(name))
+    assert not load.failed(), Counter(load.answers)
+    # and in each step the clients saw the weight: the requests sent between the router
+    # reporting a step's weight and the next change
+    shifts = [r for r in moves.history(client, name, "traffic") if r.action == "shift"][-3:]
+    assert [(r.from_weight, r.to_weight) for r in shifts] == [
+        ("0", "5"),
+        ("5", "100"),
+        ("100", "0"),
+    ]
+    runs = [client.get_run(r.run_id).info for r in shifts]
+    for weight, applied, following in zip((5, 100), runs, runs[1:], strict=False):
+        start, end = applied.end_time / 1000, following.start_time / 1000
+        seen = [v for sent, v in load.walled if start <= sent < end - 0.5]
+        fraction = seen.count(staged_slot(name)) / len(seen)
+        print(f"weight {weight}%: {fraction:.1%} of {len(seen)} requests to the challenger")
+        assert set(seen) <= {staged_slot(name), live_slot(name)}, Counter(seen)
+        if weight < 100:
+            assert len(seen) >= SPLIT_MIN_REQUESTS, f"{len(seen)} requests at {weight}%"
+        assert abs(fraction - weight / 100) <= SPLIT_POINTS, (weight, Counter(seen))
