@@ -12,6 +12,7 @@ the time from the command's start until every client sees the new version.
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -267,3 +268,36 @@ class RouterLoad:
 
     def failed(self) -> list[str]:
         return [a for a in self.answers if a.startswith("failed")]
+
+
+# ------------------------------------------------------- the split a rollout's clients saw
+# The router draws each request's side at random, so the challenger's fraction of a step is
+# binomial: at weight p over n requests its standard deviation is sqrt(p(1-p)/n). A check
+# of +-POINTS is sound when POINTS is at least SPREAD standard deviations: a correct router
+# then fails it with probability under 0.001 (3.3 sd, two-sided).
+POINTS = 0.03
+SPREAD = 3.3
+
+
+def requests_needed(weight: int) -> int:
+    """How many requests a step at ``weight`` percent needs for the +-POINTS check."""
+    p = weight / 100
+    return math.ceil(p * (1 - p) * (SPREAD / POINTS) ** 2)
+
+
+def step_splits(client, model: str, walled, challenger: str) -> list[tuple[int, int, float]]:
+    """(weight, requests, challenger fraction) of each weight a rollout held, from its
+    recorded shifts: the requests sent between the router reporting a step's weight (the
+    shift's record closing) and the next change, less the last half second (in flight)."""
+    from steps import moves
+
+    shifts = [r for r in moves.history(client, model, "traffic") if r.action == "shift"]
+    start = max(i for i, r in enumerate(shifts) if r.from_weight == "0")
+    shifts = shifts[start:]
+    runs = [client.get_run(r.run_id).info for r in shifts]
+    found = []
+    for shift, applied, following in zip(shifts, runs, runs[1:], strict=False):
+        begin, end = applied.end_time / 1000, following.start_time / 1000
+        seen = [v for sent, v in walled if begin <= sent < end - 0.5]
+        found.append((int(shift.to_weight), len(seen), seen.count(challenger) / max(len(seen), 1)))
+    return found

@@ -464,17 +464,19 @@ def test_a_rollout_promotes_and_a_rollback_flips_to_the_warm_version(routed, cli
 
     # given v1 live and v2 benchmarked, under client load
     name = routed["name"]
-    with Load(name) as load:
+    with Load(name, threads=4) as load:
         load.wait(20)
+        # when it rolls out 5 -> 25 -> 50 -> 100, each step long enough for the requests the
+        # split check needs (switching.requests_needed: 3,025 at 50%)
         result = run_mlcp(
             "cv",
             "rollout",
             "--model-name",
             name,
             "--steps",
-            "10,50,100",
+            "5,25,50,100",
             "--step-duration",
-            "3",
+            "4",
             "--min-requests",
             "10",
             # latency is not what this test judges (the refusal test does): at 100% one slot
@@ -491,6 +493,13 @@ def test_a_rollout_promotes_and_a_rollback_flips_to_the_warm_version(routed, cli
         assert _aliases(client, name)["live"] == "2"
         assert _aliases(client, name)["previous"] == "1"
         assert router.applied()[name] == (0, previous_slot(name))
+        # and each step's clients saw its weight, within 3 points
+        splits = switching.step_splits(client, name, list(load.walled), "2")
+        assert [w for w, _, _ in splits] == [5, 25, 50, 100], splits
+        for weight, count, fraction in splits:
+            print(f"weight {weight}%: {fraction:.1%} of {count} requests to the challenger")
+            assert count >= switching.requests_needed(weight), (weight, count)
+            assert abs(fraction - weight / 100) <= switching.POINTS, (weight, count, fraction)
         # when the rollback runs
         started = time.monotonic()
         result = run_mlcp("rollback", "--model-name", name, "--reason", "test flip")
