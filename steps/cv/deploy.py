@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import gates, tracking
-from ..contract import CANDIDATE, STAGED, live_slot, staged_slot
+from ..contract import CANDIDATE, STAGED, staged_slot
 from ..declare import Config, Stage, alias_option, option
 from ..errors import BadInput, MlcpError
 from ..serving import triton
 from ..serving.triton import BACKENDS
-from ..stage import Reporter, champion_slot_fix, data_source, resolve_champion, resolve_input
+from ..stage import Reporter, data_source, resolve_input
 from . import IMAGE_SIZE_TAG, NUM_CLASSES_TAG, ONNX_URI_TAG, PIPELINE, TRITON_BACKEND_TAG
 from . import data as cvdata
 
@@ -105,30 +105,6 @@ def require_slot(server, slot: str, version: str, fix: str) -> str:
         shown = ", ".join(f"v{v}" for v in served) or "nothing"
         raise MlcpError(f"Triton slot {slot} serves {shown}, not v{version}: {fix}")
     return slot
-
-
-def require_staged(server, model: str, version: str) -> str:
-    """The staged slot, checked to serve exactly ``version`` (what evaluate and perf-test
-    measure)."""
-    return require_slot(
-        server, staged_slot(model), version, f"run `mlcp cv deploy --model-name {model}` first"
-    )
-
-
-def require_champion(server, client, model: str, alias: str, challenger: str):
-    """The champion a challenger is compared with (:func:`steps.stage.resolve_champion`) and
-    the slot it is measured through, ``<model>-live``, checked to serve the version the
-    champion alias names; (champion, None) when there is no champion to compare with."""
-    champion = resolve_champion(client, model, alias, challenger)
-    if champion.version is None:
-        return champion, None
-    slot = require_slot(
-        server,
-        live_slot(model),
-        champion.version,
-        champion_slot_fix(model, champion),
-    )
-    return champion, slot
 
 
 def deploy(cfg: DeployConfig) -> dict:
