@@ -10,6 +10,9 @@ alias. The runner owns that sequence; a stage supplies only what is specific to 
   does it given one ``check``), ``measure`` (the metrics and gate checks, a
   :class:`Measured`); :func:`evaluate` runs it, and so does calling the instance, which is
   therefore what a :class:`~steps.declare.Stage` names as its ``run``.
+- :class:`Trainer` (train): ``fit`` (the model, logged in the run, and its metrics and
+  gate checks, a :class:`Trained`); :func:`train` registers the version, describes it,
+  judges it and moves the output alias.
 - :class:`Deployer` (deploy): ``connect`` and ``export`` (what the version becomes on the
   server, switched into its slot through the back end, which restores the slot itself on
   failure: ``switch`` in :mod:`steps.serving.backend`); :func:`deploy` runs it.
@@ -104,8 +107,13 @@ class Stage:
         """Checks once everything is read, before the run opens (BadInput: nothing ran)."""
 
     def run_name(self, t: Target) -> dict:
-        """The words of the run's name besides the model and the data digest."""
+        """The words of the run's name besides its first (:meth:`named_after`) and the data
+        digest."""
         return {"v": t.version}
+
+    def named_after(self, t: Target) -> str:
+        """The run name's first word: the model acted on (a training: the recipe)."""
+        return t.model
 
     def params(self, t: Target) -> dict:
         return {"input_alias": t.cfg.input_alias, "slot": t.slot}
@@ -137,6 +145,100 @@ class Deployer(Stage):
         raise NotImplementedError
 
 
+@dataclass
+class Trained(Measured):
+    """What ``fit`` found: a :class:`Measured` whose run also logged the model
+    (``model_info``, what ``mlflow.<flavour>.log_model`` returned) and names its headline
+    ``metric`` and ``value`` (the start of the version's description); ``tags`` go on the
+    version beside the data's and the pipeline's."""
+
+    model_info: Any = None
+    metric: str = ""
+    value: float = float("nan")
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+class Trainer(Stage):
+    """A training stage: fits a model on its data and registers it as a new version, which
+    its gates judge and its output alias names (:func:`train`)."""
+
+    context = "training"
+    system_metrics = False  # sample the machine's load in the run (a long training)
+    dataset = ""  # the data set (e.g. tabular/wine) whose newest version ``--data`` defaults to
+
+    def __call__(self, cfg) -> dict:
+        return train(self, cfg)
+
+    def data_uri(self, t: Target) -> str:
+        from . import datasets
+
+        return getattr(t.cfg, "data", None) or datasets.newest(self.dataset)["uri"]
+
+    def params(self, t: Target) -> dict:
+        return {}
+
+    def fit(self, t: Target) -> Trained:
+        raise NotImplementedError
+
+
+def register(client, model: str, pipeline: str, info, read, run_id: str, tags=None) -> str:
+    """Register the model the active run logged (``info``) as a new version of ``model``
+    (created for ``pipeline`` if new), tagged with its pipeline, the data it read, the run
+    that trained it and ``tags``; the run is tagged with the version. Returns the version."""
+    import mlflow
+
+    from . import describe
+    from .contract import PIPELINE_TAG, TRAIN_RUN_TAG, VERSION_TAG
+
+    describe.register_model(client, model, pipeline)
+    created = client.create_model_version(model, source=info.model_uri, model_id=info.model_id)
+    version = str(created.version)
+    mlflow.set_tag(VERSION_TAG, version)
+    for key, value in {
+        PIPELINE_TAG: pipeline,
+        **read.tags,
+        TRAIN_RUN_TAG: run_id,
+        **(tags or {}),
+    }.items():
+        client.set_model_version_tag(model, version, key, value)
+    return version
+
+
+def train(stage: Trainer, cfg) -> dict:
+    """Run a training stage: read the data, open the run, log the
+    data, the seed and the environment, ``fit``, register the version, describe it, judge
+    the gates on it, point ``cfg.output_alias`` at it."""
+    import mlflow
+
+    from . import provenance
+
+    t = Target(cfg, model=cfg.model_name)
+    t.server = stage.connect(t)
+    t.client = tracking.client()
+    t.read, t.data = stage.data.read(stage.data_uri(t))
+    name = tracking.run_name(stage.named_after(t), stage.run_name(t), t.read.digest)
+    report = stage.report
+    params, sampled = stage.params(t), stage.system_metrics
+    with report.stage_run(t.model, name, params=params, system_metrics=sampled) as run:
+        stage.data.log(t.read, t.data, stage.context)
+        if hasattr(cfg, "seed"):
+            provenance.note_seed("seed", cfg.seed)
+        provenance.log_environment()
+        found = stage.fit(t)
+        if found.metrics:
+            mlflow.log_metrics(dict(found.metrics))
+        run_id = run.info.run_id
+        pipeline = report.pipeline
+        t.version = register(
+            t.client, t.model, pipeline, found.model_info, t.read, run_id, found.tags
+        )
+        report.describe_trained(t.client, t.model, t.version, t.read, found.metric, found.value)
+        report.judge(found.checks, model=t.model, version=t.version, evidence=found.evidence)
+    reason = found.reason or f"training gate passed ({found.metric} {found.value:.4f})"
+    report.advance(t.model, cfg.output_alias, t.version, reason=reason, client=t.client)
+    return {"version": t.version, **found.result, "data_digest": t.read.digest, "run_id": run_id}
+
+
 def _resolve(stage: Stage, cfg) -> Target:
     t = Target(cfg, model=cfg.model_name)
     t.server = stage.connect(t)
@@ -152,7 +254,7 @@ def _run(stage: Stage, t: Target, body: Callable[[Target], Measured], **run) -> 
         t.read, t.data = stage.data.read(stage.data_uri(t))
     stage.prepare(t)
     digest = t.read.digest if t.read is not None and stage.digest_in_name else None
-    name = tracking.run_name(t.model, stage.run_name(t), digest)
+    name = tracking.run_name(stage.named_after(t), stage.run_name(t), digest)
     with stage.report.stage_run(t.model, name, version=t.version, params=stage.params(t), **run):
         if t.read is not None and stage.context is not None:
             stage.data.log(t.read, t.data, stage.context)
