@@ -50,7 +50,7 @@ class Slots:
     """What a comparing stage measures through: the challenger's ``slot`` and, when there is
     a champion, ``champion_slot`` (None with ``champion.missing`` saying why)."""
 
-    slot: str
+    slot: str | None  # None: measured where the stage runs, not through a server
     champion: Champion
     champion_slot: str | None = None
 
@@ -126,7 +126,11 @@ class Evaluator(Stage):
         return evaluate(self, cfg)
 
     def slots(self, t: Target) -> Slots:
-        raise NotImplementedError
+        """Where the two versions answer. By default nowhere: the stage measures both where
+        it runs (loading ``models:/<model>/<version>``), and only the champion the
+        ``cfg.champion_alias`` names is resolved. A served model checks its slots instead
+        (:func:`check_slots`)."""
+        return Slots(None, resolve_champion(t.client, t.model, t.cfg.champion_alias, t.version))
 
     def measure(self, t: Target) -> Measured:
         raise NotImplementedError
