@@ -345,8 +345,6 @@ class Deploy(runner.Deployer):
 
         import mlflow
 
-        from .serving import VLLM
-
         cfg, version, slot, root = t.cfg, t.version, t.slot, t.extra["root"]
         path, base, placed = fetch_checked(t.server[0], t.model, version, t.tags, root)
         report(f"{t.model} v{version} fits {base.name}; placed at {placed}")
@@ -359,7 +357,9 @@ class Deploy(runner.Deployer):
             cfg.max_tokens,
             trace={MODEL_TAG: t.model, VERSION_TAG: version, SLOT_TAG: slot},
         )
-        VLLM.switch(t.model, slot, version, smoke, root=root, url=cfg.vllm_url)
+        # what the vLLM back end's switch does (steps/llm/serving.py): each replica pointed
+        # back at what it served when one fails; the manifest recorded once all serve it
+        serve_everywhere(t.server, slot, path, smoke, root=root, model=t.model, version=version)
         answer = smoke.answers[0] if smoke.answers else ""
         mlflow.log_dict(
             {"slot": slot, "path": path, "prompt": cfg.smoke_prompt, "answer": answer},
