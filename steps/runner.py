@@ -333,6 +333,21 @@ def vs_champion(
     return gates.champion_check(gate, compared, "ci_low")
 
 
+def compare(t: Target, metric: str, ours, theirs) -> paired.Comparison:
+    """The paired comparison (:func:`steps.paired.binary`) of the challenger's and the
+    champion's per-sample successes (``ours``, ``theirs``: booleans, the same samples in
+    the same order) on ``metric``, within ``t.cfg.margin``."""
+    return paired.binary(
+        ours,
+        theirs,
+        name=metric,
+        challenger_version=t.version,
+        champion_version=t.champion.version,
+        champion_alias=t.champion.alias,
+        margin=t.cfg.margin,
+    )
+
+
 def paired_metrics(metric: str, compared: paired.Comparison, champion_value: float) -> dict:
     """The champion's ``metric``, the difference and its interval, McNemar's p-value."""
     return {

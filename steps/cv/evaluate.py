@@ -214,15 +214,7 @@ class Evaluate(runner.Evaluator):
             theirs = predict(
                 t.server, t.champion_slot, champion.version, x_champion, cfg.batch_size, report
             )
-            compared = paired.binary(
-                predicted == y,
-                theirs == y,
-                name="accuracy",
-                challenger_version=version,
-                champion_version=champion.version,
-                champion_alias=champion.alias,
-                margin=cfg.margin,
-            )
+            compared = runner.compare(t, "accuracy", predicted == y, theirs == y)
             metrics |= runner.paired_metrics("accuracy", compared, float((theirs == y).mean()))
             metrics |= {f"pairs_{key}": float(n) for key, n in compared.counts.items()}
             self.log_disagreements(t, compared, y, predicted, theirs)

@@ -124,21 +124,6 @@ def rates(grades: list[str], prefix: str = "") -> dict[str, float]:
     return found
 
 
-def correct_rate_comparison(
-    grades: list[str], champion_grades: list[str], *, version: str, champion, margin: float
-) -> paired.Comparison:
-    """The paired comparison of the correct-rates: the same prompts, the same judge."""
-    return paired.binary(
-        [g == "correct" for g in grades],
-        [g == "correct" for g in champion_grades],
-        name="correct_rate",
-        challenger_version=version,
-        champion_version=champion.version,
-        champion_alias=champion.alias,
-        margin=margin,
-    )
-
-
 def slots(t: runner.Target) -> runner.Slots:
     """The staged slot and the champion's live slot, each checked to serve its version's
     adapter (what evaluate and perf-test measure)."""
@@ -276,12 +261,11 @@ class Evaluate(runner.Evaluator):
         metrics["gain_over_base"] = metrics["score"] - metrics["base_score"]
         comparison: paired.Comparison | str | None = champion.missing
         if champion_slot:
-            comparison = correct_rate_comparison(
-                rows["grade"],
-                rows["champion_grade"],
-                version=version,
-                champion=champion,
-                margin=cfg.margin,
+            comparison = runner.compare(
+                t,
+                "correct_rate",
+                [g == "correct" for g in rows["grade"]],
+                [g == "correct" for g in rows["champion_grade"]],
             )
             metrics["correct_rate_difference"] = comparison.estimate
         mlflow.log_table(rows, "eval/results.json")

@@ -104,15 +104,7 @@ class Evaluate(runner.Evaluator):
         compared = t.champion.missing or ""
         if t.champion_slot is not None:
             theirs = predict(t.server, t.champion_slot, t.champion.version, t.data.features, x)
-            compared = paired.binary(
-                ours == y,
-                theirs == y,
-                name="accuracy",
-                challenger_version=t.version,
-                champion_version=t.champion.version,
-                champion_alias=t.champion.alias,
-                margin=t.cfg.margin,
-            )
+            compared = runner.compare(t, "accuracy", ours == y, theirs == y)
             metrics |= runner.paired_metrics("accuracy", compared, float((theirs == y).mean()))
             mlflow.log_dict(
                 {
