@@ -34,14 +34,12 @@ from ..contract import (
     SMOKE_CALL,
     STAGED,
     VERSION_TAG,
-    live_slot,
     show_version,
-    staged_slot,
 )
 from ..declare import Config, Stage, alias_option, option
 from ..errors import BadInput, MlcpError
 from ..serving import vllm
-from ..stage import Reporter, champion_slot_fix, resolve_champion
+from ..stage import Reporter
 from . import (
     ADAPTER_PATH_TAG,
     ADAPTER_URI_TAG,
@@ -250,19 +248,6 @@ def _restore(server, slot: str, was: str | None) -> None:
         report(f"could not restore {slot} on {server.url}: {exc}")
 
 
-def require_staged(server, model: str, version: str, tags: dict) -> str:
-    """The staged slot, checked to serve ``version``'s adapter (what evaluate and perf-test
-    measure)."""
-    return require_slot(
-        server,
-        model,
-        staged_slot(model),
-        version,
-        tags,
-        fix=f"run `mlcp llm deploy --model-name {model}` first",
-    )
-
-
 def require_slot(server, model: str, slot: str, version: str, tags: dict, *, fix: str) -> str:
     """``slot``, checked to serve ``version``'s adapter (the folder its deploy placed, tag
     ``mlcp.adapter_path``); MlcpError naming what it serves instead, and ``fix``."""
@@ -279,25 +264,6 @@ def require_slot(server, model: str, slot: str, version: str, tags: dict, *, fix
             f"{show_version(version)}: {fix}"
         )
     return slot
-
-
-def require_champion(server, client, model: str, alias: str, challenger: str):
-    """The champion a challenger is compared with (:func:`steps.stage.resolve_champion`) and
-    the slot it is measured through, ``<model>-live``, checked to serve the version the
-    champion alias names; (champion, None) when there is no champion to compare with."""
-    champion = resolve_champion(client, model, alias, challenger)
-    if champion.version is None:
-        return champion, None
-    tags = dict(client.get_model_version(model, champion.version).tags)
-    slot = require_slot(
-        server,
-        model,
-        live_slot(model),
-        champion.version,
-        tags,
-        fix=champion_slot_fix(model, champion),
-    )
-    return champion, slot
 
 
 def served_paths(server, slots) -> dict[str, str | None]:
