@@ -1,6 +1,8 @@
 """Serving back ends as the core sees them: one small interface, looked up by name.
 
 A registered model tagged ``mlcp.serving`` names the server that carries its live traffic.
+A deploy switches its staged slot through the same back end (:meth:`~ServingBackend.switch`),
+which puts the slot back itself when the switch or its smoke test fails.
 Before ``promote`` (or ``rollback``) moves ``live``, :mod:`steps.moves` asks that model's back
 end to :meth:`~ServingBackend.load_live` the version into the ``<model>-live`` slot; if that
 fails, the alias does not move, so the registry never names a live version the server cannot
@@ -102,8 +104,17 @@ class ServingBackend(Protocol):
         replica is an entry with ``error``, never an exception)."""
         ...
 
+    def switch(self, model: str, slot: str, version: str, smoke=None) -> None:
+        """What a deploy calls (steps/runner.py) once its export is placed where the server
+        reads it: make ``slot`` serve ``version`` on every replica, call ``smoke(replica)``
+        on each replica that serves it (it raises to refuse), then record the version as the
+        slot's desired state. On any failure the back end restores itself: every replica,
+        and the desired state, go back to what the slot served before, and the first error
+        is raised."""
+        ...
 
-METHODS = ("load_live", "served")
+
+METHODS = ("load_live", "served", "switch")
 
 SERVICES_GROUP = "mlcp.services"  # the entry-point group of the servers the local stack runs
 

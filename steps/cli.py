@@ -284,8 +284,9 @@ def _chain_stage_args(args, pipeline: Pipeline) -> dict[str, list[str]]:
     train = pipeline.stages[0].name
     shared = [f"--{k}={getattr(args, k)}" for k in ("epochs", "seed") if hasattr(args, k)]
     stage_args[train] = [*shared, *stage_args[train]]
-    perf = pipeline.stages[-1].name
-    stage_args[perf] = ["--duration", str(args.duration), *stage_args[perf]]
+    if hasattr(args, "duration"):  # the last stage is a load test that declares it
+        perf = pipeline.stages[-1].name
+        stage_args[perf] = ["--duration", str(args.duration), *stage_args[perf]]
     return stage_args
 
 
@@ -416,7 +417,8 @@ def _add_chain_flags(c: argparse.ArgumentParser, pipeline: Pipeline) -> None:
             c.add_argument(
                 f"--{name}", type=int, default=default, help=f"{what} (default {default})"
             )
-    c.add_argument("--duration", type=float, default=5.0, help="perf-test seconds (default 5)")
+    if any(o.name == "duration" for o in options(pipeline.stages[-1].config)):
+        c.add_argument("--duration", type=float, default=5.0, help="perf-test seconds (default 5)")
     for stage in pipeline.stages:
         c.add_argument(
             f"--{stage.name}-args",

@@ -181,6 +181,55 @@ def psi(reference: Sequence[float], new: Sequence[float], bins: int = 10) -> flo
     return float(np.sum(rel_entr(cur_share, ref_share) + rel_entr(ref_share, cur_share)))
 
 
+def categorical(
+    name: str, what: str, reference: Mapping[str, int], new: Mapping[str, int], alpha: float
+) -> Statistic:
+    """``<name>-chi2-p``: the counts by category (``what``, e.g. the label distribution), a
+    chi-square test of homogeneity; drift when its p-value is below ``alpha``."""
+    test = chi_square(reference, new)
+    description = f"{what}: chi-square test of homogeneity of the counts (p-value)"
+    return Statistic(f"{name}-chi2-p", description, test["p_value"], alpha, "<", test)
+
+
+def numeric(
+    name: str,
+    what: str,
+    reference: Sequence[float],
+    new: Sequence[float],
+    alpha: float,
+    *,
+    max_psi: float | None = None,
+    unit: str = "values",
+) -> list[Statistic]:
+    """``<name>-ks-p``: a numeric feature (``what``), a two-sample Kolmogorov-Smirnov test,
+    drift when its p-value is below ``alpha``; and, with ``max_psi``, ``<name>-psi``: its
+    population stability index over the reference's deciles, drift above ``max_psi`` (its
+    details count the ``unit`` of each side)."""
+    test = ks(reference, new)
+    found = [
+        Statistic(
+            f"{name}-ks-p",
+            f"{what}: two-sample Kolmogorov-Smirnov test (p-value)",
+            test["p_value"],
+            alpha,
+            "<",
+            test,
+        )
+    ]
+    if max_psi is not None:
+        found.append(
+            Statistic(
+                f"{name}-psi",
+                f"{what}: population stability index over the reference deciles",
+                psi(reference, new),
+                max_psi,
+                ">",
+                {f"reference_{unit}": len(reference), f"new_{unit}": len(new)},
+            )
+        )
+    return found
+
+
 # ------------------------------------------------------------------ the step
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import gates, paired
+from . import gates, paired, runner
 from .contract import BENCHMARKED, EVALUATED
 from .declare import Config, alias_option, option
 from .errors import MlcpError
@@ -224,9 +224,8 @@ def load_and_judge(
     return metrics, p95, rps
 
 
-def advance(report, cfg: PerfLimits, client, version: str, champion, measured) -> dict:
-    """Point the output alias at the version (its reason: the figures and the ratios) and
-    return the stage's result."""
+def closing(cfg: PerfLimits, version: str, champion, measured) -> tuple[str, dict]:
+    """The output alias's move reason (the figures and the ratios) and the stage's result."""
     metrics, p95, rps = measured
     compared = isinstance(p95, paired.Comparison) and isinstance(rps, paired.Comparison)
     vs = (
@@ -235,13 +234,6 @@ def advance(report, cfg: PerfLimits, client, version: str, champion, measured) -
         f"{champion.alias} v{champion.version}"
         if compared
         else f"; {champion.missing}, only the absolute gates applied"
-    )
-    report.advance(
-        cfg.model_name,
-        cfg.output_alias,
-        version,
-        reason=f"p95 {metrics['p95_ms']:.0f} ms at {metrics['rps']:.1f} req/s{vs}",
-        client=client,
     )
     result = {"version": version, **metrics}
     if compared:
@@ -252,4 +244,63 @@ def advance(report, cfg: PerfLimits, client, version: str, champion, measured) -
             rps_ratio=rps.estimate,
             rps_ratio_ci=[rps.ci_low, rps.ci_high],
         )
+    return f"p95 {metrics['p95_ms']:.0f} ms at {metrics['rps']:.1f} req/s{vs}", result
+
+
+def advance(report, cfg: PerfLimits, client, version: str, champion, measured) -> dict:
+    """Point the output alias at the version (its reason: the figures and the ratios) and
+    return the stage's result."""
+    reason, result = closing(cfg, version, champion, measured)
+    report.advance(cfg.model_name, cfg.output_alias, version, reason=reason, client=client)
     return result
+
+
+class PerfTest(runner.Evaluator):
+    """A perf-test for the runner (:func:`steps.runner.evaluate`): a pipeline supplies its
+    ``report``, ``data``, ``connect`` and ``slots`` (as its evaluate does), the ``url`` of the
+    V2 server to load and ``bodies``: each slot's request, by :data:`CHALLENGER` and
+    :data:`CHAMPION` (the champion's only when ``t.champion_slot`` is set)."""
+
+    context = None  # the test rows are read, not recorded: evaluate recorded them
+    digest_in_name = False
+
+    def url(self, t: runner.Target) -> str:
+        return t.server.url
+
+    def bodies(self, t: runner.Target) -> dict[str, dict]:
+        raise NotImplementedError
+
+    def prepare(self, t: runner.Target) -> None:
+        slots = {CHALLENGER: t.slot, CHAMPION: t.champion_slot}
+        t.extra["targets"] = {
+            label: (f"/v2/models/{slots[label]}/infer", body)
+            for label, body in self.bodies(t).items()
+        }
+
+    def params(self, t: runner.Target) -> dict:
+        found = {
+            k: v for k, v in vars(t.cfg).items() if k != "model_name" and not k.endswith("_url")
+        }
+        found.update(champion_version=t.champion.version or "none", slots=len(t.extra["targets"]))
+        return found
+
+    def measure(self, t: runner.Target) -> runner.Measured:
+        import tempfile
+
+        against = f" and {t.champion_slot} v{t.champion.version}" if t.champion_slot else ""
+        self.report(
+            f"{t.cfg.users} users per slot for {t.cfg.duration:g} s against {t.slot} "
+            f"v{t.version}{against}"
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            measured = load_and_judge(
+                self.report,
+                t.cfg,
+                url=self.url(t),
+                bodies=t.extra["targets"],
+                version=t.version,
+                champion=t.champion,
+                tmp=Path(tmp),
+            )
+        reason, result = closing(t.cfg, t.version, t.champion, measured)
+        return runner.Measured(reason=reason, result=result)

@@ -15,7 +15,7 @@ from steps import mlcp as surface
 from .conftest import ROOT
 
 SNIPPET = re.compile(r'^--8<-- "([^"]+)"$', re.M)
-BLOCK = re.compile(r"^```python\n(.*?)^```", re.M | re.S)
+BLOCK = re.compile(r"^```python[^\n]*\n(.*?)^```", re.M | re.S)
 
 
 def violations(source: str, where: str) -> list[str]:

@@ -15,14 +15,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import gates, tracking
-from ..contract import CANDIDATE, STAGED, live_slot, staged_slot
+from .. import gates, runner
+from ..contract import CANDIDATE, STAGED
 from ..declare import Config, Stage, alias_option, option
 from ..environment import MLCP_TRITON_REPOSITORY
 from ..errors import BadInput, MlcpError
 from ..serving import triton
 from ..serving.triton import BACKENDS
-from ..stage import Reporter, champion_slot_fix, data_source, resolve_champion, resolve_input
+from ..stage import Reporter
 from . import IMAGE_SIZE_TAG, NUM_CLASSES_TAG, ONNX_URI_TAG, PIPELINE, TRITON_BACKEND_TAG
 from . import data as cvdata
 
@@ -107,76 +107,56 @@ def require_slot(server, slot: str, version: str, fix: str) -> str:
     return slot
 
 
-def require_staged(server, model: str, version: str) -> str:
-    """The staged slot, checked to serve exactly ``version`` (what evaluate and perf-test
-    measure)."""
-    return require_slot(
-        server, staged_slot(model), version, f"run `mlcp cv deploy --model-name {model}` first"
-    )
+class Deploy(runner.Deployer):
+    report = report
+    data = cvdata
 
+    def connect(self, t):
+        t.extra["repository"] = t.cfg.repository or MLCP_TRITON_REPOSITORY.get()
+        if not t.extra["repository"]:
+            raise BadInput("no --repository given and MLCP_TRITON_REPOSITORY is not set")
+        server = triton.Triton(t.cfg.triton_url)
+        server.require_live()
+        return server
 
-def require_champion(server, client, model: str, alias: str, challenger: str):
-    """The champion a challenger is compared with (:func:`steps.stage.resolve_champion`) and
-    the slot it is measured through, ``<model>-live``, checked to serve the version the
-    champion alias names; (champion, None) when there is no champion to compare with."""
-    champion = resolve_champion(client, model, alias, challenger)
-    if champion.version is None:
-        return champion, None
-    slot = require_slot(
-        server,
-        live_slot(model),
-        champion.version,
-        champion_slot_fix(model, champion),
-    )
-    return champion, slot
+    def run_name(self, t):
+        return {"v": t.version, "backend": t.cfg.backend}
 
+    def params(self, t):
+        return {
+            "source_alias": t.cfg.input_alias,
+            "backend": t.cfg.backend,
+            "slot": t.slot,
+            "repository": t.extra["repository"],
+            "tolerance": t.cfg.tolerance,
+        }
 
-def deploy(cfg: DeployConfig) -> dict:
-    repository = cfg.repository or MLCP_TRITON_REPOSITORY.get()
-    if not repository:
-        raise BadInput("no --repository given and MLCP_TRITON_REPOSITORY is not set")
-    server = triton.Triton(cfg.triton_url)
-    server.require_live()
-    client, version, tags = resolve_input(cfg.model_name, cfg.input_alias)
-    image_size = int(tags.get(IMAGE_SIZE_TAG, "32"))
-    num_classes = int(tags.get(NUM_CLASSES_TAG, "10"))
-    data_uri = data_source(cfg.model_name, version, tags)
-    slot = staged_slot(cfg.model_name)
-    name = tracking.run_name(cfg.model_name, {"v": version, "backend": cfg.backend})
-    params = {
-        "source_alias": cfg.input_alias,
-        "backend": cfg.backend,
-        "slot": slot,
-        "repository": repository,
-        "tolerance": cfg.tolerance,
-    }
-    with report.stage_run(cfg.model_name, name, version=version, params=params):
+    def export(self, t):
         import mlflow
 
-        read, images = cvdata.read(data_uri)
-        cvdata.log(read, images, "validation")
-        x = cvdata.preprocess(images.images["val"][:CHECK_SAMPLES], image_size)
-        report(f"exporting {cfg.model_name} v{version} to ONNX")
-        model = load_version(cfg.model_name, version)
+        from .serving import TRITON
+
+        cfg, model, version, slot = t.cfg, t.model, t.version, t.slot
+        image_size = int(t.tags.get(IMAGE_SIZE_TAG, "32"))
+        num_classes = int(t.tags.get(NUM_CLASSES_TAG, "10"))
+        x = cvdata.preprocess(t.data.images["val"][:CHECK_SAMPLES], image_size)
+        report(f"exporting {model} v{version} to ONNX")
+        module = load_version(model, version)
         with tempfile.TemporaryDirectory() as tmp:
             onnx_path = Path(tmp) / "model.onnx"
-            export_onnx(model, image_size, onnx_path)
-            diff = max_abs_diff(model, onnx_path, x)
+            export_onnx(module, image_size, onnx_path)
+            diff = max_abs_diff(module, onnx_path, x)
             mlflow.log_metric("onnx_max_abs_diff", diff)
             gate = gates.Gate(ONNX_PARITY, "onnx_max_abs_diff", "<=", cfg.tolerance)
-            report.judge(
-                [(gate, diff)], model=cfg.model_name, version=version, evidence={"samples": len(x)}
-            )
+            report.judge([(gate, diff)], model=model, version=version, evidence={"samples": len(x)})
             mlflow.log_artifact(str(onnx_path), "onnx")
             onnx_bytes = onnx_path.read_bytes()
         run_id = mlflow.active_run().info.run_id
-        client.set_model_version_tag(
-            cfg.model_name, version, ONNX_URI_TAG, f"runs:/{run_id}/onnx/model.onnx"
+        t.client.set_model_version_tag(
+            model, version, ONNX_URI_TAG, f"runs:/{run_id}/onnx/model.onnx"
         )
-        client.set_model_version_tag(cfg.model_name, version, TRITON_BACKEND_TAG, cfg.backend)
-        # what the slot should serve if this fails: its pin (older entries: what it serves)
-        served = server.served_versions(slot)
-        before = triton.pinned(repository, slot) or (served[-1] if served else None)
+        t.client.set_model_version_tag(model, version, TRITON_BACKEND_TAG, cfg.backend)
+        repository = t.extra["repository"]
         where = triton.write_entry(
             repository,
             slot,
@@ -187,37 +167,26 @@ def deploy(cfg: DeployConfig) -> dict:
             num_classes=num_classes,
             max_batch_size=cfg.max_batch_size,
         )
-        fleet = triton.Fleet(cfg.triton_url)
-        replicas = f" on {len(fleet.members)} replicas" if len(fleet.members) > 1 else ""
-        report(f"wrote {where}; loading {slot} v{version}{replicas}")
-        try:
-            fleet.load(slot, version)
+        replicas = len(triton.Fleet(cfg.triton_url).members)
+        on = f" on {replicas} replicas" if replicas > 1 else ""
+        report(f"wrote {where}; loading {slot} v{version}{on}")
+
+        def smoke(server) -> None:
             logits, answered = server.infer(slot, x[:4])
             if logits.shape != (4, num_classes) or answered != version:
                 raise MlcpError(
                     f"smoke inference on {slot}: got shape {logits.shape} from "
                     f"version {answered}, expected (4, {num_classes}) from v{version}"
                 )
-        except Exception:
-            if before and before != version:
-                report(f"restoring {slot} to v{before}")
-                try:
-                    fleet.load(slot, before)
-                except Exception as exc:  # report the first failure, not this one
-                    report(f"could not restore {slot}: {exc}")
-            raise
-        # every replica serves it: from now on a restarted replica loads it too
-        triton.pin(repository, slot, version)
-        mlflow.log_metric("smoke_ok", 1.0)
+
+        # Triton restores the slot itself when the load or the smoke test fails
+        TRITON.switch(model, slot, version, smoke, repository=repository, url=cfg.triton_url)
         report(f"{slot} serves v{version}")
-    report.advance(
-        cfg.model_name,
-        cfg.output_alias,
-        version,
-        reason=f"deployed to Triton slot {slot}",
-        client=client,
-    )
-    return {"version": version, "slot": slot, "onnx_max_abs_diff": diff}
+        return runner.Measured(
+            metrics={"smoke_ok": 1.0},
+            reason=f"deployed to Triton slot {slot}",
+            result={"version": version, "slot": slot, "onnx_max_abs_diff": diff},
+        )
 
 
 STAGE = Stage(
@@ -225,7 +194,7 @@ STAGE = Stage(
     "deploy",
     "export ONNX, load into Triton's staged slot",
     DeployConfig,
-    deploy,
+    Deploy(),
     GATES,
     title="CV: deploy to Triton's staged slot (candidate -> staged)",
     description=(

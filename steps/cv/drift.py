@@ -71,33 +71,18 @@ def intensities(images: data.ImageSet) -> list[float]:
 def statistics(
     cfg: CvDriftConfig, reference: data.ImageSet, new: data.ImageSet
 ) -> list[drift.Statistic]:
-    label_test = drift.chi_square(labels(reference), labels(new))
-    before, after = intensities(reference), intensities(new)
-    intensity_test = drift.ks(before, after)
     return [
-        drift.Statistic(
-            "label-chi2-p",
-            "label distribution: chi-square test of the class counts (p-value)",
-            label_test["p_value"],
-            cfg.label_alpha,
-            "<",
-            label_test,
+        drift.categorical(
+            "label", "label distribution", labels(reference), labels(new), cfg.label_alpha
         ),
-        drift.Statistic(
-            "intensity-ks-p",
-            "per-image mean intensity: two-sample Kolmogorov-Smirnov test (p-value)",
-            intensity_test["p_value"],
+        *drift.numeric(
+            "intensity",
+            "per-image mean intensity",
+            intensities(reference),
+            intensities(new),
             cfg.intensity_alpha,
-            "<",
-            intensity_test,
-        ),
-        drift.Statistic(
-            "intensity-psi",
-            "per-image mean intensity: population stability index over the reference deciles",
-            drift.psi(before, after),
-            cfg.max_intensity_psi,
-            ">",
-            {"reference_images": len(before), "new_images": len(after)},
+            max_psi=cfg.max_intensity_psi,
+            unit="images",
         ),
     ]
 

@@ -18,15 +18,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import gates, paired, tracking
+from .. import gates, paired, runner
 from ..contract import EVALUATED, STAGED
 from ..declare import Config, Stage, alias_option, option
-from ..errors import BadInput, MlcpError
+from ..errors import BadInput
 from ..serving import triton
-from ..stage import Reporter, data_source, resolve_input
+from ..stage import Reporter
 from . import IMAGE_SIZE_TAG, NUM_CLASSES_TAG, PIPELINE
 from . import data as cvdata
-from .deploy import require_champion, require_staged
+from .deploy import require_slot
 
 ACCURACY = "accuracy"
 ACCURACY_VS_CHAMPION = "accuracy-vs-champion"
@@ -122,58 +122,74 @@ def predict(server, slot: str, version: str, x, batch_size: int, say) -> object:
     predictions = []
     for start in range(0, len(x), batch_size):
         logits, answered = server.infer(slot, x[start : start + batch_size])
-        if answered != version:
-            raise MlcpError(
-                f"{slot} answered with v{answered} during the evaluation of v{version}: the "
-                "slot changed under us"
-            )
+        runner.answered_by(slot, version, answered)
         predictions.append(logits.argmax(1))
         say(f"{slot}: {min(start + batch_size, len(x))}/{len(x)} test images scored")
     return np.concatenate(predictions)
 
 
-def evaluate(cfg: EvaluateConfig) -> dict:
-    import tempfile
-    from pathlib import Path
-
-    import mlflow
-    import numpy as np
-
-    server = triton.Triton(cfg.triton_url)
+def connect(t: runner.Target) -> triton.Triton:
+    server = triton.Triton(t.cfg.triton_url)
     server.require_live()
-    client, version, tags = resolve_input(cfg.model_name, cfg.input_alias)
-    slot = require_staged(server, cfg.model_name, version)
-    champion, champion_slot = require_champion(
-        server, client, cfg.model_name, cfg.champion_alias, version
+    return server
+
+
+def slots(t: runner.Target) -> runner.Slots:
+    """The staged slot and the champion's live slot, each checked to serve its version (what
+    evaluate and perf-test measure)."""
+    return runner.check_slots(
+        t,
+        lambda slot, version, fix: require_slot(t.server, slot, version, fix),
+        champion_alias=t.cfg.champion_alias,
+        deploy_fix=f"run `mlcp cv deploy --model-name {t.model}` first",
     )
-    data_uri = data_source(cfg.model_name, version, tags, cfg.data)
-    read, images = cvdata.read(data_uri)
-    champion_tags = {}
-    if champion.version is not None:
-        champion_tags = dict(client.get_model_version(cfg.model_name, champion.version).tags)
-        classes = champion_tags.get(NUM_CLASSES_TAG, str(len(images.classes)))
-        if classes != str(len(images.classes)):
+
+
+class Evaluate(runner.Evaluator):
+    report = report
+    data = cvdata
+    connect = staticmethod(connect)
+    slots = staticmethod(slots)
+
+    def prepare(self, t):
+        """The champion must predict the test split's classes (BadInput: nothing ran)."""
+        t.extra["champion_tags"] = {}
+        if t.champion.version is None:
+            return
+        champion_tags = dict(t.client.get_model_version(t.model, t.champion.version).tags)
+        t.extra["champion_tags"] = champion_tags
+        classes = champion_tags.get(NUM_CLASSES_TAG, str(len(t.data.classes)))
+        if classes != str(len(t.data.classes)):
             raise BadInput(
-                f"the champion {cfg.model_name}@{champion.alias} (v{champion.version}) "
-                f"predicts {classes} classes, the test split has {len(images.classes)}: they "
+                f"the champion {t.model}@{t.champion.alias} (v{t.champion.version}) "
+                f"predicts {classes} classes, the test split has {len(t.data.classes)}: they "
                 "cannot be compared on it"
             )
-    y = images.labels["test"]
-    name = tracking.run_name(cfg.model_name, {"v": version}, read.digest)
-    params = {
-        "input_alias": cfg.input_alias,
-        "slot": slot,
-        "min_accuracy": cfg.min_accuracy,
-        "champion_alias": champion.alias,
-        "champion_version": champion.version or "none",
-        "champion_slot": champion_slot or "none",
-        "margin": cfg.margin,
-        "batch_size": cfg.batch_size,
-    }
-    with report.stage_run(cfg.model_name, name, version=version, params=params):
-        cvdata.log(read, images, "evaluation")
-        x = cvdata.preprocess(images.images["test"], int(tags.get(IMAGE_SIZE_TAG, "32")))
-        predicted = predict(server, slot, version, x, cfg.batch_size, report)
+
+    def params(self, t):
+        cfg = t.cfg
+        return {
+            "input_alias": cfg.input_alias,
+            "slot": t.slot,
+            "min_accuracy": cfg.min_accuracy,
+            "champion_alias": t.champion.alias,
+            "champion_version": t.champion.version or "none",
+            "champion_slot": t.champion_slot or "none",
+            "margin": cfg.margin,
+            "batch_size": cfg.batch_size,
+        }
+
+    def measure(self, t):
+        import tempfile
+        from pathlib import Path
+
+        import mlflow
+        import numpy as np
+
+        cfg, images, version, champion = t.cfg, t.data, t.version, t.champion
+        y = images.labels["test"]
+        x = cvdata.preprocess(images.images["test"], int(t.tags.get(IMAGE_SIZE_TAG, "32")))
+        predicted = predict(t.server, t.slot, version, x, cfg.batch_size, report)
         accuracy = float((predicted == y).mean())
         k = len(images.classes)
         matrix = np.zeros((k, k), dtype=np.int64)
@@ -182,7 +198,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
             f"class_{c}_accuracy": float(matrix[i, i] / max(matrix[i].sum(), 1))
             for i, c in enumerate(images.classes)
         }
-        mlflow.log_metrics({"accuracy": accuracy, **per_class})
+        metrics = {"accuracy": accuracy, **per_class}
         with tempfile.TemporaryDirectory() as tmp:
             png = Path(tmp) / "confusion_matrix.png"
             confusion_png(matrix, images.classes, png)
@@ -191,103 +207,73 @@ def evaluate(cfg: EvaluateConfig) -> dict:
             {"classes": images.classes, "matrix": matrix.tolist()}, "confusion_matrix.json"
         )
         compared: paired.Comparison | str = champion.missing or ""
+        result = {"version": version, "accuracy": accuracy, "data_digest": t.read.digest}
         if champion.version is not None:
-            size = int(champion_tags.get(IMAGE_SIZE_TAG, "32"))
+            size = int(t.extra["champion_tags"].get(IMAGE_SIZE_TAG, "32"))
             x_champion = cvdata.preprocess(images.images["test"], size)
             theirs = predict(
-                server, champion_slot, champion.version, x_champion, cfg.batch_size, report
+                t.server, t.champion_slot, champion.version, x_champion, cfg.batch_size, report
             )
-            compared = paired.binary(
-                predicted == y,
-                theirs == y,
-                name="accuracy",
-                challenger_version=version,
-                champion_version=champion.version,
-                champion_alias=champion.alias,
-                margin=cfg.margin,
-            )
-            mlflow.log_metrics(
-                {
-                    "champion_accuracy": float((theirs == y).mean()),
-                    "accuracy_difference": compared.estimate,
-                    "accuracy_difference_ci_low": compared.ci_low,
-                    "accuracy_difference_ci_high": compared.ci_high,
-                    "mcnemar_p_value": compared.p_value,
-                    **{f"pairs_{key}": float(n) for key, n in compared.counts.items()},
-                }
-            )
-            rows = [
-                {
-                    "index": int(i),
-                    "true": images.classes[y[i]],
-                    "challenger": images.classes[predicted[i]],
-                    "champion": images.classes[theirs[i]],
-                }
-                for i in np.flatnonzero(predicted != theirs)
-            ]
-            mlflow.log_dict(
-                {"versions": [version, champion.version], "disagreements": rows},
-                "disagreements.json",
-            )
-            # every test image's label and both predictions: the comparison can be recomputed
-            mlflow.log_dict(
-                {
-                    "versions": [version, champion.version],
-                    "classes": list(images.classes),
-                    "labels": y.tolist(),
-                    "challenger": predicted.tolist(),
-                    "champion": theirs.tolist(),
-                },
-                "predictions.json",
-            )
-            with tempfile.TemporaryDirectory() as tmp:
-                png = Path(tmp) / "disagreements.png"
-                disagreements_png(images.images["test"], rows, (version, champion.version), png)
-                mlflow.log_artifact(str(png))
+            compared = runner.compare(t, "accuracy", predicted == y, theirs == y)
+            metrics |= runner.paired_metrics("accuracy", compared, float((theirs == y).mean()))
+            metrics |= {f"pairs_{key}": float(n) for key, n in compared.counts.items()}
+            self.log_disagreements(t, compared, y, predicted, theirs)
             report(compared.line())
-        checks = [
-            (gates.Gate(ACCURACY, "accuracy", ">=", cfg.min_accuracy), accuracy),
-            gates.champion_check(
-                gates.Gate(
-                    ACCURACY_VS_CHAMPION,
-                    "accuracy_difference_ci_low",
-                    ">=",
-                    -cfg.margin,
-                    against_champion=True,
-                ),
-                compared,
-                "ci_low",
-            ),
-        ]
-        report.judge(
-            checks,
-            model=cfg.model_name,
-            version=version,
+            result.update(
+                champion_version=champion.version,
+                champion_accuracy=compared.extra["champion_accuracy"],
+                accuracy_difference=compared.estimate,
+                ci_low=compared.ci_low,
+                ci_high=compared.ci_high,
+                p_value=compared.p_value,
+            )
+        vs = runner.versus(compared, "{}, only the absolute gate applied")
+        return runner.Measured(
+            metrics=metrics,
+            checks=[
+                (gates.Gate(ACCURACY, "accuracy", ">=", cfg.min_accuracy), accuracy),
+                runner.vs_champion(ACCURACY_VS_CHAMPION, "accuracy", compared, cfg.margin),
+            ],
             evidence={"test_images": int(len(y)), **per_class},
+            reason=f"accuracy {accuracy:.4f} on {len(y)} test images{vs}",
+            result=result,
         )
-    vs = (
-        f"; {compared.line()}"
-        if isinstance(compared, paired.Comparison)
-        else f"; {compared}, only the absolute gate applied"
-    )
-    report.advance(
-        cfg.model_name,
-        cfg.output_alias,
-        version,
-        reason=f"accuracy {accuracy:.4f} on {len(y)} test images{vs}",
-        client=client,
-    )
-    result = {"version": version, "accuracy": accuracy, "data_digest": read.digest}
-    if isinstance(compared, paired.Comparison):
-        result.update(
-            champion_version=champion.version,
-            champion_accuracy=compared.extra["champion_accuracy"],
-            accuracy_difference=compared.estimate,
-            ci_low=compared.ci_low,
-            ci_high=compared.ci_high,
-            p_value=compared.p_value,
+
+    @staticmethod
+    def log_disagreements(t, compared, y, predicted, theirs) -> None:
+        """The images the versions disagree on (a list and a picture), and every test image's
+        label and both predictions: the comparison can be recomputed."""
+        import tempfile
+        from pathlib import Path
+
+        import mlflow
+        import numpy as np
+
+        images, versions = t.data, [t.version, t.champion.version]
+        rows = [
+            {
+                "index": int(i),
+                "true": images.classes[y[i]],
+                "challenger": images.classes[predicted[i]],
+                "champion": images.classes[theirs[i]],
+            }
+            for i in np.flatnonzero(predicted != theirs)
+        ]
+        mlflow.log_dict({"versions": versions, "disagreements": rows}, "disagreements.json")
+        mlflow.log_dict(
+            {
+                "versions": versions,
+                "classes": list(images.classes),
+                "labels": y.tolist(),
+                "challenger": predicted.tolist(),
+                "champion": theirs.tolist(),
+            },
+            "predictions.json",
         )
-    return result
+        with tempfile.TemporaryDirectory() as tmp:
+            png = Path(tmp) / "disagreements.png"
+            disagreements_png(images.images["test"], rows, tuple(versions), png)
+            mlflow.log_artifact(str(png))
 
 
 STAGE = Stage(
@@ -295,7 +281,7 @@ STAGE = Stage(
     "evaluate",
     "score the test split through Triton, side by side with the champion",
     EvaluateConfig,
-    evaluate,
+    Evaluate(),
     GATES,
     title="CV: evaluate through Triton, side by side with the champion (staged -> evaluated)",
     description=(

@@ -20,18 +20,16 @@ goes to the staged slot only, and only the absolute gates apply.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
-from .. import perf, tracking
+from .. import perf
 from ..declare import Stage, option
 from ..perf import CHALLENGER, CHAMPION, GATES
 from ..serving import triton
-from ..stage import Reporter, data_source, resolve_input
+from ..stage import Reporter
 from . import IMAGE_SIZE_TAG, PIPELINE
 from . import data as cvdata
-from .deploy import require_champion, require_staged
+from .evaluate import connect, slots
 
 
 @dataclass(kw_only=True)
@@ -63,45 +61,25 @@ def request_body(images, image_size: int, batch: int) -> dict:
     }
 
 
-def perf_test(cfg: PerfConfig) -> dict:
+class PerfTest(perf.PerfTest):
+    report = report
+    data = cvdata
+    connect = staticmethod(connect)
+    slots = staticmethod(slots)
 
-    server = triton.Triton(cfg.triton_url)
-    server.require_live()
-    client, version, tags = resolve_input(cfg.model_name, cfg.input_alias)
-    slot = require_staged(server, cfg.model_name, version)
-    champion, champion_slot = require_champion(
-        server, client, cfg.model_name, cfg.champion_alias, version
-    )
-    _, images = cvdata.read(data_source(cfg.model_name, version, tags))
-    bodies = {
-        CHALLENGER: (slot, request_body(images, int(tags.get(IMAGE_SIZE_TAG, "32")), cfg.batch))
-    }
-    if champion.version is not None:
-        champion_tags = client.get_model_version(cfg.model_name, champion.version).tags
-        size = int(champion_tags.get(IMAGE_SIZE_TAG, "32"))
-        bodies[CHAMPION] = (champion_slot, request_body(images, size, cfg.batch))
-    name = tracking.run_name(cfg.model_name, {"v": version, "u": cfg.users, "b": cfg.batch})
-    params = {k: v for k, v in vars(cfg).items() if k not in ("model_name", "triton_url")}
-    params.update(champion_version=champion.version or "none", slots=len(bodies))
-    with (
-        report.stage_run(cfg.model_name, name, version=version, params=params),
-        tempfile.TemporaryDirectory() as tmp,
-    ):
-        against = f" and {champion_slot} v{champion.version}" if champion.version else ""
-        report(
-            f"{cfg.users} users per slot for {cfg.duration:g} s against {slot} v{version}{against}"
-        )
-        targets = {label: (f"/v2/models/{t}/infer", body) for label, (t, body) in bodies.items()}
-        measured = perf.load_and_judge(
-            report,
-            cfg,
-            url=server.url,
-            bodies=targets,
-            version=version,
-            champion=champion,
-            tmp=Path(tmp),
-        )
-    return perf.advance(report, cfg, client, version, champion, measured)
+    def run_name(self, t):
+        return {"v": t.version, "u": t.cfg.users, "b": t.cfg.batch}
+
+    def bodies(self, t):
+        """Each slot's images at its own version's image size."""
+        found = {
+            CHALLENGER: request_body(t.data, int(t.tags.get(IMAGE_SIZE_TAG, "32")), t.cfg.batch)
+        }
+        if t.champion_slot:
+            champion_tags = t.client.get_model_version(t.model, t.champion.version).tags
+            size = int(champion_tags.get(IMAGE_SIZE_TAG, "32"))
+            found[CHAMPION] = request_body(t.data, size, t.cfg.batch)
+        return found
 
 
 STAGE = Stage(
@@ -109,7 +87,7 @@ STAGE = Stage(
     "perf-test",
     "load-test the staged slot with locust, side by side with the champion",
     PerfConfig,
-    perf_test,
+    PerfTest(),
     GATES,
     title="CV: load-test the staged slot beside the champion (evaluated -> benchmarked)",
     description=(

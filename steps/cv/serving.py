@@ -88,6 +88,36 @@ class TritonBackend:
         on = f" on {replicas} replicas" if replicas > 1 else ""
         _say(f"Triton slot {slot} now serves {show_version(version)}{on}")
 
+    def switch(
+        self, model: str, slot: str, version: str, smoke=None, *, repository=None, url=None
+    ) -> None:
+        """Load ``version`` (its entry already written in the repository: ``repository``,
+        else ``$MLCP_TRITON_REPOSITORY``) into ``slot`` on every replica of the fleet
+        (``url``'s, else the configured one), ``smoke`` each replica, then pin it. On failure
+        every replica loads the version the slot was pinned to (else served) before."""
+        version = str(version)
+        repository = repository or MLCP_TRITON_REPOSITORY.get()
+        if not repository:
+            raise BadInput("MLCP_TRITON_REPOSITORY is not set: cannot switch a slot")
+        fleet = triton.Fleet(url)
+        before = triton.pinned(repository, slot)
+        if before is None:  # an older entry without a pin: what the first replica serves
+            before = fleet.served(slot)[0].version
+        try:
+            fleet.load(slot, version)
+            for _, server, _ in fleet.members if smoke is not None else ():
+                smoke(server)
+        except Exception:
+            if before and before != version:
+                _say(f"restoring {slot} to {show_version(before)}")
+                try:
+                    fleet.load(slot, before)
+                except Exception as exc:  # report the first failure, not this one
+                    _say(f"could not restore {slot}: {exc}")
+            raise
+        # every replica serves it: from now on a restarted replica loads it too
+        triton.pin(repository, slot, version)
+
     def served(self, model: str, slot: str) -> list[Served]:
         """What each replica serves on ``slot``: the highest ready version (during a switch
         both are ready and Triton answers with the higher), or why it could not be asked."""

@@ -26,7 +26,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import settings, traces, tracking
+from .. import runner, settings, traces
 from ..contract import (
     CANDIDATE,
     MODEL_TAG,
@@ -34,15 +34,13 @@ from ..contract import (
     SMOKE_CALL,
     STAGED,
     VERSION_TAG,
-    live_slot,
     show_version,
-    staged_slot,
 )
 from ..declare import Config, Stage, alias_option, option
 from ..environment import MLCP_VLLM_ADAPTER_DIR, MLCP_VLLM_SERVER_ADAPTER_DIR
 from ..errors import BadInput, MlcpError
 from ..serving import vllm
-from ..stage import Reporter, champion_slot_fix, resolve_champion, resolve_input
+from ..stage import Reporter
 from . import (
     ADAPTER_PATH_TAG,
     ADAPTER_URI_TAG,
@@ -170,26 +168,38 @@ def fetch_checked(server, model: str, version: str, tags: dict, root: Path, clie
     return server_path(root, model, version), base, placed
 
 
-def serve(
-    server, slot: str, path: str, prompt: str, max_tokens: int = 8, *, trace: dict | None = None
-) -> str:
-    """Load ``path`` into ``slot`` (in place), check vLLM reports it there, and smoke-test it
-    with a completion (a trace tagged ``trace`` when given); on failure point the slot back at
-    what it served. Returns the answer."""
+class Smoke:
+    """The smoke test of a slot: a completion of ``prompt`` on each replica once it serves
+    the slot, the first one a trace tagged ``trace`` (when given); ``answers`` in order."""
+
+    def __init__(self, slot: str, prompt: str, max_tokens: int = 8, trace: dict | None = None):
+        self.slot, self.prompt, self.max_tokens, self.trace = slot, prompt, max_tokens, trace
+        self.answers: list[str] = []
+
+    def __call__(self, server) -> None:
+        trace = self.trace if not self.answers else None
+        with (
+            traces.call(SMOKE_CALL, trace, {"model": self.slot, "prompt": self.prompt})
+            if trace is not None
+            else contextlib.nullcontext()
+        ) as span:
+            answer = server.complete(self.slot, self.prompt, self.max_tokens, stop=llmdata.STOP)
+            if span is not None:
+                span.set_outputs(answer)
+        self.answers.append(answer)
+
+
+def serve(server, slot: str, path: str, smoke=None) -> None:
+    """Load ``path`` into ``slot`` (in place), check vLLM reports it there, and run
+    ``smoke(server)``; on failure point the slot back at what it served."""
     before = server.adapters().get(slot, {}).get("path")
     try:
         server.load_adapter(slot, path)
         reported = server.adapters().get(slot, {}).get("path")
         if reported != path:
             raise MlcpError(f"vLLM reports slot {slot} at {reported!r}, not {path!r}")
-        with (
-            traces.call(SMOKE_CALL, trace, {"model": slot, "prompt": prompt})
-            if trace is not None
-            else contextlib.nullcontext()
-        ) as span:
-            answer = server.complete(slot, prompt, max_tokens, stop=llmdata.STOP)
-            if span is not None:
-                span.set_outputs(answer)
+        if smoke is not None:
+            smoke(server)
     except Exception:
         if before and before != path:
             report(f"pointing {slot} back at {before}")
@@ -198,35 +208,22 @@ def serve(
             except Exception as exc:  # report the first failure, not this one
                 report(f"could not restore {slot}: {exc}")
         raise
-    return answer
 
 
 def serve_everywhere(
-    servers,
-    slot: str,
-    path: str,
-    prompt: str,
-    max_tokens: int = 8,
-    *,
-    root: Path,
-    model: str,
-    version: str,
-    trace: dict | None = None,
-) -> str:
-    """:func:`serve` on every replica in turn (the smoke completion traced on the first),
-    then record the slot in the adapter volume's manifest, which servers load at start.
-    When one replica fails, those already switched are pointed back at what they served
-    and the error names the failing replica; the manifest is left as it was."""
+    servers, slot: str, path: str, smoke=None, *, root: Path, model: str, version: str
+) -> None:
+    """:func:`serve` on every replica in turn, then record the slot in the adapter volume's
+    manifest, which servers load at start. When one replica fails, those already switched
+    are pointed back at what they served and the error names the failing replica; the
+    manifest is left as it was."""
     for server in servers:  # every replica answers before any of them changes
         server.require_live()
     switched = []
-    answer = None
     for number, server in enumerate(servers, 1):
         before = server.adapters().get(slot, {}).get("path")
         try:
-            reply = serve(
-                server, slot, path, prompt, max_tokens, trace=trace if number == 1 else None
-            )
+            serve(server, slot, path, smoke)
         except Exception as exc:
             for other, was in reversed(switched):
                 _restore(other, slot, was)
@@ -238,9 +235,7 @@ def serve_everywhere(
                 f"{path} in {slot}, so no replica changed: {exc}"
             ) from exc
         switched.append((server, before))
-        answer = reply if answer is None else answer
     vllm.record_slot(root, slot, path, model, version)
-    return answer or ""
 
 
 def _restore(server, slot: str, was: str | None) -> None:
@@ -252,19 +247,6 @@ def _restore(server, slot: str, was: str | None) -> None:
             server.unload_adapter(slot)
     except Exception as exc:  # report the first failure, not this one
         report(f"could not restore {slot} on {server.url}: {exc}")
-
-
-def require_staged(server, model: str, version: str, tags: dict) -> str:
-    """The staged slot, checked to serve ``version``'s adapter (what evaluate and perf-test
-    measure)."""
-    return require_slot(
-        server,
-        model,
-        staged_slot(model),
-        version,
-        tags,
-        fix=f"run `mlcp llm deploy --model-name {model}` first",
-    )
 
 
 def require_slot(server, model: str, slot: str, version: str, tags: dict, *, fix: str) -> str:
@@ -285,25 +267,6 @@ def require_slot(server, model: str, slot: str, version: str, tags: dict, *, fix
     return slot
 
 
-def require_champion(server, client, model: str, alias: str, challenger: str):
-    """The champion a challenger is compared with (:func:`steps.stage.resolve_champion`) and
-    the slot it is measured through, ``<model>-live``, checked to serve the version the
-    champion alias names; (champion, None) when there is no champion to compare with."""
-    champion = resolve_champion(client, model, alias, challenger)
-    if champion.version is None:
-        return champion, None
-    tags = dict(client.get_model_version(model, champion.version).tags)
-    slot = require_slot(
-        server,
-        model,
-        live_slot(model),
-        champion.version,
-        tags,
-        fix=champion_slot_fix(model, champion),
-    )
-    return champion, slot
-
-
 def served_paths(server, slots) -> dict[str, str | None]:
     """The adapter folder each slot serves now."""
     adapters = server.adapters()
@@ -322,60 +285,61 @@ def unchanged(server, before: dict[str, str | None]) -> None:
             )
 
 
-def deploy(cfg: DeployConfig) -> dict:
-    import time
+class Deploy(runner.Deployer):
+    report = report
 
-    servers = vllm.replicas(cfg.vllm_url)
-    for server in servers:
-        server.require_live()
-    root = adapter_root(cfg.adapter_dir)
-    client, version, tags = resolve_input(cfg.model_name, cfg.input_alias)
-    slot = staged_slot(cfg.model_name)
-    name = tracking.run_name(cfg.model_name, {"v": version, "slot": "staged"})
-    params = {
-        "input_alias": cfg.input_alias,
-        "slot": slot,
-        "adapter_dir": str(root),
-        "vllm_url": ",".join(s.url for s in servers),
-        "smoke_prompt": cfg.smoke_prompt,
-    }
-    with report.stage_run(cfg.model_name, name, version=version, params=params):
+    def connect(self, t):
+        servers = vllm.replicas(t.cfg.vllm_url)
+        for server in servers:
+            server.require_live()
+        t.extra["root"] = adapter_root(t.cfg.adapter_dir)
+        return servers
+
+    def run_name(self, t):
+        return {"v": t.version, "slot": "staged"}
+
+    def params(self, t):
+        return {
+            "input_alias": t.cfg.input_alias,
+            "slot": t.slot,
+            "adapter_dir": str(t.extra["root"]),
+            "vllm_url": ",".join(s.url for s in t.server),
+            "smoke_prompt": t.cfg.smoke_prompt,
+        }
+
+    def export(self, t):
+        import time
+
         import mlflow
 
-        path, base, placed = fetch_checked(servers[0], cfg.model_name, version, tags, root)
-        report(f"{cfg.model_name} v{version} fits {base.name}; placed at {placed}")
-        template = tags.get(PROMPT_TEMPLATE_TAG, llmdata.PROMPT_TEMPLATE)
+        cfg, version, slot, root = t.cfg, t.version, t.slot, t.extra["root"]
+        path, base, placed = fetch_checked(t.server[0], t.model, version, t.tags, root)
+        report(f"{t.model} v{version} fits {base.name}; placed at {placed}")
+        template = t.tags.get(PROMPT_TEMPLATE_TAG, llmdata.PROMPT_TEMPLATE)
         started = time.perf_counter()
         traces.autolog()  # the smoke completion is a trace of this run
-        answer = serve_everywhere(
-            servers,
+        smoke = Smoke(
             slot,
-            path,
             llmdata.format_prompt(cfg.smoke_prompt, template),
             cfg.max_tokens,
-            root=root,
-            model=cfg.model_name,
-            version=version,
-            trace={MODEL_TAG: cfg.model_name, VERSION_TAG: version, SLOT_TAG: slot},
+            trace={MODEL_TAG: t.model, VERSION_TAG: version, SLOT_TAG: slot},
         )
-        mlflow.log_metrics(
-            {"smoke_ok": 1.0, "load_and_smoke_seconds": time.perf_counter() - started}
-        )
+        # what the vLLM back end's switch does (steps/llm/serving.py): each replica pointed
+        # back at what it served when one fails; the manifest recorded once all serve it
+        serve_everywhere(t.server, slot, path, smoke, root=root, model=t.model, version=version)
+        answer = smoke.answers[0] if smoke.answers else ""
         mlflow.log_dict(
             {"slot": slot, "path": path, "prompt": cfg.smoke_prompt, "answer": answer},
             "deploy/smoke.json",
         )
-        client.set_model_version_tag(cfg.model_name, version, ADAPTER_PATH_TAG, path)
-        client.set_model_version_tag(cfg.model_name, version, SMOKE_PROMPT_TAG, cfg.smoke_prompt)
+        t.client.set_model_version_tag(t.model, version, ADAPTER_PATH_TAG, path)
+        t.client.set_model_version_tag(t.model, version, SMOKE_PROMPT_TAG, cfg.smoke_prompt)
         report(f"{slot} serves v{version} ({path}); smoke answer {answer.strip()!r}")
-    report.advance(
-        cfg.model_name,
-        cfg.output_alias,
-        version,
-        reason=f"loaded into vLLM slot {slot}",
-        client=client,
-    )
-    return {"version": version, "slot": slot, "path": path, "smoke_answer": answer.strip()}
+        return runner.Measured(
+            metrics={"smoke_ok": 1.0, "load_and_smoke_seconds": time.perf_counter() - started},
+            reason=f"loaded into vLLM slot {slot}",
+            result={"version": version, "slot": slot, "path": path, "smoke_answer": answer.strip()},
+        )
 
 
 GATES = ()  # the fit check refuses a misfit as bad input; no gate is recorded
@@ -384,7 +348,7 @@ STAGE = Stage(
     "deploy",
     "load the adapter into vLLM's staged slot",
     DeployConfig,
-    deploy,
+    Deploy(),
     GATES,
     title="LLM: deploy to vLLM's staged slot (candidate -> staged)",
     description=(

@@ -70,33 +70,16 @@ def lengths(instructions: data.InstructionSet) -> list[float]:
 def statistics(
     cfg: LlmDriftConfig, reference: data.InstructionSet, new: data.InstructionSet
 ) -> list[drift.Statistic]:
-    task_test = drift.chi_square(tasks(reference), tasks(new))
-    before, after = lengths(reference), lengths(new)
-    length_test = drift.ks(before, after)
     return [
-        drift.Statistic(
-            "task-chi2-p",
-            "task mix: chi-square test of the task counts (p-value)",
-            task_test["p_value"],
-            cfg.task_alpha,
-            "<",
-            task_test,
-        ),
-        drift.Statistic(
-            "prompt-length-ks-p",
-            "prompt length in characters: two-sample Kolmogorov-Smirnov test (p-value)",
-            length_test["p_value"],
+        drift.categorical("task", "task mix", tasks(reference), tasks(new), cfg.task_alpha),
+        *drift.numeric(
+            "prompt-length",
+            "prompt length in characters",
+            lengths(reference),
+            lengths(new),
             cfg.length_alpha,
-            "<",
-            length_test,
-        ),
-        drift.Statistic(
-            "prompt-length-psi",
-            "prompt length in characters: population stability index over the reference deciles",
-            drift.psi(before, after),
-            cfg.max_length_psi,
-            ">",
-            {"reference_prompts": len(before), "new_prompts": len(after)},
+            max_psi=cfg.max_length_psi,
+            unit="prompts",
         ),
     ]
 

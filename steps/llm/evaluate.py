@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import gates, paired, traces, tracking
+from .. import gates, paired, runner, traces
 from ..contract import (
     ANSWER_CALL,
     EVALUATED,
@@ -45,11 +45,11 @@ from ..contract import (
 )
 from ..declare import Config, Stage, alias_option, option
 from ..serving import vllm
-from ..stage import Reporter, data_source, resolve_input
+from ..stage import Reporter
 from . import PIPELINE, PROMPT_TEMPLATE_TAG
 from . import data as llmdata
 from . import judge as judges
-from .deploy import require_champion, require_staged, served_paths, unchanged
+from .deploy import require_slot, served_paths, unchanged
 
 CORRECT_RATE = "correct-rate"
 CORRECT_RATE_VS_CHAMPION = "correct-rate-vs-champion"
@@ -124,65 +124,77 @@ def rates(grades: list[str], prefix: str = "") -> dict[str, float]:
     return found
 
 
-def correct_rate_comparison(
-    grades: list[str], champion_grades: list[str], *, version: str, champion, margin: float
-) -> paired.Comparison:
-    """The paired comparison of the correct-rates: the same prompts, the same judge."""
-    return paired.binary(
-        [g == "correct" for g in grades],
-        [g == "correct" for g in champion_grades],
-        name="correct_rate",
-        challenger_version=version,
-        champion_version=champion.version,
-        champion_alias=champion.alias,
-        margin=margin,
+def slots(t: runner.Target) -> runner.Slots:
+    """The staged slot and the champion's live slot, each checked to serve its version's
+    adapter (what evaluate and perf-test measure)."""
+
+    def check(slot: str, version: str, fix: str) -> None:
+        tags = t.tags if version == t.version else t.client.get_model_version(t.model, version).tags
+        require_slot(t.server, t.model, slot, version, dict(tags), fix=fix)
+
+    return runner.check_slots(
+        t,
+        check,
+        champion_alias=t.cfg.champion_alias,
+        deploy_fix=f"run `mlcp llm deploy --model-name {t.model}` first",
     )
 
 
-def evaluate(cfg: EvaluateConfig) -> dict:
-    import mlflow
+class Evaluate(runner.Evaluator):
+    report = report
+    data = llmdata
 
-    from .. import prompts
+    def connect(self, t):
+        cfg = t.cfg
+        t.extra["judge"] = judges.make(
+            cfg.judge, url=cfg.judge_url, model=cfg.judge_model, constraint=cfg.judge_constraint
+        )
+        server = vllm.VLLM(cfg.vllm_url)
+        server.require_live()
+        return server
 
-    judge = judges.make(
-        cfg.judge, url=cfg.judge_url, model=cfg.judge_model, constraint=cfg.judge_constraint
-    )
-    server = vllm.VLLM(cfg.vllm_url)
-    server.require_live()
-    client, version, tags = resolve_input(cfg.model_name, cfg.input_alias)
-    slot = require_staged(server, cfg.model_name, version, tags)
-    champion, champion_slot = require_champion(
-        server, client, cfg.model_name, cfg.champion_alias, version
-    )
-    read, instructions = llmdata.read(data_source(cfg.model_name, version, tags, cfg.data))
-    samples = instructions.samples["eval"]
-    if cfg.limit:
-        samples = samples[: cfg.limit]
-    template = tags.get(PROMPT_TEMPLATE_TAG, llmdata.PROMPT_TEMPLATE)
-    base = server.base_model_info()
-    name = tracking.run_name(cfg.model_name, {"v": version, "judge": judge.kind}, read.digest)
-    params = {
-        "input_alias": cfg.input_alias,
-        "slot": slot,
-        "champion_alias": cfg.champion_alias,
-        "champion_version": champion.version or "none",
-        "champion_slot": champion_slot or "none",
-        "base_model": base.name,
-        "min_correct": cfg.min_correct,
-        "margin": cfg.margin,
-        "max_refusal": cfg.max_refusal,
-        "min_gain": cfg.min_gain,
-        "max_tokens": cfg.max_tokens,
-        "samples": len(samples),
-        **judge.describe(),
-    }
-    # who answers each prompt: the challenger, the champion (when there is one), the base
-    sides = {"": slot, "base_": base.name}
-    if champion_slot:
-        sides = {"": slot, "champion_": champion_slot, "base_": base.name}
-    measured = served_paths(server, (slot, champion_slot))
-    with report.stage_run(cfg.model_name, name, version=version, params=params):
-        llmdata.log(read, instructions, "evaluation")
+    slots = staticmethod(slots)
+
+    def prepare(self, t):
+        samples = t.data.samples["eval"]
+        t.extra["samples"] = samples[: t.cfg.limit] if t.cfg.limit else samples
+        t.extra["base"] = t.server.base_model_info()
+
+    def run_name(self, t):
+        return {"v": t.version, "judge": t.extra["judge"].kind}
+
+    def params(self, t):
+        cfg = t.cfg
+        return {
+            "input_alias": cfg.input_alias,
+            "slot": t.slot,
+            "champion_alias": cfg.champion_alias,
+            "champion_version": t.champion.version or "none",
+            "champion_slot": t.champion_slot or "none",
+            "base_model": t.extra["base"].name,
+            "min_correct": cfg.min_correct,
+            "margin": cfg.margin,
+            "max_refusal": cfg.max_refusal,
+            "min_gain": cfg.min_gain,
+            "max_tokens": cfg.max_tokens,
+            "samples": len(t.extra["samples"]),
+            **t.extra["judge"].describe(),
+        }
+
+    def measure(self, t):
+        import mlflow
+
+        from .. import prompts
+
+        cfg, version, champion, server = t.cfg, t.version, t.champion, t.server
+        judge, samples, base = t.extra["judge"], t.extra["samples"], t.extra["base"]
+        slot, champion_slot = t.slot, t.champion_slot
+        template = t.tags.get(PROMPT_TEMPLATE_TAG, llmdata.PROMPT_TEMPLATE)
+        # who answers each prompt: the challenger, the champion (when there is one), the base
+        sides = {"": slot, "base_": base.name}
+        if champion_slot:
+            sides = {"": slot, "champion_": champion_slot, "base_": base.name}
+        measured = served_paths(server, (slot, champion_slot))
         prompt = prompts.use(judges.PROMPT_NAME, judge.instructions)
         against = (
             f"the champion {champion_slot} ({cfg.model_name}@{champion.alias} "
@@ -249,15 +261,13 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         metrics["gain_over_base"] = metrics["score"] - metrics["base_score"]
         comparison: paired.Comparison | str | None = champion.missing
         if champion_slot:
-            comparison = correct_rate_comparison(
-                rows["grade"],
-                rows["champion_grade"],
-                version=version,
-                champion=champion,
-                margin=cfg.margin,
+            comparison = runner.compare(
+                t,
+                "correct_rate",
+                [g == "correct" for g in rows["grade"]],
+                [g == "correct" for g in rows["champion_grade"]],
             )
             metrics["correct_rate_difference"] = comparison.estimate
-        mlflow.log_metrics(metrics)
         mlflow.log_table(rows, "eval/results.json")
         mlflow.log_dict(
             {
@@ -270,32 +280,6 @@ def evaluate(cfg: EvaluateConfig) -> dict:
             },
             "eval/summary.json",
         )
-        evidence = {"samples": len(samples), **metrics}
-        checks = [
-            (
-                gates.Gate(CORRECT_RATE, "correct_rate", ">=", cfg.min_correct),
-                metrics["correct_rate"],
-            ),
-            gates.champion_check(
-                gates.Gate(
-                    CORRECT_RATE_VS_CHAMPION,
-                    "correct_rate_difference_ci_low",
-                    ">=",
-                    -cfg.margin,
-                    against_champion=True,
-                ),
-                comparison,
-                "ci_low",
-            ),
-            (
-                gates.Gate(REFUSAL_RATE, "refusal_rate", "<=", cfg.max_refusal),
-                metrics["refusal_rate"],
-            ),
-            (
-                gates.Gate(GAIN_OVER_BASE, "gain_over_base", ">=", cfg.min_gain),
-                metrics["gain_over_base"],
-            ),
-        ]
         champion_line = (
             f"; champion v{champion.version}: correct {metrics['champion_correct_rate']:.2f}"
             if champion_slot
@@ -308,38 +292,53 @@ def evaluate(cfg: EvaluateConfig) -> dict:
             f"{base.name}: correct {metrics['base_correct_rate']:.2f} (score "
             f"{metrics['base_score']:.3f})"
         )
-        report.judge(checks, model=cfg.model_name, version=version, evidence=evidence)
-    versus = f", {comparison.line()}" if isinstance(comparison, paired.Comparison) else ""
-    report.advance(
-        cfg.model_name,
-        cfg.output_alias,
-        version,
-        reason=(
-            f"correct {metrics['correct_rate']:.2f} vs base {metrics['base_correct_rate']:.2f} "
-            f"on {len(samples)} eval prompts ({judge.kind} judge){versus}"
-        ),
-        client=client,
-    )
-    found = {
-        "version": version,
-        "correct_rate": metrics["correct_rate"],
-        "score": metrics["score"],
-        "base_correct_rate": metrics["base_correct_rate"],
-        "base_score": metrics["base_score"],
-        "gain_over_base": metrics["gain_over_base"],
-        "champion_version": champion.version,
-        "judge": judge.kind,
-        "judge_prompt_sha256": prompt.sha256,
-        "data_digest": read.digest,
-    }
-    if isinstance(comparison, paired.Comparison):
-        found.update(
-            champion_correct_rate=metrics["champion_correct_rate"],
-            correct_rate_difference=comparison.estimate,
-            correct_rate_difference_ci=[comparison.ci_low, comparison.ci_high],
-            p_value=comparison.p_value,
+        found = {
+            "version": version,
+            "correct_rate": metrics["correct_rate"],
+            "score": metrics["score"],
+            "base_correct_rate": metrics["base_correct_rate"],
+            "base_score": metrics["base_score"],
+            "gain_over_base": metrics["gain_over_base"],
+            "champion_version": champion.version,
+            "judge": judge.kind,
+            "judge_prompt_sha256": prompt.sha256,
+            "data_digest": t.read.digest,
+        }
+        if isinstance(comparison, paired.Comparison):
+            found.update(
+                champion_correct_rate=metrics["champion_correct_rate"],
+                correct_rate_difference=comparison.estimate,
+                correct_rate_difference_ci=[comparison.ci_low, comparison.ci_high],
+                p_value=comparison.p_value,
+            )
+        versus = f", {comparison.line()}" if isinstance(comparison, paired.Comparison) else ""
+        return runner.Measured(
+            metrics=metrics,
+            checks=[
+                (
+                    gates.Gate(CORRECT_RATE, "correct_rate", ">=", cfg.min_correct),
+                    metrics["correct_rate"],
+                ),
+                runner.vs_champion(
+                    CORRECT_RATE_VS_CHAMPION, "correct_rate", comparison, cfg.margin
+                ),
+                (
+                    gates.Gate(REFUSAL_RATE, "refusal_rate", "<=", cfg.max_refusal),
+                    metrics["refusal_rate"],
+                ),
+                (
+                    gates.Gate(GAIN_OVER_BASE, "gain_over_base", ">=", cfg.min_gain),
+                    metrics["gain_over_base"],
+                ),
+            ],
+            evidence={"samples": len(samples), **metrics},
+            reason=(
+                f"correct {metrics['correct_rate']:.2f} vs base "
+                f"{metrics['base_correct_rate']:.2f} on {len(samples)} eval prompts "
+                f"({judge.kind} judge){versus}"
+            ),
+            result=found,
         )
-    return found
 
 
 STAGE = Stage(
@@ -347,7 +346,7 @@ STAGE = Stage(
     "evaluate",
     "answer the eval set through vLLM beside the champion; a judge grades it",
     EvaluateConfig,
-    evaluate,
+    Evaluate(),
     GATES,
     title="LLM: judge the staged slot's answers (staged -> evaluated)",
     description=(

@@ -28,15 +28,16 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import gates, paired, tracking
+from .. import gates, paired, runner
 from ..contract import BENCHMARKED, EVALUATED
 from ..declare import Config, Stage, alias_option, option
 from ..errors import MlcpError
 from ..serving import vllm
-from ..stage import Reporter, data_source, resolve_input
+from ..stage import Reporter
 from . import PIPELINE, PROMPT_TEMPLATE_TAG
 from . import data as llmdata
-from .deploy import require_champion, require_staged, served_paths, unchanged
+from .deploy import served_paths, unchanged
+from .evaluate import slots
 
 TTFT_P95 = "ttft-p95"
 E2E_P95 = "e2e-p95"
@@ -141,156 +142,161 @@ def ratios(
     return found
 
 
-def perf_test(cfg: PerfConfig) -> dict:
-    import mlflow
+class PerfTest(runner.Evaluator):
+    report = report
+    data = llmdata
+    context = None  # the prompts are read, not recorded: evaluate recorded them
+    digest_in_name = False
+    slots = staticmethod(slots)
 
-    server = vllm.VLLM(cfg.vllm_url)
-    server.require_live()
-    client, version, tags = resolve_input(cfg.model_name, cfg.input_alias)
-    slot = require_staged(server, cfg.model_name, version, tags)
-    champion, champion_slot = require_champion(
-        server, client, cfg.model_name, cfg.champion_alias, version
-    )
-    slots = [slot, champion_slot] if champion_slot else [slot]
-    _, instructions = llmdata.read(data_source(cfg.model_name, version, tags))
-    template = tags.get(PROMPT_TEMPLATE_TAG, llmdata.PROMPT_TEMPLATE)
-    prompts = [llmdata.format_prompt(s.prompt, template) for s in instructions.samples["eval"]]
-    name = tracking.run_name(cfg.model_name, {"v": version, "u": cfg.users, "t": cfg.max_tokens})
-    params = {k: v for k, v in vars(cfg).items() if k not in ("model_name", "vllm_url")}
-    params.update(
-        slot=slot,
-        champion_version=champion.version or "none",
-        champion_slot=champion_slot or "none",
-    )
-    measured = served_paths(server, slots)
-    with (
-        report.stage_run(cfg.model_name, name, version=version, params=params),
-        tempfile.TemporaryDirectory() as tmp,
-    ):
-        prompts_path, out_path = Path(tmp) / "prompts.json", Path(tmp) / "stats.json"
-        prompts_path.write_text(json.dumps(prompts))
-        against = (
-            f" and the champion {champion_slot} v{champion.version} (interleaved, "
-            f"{cfg.users} users each)"
+    def connect(self, t):
+        server = vllm.VLLM(t.cfg.vllm_url)
+        server.require_live()
+        return server
+
+    def run_name(self, t):
+        return {"v": t.version, "u": t.cfg.users, "t": t.cfg.max_tokens}
+
+    def params(self, t):
+        found = {k: v for k, v in vars(t.cfg).items() if k not in ("model_name", "vllm_url")}
+        found.update(
+            slot=t.slot,
+            champion_version=t.champion.version or "none",
+            champion_slot=t.champion_slot or "none",
+        )
+        return found
+
+    def measure(self, t):
+        import mlflow
+
+        cfg, server, version, champion = t.cfg, t.server, t.version, t.champion
+        slot, champion_slot = t.slot, t.champion_slot
+        slots = [slot, champion_slot] if champion_slot else [slot]
+        template = t.tags.get(PROMPT_TEMPLATE_TAG, llmdata.PROMPT_TEMPLATE)
+        prompts = [llmdata.format_prompt(s.prompt, template) for s in t.data.samples["eval"]]
+        measured = served_paths(server, slots)
+        with tempfile.TemporaryDirectory() as tmp:
+            prompts_path, out_path = Path(tmp) / "prompts.json", Path(tmp) / "stats.json"
+            prompts_path.write_text(json.dumps(prompts))
+            against = (
+                f" and the champion {champion_slot} v{champion.version} (interleaved, "
+                f"{cfg.users} users each)"
+                if champion_slot
+                else f" ({champion.missing})"
+            )
+            report(
+                f"{cfg.users} users streaming {cfg.max_tokens}-token completions for "
+                f"{cfg.duration:g} s against {slot} v{version}{against}"
+            )
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "steps.llm.loadgen",
+                    "--url",
+                    server.url,
+                    *(arg for served in slots for arg in ("--model", served)),
+                    "--prompts",
+                    str(prompts_path),
+                    "--max-tokens",
+                    str(cfg.max_tokens),
+                    "--users",
+                    str(cfg.users),
+                    "--duration",
+                    str(cfg.duration),
+                    "--out",
+                    str(out_path),
+                ],
+                timeout=cfg.duration + 120,
+            )
+            if proc.returncode != 0 or not out_path.exists():
+                raise MlcpError(f"the load generator failed (exit {proc.returncode})")
+            unchanged(server, measured)
+            stats = json.loads(out_path.read_text())
+            mine = stats["slots"][slot]
+            metrics = {k: float(mine[k]) for k in (*SUMMARY, "success_rate", "rps")}
+            metrics["requests"] = float(mine["requests"])
+            compared: dict[str, paired.Comparison | str] = {
+                TTFT_VS_CHAMPION: champion.missing or "",
+                TPS_VS_CHAMPION: champion.missing or "",
+            }
+            if champion_slot:
+                theirs = stats["slots"][champion_slot]
+                metrics.update({f"champion_{k}": float(theirs[k]) for k in SUMMARY})
+                metrics["champion_success_rate"] = float(theirs["success_rate"])
+                compared = ratios(mine, theirs, version=version, champion_at=champion, cfg=cfg)
+                metrics["ttft_p95_ratio"] = compared[TTFT_VS_CHAMPION].estimate
+                metrics["tokens_per_s_ratio"] = compared[TPS_VS_CHAMPION].estimate
+            mlflow.log_metrics(metrics)
+            mlflow.log_dict(stats, "perf/stats.json")
+            if any(found["ttft_ms"] for found in stats["slots"].values()):
+                png = Path(tmp) / "latency_distribution.png"
+                latency_png(stats["slots"], png)
+                mlflow.log_artifact(str(png), "perf")
+            evidence = {
+                "requests": {s: found["requests"] for s, found in stats["slots"].items()},
+                "errors": {s: found["errors"] for s, found in stats["slots"].items()},
+            }
+            ttft_ratio, tps_ratio = compared[TTFT_VS_CHAMPION], compared[TPS_VS_CHAMPION]
+            checks = [
+                (
+                    gates.Gate(TTFT_P95, "ttft_p95_ms", "<=", cfg.max_ttft_p95_ms),
+                    metrics["ttft_p95_ms"],
+                ),
+                (
+                    gates.Gate(E2E_P95, "e2e_p95_ms", "<=", cfg.max_e2e_p95_ms),
+                    metrics["e2e_p95_ms"],
+                ),
+                (
+                    gates.Gate(TOKENS_PER_SECOND, "tokens_per_s", ">=", cfg.min_tokens_per_s),
+                    metrics["tokens_per_s"],
+                ),
+                (
+                    gates.Gate(SUCCESS_RATE, "success_rate", ">=", cfg.min_success_rate),
+                    metrics["success_rate"],
+                ),
+                gates.champion_check(  # slower than allowed beyond the noise: even the lower end
+                    gates.Gate(
+                        TTFT_VS_CHAMPION,
+                        "ttft_p95_ratio_ci_low",
+                        "<=",
+                        cfg.max_ttft_ratio,
+                        against_champion=True,
+                    ),
+                    ttft_ratio,
+                    "ci_low",
+                ),
+                gates.champion_check(  # fewer tokens than allowed beyond the noise: the upper end
+                    gates.Gate(
+                        TPS_VS_CHAMPION,
+                        "tokens_per_s_ratio_ci_high",
+                        ">=",
+                        cfg.min_tps_ratio,
+                        against_champion=True,
+                    ),
+                    tps_ratio,
+                    "ci_high",
+                ),
+            ]
+        versus = (
+            f"; TTFT p95 ratio {ttft_ratio.estimate:.2f}, tokens/s ratio "
+            f"{tps_ratio.estimate:.2f} vs {champion.alias} v{champion.version}"
             if champion_slot
-            else f" ({champion.missing})"
+            else ""
         )
-        report(
-            f"{cfg.users} users streaming {cfg.max_tokens}-token completions for "
-            f"{cfg.duration:g} s against {slot} v{version}{against}"
-        )
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "steps.llm.loadgen",
-                "--url",
-                server.url,
-                *(arg for served in slots for arg in ("--model", served)),
-                "--prompts",
-                str(prompts_path),
-                "--max-tokens",
-                str(cfg.max_tokens),
-                "--users",
-                str(cfg.users),
-                "--duration",
-                str(cfg.duration),
-                "--out",
-                str(out_path),
-            ],
-            timeout=cfg.duration + 120,
-        )
-        if proc.returncode != 0 or not out_path.exists():
-            raise MlcpError(f"the load generator failed (exit {proc.returncode})")
-        unchanged(server, measured)
-        stats = json.loads(out_path.read_text())
-        mine = stats["slots"][slot]
-        metrics = {k: float(mine[k]) for k in (*SUMMARY, "success_rate", "rps")}
-        metrics["requests"] = float(mine["requests"])
-        compared: dict[str, paired.Comparison | str] = {
-            TTFT_VS_CHAMPION: champion.missing or "",
-            TPS_VS_CHAMPION: champion.missing or "",
-        }
+        found = {"version": version, "champion_version": champion.version, **metrics}
         if champion_slot:
-            theirs = stats["slots"][champion_slot]
-            metrics.update({f"champion_{k}": float(theirs[k]) for k in SUMMARY})
-            metrics["champion_success_rate"] = float(theirs["success_rate"])
-            compared = ratios(mine, theirs, version=version, champion_at=champion, cfg=cfg)
-            metrics["ttft_p95_ratio"] = compared[TTFT_VS_CHAMPION].estimate
-            metrics["tokens_per_s_ratio"] = compared[TPS_VS_CHAMPION].estimate
-        mlflow.log_metrics(metrics)
-        mlflow.log_dict(stats, "perf/stats.json")
-        if any(found["ttft_ms"] for found in stats["slots"].values()):
-            png = Path(tmp) / "latency_distribution.png"
-            latency_png(stats["slots"], png)
-            mlflow.log_artifact(str(png), "perf")
-        evidence = {
-            "requests": {s: found["requests"] for s, found in stats["slots"].items()},
-            "errors": {s: found["errors"] for s, found in stats["slots"].items()},
-        }
-        ttft_ratio, tps_ratio = compared[TTFT_VS_CHAMPION], compared[TPS_VS_CHAMPION]
-        checks = [
-            (
-                gates.Gate(TTFT_P95, "ttft_p95_ms", "<=", cfg.max_ttft_p95_ms),
-                metrics["ttft_p95_ms"],
+            for gate, ratio in ((TTFT_VS_CHAMPION, ttft_ratio), (TPS_VS_CHAMPION, tps_ratio)):
+                found[f"{gate}_ci"] = [ratio.ci_low, ratio.ci_high]
+        return runner.Measured(
+            checks=checks,
+            evidence=evidence,
+            reason=(
+                f"TTFT p95 {metrics['ttft_p95_ms']:.0f} ms, {metrics['tokens_per_s']:.0f} "
+                f"tokens/s{versus}"
             ),
-            (
-                gates.Gate(E2E_P95, "e2e_p95_ms", "<=", cfg.max_e2e_p95_ms),
-                metrics["e2e_p95_ms"],
-            ),
-            (
-                gates.Gate(TOKENS_PER_SECOND, "tokens_per_s", ">=", cfg.min_tokens_per_s),
-                metrics["tokens_per_s"],
-            ),
-            (
-                gates.Gate(SUCCESS_RATE, "success_rate", ">=", cfg.min_success_rate),
-                metrics["success_rate"],
-            ),
-            gates.champion_check(  # slower than allowed beyond the noise: even the lower end
-                gates.Gate(
-                    TTFT_VS_CHAMPION,
-                    "ttft_p95_ratio_ci_low",
-                    "<=",
-                    cfg.max_ttft_ratio,
-                    against_champion=True,
-                ),
-                ttft_ratio,
-                "ci_low",
-            ),
-            gates.champion_check(  # fewer tokens than allowed beyond the noise: the upper end
-                gates.Gate(
-                    TPS_VS_CHAMPION,
-                    "tokens_per_s_ratio_ci_high",
-                    ">=",
-                    cfg.min_tps_ratio,
-                    against_champion=True,
-                ),
-                tps_ratio,
-                "ci_high",
-            ),
-        ]
-        report.judge(checks, model=cfg.model_name, version=version, evidence=evidence)
-    versus = (
-        f"; TTFT p95 ratio {ttft_ratio.estimate:.2f}, tokens/s ratio {tps_ratio.estimate:.2f} "
-        f"vs {champion.alias} v{champion.version}"
-        if champion_slot
-        else ""
-    )
-    report.advance(
-        cfg.model_name,
-        cfg.output_alias,
-        version,
-        reason=(
-            f"TTFT p95 {metrics['ttft_p95_ms']:.0f} ms, {metrics['tokens_per_s']:.0f} "
-            f"tokens/s{versus}"
-        ),
-        client=client,
-    )
-    found = {"version": version, "champion_version": champion.version, **metrics}
-    if champion_slot:
-        for gate, ratio in ((TTFT_VS_CHAMPION, ttft_ratio), (TPS_VS_CHAMPION, tps_ratio)):
-            found[f"{gate}_ci"] = [ratio.ci_low, ratio.ci_high]
-    return found
+            result=found,
+        )
 
 
 STAGE = Stage(
@@ -298,7 +304,7 @@ STAGE = Stage(
     "perf-test",
     "load-test the staged slot beside the champion's with streaming completions",
     PerfConfig,
-    perf_test,
+    PerfTest(),
     GATES,
     title="LLM: load-test the staged slot (evaluated -> benchmarked)",
     description=(

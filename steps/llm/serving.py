@@ -82,7 +82,7 @@ class VLLMBackend:
             tags.get(PROMPT_TEMPLATE_TAG, llmdata.PROMPT_TEMPLATE),
         )
         deploy.serve_everywhere(
-            servers, slot, path, prompt, root=root, model=model, version=version
+            servers, slot, path, deploy.Smoke(slot, prompt), root=root, model=model, version=version
         )
         _say(f"vLLM slot {slot} now serves {show_version(version)} ({path}) on {_count(servers)}")
 
@@ -92,6 +92,23 @@ class VLLMBackend:
         from . import data as llmdata
 
         return llmdata.serving_base(home)
+
+    def switch(
+        self, model: str, slot: str, version: str, smoke=None, *, root=None, url=None
+    ) -> None:
+        """Point ``slot`` on every replica (``url``'s, else the configured ones) at the
+        version's adapter folder, already placed under ``root`` (the adapter volume), run
+        ``smoke`` on each, then record it in the manifest; on failure every replica is
+        pointed back at what it served (steps/llm/deploy.py's ``serve_everywhere``)."""
+        from ..serving import vllm
+        from . import deploy
+
+        version = str(version)
+        root = root or deploy.adapter_root()
+        path = deploy.server_path(root, model, version)
+        deploy.serve_everywhere(
+            vllm.replicas(url), slot, path, smoke, root=root, model=model, version=version
+        )
 
     def served(self, model: str, slot: str) -> list[Served]:
         """Per replica, the version whose folder (``<adapters>/<model>/<version>``) the slot

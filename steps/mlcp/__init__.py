@@ -20,8 +20,10 @@ without notice, and a test fails when an example or a tutorial imports it
   :func:`download` (an artifact through whichever client a step was given);
 - what a training records: :mod:`tracking`, :mod:`describe`, :mod:`provenance`;
 - what a comparing stage shares: :mod:`paired`, :mod:`perf` (the perf-test's load and
-  closing), :mod:`drift` (the drift step), and :mod:`reproduce`'s :class:`Request` and
-  :func:`recorded_params`.
+  closing), :mod:`drift` (the drift step and its shared statistics), and :mod:`reproduce`'s
+  :class:`Request` and :func:`recorded_params`;
+- the stage runner, which owns a stage's sequence (resolve the input alias, check the
+  slots, read, record, judge the gates, write the output alias): :mod:`runner`.
 
 Light at import time: standard library and the declarations only; each module named here
 imports its heavy libraries inside its functions.
@@ -36,6 +38,7 @@ from steps import (
     paired,
     perf,
     provenance,
+    runner,
     tracking,
 )
 from steps.backends import Served, ServingBackend, StackService, Volume, each_address
@@ -89,6 +92,7 @@ __all__ = [
     "perf",
     "provenance",
     "recorded_params",
+    "runner",
     "resolve_champion",
     "resolve_input",
     "say",

@@ -93,10 +93,6 @@ def log(read: DataRead, table: Table, context: str) -> str:
     )
 
 
-def default_uri() -> str:
-    return datasets.newest(DATASET)["uri"]
-
-
 def publish(uri: str | None = None, seed: int = 0, variant: str = datasets.BASE_VARIANT) -> dict:
     data = build(seed, variant)
     if uri is not None:

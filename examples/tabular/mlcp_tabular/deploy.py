@@ -22,10 +22,8 @@ from mlcp import (
     Stage,
     alias_option,
     contract,
-    data_source,
     option,
-    resolve_input,
-    tracking,
+    runner,
 )
 
 from . import MODEL_DIR_TAG, PIPELINE, server
@@ -48,35 +46,45 @@ class DeployConfig(Config):
     )
 
 
-report = Reporter(PIPELINE, "deploy")
-
-
 class Mismatch(MlcpError):
     """A replica's answers differ from the model's own: the switch is undone."""
 
 
-def deploy(cfg: DeployConfig) -> dict:
-    import mlflow
-
-    for replica in server.fleet():
+def every_replica(t: runner.Target) -> list:
+    replicas = server.fleet()
+    for replica in replicas:
         replica.require_live()
-    client, version, tags = resolve_input(cfg.model_name, cfg.input_alias)
-    read, table = tabdata.read(data_source(cfg.model_name, version, tags))
-    slot = contract.staged_slot(cfg.model_name)
-    name = tracking.run_name(cfg.model_name, {"v": version, "slot": "staged"})
-    params = {"source_alias": cfg.input_alias, "slot": slot}
-    with (
-        report.stage_run(cfg.model_name, name, version=version, params=params) as run,
-        tempfile.TemporaryDirectory() as tmp,
-    ):
-        tabdata.log(read, table, "validation")
-        local = Path(
-            mlflow.artifacts.download_artifacts(f"models:/{cfg.model_name}/{version}", dst_path=tmp)
-        )
-        mlflow.log_artifacts(str(local), "mlserver/model")
-        x_val, _ = table.part("val")
-        expected = mlflow.pyfunc.load_model(str(local)).predict(x_val)
-        body = tabdata.v2_request(table.features, x_val)
+    return replicas
+
+
+class Deploy(runner.Deployer):
+    report = Reporter(PIPELINE, "deploy")
+    data = tabdata
+    connect = staticmethod(every_replica)
+
+    def run_name(self, t):
+        return {"v": t.version, "slot": "staged"}
+
+    def params(self, t):
+        return {"source_alias": t.cfg.input_alias, "slot": t.slot}
+
+    def export(self, t):
+        """Record the version's model folder, place it in the slot, switch every replica
+        (MLServer's back end restores the slot when a smoke test refuses) and judge parity."""
+        import mlflow
+        import numpy as np
+
+        from .serving import MLSERVER
+
+        slot, version = t.slot, t.version
+        x_val, _ = t.data.part("val")
+        body = tabdata.v2_request(t.data.features, x_val)
+        with tempfile.TemporaryDirectory() as tmp:
+            uri = f"models:/{t.model}/{version}"
+            local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=tmp))
+            mlflow.log_artifacts(str(local), "mlserver/model")
+            expected = np.asarray(mlflow.pyfunc.load_model(str(local)).predict(x_val))
+            server.place(server.repository(), slot, version, local)
         agreement = []
 
         def smoke(replica):
@@ -85,37 +93,27 @@ def deploy(cfg: DeployConfig) -> dict:
                 raise MlcpError(
                     f"smoke inference on {slot} answered from v{answered}, not v{version}"
                 )
-            agreement.append(float((np_array(got) == np_array(expected)).mean()))
-            if agreement[-1] < cfg.min_parity:  # the slot is restored; the gate below records why
+            agreement.append(float((np.asarray(got).reshape(-1) == expected.reshape(-1)).mean()))
+            if agreement[-1] < t.cfg.min_parity:  # restored; the gate below records why
                 raise Mismatch(f"{replica.url} disagrees with the model on {slot}")
 
         try:
-            server.switch(slot, version, local, smoke)
+            MLSERVER.switch(t.model, slot, version, smoke)
         except Mismatch as exc:
-            report(str(exc))
+            self.report(str(exc))
         parity = min(agreement)
-        mlflow.log_metric("serving_parity", parity)
-        gate = Gate(SERVING_PARITY, "serving_parity", ">=", cfg.min_parity)
-        report.judge(
-            [(gate, parity)], model=cfg.model_name, version=version, evidence={"rows": len(x_val)}
+        if parity >= t.cfg.min_parity:  # what promote loads from: only once it served right
+            run_id = mlflow.active_run().info.run_id
+            t.client.set_model_version_tag(
+                t.model, version, MODEL_DIR_TAG, f"runs:/{run_id}/mlserver/model"
+            )
+        return runner.Measured(
+            metrics={"serving_parity": parity},
+            checks=[(Gate(SERVING_PARITY, "serving_parity", ">=", t.cfg.min_parity), parity)],
+            evidence={"rows": len(x_val)},
+            reason=f"deployed to MLServer slot {slot}",
+            result={"version": version, "slot": slot, "serving_parity": parity},
         )
-        client.set_model_version_tag(
-            cfg.model_name, version, MODEL_DIR_TAG, f"runs:/{run.info.run_id}/mlserver/model"
-        )
-    report.advance(
-        cfg.model_name,
-        cfg.output_alias,
-        version,
-        reason=f"deployed to MLServer slot {slot}",
-        client=client,
-    )
-    return {"version": version, "slot": slot, "serving_parity": parity}
-
-
-def np_array(values):
-    import numpy as np
-
-    return np.asarray(values).reshape(-1)
 
 
 STAGE = Stage(
@@ -123,7 +121,7 @@ STAGE = Stage(
     "deploy",
     "load into MLServer's staged slot",
     DeployConfig,
-    deploy,
+    Deploy(),
     GATES,
     title="Tabular: deploy to MLServer's staged slot (candidate -> staged)",
     description=(

@@ -38,33 +38,22 @@ def statistics(cfg: TabularDriftConfig, reference: tabdata.Table, new: tabdata.T
     def counts(table):
         return {str(k): int(v) for k, v in table.frame[tabdata.LABEL].value_counts().items()}
 
-    label = drift.chi_square(counts(reference), counts(new))
-    found = [
-        drift.Statistic(
-            "label-chi2-p",
-            "class counts: chi-square test of homogeneity (p-value)",
-            label["p_value"],
-            cfg.label_alpha,
-            "<",
-            label,
-        )
-    ]
-    alpha = cfg.feature_alpha / len(reference.features)
-    for feature in reference.features:
-        if feature not in new.frame.columns:
-            continue
-        test = drift.ks(reference.frame[feature].tolist(), new.frame[feature].tolist())
-        found.append(
-            drift.Statistic(
-                f"{feature}-ks-p",
-                f"{feature}: two-sample Kolmogorov-Smirnov test (p-value)",
-                test["p_value"],
+    alpha = cfg.feature_alpha / len(reference.features)  # Bonferroni over the features
+    return [
+        drift.categorical("label", "class counts", counts(reference), counts(new), cfg.label_alpha),
+        *(
+            test
+            for feature in reference.features
+            if feature in new.frame.columns
+            for test in drift.numeric(
+                feature,
+                feature,
+                reference.frame[feature].tolist(),
+                new.frame[feature].tolist(),
                 alpha,
-                "<",
-                test,
             )
-        )
-    return found
+        ),
+    ]
 
 
 CHECK = drift.DriftCheck(

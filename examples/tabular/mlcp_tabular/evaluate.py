@@ -4,7 +4,8 @@ staged slot and the champion's live slot side by side, writes ``evaluated``.
 Both versions answer the same rows on the path traffic takes. Gates: ``accuracy`` (a
 minimum) and ``accuracy-vs-champion`` (the lower end of the paired 95% interval of the
 accuracy difference, challenger minus champion, must be >= -margin: steps/paired.py).
-With no champion (the first version) only the absolute gate applies.
+With no champion (the first version) only the absolute gate applies. The sequence (resolve,
+check the slots, read, record, judge, move the alias) is the runner's (``mlcp.runner``).
 """
 
 from __future__ import annotations
@@ -18,15 +19,10 @@ from mlcp import (
     Reporter,
     Stage,
     alias_option,
-    champion_check,
-    champion_slot_fix,
     contract,
-    data_source,
     option,
     paired,
-    resolve_champion,
-    resolve_input,
-    tracking,
+    runner,
 )
 
 from . import PIPELINE, server
@@ -53,122 +49,83 @@ class EvaluateConfig(Config):
     )
 
 
-report = Reporter(PIPELINE, "evaluate")
+def slots(t: runner.Target) -> runner.Slots:
+    """The staged slot and the champion's, each checked to serve its version on the first
+    replica (``t.server``); perf-test measures through the same."""
+
+    def check(slot: str, version: str, fix: str) -> None:
+        served = t.server.served(slot)
+        if served != version:
+            raise MlcpError(
+                f"MLServer slot {slot} serves {contract.show_version(served)}, not v{version}: "
+                f"{fix}"
+            )
+
+    fix = f"run `mlcp tabular deploy --model-name {t.model}` first"
+    return runner.check_slots(t, check, champion_alias=t.cfg.champion_alias, deploy_fix=fix)
 
 
-def require_serving(replica, slot: str, version: str, fix: str) -> str:
-    """``slot``, checked to serve exactly ``version`` on the replica asked."""
-    served = replica.served(slot)
-    if served != version:
-        raise MlcpError(
-            f"MLServer slot {slot} serves {contract.show_version(served)}, not v{version}: {fix}"
-        )
-    return slot
-
-
-def slots(client, model: str, version: str, champion_alias: str):
-    """The first replica, the staged slot (checked) and the champion with its slot."""
+def first_replica(t: runner.Target) -> server.MLServer:
     replica = server.fleet()[0]
     replica.require_live()
-    fix = f"run `mlcp tabular deploy --model-name {model}` first"
-    slot = require_serving(replica, contract.staged_slot(model), version, fix)
-    champion = resolve_champion(client, model, champion_alias, version)
-    champion_slot = None
-    if champion.version is not None:
-        champion_slot = require_serving(
-            replica, contract.live_slot(model), champion.version, champion_slot_fix(model, champion)
-        )
-    return replica, slot, champion, champion_slot
+    return replica
 
 
 def predict(replica, slot: str, version: str, features, rows):
     import numpy as np
 
     got, answered = replica.infer(slot, tabdata.v2_request(features, rows))
-    if answered != version:
-        raise MlcpError(f"{slot} answered with v{answered} during the evaluation of v{version}")
+    runner.answered_by(slot, version, answered)
     return np.asarray(got).reshape(-1)
 
 
-def evaluate(cfg: EvaluateConfig) -> dict:
-    import mlflow
+class Evaluate(runner.Evaluator):
+    report = Reporter(PIPELINE, "evaluate")
+    data = tabdata
+    connect = staticmethod(first_replica)
+    slots = staticmethod(slots)
 
-    client, version, tags = resolve_input(cfg.model_name, cfg.input_alias)
-    replica, slot, champion, champion_slot = slots(
-        client, cfg.model_name, version, cfg.champion_alias
-    )
-    read, table = tabdata.read(data_source(cfg.model_name, version, tags, cfg.data))
-    x, y = table.part("test")
-    name = tracking.run_name(cfg.model_name, {"v": version}, read.digest)
-    params = {
-        "input_alias": cfg.input_alias,
-        "slot": slot,
-        "champion_alias": champion.alias,
-        "champion_version": champion.version or "none",
-        "margin": cfg.margin,
-    }
-    with report.stage_run(cfg.model_name, name, version=version, params=params):
-        tabdata.log(read, table, "evaluation")
-        ours = predict(replica, slot, version, table.features, x)
+    def params(self, t):
+        return {
+            "input_alias": t.cfg.input_alias,
+            "slot": t.slot,
+            "champion_alias": t.champion.alias,
+            "champion_version": t.champion.version or "none",
+            "margin": t.cfg.margin,
+        }
+
+    def measure(self, t):
+        import mlflow
+
+        x, y = t.data.part("test")
+        ours = predict(t.server, t.slot, t.version, t.data.features, x)
         accuracy = float((ours == y).mean())
-        mlflow.log_metric("accuracy", accuracy)
-        compared = champion.missing or ""
-        if champion.version is not None:
-            theirs = predict(replica, champion_slot, champion.version, table.features, x)
-            compared = paired.binary(
-                ours == y,
-                theirs == y,
-                name="accuracy",
-                challenger_version=version,
-                champion_version=champion.version,
-                champion_alias=champion.alias,
-                margin=cfg.margin,
-            )
-            mlflow.log_metrics(
-                {
-                    "champion_accuracy": float((theirs == y).mean()),
-                    "accuracy_difference": compared.estimate,
-                    "accuracy_difference_ci_low": compared.ci_low,
-                    "accuracy_difference_ci_high": compared.ci_high,
-                    "mcnemar_p_value": compared.p_value,
-                }
-            )
+        metrics = {"accuracy": accuracy}
+        compared = t.champion.missing or ""
+        if t.champion_slot is not None:
+            theirs = predict(t.server, t.champion_slot, t.champion.version, t.data.features, x)
+            compared = runner.compare(t, "accuracy", ours == y, theirs == y)
+            metrics |= runner.paired_metrics("accuracy", compared, float((theirs == y).mean()))
             mlflow.log_dict(
                 {
-                    "versions": [version, champion.version],
+                    "versions": [t.version, t.champion.version],
                     "labels": y.tolist(),
                     "challenger": ours.tolist(),
                     "champion": theirs.tolist(),
                 },
                 "predictions.json",
             )
-            report(compared.line())
-        checks = [
-            (Gate(ACCURACY, "accuracy", ">=", cfg.min_accuracy), accuracy),
-            champion_check(
-                Gate(
-                    ACCURACY_VS_CHAMPION,
-                    "accuracy_difference_ci_low",
-                    ">=",
-                    -cfg.margin,
-                    against_champion=True,
-                ),
-                compared,
-                "ci_low",
-            ),
-        ]
-        report.judge(
-            checks, model=cfg.model_name, version=version, evidence={"test_rows": int(len(y))}
+            self.report(compared.line())
+        return runner.Measured(
+            metrics=metrics,
+            checks=[
+                (Gate(ACCURACY, "accuracy", ">=", t.cfg.min_accuracy), accuracy),
+                runner.vs_champion(ACCURACY_VS_CHAMPION, "accuracy", compared, t.cfg.margin),
+            ],
+            evidence={"test_rows": int(len(y))},
+            reason=f"accuracy {accuracy:.4f} on {len(y)} test rows{runner.versus(compared)}",
+            result={"version": t.version, "accuracy": accuracy, "data_digest": t.read.digest},
         )
-    vs = f"; {compared.line()}" if isinstance(compared, paired.Comparison) else f"; {compared}"
-    report.advance(
-        cfg.model_name,
-        cfg.output_alias,
-        version,
-        reason=f"accuracy {accuracy:.4f} on {len(y)} test rows{vs}",
-        client=client,
-    )
-    return {"version": version, "accuracy": accuracy, "data_digest": read.digest}
 
 
 STAGE = Stage(
@@ -176,7 +133,7 @@ STAGE = Stage(
     "evaluate",
     "score the test rows through MLServer, side by side with the champion",
     EvaluateConfig,
-    evaluate,
+    Evaluate(),
     GATES,
     title="Tabular: evaluate through MLServer beside the champion (staged -> evaluated)",
     description=(

@@ -2,28 +2,19 @@
 side with the champion's live slot in one locust run (``mlcp.perf``), writes ``benchmarked``.
 
 Gates (``mlcp.perf``): ``p95-latency``, ``throughput``, ``error-rate``, and against the
-champion ``p95-vs-champion`` and ``throughput-vs-champion``.
+champion ``p95-vs-champion`` and ``throughput-vs-champion``. This module supplies the
+requests; the slots are evaluate's, the rest ``mlcp.perf.PerfTest``'s.
 """
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
-from mlcp import (
-    Reporter,
-    Stage,
-    data_source,
-    option,
-    perf,
-    resolve_input,
-    tracking,
-)
+from mlcp import Reporter, Stage, option, perf
 
 from . import PIPELINE
 from . import data as tabdata
-from .evaluate import slots
+from .evaluate import first_replica, slots
 
 
 @dataclass(kw_only=True)
@@ -33,38 +24,20 @@ class PerfConfig(perf.PerfTestConfig):
     rows: int = option(8, help="rows per request", min=1, max=1000)
 
 
-report = Reporter(PIPELINE, "perf-test")
+class PerfTest(perf.PerfTest):
+    report = Reporter(PIPELINE, "perf-test")
+    data = tabdata
+    connect = staticmethod(first_replica)
+    slots = staticmethod(slots)
 
+    def run_name(self, t):
+        return {"v": t.version, "u": t.cfg.users, "r": t.cfg.rows}
 
-def perf_test(cfg: PerfConfig) -> dict:
-    client, version, tags = resolve_input(cfg.model_name, cfg.input_alias)
-    replica, slot, champion, champion_slot = slots(
-        client, cfg.model_name, version, cfg.champion_alias
-    )
-    _, table = tabdata.read(data_source(cfg.model_name, version, tags))
-    x, _ = table.part("test")
-    body = tabdata.v2_request(table.features, x[: cfg.rows])
-    bodies = {perf.CHALLENGER: (f"/v2/models/{slot}/infer", body)}
-    if champion_slot is not None:
-        bodies[perf.CHAMPION] = (f"/v2/models/{champion_slot}/infer", body)
-    name = tracking.run_name(cfg.model_name, {"v": version, "u": cfg.users, "r": cfg.rows})
-    params = {k: v for k, v in vars(cfg).items() if k != "model_name"}
-    params.update(champion_version=champion.version or "none", slots=len(bodies))
-    with (
-        report.stage_run(cfg.model_name, name, version=version, params=params),
-        tempfile.TemporaryDirectory() as tmp,
-    ):
-        report(f"{cfg.users} users per slot for {cfg.duration:g} s against {slot} v{version}")
-        measured = perf.load_and_judge(
-            report,
-            cfg,
-            url=replica.url,
-            bodies=bodies,
-            version=version,
-            champion=champion,
-            tmp=Path(tmp),
-        )
-    return perf.advance(report, cfg, client, version, champion, measured)
+    def bodies(self, t):
+        x, _ = t.data.part("test")
+        body = tabdata.v2_request(t.data.features, x[: t.cfg.rows])
+        both = {perf.CHALLENGER: body, perf.CHAMPION: body}
+        return both if t.champion_slot else {perf.CHALLENGER: body}
 
 
 STAGE = Stage(
@@ -72,7 +45,7 @@ STAGE = Stage(
     "perf-test",
     "load-test the staged slot with locust, side by side with the champion",
     PerfConfig,
-    perf_test,
+    PerfTest(),
     perf.GATES,
     title="Tabular: load-test MLServer's staged slot beside the champion (-> benchmarked)",
     description=(

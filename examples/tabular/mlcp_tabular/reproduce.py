@@ -3,7 +3,7 @@ recorded params on the same bytes, its test predictions set against the recorded
 
 from __future__ import annotations
 
-from mlcp import Reporter, lineage, recorded_params, tracking
+from mlcp import Reporter, lineage, recorded_params, runner, tracking
 
 from . import PIPELINE, train
 from . import data as tabdata
@@ -46,7 +46,10 @@ def reproduce(request) -> dict:
         version = None
         if request.register:
             tags = dict(request.run_tags)
-            version = train.register(client, cfg, model, table, read, run.info.run_id, tags)
+            info = train.log_model(model, table)
+            version = runner.register(
+                client, cfg.model_name, PIPELINE, info, read, run.info.run_id, tags
+            )
     return {
         "run_id": run.info.run_id,
         "run_name": name,

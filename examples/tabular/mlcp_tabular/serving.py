@@ -50,6 +50,9 @@ class MLServerBackend:
     def served(self, model: str, slot: str):
         return server.served(slot)
 
+    def switch(self, model: str, slot: str, version: str, smoke=None) -> None:
+        server.switch(slot, version, None, smoke)
+
 
 class MLServerService:
     """MLServer as a service of the local stack: its venv, its settings, one process."""

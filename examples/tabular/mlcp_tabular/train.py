@@ -17,10 +17,8 @@ from mlcp import (
     Stage,
     alias_option,
     contract,
-    describe,
     option,
-    provenance,
-    tracking,
+    runner,
 )
 
 from . import PIPELINE
@@ -47,9 +45,6 @@ class TrainConfig(Config):
     )
 
 
-report = Reporter(PIPELINE, "train")
-
-
 def params(cfg: TrainConfig) -> dict:
     return {
         "c": cfg.c,
@@ -73,64 +68,45 @@ def fit(cfg: TrainConfig, table: tabdata.Table):
     return model, float((model.predict(x_val) == y_val).mean())
 
 
-def register(client, cfg: TrainConfig, model, table, read, run_id: str, tags=None) -> str:
-    """Log the model in the active run and register it as a new version, tagged."""
+def log_model(model, table):
+    """Log the model in the active run: an MLflow sklearn model, its signature and example."""
     import mlflow
     from mlflow.models import infer_signature
 
-    x_val, _ = table.part("val")
-    example = x_val[:2]
-    info = mlflow.sklearn.log_model(
+    example = table.part("val")[0][:2]
+    return mlflow.sklearn.log_model(
         model,
         name="model",
         signature=infer_signature(example, model.predict(example)),
         input_example=example,
     )
-    describe.register_model(client, cfg.model_name, PIPELINE)
-    created = client.create_model_version(
-        cfg.model_name, source=info.model_uri, model_id=info.model_id
-    )
-    version = str(created.version)
-    mlflow.set_tag(contract.VERSION_TAG, version)
-    for key, value in {
-        contract.PIPELINE_TAG: PIPELINE,
-        **read.tags,
-        contract.TRAIN_RUN_TAG: run_id,
-        **(tags or {}),
-    }.items():
-        client.set_model_version_tag(cfg.model_name, version, key, value)
-    return version
 
 
-def train(cfg: TrainConfig) -> dict:
-    import mlflow
+class Train(runner.Trainer):
+    report = Reporter(PIPELINE, "train")
+    data = tabdata
+    dataset = tabdata.DATASET
 
-    read, table = tabdata.read(cfg.data or tabdata.default_uri())
-    client = tracking.client()
-    name = tracking.run_name("logreg", {"c": cfg.c, "it": cfg.max_iter}, read.digest)
-    with report.stage_run(cfg.model_name, name, params=params(cfg)) as run:
-        tabdata.log(read, table, "training")
-        provenance.note_seed("seed", cfg.seed)
-        provenance.log_environment()
-        model, val_acc = fit(cfg, table)
-        mlflow.log_metric("val_accuracy", val_acc)
-        version = register(client, cfg, model, table, read, run.info.run_id)
-        report.describe_trained(client, cfg.model_name, version, read, "val_accuracy", val_acc)
-        gate = Gate(MIN_VAL_ACCURACY, "val_accuracy", ">=", cfg.min_val_accuracy)
-        report.judge([(gate, val_acc)], model=cfg.model_name, version=version)
-    report.advance(
-        cfg.model_name,
-        cfg.output_alias,
-        version,
-        reason=f"training gate passed (val_accuracy {val_acc:.4f})",
-        client=client,
-    )
-    return {
-        "version": version,
-        "val_accuracy": val_acc,
-        "data_digest": read.digest,
-        "run_id": run.info.run_id,
-    }
+    def named_after(self, t):
+        return "logreg"
+
+    def run_name(self, t):
+        return {"c": t.cfg.c, "it": t.cfg.max_iter}
+
+    def params(self, t):
+        return params(t.cfg)
+
+    def fit(self, t):
+        model, val_acc = fit(t.cfg, t.data)
+        gate = Gate(MIN_VAL_ACCURACY, "val_accuracy", ">=", t.cfg.min_val_accuracy)
+        return runner.Trained(
+            model_info=log_model(model, t.data),
+            metric="val_accuracy",
+            value=val_acc,
+            metrics={"val_accuracy": val_acc},
+            checks=[(gate, val_acc)],
+            result={"val_accuracy": val_acc},
+        )
 
 
 STAGE = Stage(
@@ -138,7 +114,7 @@ STAGE = Stage(
     "train",
     "train a scikit-learn classifier; writes candidate on a pass",
     TrainConfig,
-    train,
+    Train(),
     GATES,
     title="Tabular: train a scikit-learn classifier (writes candidate)",
     description=(
