@@ -64,7 +64,7 @@ bench: $(STAMP) ## control-plane latency vs its REST floor, chains, Triton/MLSer
 .PHONY: yaml
 yaml: $(STAMP) ## regenerate the WorkflowTemplate YAML under charts/mlcp/files/workflows/ (every installed pipeline, or PIPELINES="cv tabular")
 	$(PY) -m workflows.build $(PIPELINES)
-	$(PY) -m steps.router
+	$(PY) -m steps.registry.router
 
 .PHONY: docs docs-serve screenshots
 MKDOCS := NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs

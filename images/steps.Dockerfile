@@ -49,7 +49,7 @@ RUN pip install --no-cache-dir --no-deps /src \
 
 FROM ${BASE_IMAGE}
 # The commit the image is built from (`make images` passes `git rev-parse HEAD`): every run
-# records it as mlflow.source.git.commit (steps/provenance.py reads MLCP_GIT_COMMIT).
+# records it as mlflow.source.git.commit (steps/records/provenance.py reads MLCP_GIT_COMMIT).
 ARG GIT_COMMIT=unknown
 LABEL org.opencontainers.image.title="mlcp-steps" \
       org.opencontainers.image.description="mlflow-control-plane pipeline steps (the mlcp CLI)" \

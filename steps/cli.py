@@ -1,6 +1,6 @@
 """``mlcp``: the one command-line entry for people and for the Argo templates.
 
-Every subcommand returns an exit code from :mod:`steps.errors` (0 ok, 2 bad input, 3 a gate
+Every subcommand returns an exit code from :mod:`steps.base.errors` (0 ok, 2 bad input, 3 a gate
 said no, 1 anything else). Heavy libraries are imported inside the handlers only.
 """
 
@@ -12,11 +12,12 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import __version__, outputs
-from .contract import show_version
-from .declare import Opt, Pipeline, Stage, csv, flag_value, options
-from .environment import MLCP_DEBUG
-from .errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_GATE_FAILED, EXIT_OK, BadInput, MlcpError
+from . import __version__
+from .base import outputs
+from .base.environment import MLCP_DEBUG
+from .base.errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_GATE_FAILED, EXIT_OK, BadInput, MlcpError
+from .spec.contract import show_version
+from .spec.declare import Opt, Pipeline, Stage, csv, flag_value, options
 
 _LEAF = "_mlcp_parser"  # the namespace attribute naming the (sub)command that parsed last
 
@@ -180,7 +181,7 @@ def cmd_record_exit(args) -> int:
 
 def cmd_policy(args) -> int:
     """``mlcp policy show|set``: the model's promotion policy, as text or JSON."""
-    from .policy import print_result
+    from .registry.policy import print_result
 
     cfg = config_of(args)
     print_result(args.stage.run(cfg), as_json=cfg.json)
@@ -190,7 +191,7 @@ def cmd_policy(args) -> int:
 def cmd_reproduce(args) -> int:
     """``mlcp reproduce``: the verdict for people, then one JSON line, and the template's
     outputs; exit 3 when the new training differs from the recorded one."""
-    from .reproduce import DIFFERS, summary_lines
+    from .stages.reproduce import DIFFERS, summary_lines
 
     summary = args.stage.run(config_of(args))
     print("\n".join(summary_lines(summary)))
@@ -216,8 +217,8 @@ def cmd_reproduce(args) -> int:
 def _add_reproduce(sub) -> None:
     """``mlcp reproduce MODEL@ALIAS``, or with ``--model-name`` and ``--alias`` (as its
     template passes them): the declared flags, and the reference as an optional positional."""
-    from .aliases import parse_ref
-    from .reproduce import EPILOG, REPRODUCE
+    from .registry.aliases import parse_ref
+    from .stages.reproduce import EPILOG, REPRODUCE
 
     p = add_stage(sub, REPRODUCE, cmd_reproduce)
     p.epilog = EPILOG
@@ -291,10 +292,11 @@ def _chain_stage_args(args, pipeline: Pipeline) -> dict[str, list[str]]:
 
 
 def cmd_retrain(args) -> int:
-    """``mlcp <pipeline> retrain``: drift, then the chain when it says so (steps/retrain.py)."""
+    """``mlcp <pipeline> retrain``: drift, then the chain when it says so
+    (steps/stages/retrain.py)."""
     import shlex
 
-    from . import retrain
+    from .stages import retrain
 
     pipeline = args.pipeline_spec
     drift_args = [
@@ -325,7 +327,7 @@ def cmd_retrain(args) -> int:
 
 
 def cmd_chain(args) -> int:
-    from . import chain
+    from .stages import chain
 
     pipeline = args.pipeline_spec
     stage_args = _chain_stage_args(args, pipeline)
@@ -431,7 +433,8 @@ def _add_chain_flags(c: argparse.ArgumentParser, pipeline: Pipeline) -> None:
 def cmd_history(args) -> int:
     from dataclasses import asdict
 
-    from . import aliases, moves, report, tracking
+    from .records import tracking
+    from .registry import aliases, moves, report
 
     client = tracking.registry_client()  # MLflow's REST API: no `mlflow` import here
     current = dict(aliases.get_model(client, args.model_name).aliases)
@@ -455,7 +458,8 @@ def cmd_history(args) -> int:
 
 
 def cmd_lineage(args) -> int:
-    from . import aliases, report, tracking
+    from .records import tracking
+    from .registry import aliases, report
 
     ref = aliases.parse_ref(args.ref)
     client = tracking.client()
@@ -469,7 +473,9 @@ def cmd_lineage(args) -> int:
 
 
 def cmd_traces(args) -> int:
-    from . import aliases, settings, traces, tracking
+    from .base import settings
+    from .records import tracking
+    from .registry import aliases, traces
 
     ref = aliases.parse_ref(args.ref)
     client = tracking.client()
@@ -485,17 +491,17 @@ def cmd_traces(args) -> int:
 
 
 def cmd_mlflow_users(args) -> int:
-    from . import mlflow_auth
+    from .local import mlflow_auth
 
     mlflow_auth.provision_from_env(args.wait)
-    print("MLflow users and permissions are as declared (steps/mlflow_auth.py)")
+    print("MLflow users and permissions are as declared (steps/local/mlflow_auth.py)")
     return EXIT_OK
 
 
 def cmd_stack(args) -> int:
     from pathlib import Path
 
-    from . import stack
+    from .local import stack
 
     home = Path(args.home) if args.home else None
     if args.action == "up":
@@ -542,7 +548,7 @@ def cmd_stack(args) -> int:
 
 
 def _replicas(text: str) -> int:
-    from .stack import MAX_TRITON_REPLICAS
+    from .local.stack import MAX_TRITON_REPLICAS
 
     try:
         count = int(text)
@@ -556,7 +562,7 @@ def _replicas(text: str) -> int:
 
 
 def _backend_store(text: str) -> str:
-    from .stack import BACKEND_STORES
+    from .local.stack import BACKEND_STORES
 
     if text not in BACKEND_STORES:
         raise argparse.ArgumentTypeError(
@@ -566,7 +572,7 @@ def _backend_store(text: str) -> str:
 
 
 def _services(text: str) -> list[str]:
-    from .stack import known_services
+    from .local.stack import known_services
 
     names = list(csv(text))
     known = known_services()
@@ -602,8 +608,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The whole ``mlcp`` parser; with ``argv`` naming a core command (promote, rollback, ...)
     the pipelines' stage declarations are left out, so a rollback imports only what it uses
     (about a tenth of a second less on every promote and rollback)."""
-    from .promote import PROMOTE, ROLLBACK
-    from .workflow_exit import EXIT
+    from .registry.promote import PROMOTE, ROLLBACK
+    from .stages.workflow_exit import EXIT
 
     parser = _Parser(
         prog="mlcp",
@@ -614,7 +620,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_stage(sub, PROMOTE, cmd_move)
     add_stage(sub, ROLLBACK, cmd_move)
-    from .policy import SET, SHOW
+    from .registry.policy import SET, SHOW
 
     p = sub.add_parser("policy", help="show or change the gates a promotion to live requires")
     actions = p.add_subparsers(dest="policy_action", metavar="ACTION", required=True)
@@ -628,8 +634,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_history)
 
-    from .audit import AUDIT
-    from .serving_state import CHECK, SYNC
+    from .registry.audit import AUDIT
+    from .registry.serving_state import CHECK, SYNC
 
     p = sub.add_parser("serving", help="compare serving with the registry, or repair it")
     actions = p.add_subparsers(dest="serving_action", metavar="ACTION", required=True)
@@ -741,7 +747,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     if argv and argv[0] in CORE_COMMANDS:
         return parser
-    from .pipelines import installed
+    from .spec.pipelines import installed
 
     p = sub.add_parser("data", help="build and publish a versioned data set")
     data_sub = p.add_subparsers(dest="pipeline", metavar="PIPELINE", required=True)
@@ -753,12 +759,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    from . import determinism
+    from .spec import determinism
 
-    determinism.sleeping_threads()  # before anything imports torch (steps/determinism.py)
+    determinism.sleeping_threads()  # before anything imports torch (steps/spec/determinism.py)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
-    from . import settings
+    from .base import settings
 
     if args.command != "stack":
         settings.load_env()
@@ -773,7 +779,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return args.handler(args)
         except Exception as exc:  # MLflow refused our credentials or this user: exit 2
-            from .rest import refusal
+            from .base.rest import refusal
 
             refused = refusal(exc) if getattr(exc, "exit_code", EXIT_ERROR) == EXIT_ERROR else None
             if refused is None or refused is exc:

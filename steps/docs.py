@@ -8,12 +8,12 @@ declares and never written by hand.
 - ``docs/reference/templates.md``: every WorkflowTemplate and CronWorkflow with its
   parameters, defaults and enums, from ``workflows.build`` (what ``make yaml`` writes);
 - ``docs/reference/metrics.md``: the Prometheus metrics, from ``workflows/metrics.py``;
-- ``docs/reference/exit-codes.md``: the exit codes, from ``steps/errors.py`` and the
+- ``docs/reference/exit-codes.md``: the exit codes, from ``steps/base/errors.py`` and the
   templates' retry rule;
 - ``docs/reference/chart-values.md``: the Helm chart's values with their ``# --`` comments;
 - ``docs/reference/public-surface.md``: the names a pipeline may import (``mlcp.__all__``);
 - ``docs/reference/environment.md``: the environment variables the steps read, from
-  ``steps/environment.py``.
+  ``steps/base/environment.py``.
 
 ``python -m steps.docs`` (``make docs``) writes the pages; ``--check`` writes nothing and
 exits 1, listing what differs, when a page is stale (a test runs the same check). The
@@ -32,7 +32,7 @@ import textwrap
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from .declare import Opt, Pipeline, Stage, format_number, options
+from .spec.declare import Opt, Pipeline, Stage, format_number, options
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -239,7 +239,7 @@ def groups(
     parser: argparse.ArgumentParser,
 ) -> dict[str, list[tuple[tuple[str, ...], argparse.ArgumentParser]]]:
     """The leaf commands by group: ``cli`` (no pipeline's), then one per pipeline."""
-    from .pipelines import installed
+    from .spec.pipelines import installed
 
     names = [p.name for p in installed()]
 
@@ -299,7 +299,7 @@ def cli_page(parser: argparse.ArgumentParser | None = None) -> str:
 
 
 def gates_page() -> str:
-    from .pipelines import installed
+    from .spec.pipelines import installed
 
     out = [
         GENERATED.format(source="each stage's GATES and the options that set its thresholds"),
@@ -415,8 +415,8 @@ def metrics_page() -> str:
 
 
 def exit_meanings() -> dict[int, str]:
-    """What each code means, as ``steps/errors.py`` declares it in its docstring's list."""
-    from . import errors
+    """What each code means, as ``steps/base/errors.py`` declares it in its docstring's list."""
+    from .base import errors
 
     found, current = {}, None
     for line in (errors.__doc__ or "").splitlines():
@@ -434,17 +434,17 @@ def exit_meanings() -> dict[int, str]:
 def exit_codes_page() -> str:
     from workflows.common import RETRY_EXPRESSION, RETRY_LIMIT
 
-    from .errors import EXIT_MEANINGS
+    from .base.errors import EXIT_MEANINGS
 
     meanings = exit_meanings()
     if sorted(meanings) != sorted(EXIT_MEANINGS):
         raise ValueError(
-            f"steps/errors.py's docstring lists codes {sorted(meanings)}, the code declares "
+            f"steps/base/errors.py's docstring lists codes {sorted(meanings)}, the code declares "
             f"{sorted(EXIT_MEANINGS)}"
         )
     retried = {int(code) for code in re.findall(r"exitCode\)? == (\d+)", RETRY_EXPRESSION)}
     out = [
-        GENERATED.format(source="steps/errors.py and the templates' retry rule"),
+        GENERATED.format(source="steps/base/errors.py and the templates' retry rule"),
         "# Exit codes",
         "",
         "Every `mlcp` command, and so every template's step, ends with one of these codes. "
@@ -569,13 +569,13 @@ def public_surface_page() -> str:
 
 def environment_page() -> str:
     """Every environment variable the steps read, by group: its type, default and meaning."""
-    from . import environment
+    from .base import environment
 
     out = [
-        GENERATED.format(source="steps/environment.py"),
+        GENERATED.format(source="steps/base/environment.py"),
         "# Environment variables",
         "",
-        "The variables the steps read, each declared once in `steps/environment.py`; no other "
+        "The variables the steps read, each declared once in `steps/base/environment.py`; no other "
         "module reads the environment. An unset or empty variable takes its default; a value "
         "that does not parse is bad input (exit 2). In the cluster the chart's ConfigMap and "
         "Secret set them; on one machine `mlcp stack up` writes them into `.mlcp/env`, which "

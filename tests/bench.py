@@ -50,7 +50,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from steps import promote, stack
+from steps.local import stack
+from steps.registry import promote
 
 from .conftest import ENV_CACHE, ROOT, ModelFactory
 
@@ -332,10 +333,10 @@ def bench_router(rows: list, client, home: Path) -> None:
     a rollback by flip."""
     import json
 
-    from steps import moves, router
-    from steps.contract import staged_slot
     from steps.cv.serving import TRITON
+    from steps.registry import moves, router
     from steps.serving import envs
+    from steps.spec.contract import staged_slot
 
     from . import switching
     from .test_triton import SIZE
@@ -621,7 +622,7 @@ def main() -> int:
         os.environ.update(values)
         os.environ["MLCP_HOME"] = str(home)
         try:
-            from steps import tracking
+            from steps.records import tracking
 
             models = ModelFactory(tracking.client())
             name = models.create(0, pipeline="bench", prefix="bench")

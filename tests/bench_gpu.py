@@ -36,7 +36,7 @@ def cv_images_per_s(device: str, image_size: int, batch_size: int, images: int) 
 
     from steps.cv import data as cvdata
     from steps.cv.train import build_model, place, train_epoch
-    from steps.lineage import DataRead
+    from steps.records.lineage import DataRead
 
     raw = cvdata.build_digits(0)
     parsed = cvdata.parse(DataRead("memory://digits.npz", raw, hashlib.sha256(raw).hexdigest()))
@@ -66,9 +66,9 @@ def lora_tokens_per_s(
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from steps.lineage import DataRead
     from steps.llm import data as llmdata
     from steps.llm.train import DEFAULT_TARGETS, collate, encode
+    from steps.records.lineage import DataRead
 
     tokenizer = llmdata.train_tokenizer()
     assert isinstance(tokenizer, PreTrainedTokenizerFast)

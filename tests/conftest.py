@@ -1,6 +1,6 @@
 """One real local stack for the whole test session.
 
-The session starts the project's own stack (``steps.stack.up``): a real MLflow tracking
+The session starts the project's own stack (``steps.local.stack.up``): a real MLflow tracking
 server (sqlite backend, proxied artifacts), a real S3-compatible endpoint (nanio, on disk)
 and two real ``tritonserver`` replicas, on free loopback ports in a temporary folder; the LLM
 tests add the stack's real vLLM (``vllm_server``). Nothing here mocks MLflow, S3 or a server.
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from steps import determinism
 from steps.serving import envs
+from steps.spec import determinism
 
 ROOT = Path(__file__).resolve().parents[1]
 determinism.sleeping_threads()  # as `mlcp` does: for the torch of this process and its children
@@ -36,7 +36,7 @@ ENV_CACHE = Path(os.environ.get(envs.CACHE_VAR) or ROOT / ".mlcp" / "env-cache")
 
 @pytest.fixture(scope="session")
 def stack_env(tmp_path_factory):
-    from steps import stack
+    from steps.local import stack
 
     os.environ[envs.CACHE_VAR] = str(ENV_CACHE)  # inherited by every `mlcp stack up` too
     home = tmp_path_factory.mktemp("mlcp-home")
@@ -60,7 +60,7 @@ def stack_env(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def client(stack_env):
-    from steps import tracking
+    from steps.records import tracking
 
     return tracking.client()
 
@@ -110,7 +110,7 @@ class ModelFactory:
     def add_version(self, name: str, *, pipeline: str = "test", lr: float = 0.1) -> str:
         import mlflow
 
-        from steps import tracking
+        from steps.records import tracking
 
         with tracking.stage_run(
             pipeline,
@@ -128,7 +128,7 @@ class ModelFactory:
         return str(mv.version)
 
     def pass_gate(self, name: str, version: str, gate: str = "quality", value: float = 0.9):
-        from steps import gates
+        from steps.decisions import gates
 
         return gates.evaluate(
             gates.Gate(gate, "accuracy", ">=", 0.5),
@@ -163,7 +163,7 @@ def postgres_mlflow(stack_env):
     import shutil
     import tempfile
 
-    from steps import stack
+    from steps.local import stack
 
     home = Path(tempfile.mkdtemp(prefix="mlcp-pg-"))
     home.chmod(0o711)
@@ -194,7 +194,7 @@ def backend_store(request, stack_env):
     MLflow's global tracking URI point at it for the test's duration."""
     import mlflow
 
-    from steps import tracking
+    from steps.records import tracking
 
     saved = os.environ["MLFLOW_TRACKING_URI"]
     if request.param == "postgresql":
@@ -231,7 +231,7 @@ def vllm_server(stack_env, llm_data):
     stack on a free port: vLLM's OpenAI-compatible server serving the project's base with
     runtime LoRA loading. Its environment is built once in ``ENV_CACHE`` and linked into the
     session's stack folder; the session's ``stack.down`` stops it."""
-    from steps import stack
+    from steps.local import stack
     from steps.serving import vllm
 
     home = stack_env["home"]
@@ -249,7 +249,8 @@ def router_stack(stack_env):
     """The stack's router (Envoy) started in the session's stack folder on a free port; the
     session's ``stack.down`` stops it. Defined here, once: a session fixture imported into two
     test modules is two fixtures, and the second would start the router again."""
-    from steps import router, stack
+    from steps.local import stack
+    from steps.registry import router
 
     started = time.monotonic()
     values = stack.up(stack_env["home"], services=["router"], ports={"router": stack.free_port()})

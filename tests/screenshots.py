@@ -79,8 +79,8 @@ def shoot(browser: str, url: str, out: Path, size: str = "1440,900", wait_ms: in
 
 def pages(client, ui: str) -> dict[str, str]:
     """Each picture's address in the MLflow UI, read from the stack's registry and runs."""
-    from steps import tracking
-    from steps.contract import KIND_TAG, MODEL_TAG
+    from steps.records import tracking
+    from steps.spec.contract import KIND_TAG, MODEL_TAG
 
     def experiment(name: str) -> str:
         found = client.get_experiment_by_name(name)
@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tests.screenshots", description=__doc__)
     ap.add_argument("--out", type=Path, default=OUT, help="folder (default docs/images)")
     args = ap.parse_args(argv)
-    from steps import settings, tracking
+    from steps.base import settings
+    from steps.records import tracking
 
     settings.load_env()
     ui = settings.tracking_uri().rstrip("/")

@@ -178,7 +178,7 @@ def summary(samples: list[Sample], switches: Sequence[Switch], clients: int) -> 
 def register_onnx_versions(client, folder, name: str, seeds=(1, 2), pipeline: str = "test"):
     """Register ``name`` (served by Triton) with one version per seed, each a tiny ONNX net
     with the tags its deploy would have recorded (nothing is trained); no alias is set."""
-    from steps.contract import PIPELINE_TAG, SERVING_TAG
+    from steps.spec.contract import PIPELINE_TAG, SERVING_TAG
 
     from .test_triton import CLASSES, SIZE, export, tiny_net
 
@@ -221,7 +221,7 @@ class RouterLoad:
         threads: int = 3,
         headers: dict[str, str] | None = None,
     ):
-        from steps import router
+        from steps.registry import router
 
         self.url = os.environ[router.URL_ENV] + path
         self.body = json.dumps(body).encode()
@@ -289,7 +289,7 @@ def step_splits(client, model: str, walled, challenger: str) -> list[tuple[int, 
     """(weight, requests, challenger fraction) of each weight a rollout held, from its
     recorded shifts: the requests sent between the router reporting a step's weight (the
     shift's record closing) and the next change, less the last half second (in flight)."""
-    from steps import moves
+    from steps.registry import moves
 
     shifts = [r for r in moves.history(client, model, "traffic") if r.action == "shift"]
     start = max(i for i, r in enumerate(shifts) if r.from_weight == "0")

@@ -1,11 +1,11 @@
-"""The alias contract (steps.aliases) against the real MLflow registry."""
+"""The alias contract (steps.registry.aliases) against the real MLflow registry."""
 
 from __future__ import annotations
 
 import pytest
 
-from steps import aliases
-from steps.errors import BadInput, ConcurrentChange
+from steps.base.errors import BadInput, ConcurrentChange
+from steps.registry import aliases
 
 from .conftest import unique
 

@@ -2,7 +2,7 @@
 --auth`, MLflow only, in its own stack folder): the pipeline user does the steps' work, no
 credentials or wrong ones exit 2 naming what to set, and the read-only user reads and moves
 nothing. Both client paths are covered: the REST client of promote/rollback/history/policy
-(steps/rest.py) and the ``mlflow`` package of the stage steps (``mlcp lineage`` here, the
+(steps/base/rest.py) and the ``mlflow`` package of the stage steps (``mlcp lineage`` here, the
 cheapest command that goes through it)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import stat
 
 import pytest
 
-from steps import mlflow_auth, stack
+from steps.local import mlflow_auth, stack
 
 from .conftest import ModelFactory, run_mlcp
 
@@ -27,7 +27,7 @@ def auth_stack(tmp_path_factory):
     module (restored afterwards, as the session's ``backend_store`` fixture does)."""
     import mlflow
 
-    from steps import tracking
+    from steps.records import tracking
 
     home = tmp_path_factory.mktemp("mlcp-auth")
     port = stack.free_port()
@@ -257,10 +257,10 @@ def test_the_chart_jobs_command_makes_the_users_from_the_environment(auth_stack,
 def test_the_clusters_credential_files_are_all_the_steps_and_the_users_job_need(
     auth_stack, tmp_path
 ):
-    """The credentials laid out as the chart mounts them (steps/secrets.py): one file per
+    """The credentials laid out as the chart mounts them (steps/base/secrets.py): one file per
     Secret key, read through NAME_FILE variables, and MLflow's credentials file under HOME;
     no credential in any environment variable."""
-    from steps import secrets
+    from steps.base import secrets
 
     home = auth_stack["home"]
     admin = mlflow_auth.stored(home, mlflow_auth.ADMIN)

@@ -17,8 +17,10 @@ import time
 
 import pytest
 
-from steps import moves, settings, stack
-from steps.errors import BadInput
+from steps.base import settings
+from steps.base.errors import BadInput
+from steps.local import stack
+from steps.registry import moves
 
 from .conftest import ROOT, run_mlcp
 

@@ -25,9 +25,9 @@ import yaml
 from mlcp_tabular.server import REQUIREMENTS as MLSERVER_REQUIREMENTS
 from mlcp_tabular.serving import MLSERVER  # the example pipeline's MLServer back end
 
-from steps import secrets as step_secrets
+from steps.base import secrets as step_secrets
 from steps.llm.serving import ADAPTER_VOLUME
-from steps.provenance import IMAGE_ENV
+from steps.records.provenance import IMAGE_ENV
 from workflows import build, common
 from workflows.settings import Settings
 
@@ -1061,7 +1061,7 @@ def test_the_rendered_output_is_secure(values_file):
 def secret_env_problems(docs: list[dict]) -> list[str]:
     """No Secret reaches a container through its environment: no env entry from a
     secretKeyRef and no envFrom of a secretRef, in any container, init container or
-    workflow template (the Secrets are mounted as files: steps/secrets.py)."""
+    workflow template (the Secrets are mounted as files: steps/base/secrets.py)."""
     problems = []
     for doc in docs:
         for where, _pod, containers in _pod_specs(doc):
@@ -1297,7 +1297,7 @@ def test_the_mlflow_server_reaches_a_password_protected_postgresql_through_its_f
     import pwd
     import tempfile
 
-    from steps import stack
+    from steps.local import stack
 
     spec = named(rendered("secure-values.yaml"), "Deployment", "mlcp-mlflow")
     script = spec["spec"]["template"]["spec"]["initContainers"][0]["command"][-1]
@@ -1587,7 +1587,8 @@ def _merge(into: dict, more: dict) -> None:
 
 
 def test_mlflow_runs_its_basic_auth_app_with_the_users_from_the_secrets():
-    from steps import cli, mlflow_auth
+    from steps import cli
+    from steps.local import mlflow_auth
 
     values = values_of(CHART / "ci" / "secure-values.yaml")
     docs = rendered("secure-values.yaml")
@@ -1828,7 +1829,7 @@ def test_the_network_check_catches_each_planted_violation():
 
 
 def test_the_router_watches_its_routes_configmap_and_the_steps_may_patch_only_that():
-    from steps import router
+    from steps.registry import router
 
     docs = rendered("all-values.yaml")
     # the routes ConfigMap, mounted where the bootstrap's watched_directory points

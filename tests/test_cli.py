@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from steps import stack
+from steps.local import stack
 
 from .conftest import ROOT, run_mlcp
 
@@ -186,7 +186,7 @@ def test_a_core_command_parses_without_importing_a_pipeline():
         "args = cli.build_parser(['rollback', '--model-name', 'm']).parse_args("
         "['rollback', '--model-name', 'm']);"
         "print(json.dumps([args.model_name, sorted(m for m in sys.modules "
-        "if m.startswith(('steps.cv', 'steps.llm', 'steps.pipelines')))]))"
+        "if m.startswith(('steps.cv', 'steps.llm', 'steps.spec.pipelines')))]))"
     )
     out = subprocess.run(
         [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
@@ -235,7 +235,7 @@ def test_printed_mlcp_commands_run_from_the_shell_they_were_printed_in(tmp_path)
     bare = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != launcher_dir)
     for path, expected in ((bare, "not mlcp"), (launcher_dir + os.pathsep + bare, "mlcp")):
         # given a shell whose PATH has (or lacks) this environment's bin folder
-        code = "from steps import settings; print(settings.mlcp_command('--version'))"
+        code = "from steps.base import settings; print(settings.mlcp_command('--version'))"
         printed = subprocess.run(
             [sys.executable, "-c", code],
             capture_output=True,

@@ -7,9 +7,9 @@ import hashlib
 import numpy as np
 import pytest
 
+from steps.base.errors import BadInput
 from steps.cv import data as cvdata
-from steps.errors import BadInput
-from steps.lineage import DataRead
+from steps.records.lineage import DataRead
 
 
 def parsed_digits():

@@ -10,10 +10,10 @@ import json
 import numpy as np
 import pytest
 
-from steps import moves
-from steps.contract import PROVENANCE_TAGS, REQUIRED_GATES_TAG
 from steps.cv import data as cvdata
 from steps.cv.pipeline import CV
+from steps.registry import moves
+from steps.spec.contract import PROVENANCE_TAGS, REQUIRED_GATES_TAG
 
 from .commands import assert_pasteable_rollback
 from .conftest import unique
@@ -223,7 +223,7 @@ def test_bad_inputs_are_answered_clearly_and_move_nothing(
 ):
     import boto3
 
-    from steps import stack
+    from steps.local import stack
 
     bucket = stack_env["MLCP_BUCKET"]
     s3 = boto3.client("s3")
@@ -258,8 +258,8 @@ def test_bad_inputs_are_answered_clearly_and_move_nothing(
 
 
 # ------------------------------------------------------------------ champion and challenger
-# Side by side against the live version (steps/paired.py). CPU training is deterministic on
-# one machine (steps/determinism.py), but another CPU rounds otherwise and, at the default
+# Side by side against the live version (steps/decisions/paired.py). CPU training is deterministic
+# on one machine (steps/spec/determinism.py), but another CPU rounds otherwise and, at the default
 # learning rate (0.05), the training runs its own way: 8 epochs at seed 0 gave 0.96 test
 # accuracy on one machine and 0.86 on another. At 0.02 the recipes land close on any
 # machine tried: 8 epochs 0.963 (seed 0), 0.971 (seed 1), 0.985 (seed 2); 2 epochs 0.908.

@@ -8,38 +8,32 @@ from __future__ import annotations
 
 import pytest
 
-import steps.pipelines
-from steps import (
-    audit,
-    describe,
-    experiments,
-    gates,
-    policy,
-    reproduce,
-    serving_state,
-    tracking,
-    workflow_exit,
-)
-from steps.contract import REQUIRED_GATES_TAG, SERVING_TAG
-from steps.declare import declared_pipeline
-from steps.errors import GateFailed
-from steps.lineage import DataRead
-from steps.promote import PROMOTE
-from steps.stage import Reporter
+import steps.spec.pipelines
+from steps.base.errors import GateFailed
+from steps.decisions import gates
+from steps.records import tracking
+from steps.records.lineage import DataRead
+from steps.registry import audit, describe, policy, serving_state
+from steps.registry.promote import PROMOTE
+from steps.spec import experiments
+from steps.spec.contract import REQUIRED_GATES_TAG, SERVING_TAG
+from steps.spec.declare import declared_pipeline
+from steps.stages import reproduce, workflow_exit
+from steps.stages.stage import Reporter
 
 from .conftest import unique
 
-steps.pipelines.installed()  # declares every installed pipeline, as the CLI does
+steps.spec.pipelines.installed()  # declares every installed pipeline, as the CLI does
 KIND, NOTE = experiments.KIND_TAG, experiments.DESCRIPTION_TAG
 
 
 def test_the_control_plane_experiments_are_named_as_their_modules_record_them():
     assert set(experiments.CONTROL_PLANE) == {
-        PROMOTE.name,  # steps/moves.py records alias moves in <pipeline>/promote
+        PROMOTE.name,  # steps/registry/moves.py records alias moves in <pipeline>/promote
         policy.STAGE,
         reproduce.NAME,
         workflow_exit.STAGE,
-        serving_state.STAGE,  # steps/serving_state.py records checks in <pipeline>/serving
+        serving_state.STAGE,  # steps/registry/serving_state.py records checks in <pipeline>/serving
         audit.STAGE,
     }
 

@@ -32,7 +32,7 @@ import pytest
 from steps import docs
 from steps.cli import build_parser
 from steps.cv.pipeline import CV
-from steps.pipelines import PIPELINES
+from steps.spec.pipelines import PIPELINES
 
 from .conftest import ROOT, unique
 
@@ -303,7 +303,7 @@ def test_the_metrics_reference_and_operate_it_name_every_metric_and_the_true_def
 
 
 def test_the_exit_code_reference_has_every_code_and_what_argo_retries():
-    from steps.errors import EXIT_MEANINGS
+    from steps.base.errors import EXIT_MEANINGS
 
     rows = [r for r in (REFERENCE / "exit-codes.md").read_text().splitlines() if r.startswith("| ")]
     codes = {int(r.split("|")[1]): r for r in rows if r.split("|")[1].strip().isdigit()}
@@ -370,7 +370,7 @@ def test_the_example_mark_and_unmarked_blocks_are_told_apart(tmp_path):
 def tutorial_model(stack_env, client, tmp_path):
     """A model served by Triton with v1, v2, v3 promoted to live in turn (as three chains
     would leave it): live v3, previous v2."""
-    from steps import moves, promote
+    from steps.registry import moves, promote
 
     from . import switching
 

@@ -13,12 +13,14 @@ import json
 
 import pytest
 
-from steps import datasets, drift, moves
-from steps.contract import DATA_DIGEST_TAG, DATA_SOURCE_TAG, DRIFT_DETECTED, LIVE, PREVIOUS
+from steps.base.errors import BadInput
 from steps.cv import data as cvdata
-from steps.errors import BadInput
 from steps.llm import data as llmdata
-from steps.promote import plan
+from steps.records import datasets
+from steps.registry import moves
+from steps.registry.promote import plan
+from steps.spec.contract import DATA_DIGEST_TAG, DATA_SOURCE_TAG, DRIFT_DETECTED, LIVE, PREVIOUS
+from steps.stages import drift
 
 from .conftest import run_mlcp, unique
 
@@ -152,8 +154,8 @@ def test_the_publishers_are_deterministic_and_their_variants_differ():
         cvdata.build_digits(0, "x")
 
 
-# The core of drift (steps.drift, steps.datasets, steps.retrain) never reaching a pipeline is
-# the layers contract of pyproject.toml (tests/test_layout.py).
+# The core of drift (steps.stages.drift, steps.records.datasets, steps.stages.retrain) never
+# reaching a pipeline is the layers contract of pyproject.toml (tests/test_layout.py).
 
 
 # ------------------------------------------------------------------ CV, on the real stack

@@ -1,4 +1,4 @@
-"""The environment variables the steps read: declared once, typed, in steps/environment.py,
+"""The environment variables the steps read: declared once, typed, in steps/base/environment.py,
 and read nowhere else (writing variables for a child process is not reading)."""
 
 from __future__ import annotations
@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from steps import environment
-from steps.environment import VARIABLES, Variable
-from steps.errors import BadInput, MlcpError
+from steps.base import environment
+from steps.base.environment import VARIABLES, Variable
+from steps.base.errors import BadInput, MlcpError
 
 ROOT = Path(__file__).resolve().parents[1]
 # Modules that may read the environment themselves: the declarations, and the launcher that
 # runs inside vLLM's own environment, where the steps' package is not installed.
-READERS = ("steps/environment.py", "steps/serving/vllm_launch.py")
+READERS = ("steps/base/environment.py", "steps/serving/vllm_launch.py")
 
 
 def _is_environ(node: ast.AST) -> bool:
@@ -128,9 +128,9 @@ def test_each_variable_is_declared_once_and_only_declared_ones_are_looked_up():
 
 
 def test_every_secret_has_its_file_variable():
-    # a secret the steps read (steps/secrets.py) is declared with NAME_FILE, where the
+    # a secret the steps read (steps/base/secrets.py) is declared with NAME_FILE, where the
     # templates mount the credentials Secret
-    from steps import secrets
+    from steps.base import secrets
 
     for name in secrets.STEP_SECRETS:
         assert secrets.file_variable(name) in VARIABLES, name

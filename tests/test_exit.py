@@ -13,8 +13,9 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from steps import stack
-from steps.contract import (
+from steps.base.errors import BadInput
+from steps.local import stack
+from steps.spec.contract import (
     ARGO_TAG_PREFIX,
     EXIT_CODE_TAG,
     EXIT_REASON_TAG,
@@ -27,8 +28,7 @@ from steps.contract import (
     REFUSED_BY_TAG,
     WORKFLOW_STATUS_TAG,
 )
-from steps.errors import BadInput
-from steps.workflow_exit import (
+from steps.stages.workflow_exit import (
     EXIT,
     ExitConfig,
     exit_meaning,
@@ -101,7 +101,7 @@ def exit_args(model: str, pipeline: str, workflow: str, status: str, failures) -
 
 def refuse(monkeypatch, model: str, version: str, pipeline: str, workflow: str, **gate):
     """A decision of an evaluate stage that ran in ``workflow`` (its env names the workflow)."""
-    from steps import gates
+    from steps.decisions import gates
 
     monkeypatch.setenv("ARGO_WORKFLOW_NAME", workflow)
     try:

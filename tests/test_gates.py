@@ -1,4 +1,5 @@
-"""Quality gates (steps.gates): validation, judgement, and the decision records they leave."""
+"""Quality gates (steps.decisions.gates): validation, judgement, and the decision records they
+leave."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from steps import gates, paired, tracking
-from steps.errors import BadInput, GateFailed, RecordFailed
+from steps.base.errors import BadInput, GateFailed, RecordFailed
+from steps.decisions import gates, paired
+from steps.records import tracking
 
 from .conftest import unique
 

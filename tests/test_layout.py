@@ -107,17 +107,21 @@ def plant(root: Path, module: str, line: str, *, in_function: bool = True) -> No
 
 # (contract id, module, the import planted in it); each breaks that contract
 VIOLATIONS = [
-    ("layers", "steps.moves", "from steps.cv import data"),  # the core imports a pipeline
+    ("layers", "steps.registry.moves", "from steps.cv import data"),  # the core imports a pipeline
     ("layers", "steps.serving.vllm", "from steps.llm import PIPELINE"),  # serving a pipeline
-    ("layers", "steps.stack", "from steps.llm import data"),  # the local stack a pipeline
-    ("layers", "steps.gates", "from steps.serving import triton"),  # the core a serving engine
+    ("layers", "steps.local.stack", "from steps.llm import data"),  # the local stack a pipeline
+    (
+        "layers",
+        "steps.decisions.gates",
+        "from steps.serving import triton",
+    ),  # the core a serving engine
     ("layers", "steps.unplaced", "import json"),  # a module in no layer (exhaustive)
     ("pipelines", "steps.llm.train", "from steps.cv import train"),  # a pipeline another
     ("pipelines", "mlcp_tabular.train", "from steps.cv import data"),
-    ("no-plugin", "steps.chain", "import mlcp_tabular"),  # the core imports the plugin
-    ("surface", "mlcp_tabular.pipeline", "from steps import moves"),  # past the surface
+    ("no-plugin", "steps.stages.chain", "import mlcp_tabular"),  # the core imports the plugin
+    ("surface", "mlcp_tabular.pipeline", "from steps.registry import moves"),  # past the surface
     ("workflows", "workflows.common", "import mlflow"),  # a heavy library in the wiring
-    ("acyclic", "steps.errors", "import steps.gates"),  # errors <- gates -> errors
+    ("acyclic", "steps.base.errors", "import steps.decisions.gates"),  # errors <- gates -> errors
     ("acyclic", "workflows.specs", "from . import common"),  # between two wiring modules
 ]
 
@@ -200,7 +204,7 @@ def test_no_module_builds_openai_api_requests_by_hand(tmp_path):
 
 
 def test_every_registered_back_end_implements_the_interface():
-    from steps import backends as backend
+    from steps.registry import backends as backend
 
     # given the back ends installed as entry points
     registered = {p.name for p in entry_points(group=backend.GROUP)}
@@ -221,8 +225,8 @@ def test_every_registered_back_end_implements_the_interface():
 
 
 def test_for_model_finds_the_back_end_by_the_serving_tag():
-    from steps import backends as backend
-    from steps.contract import SERVING_TAG
+    from steps.registry import backends as backend
+    from steps.spec.contract import SERVING_TAG
 
     assert backend.for_model("m", {}) is None
     assert backend.for_model("m", {SERVING_TAG: ""}) is None
@@ -231,9 +235,9 @@ def test_for_model_finds_the_back_end_by_the_serving_tag():
 
 
 def test_an_unknown_serving_tag_is_bad_input_naming_the_known_back_ends():
-    from steps import backends as backend
-    from steps.contract import SERVING_TAG
-    from steps.errors import BadInput
+    from steps.base.errors import BadInput
+    from steps.registry import backends as backend
+    from steps.spec.contract import SERVING_TAG
 
     with pytest.raises(BadInput) as raised:
         backend.for_model("mnist", {SERVING_TAG: "torchserve"})
@@ -254,9 +258,9 @@ BROKEN = _NoLoad()
 
 
 def test_a_registered_object_that_is_no_back_end_is_refused_clearly(monkeypatch):
-    from steps import backends as backend
-    from steps.contract import SERVING_TAG
-    from steps.errors import BadInput, MlcpError
+    from steps.base.errors import BadInput, MlcpError
+    from steps.registry import backends as backend
+    from steps.spec.contract import SERVING_TAG
 
     # given a registration that names an object without load_live, and one that cannot import
     points = [
@@ -277,8 +281,8 @@ def test_the_core_and_the_back_ends_import_no_heavy_library():
     # given a fresh interpreter / when the core and every back end are imported
     code = (
         "import sys\n"
-        "from steps import audit, moves, promote, serving_state\n"
-        "from steps import backends as backend\n"
+        "from steps.registry import audit, moves, promote, serving_state\n"
+        "from steps.registry import backends as backend\n"
         "backend.known()\n"
         "print(sorted(m for m in ('mlflow', 'torch', 'numpy', 'transformers') "
         "if m in sys.modules))\n"

@@ -1,4 +1,4 @@
-"""Dataset lineage (steps.lineage) against the real S3 endpoint and MLflow server."""
+"""Dataset lineage (steps.records.lineage) against the real S3 endpoint and MLflow server."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import uuid
 import mlflow
 import pytest
 
-from steps import lineage, tracking
-from steps.errors import BadInput, MlcpError
+from steps.base.errors import BadInput, MlcpError
+from steps.records import lineage, tracking
 
 from .conftest import unique
 

@@ -20,15 +20,18 @@ from pathlib import Path
 
 import pytest
 
-from steps import moves, paired, prompts, stack
-from steps.backends import Served
-from steps.contract import REQUIRED_GATES_TAG
-from steps.errors import BadInput, MlcpError
+from steps.base.errors import BadInput, MlcpError
+from steps.decisions import paired
 from steps.llm import data as llmdata
 from steps.llm import judge
 from steps.llm.pipeline import LLM
 from steps.llm.serving import VLLM as VLLM_BACKEND
+from steps.local import stack
+from steps.records import prompts
+from steps.registry import moves
+from steps.registry.backends import Served
 from steps.serving import vllm
+from steps.spec.contract import REQUIRED_GATES_TAG
 
 from .commands import assert_pasteable_rollback
 from .conftest import unique
@@ -613,7 +616,8 @@ def test_openai_judge_grades_through_a_real_openai_compatible_server(client, vll
     path (request, constrained reply, parsing, tracing), not the tiny base's judgement."""
     import mlflow
 
-    from steps import traces, tracking
+    from steps.records import tracking
+    from steps.registry import traces
 
     # given the judge pointed at vLLM's base (with vLLM's key, as any client of it needs),
     # with a rubric that fits its context
@@ -675,7 +679,8 @@ def test_bad_inputs_are_answered_clearly_and_move_nothing(
 ):
     import boto3
 
-    from steps import moves, stack
+    from steps.local import stack
+    from steps.registry import moves
 
     bucket = stack_env["MLCP_BUCKET"]
     s3 = boto3.client("s3")
@@ -760,7 +765,7 @@ def test_bad_inputs_are_answered_clearly_and_move_nothing(
 def parse_text(text: str):
     import hashlib
 
-    from steps.lineage import DataRead
+    from steps.records.lineage import DataRead
 
     raw = text.encode()
     return llmdata.parse(DataRead("s3://b/i.jsonl", raw, hashlib.sha256(raw).hexdigest()))
@@ -790,7 +795,7 @@ def test_instructions_are_fixed_split_and_disjoint():
     ],
 )
 def test_malformed_jsonl_is_refused_with_its_line_number(line, message):
-    from steps.errors import BadInput
+    from steps.base.errors import BadInput
 
     good = '{"split": "eval", "prompt": "first: a b", "response": "a"}'
     with pytest.raises(BadInput, match=message):
@@ -867,7 +872,7 @@ def test_server_command_follows_the_recipe(tmp_path):
 
 
 def test_traces_say_which_slot_answered_and_lead_with_the_versions_own_answers():
-    from steps import traces
+    from steps.registry import traces
 
     def row(sample, slot, version):
         return {

@@ -1,4 +1,4 @@
-"""The champion/challenger statistics (steps.paired): counts, McNemar's exact test and the
+"""The champion/challenger statistics (steps.decisions.paired): counts, McNemar's exact test and the
 bootstrap intervals, on samples whose answer is known. No server: pure computation."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from steps import paired
+from steps.decisions import paired
 
 SIDES = {"challenger_version": "2", "champion_version": "1", "champion_alias": "live"}
 

@@ -1,4 +1,4 @@
-"""Pinned model revisions (steps/pinning.py): a base model loaded by name needs a commit, or
+"""Pinned model revisions (steps/spec/pinning.py): a base model loaded by name needs a commit, or
 ``--allow-unpinned``, and the revision loaded is recorded on the run, the version, in
 ``mlcp lineage`` and compared by ``mlcp reproduce``.
 
@@ -16,11 +16,11 @@ import shutil
 
 import pytest
 
-from steps import pinning
-from steps.contract import ALLOW_UNPINNED_TAG, TRAIN_RUN_TAG
-from steps.errors import BadInput
+from steps.base.errors import BadInput
 from steps.llm import BASE_REVISION_TAG
 from steps.llm import data as llmdata
+from steps.spec import pinning
+from steps.spec.contract import ALLOW_UNPINNED_TAG, TRAIN_RUN_TAG
 
 from .conftest import run_mlcp, unique
 

@@ -1,4 +1,5 @@
-"""The promotion policy (steps/policy.py) against the real MLflow server: the gates a model's
+"""The promotion policy (steps/registry/policy.py) against the real MLflow server: the gates a
+model's
 registered-model tag requires are enforced on every promotion to live, with or without
 ``--require-gates``; only ``--force --reason`` bypasses them; a rollback is not checked again
 but links the decisions; ``mlcp policy set`` is itself recorded."""
@@ -9,9 +10,9 @@ import json
 
 import pytest
 
-from steps import moves, promote
-from steps.contract import ACTOR_TAG, KIND_TAG, REQUIRED_GATES_TAG
-from steps.errors import GateFailed
+from steps.base.errors import GateFailed
+from steps.registry import moves, promote
+from steps.spec.contract import ACTOR_TAG, KIND_TAG, REQUIRED_GATES_TAG
 
 from .conftest import run_mlcp
 

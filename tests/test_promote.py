@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from steps import moves
+from steps.registry import moves
 
 from .conftest import ROOT
 
@@ -163,7 +163,7 @@ def test_unknown_model_and_alias_exit_2_and_move_nothing(mlcp, models, client):
 
 
 def test_live_refused_without_required_passing_gates(mlcp, models, client):
-    from steps import gates
+    from steps.decisions import gates
 
     name = models.create(2)
     models.set_alias(name, "benchmarked", "1")
@@ -420,7 +420,7 @@ def test_eight_concurrent_promoters_lose_no_move(backend_store):
 def test_history_and_lineage_outputs(mlcp, models, client, tmp_path):
     import mlflow
 
-    from steps import lineage, prompts, tracking
+    from steps.records import lineage, prompts, tracking
 
     name = models.create(0)
     data_file = tmp_path / "train.csv"

@@ -1,4 +1,4 @@
-"""Prompt versioning (steps.prompts) against the real MLflow server and prompt registry."""
+"""Prompt versioning (steps.records.prompts) against the real MLflow server and prompt registry."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import mlflow
 import mlflow.genai
 import pytest
 
-from steps import prompts, tracking
-from steps.errors import BadInput, MlcpError
+from steps.base.errors import BadInput, MlcpError
+from steps.records import prompts, tracking
 
 from .conftest import unique
 

@@ -1,4 +1,4 @@
-"""Provenance on every run (steps.provenance): the reading of the commit, the image, the
+"""Provenance on every run (steps.records.provenance): the reading of the commit, the image, the
 library versions, CUDA and GPU and the seeds, and the tags every kind of run carries on the
 real MLflow server, as ``mlcp lineage`` shows them."""
 
@@ -14,8 +14,12 @@ import mlflow
 import pytest
 from mlflow.utils import mlflow_tags
 
-from steps import __version__, aliases, contract, gates, promote, provenance, report, tracking
-from steps.contract import (
+from steps import __version__
+from steps.decisions import gates
+from steps.records import provenance, tracking
+from steps.registry import aliases, promote, report
+from steps.spec import contract
+from steps.spec.contract import (
     CUDA_TAG,
     ENV_TAG_PREFIX,
     GIT_COMMIT_TAG,
@@ -26,7 +30,7 @@ from steps.contract import (
     SEEDS_TAG,
     SOURCE_TYPE_TAG,
 )
-from steps.workflow_exit import ExitConfig, record_exit
+from steps.stages.workflow_exit import ExitConfig, record_exit
 
 from .conftest import ROOT, unique
 
@@ -206,7 +210,7 @@ def test_tags_never_import_torch_or_mlflow_and_read_cuda_only_from_a_loaded_torc
     script = textwrap.dedent(
         """
         import json, sys
-        from steps import provenance, tracking
+        from steps.records import provenance, tracking
         before = provenance.tags()
         tracking.context_tags("cv", "promote", "m", 1)
         heavy = ("torch", "mlflow", "transformers", "vllm")

@@ -64,8 +64,8 @@ def test_examples_and_tutorials_import_the_public_surface_only():
 @pytest.mark.parametrize(
     "planted",
     [
-        "from steps.stage import Reporter",
-        "import steps.contract",
+        "from steps.stages.stage import Reporter",
+        "import steps.spec.contract",
         "from mlcp import moves",
         "from mlcp.contract import LIVE",
         "import mlcp.perf",

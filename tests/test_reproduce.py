@@ -17,9 +17,9 @@ import time
 import pytest
 import yaml
 
-from steps import moves
-from steps.contract import GIT_COMMIT_TAG, PACKAGE_VERSION_TAG, REPRODUCES_TAG, TRAIN_RUN_TAG
-from steps.reproduce import (
+from steps.registry import moves
+from steps.spec.contract import GIT_COMMIT_TAG, PACKAGE_VERSION_TAG, REPRODUCES_TAG, TRAIN_RUN_TAG
+from steps.stages.reproduce import (
     DIFFERS,
     IDENTICAL,
     WITHIN_TOLERANCE,
@@ -204,7 +204,7 @@ def test_cv_code_change_is_refused_unless_allowed_and_register_keeps_a_version(c
 def test_cv_changed_data_is_refused_naming_both_digests(client, cv_model, cv_data, tmp_path):
     import boto3
 
-    from steps import s3
+    from steps.base import s3
 
     model = cv_model
     recorded = client.get_model_version(model, "1").tags["mlcp.data.digest"]

@@ -1,4 +1,4 @@
-"""The promote path's REST client (steps/rest.py) against the real tracking server.
+"""The promote path's REST client (steps/base/rest.py) against the real tracking server.
 
 Given/when/then: the real ``mlcp`` commands, in their own processes, never import
 ``mlflow``; the REST client and ``MlflowClient`` read the same entities; a move recorded by
@@ -16,8 +16,9 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from steps import aliases, moves, promote, rest
-from steps.errors import BadInput
+from steps.base import rest
+from steps.base.errors import BadInput
+from steps.registry import aliases, moves, promote
 
 from . import switching
 
@@ -151,7 +152,7 @@ def test_refusals_map_to_mlflow_error_codes_and_project_errors(stack_env, models
 
 
 def test_an_unreachable_server_is_an_error_not_a_hang(stack_env, monkeypatch):
-    from steps import stack
+    from steps.local import stack
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")

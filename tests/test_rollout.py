@@ -17,8 +17,9 @@ from collections import Counter
 
 import pytest
 
-from steps import router, stack
-from steps.contract import previous_slot, staged_slot
+from steps.local import stack
+from steps.registry import router
+from steps.spec.contract import previous_slot, staged_slot
 from workflows.common import APPROVAL_LOOP
 
 from . import switching
@@ -64,8 +65,8 @@ def _add_version(client, name: str, onnx_path) -> str:
 def routed(router_stack, client, tmp_path_factory):
     """A Triton-served model: v1 live, v2 benchmarked and loaded in the staged slot, v3 a
     much slower version (registered, not loaded)."""
-    from steps import promote
     from steps.cv.serving import TRITON
+    from steps.registry import promote
 
     name = unique("rollout-cv")
     folder = tmp_path_factory.mktemp("rollout-onnx")
@@ -94,14 +95,14 @@ def Load(model: str, threads: int = 3) -> switching.RouterLoad:
 
 
 def _route(name: str):
-    from steps import moves
     from steps.cv.serving import TRITON
+    from steps.registry import moves
 
     return moves.route_for(name, TRITON, staged_slot(name))
 
 
 def _shift(client, name: str, weight: int) -> float:
-    from steps import moves
+    from steps.registry import moves
 
     return moves.shift(
         client, name, _route(name), weight, reason="test", champion="1", challenger="2"
@@ -176,7 +177,7 @@ def test_a_weight_changed_by_hand_is_reported_and_repaired(routed, client):
     assert sync.code == 0, sync.err
     assert router.applied()[name][0] == 0
     assert run_mlcp("serving", "check", "--model-name", name).code == 0
-    from steps import moves
+    from steps.registry import moves
 
     last = moves.history(client, name, "traffic")[-1]
     assert (last.action, last.from_weight, last.to_weight) == ("sync", "60", "0")
@@ -215,7 +216,7 @@ def test_a_rollout_stopped_mid_step_sets_the_weight_back(routed, client):
     import subprocess
     import sys
 
-    from steps import moves
+    from steps.registry import moves
 
     from .conftest import ROOT
 
@@ -243,8 +244,8 @@ def test_a_rollout_stopped_mid_step_sets_the_weight_back(routed, client):
 
 
 def test_a_failing_step_sets_the_weight_back_and_moves_nothing(routed, client):
-    from steps import moves
     from steps.cv.serving import TRITON
+    from steps.registry import moves
 
     # given a much slower challenger, loaded in the staged slot
     name, slow = routed["name"], routed["slow"]
@@ -334,7 +335,7 @@ def _template_run(name: str, folder, steps_template: str, **given: str):
 
 
 def _traffic(client, name: str) -> list[tuple[str, str, str]]:
-    from steps import moves
+    from steps.registry import moves
 
     return [
         (r.action, r.from_weight, r.to_weight)
@@ -346,8 +347,8 @@ def _traffic(client, name: str) -> list[tuple[str, str, str]]:
 def test_a_held_rollout_keeps_its_weight_and_goes_on_from_there(
     routed, client, monkeypatch, tmp_path
 ):
-    from steps import rollout
-    from steps.errors import BadInput
+    from steps.base.errors import BadInput
+    from steps.stages import rollout
 
     # given v1 live, v2 benchmarked, under client load, the weight at 0
     name = routed["name"]
@@ -402,8 +403,8 @@ def test_a_held_rollout_keeps_its_weight_and_goes_on_from_there(
 
 
 def test_until_must_name_a_step():
-    from steps.errors import BadInput
-    from steps.rollout import RolloutConfig
+    from steps.base.errors import BadInput
+    from steps.stages.rollout import RolloutConfig
 
     assert RolloutConfig(model_name="m", steps="10,40", until="40").until == "40"
     for until in ("30", "0", "150"):
@@ -453,7 +454,7 @@ def test_approval_on_the_terminal_goes_on_or_sets_the_weight_back(routed, client
     assert router.applied()[name][0] == 0
     shifts = _traffic(client, name)[-3:]
     assert shifts == [("shift", "0", "20"), ("shift", "20", "40"), ("shift", "40", "0")]
-    from steps import moves
+    from steps.registry import moves
 
     assert "not approved" in moves.history(client, name, "traffic")[-1].reason
     assert _aliases(client, name) == before

@@ -1,4 +1,4 @@
-"""Secrets as files (steps/secrets.py): each secret setting the steps and the servers read
+"""Secrets as files (steps/base/secrets.py): each secret setting the steps and the servers read
 comes from its variable, else from the file ``NAME_FILE`` names, as the chart mounts them;
 no server, nothing faked."""
 
@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from steps import mlflow_auth, secrets
-from steps.errors import BadInput, MlcpError
+from steps.base import secrets
+from steps.base.errors import BadInput, MlcpError
+from steps.local import mlflow_auth
 from steps.serving import triton, vllm, vllm_launch
 
 
 def test_a_setting_comes_from_its_variable_else_its_file(monkeypatch, tmp_path):
-    name = "MLCP_JUDGE_API_KEY"  # a declared secret (steps/environment.py)
+    name = "MLCP_JUDGE_API_KEY"  # a declared secret (steps/base/environment.py)
     key_file = tmp_path / name
     key_file.write_text("fr0m-the-file\n")
     monkeypatch.delenv(name, raising=False)

@@ -11,8 +11,8 @@ import json
 
 import pytest
 
-from steps import moves
-from steps.contract import LIVE, live_slot
+from steps.registry import moves
+from steps.spec.contract import LIVE, live_slot
 
 from . import switching
 from .conftest import unique
@@ -22,7 +22,7 @@ from .conftest import unique
 def served_model(stack_env, client, tmp_path_factory):
     """A model served by Triton, v1 and v2, ``benchmarked`` = v1 written as a stage writes
     it, then v1 promoted to live: every state so far has its record."""
-    from steps import promote
+    from steps.registry import promote
 
     name = unique("serving-state")
     switching.register_onnx_versions(
@@ -43,7 +43,7 @@ def promote_recorded(mlcp, model: str, version: str):
 
 
 def _server(client, model):
-    from steps import backends as backend
+    from steps.registry import backends as backend
 
     return backend.for_model(model, dict(client.get_registered_model(model).tags))
 
@@ -164,7 +164,7 @@ def test_check_and_sync_of_one_back_end_leave_the_other_back_ends_models_alone(
     served_model, models, mlcp
 ):
     # given a model served by Triton, and one whose back end is vLLM (no vLLM runs here)
-    from steps.contract import SERVING_TAG
+    from steps.spec.contract import SERVING_TAG
 
     other = models.create(1, prefix="served-by-vllm")
     models.client.set_registered_model_tag(other, SERVING_TAG, "vllm")

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from steps import stack
-from steps.errors import BadInput, MlcpError
+from steps.base.errors import BadInput, MlcpError
+from steps.local import stack
 from steps.serving import triton
 
 from . import switching
@@ -100,7 +100,7 @@ def model(replicated, client, tmp_path_factory):
 
 def promote(replicated, name: str, version: str, drop: tuple[str, ...] = ()):
     """``mlcp promote benchmarked -> live`` (its own process, as Argo runs it)."""
-    from steps.contract import BENCHMARKED
+    from steps.spec.contract import BENCHMARKED
 
     return mlcp_on(
         replicated,

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from steps import settings, stack
+from steps.base import settings
+from steps.local import stack
 
 
 def test_status_reports_all_services_running(stack_env, mlcp):
@@ -280,11 +281,11 @@ def test_a_taken_vllm_port_is_refused_before_anything_is_built(tmp_path, mlcp):
     assert not (tmp_path / "envs").exists() and not (tmp_path / "vllm").exists()
 
 
-# Records a run that read each data set through the project's lineage (steps/lineage.py):
+# Records a run that read each data set through the project's lineage (steps/records/lineage.py):
 # the digests the test later checks the bytes against.
 RECORD_LINEAGE = """
 import sys
-from steps import lineage, tracking
+from steps.records import lineage, tracking
 with tracking.stage_run("test", "train", "keep", "keep-lineage", system_metrics=False):
     for uri in sys.argv[1:]:
         lineage.log(lineage.read(uri), name=uri.split("/")[-2], num_rows=1)
@@ -305,7 +306,7 @@ def _recorded_data_sets(tracking_uri: str) -> dict[str, str]:
 
 
 def _read_back(recorded: dict[str, str]) -> dict[str, str]:
-    from steps import lineage
+    from steps.records import lineage
 
     return {uri: lineage.read(uri).digest for uri in recorded}
 

@@ -1,13 +1,14 @@
-"""The stage skeleton (steps.stage) and the one S3 client (steps.s3)."""
+"""The stage skeleton (steps.stages.stage) and the one S3 client (steps.base.s3)."""
 
 from __future__ import annotations
 
 import pytest
 
-from steps import gates, s3
-from steps.contract import DATA_SOURCE_TAG
-from steps.errors import BadInput, GateFailed
-from steps.stage import Reporter, data_source, resolve_input, say
+from steps.base import s3
+from steps.base.errors import BadInput, GateFailed
+from steps.decisions import gates
+from steps.spec.contract import DATA_SOURCE_TAG
+from steps.stages.stage import Reporter, data_source, resolve_input, say
 
 # ---------------------------------------------------------------- without a server
 

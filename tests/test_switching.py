@@ -27,7 +27,7 @@ SETTLE_S = 1.5
 def triton_model(stack_env, client, tmp_path_factory):
     """A registered model served by Triton with two versions, each with the ONNX export its
     deploy would have recorded (two tiny nets: nothing is trained), v1 live."""
-    from steps import promote
+    from steps.registry import promote
 
     name = unique("switch-cv")
     switching.register_onnx_versions(
@@ -148,10 +148,10 @@ def test_the_router_splits_an_openai_model_by_slot_on_vllm(vllm_model, client, v
     import urllib.request
     from collections import Counter
 
-    from steps import moves, router
-    from steps.contract import live_slot, staged_slot
     from steps.llm.serving import VLLM
+    from steps.registry import moves, router
     from steps.serving import vllm
+    from steps.spec.contract import live_slot, staged_slot
 
     # given v1 live and v2 staged on vLLM, routed at 50% to the staged slot
     name, _ = vllm_model
@@ -295,9 +295,9 @@ def _llm_aliases(client, name: str) -> dict[str, str]:
 def test_an_llm_rollout_refuses_a_much_slower_challenger_at_its_first_step(
     vllm_model, client, vllm_server, tmp_path
 ):
-    from steps import moves, router
-    from steps.contract import live_slot, staged_slot
     from steps.llm.serving import VLLM
+    from steps.registry import moves, router
+    from steps.spec.contract import live_slot, staged_slot
 
     from .conftest import run_mlcp
 
@@ -353,8 +353,9 @@ def test_an_llm_rollout_refuses_a_much_slower_challenger_at_its_first_step(
 
 @pytest.mark.usefixtures("router_stack")
 def test_an_llm_rollout_splits_as_weighted_and_promotes(vllm_model, client, vllm_server):
-    from steps import moves, policy, rollout, router
-    from steps.contract import live_slot, previous_slot, staged_slot
+    from steps.registry import moves, policy, router
+    from steps.spec.contract import live_slot, previous_slot, staged_slot
+    from steps.stages import rollout
 
     from .conftest import run_mlcp
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from steps import stack
+from steps.local import stack
 
 from .conftest import ROOT, run_mlcp, unique
 

@@ -1,4 +1,4 @@
-"""Tracking conventions (steps.tracking) against the real MLflow server."""
+"""Tracking conventions (steps.records.tracking) against the real MLflow server."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import mlflow
 import pytest
 
-from steps import tracking
-from steps.errors import MlcpError
+from steps.base.errors import MlcpError
+from steps.records import tracking
 
 from .conftest import unique
 
@@ -118,7 +118,8 @@ def test_exception_inside_stage_run_ends_it_failed(client):
 
 
 def test_stage_run_on_unreachable_server_is_an_mlcp_error(client, monkeypatch):
-    from steps import settings, stack
+    from steps.base import settings
+    from steps.local import stack
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{stack.free_port()}")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from steps import stack
-from steps.errors import BadInput, MlcpError
+from steps.base.errors import BadInput, MlcpError
+from steps.local import stack
 from steps.serving import triton
 
 from .conftest import unique

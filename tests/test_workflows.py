@@ -29,13 +29,14 @@ import yaml
 from hera.workflows import models as hm
 from pydantic import BaseModel, RootModel
 
-from steps import contract, moves, policy, promote
-from steps import secrets as step_secrets
-from steps.contract import CHAIN
+from steps.base import secrets as step_secrets
 from steps.cv.pipeline import CV
 from steps.llm.pipeline import LLM
 from steps.llm.serving import ADAPTER_VOLUME
-from steps.pipelines import installed
+from steps.registry import moves, policy, promote
+from steps.spec import contract
+from steps.spec.contract import CHAIN
+from steps.spec.pipelines import installed
 from workflows import build, common, specs
 from workflows import settings as build_settings
 
@@ -437,7 +438,7 @@ def test_configuration_credentials_security_resources_and_the_mutex():
     template = entry_template(promote_doc())
     container = template["container"]
     assert container["envFrom"] == [{"configMapRef": {"name": "mlcp-config", "optional": False}}]
-    # the credentials are the Secret's files (steps/secrets.py), never environment variables
+    # the credentials are the Secret's files (steps/base/secrets.py), never environment variables
     volumes = {v["name"]: v for v in template["volumes"]}
     mounts = {m["name"]: m for m in container["volumeMounts"]}
     credentials = volumes["credentials"]["secret"]
@@ -946,7 +947,7 @@ def test_stage_template_runs_mlcp_with_every_flag_of_its_cli(name):
         assert from_template[key] == expected, f"{name} {key}"
     # outputs: the files the CLI writes under $MLCP_OUTPUT_DIR
     outputs = {p["name"]: p["valueFrom"] for p in template["outputs"]["parameters"]}
-    gate_files = {  # each gate's value and verdict, as steps/outputs.py names them
+    gate_files = {  # each gate's value and verdict, as steps/base/outputs.py names them
         name: {"default": "", "path": f"/tmp/outputs/{name}"}
         for gate in declared_stage(words).gates
         for name in (f"gate-{gate}", f"gate-{gate}-passed")
@@ -1033,7 +1034,7 @@ def test_llm_closed_choices_are_enums_training_gets_gpus_and_deploy_mounts_the_a
 
 @pytest.mark.parametrize("pipeline", [CV, LLM], ids=["cv", "llm"])
 def test_gates_of_the_pipeline_template_are_those_of_the_local_chain(pipeline):
-    from steps import chain
+    from steps.stages import chain
 
     args = chain.promote_args(pipeline, "m")
     local = args[args.index("--require-gates") + 1]
@@ -1910,7 +1911,7 @@ CREDENTIAL_FILES = {
         {"mlflow_tracking_username", "mlflow_tracking_password"},
     ),
 }
-# Every key the credentials Secret may hold: each one is read by someone (steps/secrets.py).
+# Every key the credentials Secret may hold: each one is read by someone (steps/base/secrets.py).
 CREDENTIAL_KEYS = {*CREDENTIAL_FILES, *step_secrets.STEP_SECRETS}
 
 

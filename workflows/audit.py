@@ -10,7 +10,7 @@ the build setting ``MLCP_AUDIT_SCHEDULE`` (installed running unless
 
 from __future__ import annotations
 
-from steps import audit
+from steps.registry import audit
 
 from .common import check_workflows
 

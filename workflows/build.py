@@ -19,8 +19,8 @@ from pathlib import Path
 
 from hera.workflows import CronWorkflow, WorkflowTemplate
 
-from steps.errors import MlcpError
-from steps.pipelines import installed
+from steps.base.errors import MlcpError
+from steps.spec.pipelines import installed
 
 from . import audit, plugin, promote, reproduce, serving_check, serving_sync
 from . import settings as build_settings
@@ -31,7 +31,7 @@ OUT_DIR = ROOT / "charts" / "mlcp" / "files" / "workflows"
 
 Document = WorkflowTemplate | CronWorkflow
 Builder = Callable[[Settings], Document]
-# The documents of the core (promote, then each installed pipeline's: steps/pipelines.py).
+# The documents of the core (promote, then each installed pipeline's: steps/spec/pipelines.py).
 CORE: tuple[Builder, ...] = (
     reproduce.template,
     serving_check.template,

@@ -5,7 +5,7 @@ every pipeline shares: a chain of ``templateRef`` steps built from a
 
 Configuration comes from the ConfigMap ``mlcp-config`` (envFrom) and credentials from the
 Secret ``mlcp-credentials``, mounted as read-only files, never as environment variables
-(steps/secrets.py: the steps read ``NAME_FILE`` paths, MLflow's client its credentials file,
+(steps/base/secrets.py: the steps read ``NAME_FILE`` paths, MLflow's client its credentials file,
 the AWS clients their shared credentials file; nothing secret is written into a template). The
 container runs ``mlcp <command> --flag={{inputs.parameters.name}} ...``; the CLI writes its
 outputs as files under ``$MLCP_OUTPUT_DIR``, which become the template's output parameters.
@@ -36,12 +36,12 @@ from hera.workflows import (
 )
 from hera.workflows import models as m
 
-from steps import secrets
-from steps.backends import Volume
-from steps.declare import Pipeline, Stage
-from steps.drift import DATA_OUTPUT, RETRAIN_OUTPUT
-from steps.provenance import IMAGE_ENV
-from steps.rollout import NEXT
+from steps.base import secrets
+from steps.records.provenance import IMAGE_ENV
+from steps.registry.backends import Volume
+from steps.spec.declare import Pipeline, Stage
+from steps.stages.drift import DATA_OUTPUT, RETRAIN_OUTPUT
+from steps.stages.rollout import NEXT
 
 from . import metrics
 from .settings import Settings
@@ -86,7 +86,7 @@ ACTOR_FALLBACK = "argo-workflows"
 # `mutexes` the promote template holds).
 ACTOR = f"{{{{=fromJSON(workflow.labels.json)['{CREATOR_LABEL}'] ?? '{ACTOR_FALLBACK}'}}}}"
 
-# Exit codes (steps/errors.py): 0 ok, 2 bad input, 3 gate said no, 1 anything else. Only 1
+# Exit codes (steps/base/errors.py): 0 ok, 2 bad input, 3 gate said no, 1 anything else. Only 1
 # is worth another attempt: bad input and a failed gate are final.
 RETRY_EXPRESSION = "asInt(lastRetry.exitCode) == 1"
 # The metrics' pipeline label of a step that serves every pipeline's models at once.
@@ -108,7 +108,7 @@ TRAINING_ROLE = "training"
 SEMAPHORE_CONFIG_MAP = "mlcp-semaphores"
 
 # The exit handler of the pipelines and crons: records a run that did not succeed in MLflow
-# (steps/workflow_exit.py) and, with a URL in the Secret, notifies. It never moves an alias.
+# (steps/stages/workflow_exit.py) and, with a URL in the Secret, notifies. It never moves an alias.
 EXIT_HANDLER = "exit-handler"
 EXIT_STEP = "record-failure"
 EXIT_WHEN = "{{workflow.status}} != Succeeded"
@@ -288,14 +288,14 @@ def tolerations(spec: StepSpec) -> list[m.Toleration] | None:
 
 
 def existing_volume(volume: Volume) -> ExistingVolume:
-    """A volume a serving back end declares (``steps/backends.py``) as Hera's."""
+    """A volume a serving back end declares (``steps/registry/backends.py``) as Hera's."""
     return ExistingVolume(name=volume.name, claim_name=volume.claim, mount_path=volume.mount_path)
 
 
 def backend_volumes() -> tuple[ExistingVolume, ...]:
     """Every volume a registered serving back end needs to load a version, once each, in a
     stable order: what the promote step mounts, since it may load any back end's model."""
-    from steps import backends as backend
+    from steps.registry import backends as backend
 
     found = dict.fromkeys(v for _, b in sorted(backend.known().items()) for v in b.volumes)
     return tuple(existing_volume(v) for v in found)
@@ -562,8 +562,8 @@ def stage_arguments(pipeline: PipelineSpec, spec: StepSpec) -> list[Parameter]:
 
 
 def exit_spec() -> StepSpec:
-    """The exit handler's step: ``mlcp record-exit`` (steps/workflow_exit.py)."""
-    from steps.workflow_exit import EXIT
+    """The exit handler's step: ``mlcp record-exit`` (steps/stages/workflow_exit.py)."""
+    from steps.stages.workflow_exit import EXIT
 
     return step_spec(
         EXIT,

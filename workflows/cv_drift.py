@@ -1,8 +1,8 @@
 """cv-drift: reads ``live`` (the data its version was trained on) and writes
 ``drift-detected`` (at the live version) when the newest image set drifted.
 
-One container step running ``mlcp cv drift`` (steps/cv/drift.py, steps/drift.py): no new data,
-new data without drift, or drift; it records the decision and writes the outputs
+One container step running ``mlcp cv drift`` (steps/cv/drift.py, steps/stages/drift.py): no new
+data, new data without drift, or drift; it records the decision and writes the outputs
 ``retrain`` (true|false), ``reason`` and ``data``, which cv-retrain's ``when`` reads. Exit 0
 in all three cases, 2 on bad input (unknown model, no live version, unreadable data).
 """

@@ -1,7 +1,7 @@
 """cv-rollout: reads ``benchmarked`` (the challenger) and ``live`` (the champion) and writes
 ``live`` (and ``previous``) when every step of live traffic passed.
 
-A container running ``mlcp cv rollout`` (steps/rollout.py): the challenger's share of
+A container running ``mlcp cv rollout`` (steps/stages/rollout.py): the challenger's share of
 the model's traffic at the router moves through the steps (5, 25, 50, 100 by default), each
 step judged on its own live traffic against the champion's; all pass: the promote path moves
 ``live``; one fails: the weight goes back to 0 and the step exits 3. It holds the promote

@@ -1,7 +1,7 @@
 """llm-drift: reads ``live`` (the instructions its adapter was trained on) and writes
 ``drift-detected`` (at the live version) when the newest instruction set drifted.
 
-One container step running ``mlcp llm drift`` (steps/llm/drift.py, steps/drift.py), the LLM
+One container step running ``mlcp llm drift`` (steps/llm/drift.py, steps/stages/drift.py), the LLM
 twin of cv-drift (see there): task mix and prompt length instead of labels and intensity.
 """
 

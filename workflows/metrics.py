@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from hera.workflows import models as m
 
-from steps import outputs
+from steps.base import outputs
 
 # Argo prefixes every custom metric with this when it exports it; a counter is also given
 # Prometheus' ``_total`` suffix by the exporter (Argo v3.6+).

@@ -3,7 +3,7 @@ of a pipeline installed as a package of its own, built from its declaration alon
 
 A pipeline registered in the entry-point group ``mlcp.pipelines`` that has no template
 modules here (``workflows/<name>_pipeline.py``, as cv and llm have) gets the same documents
-from its :class:`~steps.declare.Pipeline`: one ``<name>-<stage>`` WorkflowTemplate per stage
+from its :class:`~steps.spec.declare.Pipeline`: one ``<name>-<stage>`` WorkflowTemplate per stage
 (the first, its training, labelled for the chart's training placement), ``<name>-pipeline``
 (the chain of ``templateRef`` steps, then promote; or, when it declares a rollout and
 ``promotion=rollout``, ``<name>-rollout``), and ``<name>-drift`` with the suspended
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from steps.declare import Pipeline
+from steps.spec.declare import Pipeline
 
 from . import promote
 from .common import (
@@ -42,7 +42,7 @@ def serving_volumes(pipeline: Pipeline) -> tuple:
     installed)."""
     if not pipeline.serving:
         return ()
-    from steps import backends
+    from steps.registry import backends
 
     return tuple(existing_volume(v) for v in backends.known()[pipeline.serving].volumes)
 

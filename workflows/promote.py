@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from hera.workflows import WorkflowTemplate
 
-from steps import promote
-from steps.contract import BENCHMARKED, LIVE
+from steps.registry import promote
+from steps.spec.contract import BENCHMARKED, LIVE
 
 from . import metrics
 from .common import backend_volumes, model_mutex, mutex, step_workflow_template

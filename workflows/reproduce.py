@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from hera.workflows import WorkflowTemplate
 
-from steps import reproduce
+from steps.stages import reproduce
 
 from . import metrics
 from .common import ROLE_LABEL, TRAINING_ROLE, step_workflow_template

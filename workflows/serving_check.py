@@ -11,7 +11,7 @@ a failed run in Argo is drift, which ``serving-sync`` (or ``mlcp serving sync``)
 
 from __future__ import annotations
 
-from steps import serving_state
+from steps.registry import serving_state
 
 from .common import check_workflows
 

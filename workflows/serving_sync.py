@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from hera.workflows import WorkflowTemplate
 
-from steps import serving_state
+from steps.registry import serving_state
 
 from . import metrics
 from .common import ANY_PIPELINE, backend_volumes, mutex, step_workflow_template

@@ -46,7 +46,7 @@ import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from steps.declare import flag_value
+from steps.spec.declare import flag_value
 
 CRON_FIELD = re.compile(r"[0-9A-Za-z*/,\-?LW#]+")
 # Argo's podGC strategies (its validation refuses any other).

@@ -1,6 +1,6 @@
-"""What a template is made of, derived from a stage's declaration (``steps/declare.py``).
+"""What a template is made of, derived from a stage's declaration (``steps/spec/declare.py``).
 
-:func:`step_spec` turns a :class:`~steps.declare.Stage` into a :class:`StepSpec`: the Argo
+:func:`step_spec` turns a :class:`~steps.spec.declare.Stage` into a :class:`StepSpec`: the Argo
 parameter names (the kebab-case field names), the descriptions the UI shows (the fields'
 help), the defaults, the enums and the container's arguments all come from the stage's
 config, so they cannot drift from the CLI. What only the cluster needs (a title, resources,
@@ -17,9 +17,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from steps import drift, outputs
-from steps.contract import CHAIN
-from steps.declare import BOOLEAN, Opt, Pipeline, Stage, options
+from steps.base import outputs
+from steps.spec.contract import CHAIN
+from steps.spec.declare import BOOLEAN, Opt, Pipeline, Stage, options
+from steps.stages import drift
 
 ALIASES = CHAIN
 KEBAB = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
@@ -225,7 +226,8 @@ ROLLOUT_PREFIX = "rollout-"  # the pipeline's parameters passed to its rollout s
 ROLLOUT_PASSED = ("steps", "step-duration")  # ...besides APPROVAL
 
 
-# The drift step's outputs (steps/drift.py writes them): what the retrain crons' `when` reads.
+# The drift step's outputs (steps/stages/drift.py writes them): what the retrain crons' `when`
+# reads.
 DRIFT_OUTPUTS = (
     Output("version", "version", "the live version whose training data was compared"),
     Output(
@@ -246,7 +248,7 @@ DRIFT_OUTPUTS = (
 
 def gate_outputs(gates: tuple[str, ...]) -> tuple[Output, ...]:
     """Each gate's judged value and verdict (1 passed, 0 refused), as the stage writes them
-    (``steps/outputs.py``); empty when the step ended before judging it."""
+    (``steps/base/outputs.py``); empty when the step ended before judging it."""
     found: list[Output] = []
     for gate in gates:
         found.append(

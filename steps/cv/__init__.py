@@ -5,7 +5,7 @@ Stages (each reads one alias and writes the next): data -> train (candidate) -> 
 reloads Triton's ``<model>-live`` slot.
 """
 
-from ..contract import TAG_PREFIX
+from ..spec.contract import TAG_PREFIX
 
 PIPELINE = "cv"
 

@@ -8,7 +8,7 @@ File format (one ``.npz``, written by ``mlcp data cv``):
 
 The default set is scikit-learn's handwritten digits (1,797 8x8 images, 10 classes; shipped
 with scikit-learn, nothing is downloaded), split 70/15/15 with a fixed seed. ``mlcp data cv``
-publishes it as a version of the data set ``cv/digits`` (steps/datasets.py):
+publishes it as a version of the data set ``cv/digits`` (steps/records/datasets.py):
 ``<root>/cv/digits/<variant>-seed<seed>/digits.npz``, then points ``newest`` at it. The build
 is deterministic (the same variant and seed give the same bytes). Another seed is a new split
 of the same distribution; a variant (:data:`VARIANTS`) is the world moved: a changed class
@@ -25,11 +25,11 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import datasets
-from ..environment import MLCP_DATA_ROOT
-from ..errors import BadInput
-from ..lineage import DataRead
-from ..stage import say
+from ..base.environment import MLCP_DATA_ROOT
+from ..base.errors import BadInput
+from ..records import datasets
+from ..records.lineage import DataRead
+from ..stages.stage import say
 
 SPLITS = ("train", "val", "test")
 DATASET = "cv/digits"  # the versioned data set under the data root
@@ -206,7 +206,7 @@ def _parse_folder(root: Path) -> ImageSet:
 
 def read(uri: str) -> tuple[DataRead, ImageSet]:
     """Read and check a data set from ``s3://``, a local ``.npz`` or a local image folder."""
-    from .. import lineage
+    from ..records import lineage
 
     local = Path(uri[7:] if uri.startswith("file://") else uri)
     if not uri.startswith("s3://") and local.is_dir():
@@ -222,7 +222,7 @@ COLUMNS = {"image": "binary", "label": "long"}
 def log(read: DataRead, images: ImageSet, context: str) -> str:
     """Record the image set as an input of the active run (``context``: training,
     validation, evaluation); returns its digest."""
-    from .. import lineage
+    from ..records import lineage
 
     return lineage.log(
         read, name="images", num_rows=images.rows(), columns=COLUMNS, context=context
@@ -248,7 +248,7 @@ def publish(uri: str | None = None, seed: int = 0, variant: str = datasets.BASE_
     """Build the digits set (``variant``, split with ``seed``) and publish it as a version of
     ``cv/digits`` under ``$MLCP_DATA_ROOT``, then make it the newest; or, with ``uri``, write
     it there and nothing else (a file of its own, not a version of the set)."""
-    from .. import lineage
+    from ..records import lineage
 
     data = build_digits(seed, variant)
     if uri is not None:

@@ -15,14 +15,15 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import gates, runner
-from ..contract import CANDIDATE, STAGED
-from ..declare import Config, Stage, alias_option, option
-from ..environment import MLCP_TRITON_REPOSITORY
-from ..errors import BadInput, MlcpError
+from ..base.environment import MLCP_TRITON_REPOSITORY
+from ..base.errors import BadInput, MlcpError
+from ..decisions import gates
 from ..serving import triton
 from ..serving.triton import BACKENDS
-from ..stage import Reporter
+from ..spec.contract import CANDIDATE, STAGED
+from ..spec.declare import Config, Stage, alias_option, option
+from ..stages import runner
+from ..stages.stage import Reporter
 from . import IMAGE_SIZE_TAG, NUM_CLASSES_TAG, ONNX_URI_TAG, PIPELINE, TRITON_BACKEND_TAG
 from . import data as cvdata
 

@@ -12,15 +12,15 @@ published):
   deciles; drift when it is above ``--max-intensity-psi``.
 
 The step itself (compare digests, record the decision, move the alias, write ``retrain``) is
-the core's :mod:`steps.drift`.
+the core's :mod:`steps.stages.drift`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import drift
-from ..declare import Stage, option
+from ..spec.declare import Stage, option
+from ..stages import drift
 from . import PIPELINE, data
 
 

@@ -7,7 +7,7 @@ version ``--champion-alias``, ``live`` by default, names; the slot is checked to
 never through a local copy of a model. Logged: both accuracies, per-class accuracy, a
 confusion-matrix picture, the paired counts (both right, only the challenger, only the
 champion, both wrong), McNemar's exact p-value and the paired 95% interval of the accuracy
-difference (steps/paired.py), and a picture of the test images on which the two versions
+difference (steps/decisions/paired.py), and a picture of the test images on which the two versions
 disagree. Gates: ``accuracy`` (a minimum) and ``accuracy-vs-champion`` (non-inferiority: the
 lower end of the interval of the difference, challenger minus champion, must be >=
 -margin). With no champion (the first version) only the absolute gate applies, and the
@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import gates, paired, runner
-from ..contract import EVALUATED, STAGED
-from ..declare import Config, Stage, alias_option, option
-from ..errors import BadInput
+from ..base.errors import BadInput
+from ..decisions import gates, paired
 from ..serving import triton
-from ..stage import Reporter
+from ..spec.contract import EVALUATED, STAGED
+from ..spec.declare import Config, Stage, alias_option, option
+from ..stages import runner
+from ..stages.stage import Reporter
 from . import IMAGE_SIZE_TAG, NUM_CLASSES_TAG, PIPELINE
 from . import data as cvdata
 from .deploy import require_slot

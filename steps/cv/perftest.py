@@ -10,9 +10,9 @@ are measured on the same machine at the same moments. Logged per slot: p50/p95/p
 requests per second, error rate, the raw statistics and a latency-distribution picture; and
 the challenger/champion ratios of the p95 latency (per-request latencies, bootstrap) and of
 the throughput (requests in the same one-second buckets, paired bootstrap) with their 95%
-intervals (steps/paired.py). Gates: ``p95-latency`` (a maximum), ``throughput`` (a minimum),
-``error-rate`` (a maximum), and, against the champion, ``p95-vs-champion`` (refused when the
-interval's lower end is above ``--max-p95-ratio``) and ``throughput-vs-champion`` (refused
+intervals (steps/decisions/paired.py). Gates: ``p95-latency`` (a maximum), ``throughput`` (a
+minimum), ``error-rate`` (a maximum), and, against the champion, ``p95-vs-champion`` (refused when
+the interval's lower end is above ``--max-p95-ratio``) and ``throughput-vs-champion`` (refused
 when its upper end is below ``--min-rps-ratio``): a challenger is refused when its interval
 shows it slower than the tolerance allows. With no champion (the first version) the load
 goes to the staged slot only, and only the absolute gates apply.
@@ -22,11 +22,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import perf
-from ..declare import Stage, option
-from ..perf import CHALLENGER, CHAMPION, GATES
 from ..serving import triton
-from ..stage import Reporter
+from ..spec.declare import Stage, option
+from ..stages import perf
+from ..stages.perf import CHALLENGER, CHAMPION, GATES
+from ..stages.stage import Reporter
 from . import IMAGE_SIZE_TAG, PIPELINE
 from . import data as cvdata
 from .evaluate import connect, slots

@@ -2,16 +2,17 @@
 on the same bytes, and its predictions on the test split set against those of the recorded
 version's model, loaded from MLflow.
 
-Given a ``steps.reproduce.Request`` (the core resolves the version and checks the code);
+Given a ``steps.stages.reproduce.Request`` (the core resolves the version and checks the code);
 returns what the core compares and records: the final ``val_accuracy`` and ``train_loss``,
 the test predictions that differ, and the version registered when asked.
 """
 
 from __future__ import annotations
 
-from .. import determinism, lineage, tracking
-from ..reproduce import recorded_params
-from ..stage import Reporter
+from ..records import lineage, tracking
+from ..spec import determinism
+from ..stages.reproduce import recorded_params
+from ..stages.stage import Reporter
 from . import PIPELINE, train
 from . import data as cvdata
 

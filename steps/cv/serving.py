@@ -1,7 +1,7 @@
 """The cv pipeline's serving back end: Triton Inference Server (``mlcp.serving=triton``).
 
 Registered as the entry point ``triton`` in the group ``mlcp.serving`` (pyproject.toml);
-the core finds it through :mod:`steps.backends` and never imports this module.
+the core finds it through :mod:`steps.registry.backends` and never imports this module.
 :meth:`TritonBackend.load_live` writes the version's ONNX export (recorded by ``mlcp cv
 deploy`` as the version tag ``mlcp.onnx_uri``) into the model repository under the slot
 ``<model>-live``, loads exactly that version on every replica, and pins it in the slot's
@@ -12,12 +12,12 @@ Light at import time, and no ``mlflow``: the export is downloaded through the ca
 
 from __future__ import annotations
 
-from ..backends import Served, Volume
-from ..contract import live_slot, show_version
-from ..environment import MLCP_TRITON_REPOSITORY
-from ..errors import BadInput
+from ..base.environment import MLCP_TRITON_REPOSITORY
+from ..base.errors import BadInput
+from ..registry.backends import Served, Volume
 from ..serving import triton
-from ..stage import say
+from ..spec.contract import live_slot, show_version
+from ..stages.stage import say
 from . import IMAGE_SIZE_TAG, NUM_CLASSES_TAG, ONNX_URI_TAG, TRITON_BACKEND_TAG
 
 # What a version that predates a tag is read as.
@@ -36,7 +36,7 @@ class TritonBackend:
     # The model repository is reached through $MLCP_TRITON_REPOSITORY (a local folder or an
     # s3:// prefix): in the cluster it is S3, so no volume is needed.
     volumes: tuple[Volume, ...] = ()
-    # The router splits Triton's HTTP paths by slot (steps/router.py)
+    # The router splits Triton's HTTP paths by slot (steps/registry/router.py)
     router_protocol = "v2"
 
     def router_upstreams(self) -> list[str]:
@@ -52,7 +52,7 @@ class TritonBackend:
         the pin names it."""
         import tempfile
 
-        from ..rest import download
+        from ..base.rest import download
 
         version = str(version)
         tags = client.get_model_version(model, version).tags

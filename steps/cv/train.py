@@ -11,13 +11,16 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .. import describe, determinism, gates, provenance, tracking
-from ..contract import CANDIDATE, GPU_TAG, PIPELINE_TAG, TRAIN_RUN_TAG, VERSION_TAG
-from ..declare import Config, Stage, alias_option, option
-from ..determinism import device_option, resolve_device
-from ..errors import BadInput
-from ..lineage import DataRead
-from ..stage import Reporter
+from ..base.errors import BadInput
+from ..decisions import gates
+from ..records import provenance, tracking
+from ..records.lineage import DataRead
+from ..registry import describe
+from ..spec import determinism
+from ..spec.contract import CANDIDATE, GPU_TAG, PIPELINE_TAG, TRAIN_RUN_TAG, VERSION_TAG
+from ..spec.declare import Config, Stage, alias_option, option
+from ..spec.determinism import device_option, resolve_device
+from ..stages.stage import Reporter
 from . import IMAGE_SIZE_TAG, NUM_CLASSES_TAG, PIPELINE
 from . import data as cvdata
 

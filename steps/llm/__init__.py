@@ -7,13 +7,13 @@ Stages (each reads one alias and writes the next): data -> train (candidate) -> 
 reloads vLLM's ``<model>-live`` slot.
 """
 
-# The base model as a pinned input (steps/pinning.py) and the tags the vLLM client's fit check
+# The base model as a pinned input (steps/spec/pinning.py) and the tags the vLLM client's fit check
 # reads are the contract's; named here too, for this pipeline's modules
-from ..contract import BASE_INPUT as BASE_INPUT
-from ..contract import BASE_MODEL_TAG as BASE_MODEL_TAG
-from ..contract import BASE_REVISION_TAG as BASE_REVISION_TAG
-from ..contract import HIDDEN_SIZE_TAG as HIDDEN_SIZE_TAG
-from ..contract import TAG_PREFIX
+from ..spec.contract import BASE_INPUT as BASE_INPUT
+from ..spec.contract import BASE_MODEL_TAG as BASE_MODEL_TAG
+from ..spec.contract import BASE_REVISION_TAG as BASE_REVISION_TAG
+from ..spec.contract import HIDDEN_SIZE_TAG as HIDDEN_SIZE_TAG
+from ..spec.contract import TAG_PREFIX
 
 PIPELINE = "llm"
 

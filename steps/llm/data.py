@@ -7,16 +7,16 @@ checked exactly, over ordered triples of 16 words: ``repeat: red blue green`` ->
 green``, ``first: ...`` -> ``red``, ``last: ...`` -> ``green``; split with a fixed seed (no
 eval triple is ever trained on). A malformed line is refused with its line number.
 ``mlcp data llm`` publishes it as a version of the data set ``llm/instructions``
-(steps/datasets.py): ``<root>/llm/instructions/<variant>-seed<seed>/instructions.jsonl``,
+(steps/records/datasets.py): ``<root>/llm/instructions/<variant>-seed<seed>/instructions.jsonl``,
 then points ``newest`` at it. Another seed is a new split of the same distribution; a variant
 (:data:`VARIANTS`) is the world moved: a changed task mix, or longer prompts.
 
 The base model is a setting: a ``.tar`` of a ``save_pretrained`` folder (``s3://`` or local),
 a local folder, or a model name (resolved through the Hugging Face cache; in the cluster that
-may be a 7B base). A name is loaded at a pinned revision, a commit of the hub (steps/pinning.py:
-refused without one unless unpinned loads are allowed); a folder or ``.tar`` is pinned by the
-digest of its bytes. The default one is made here, with no download: a byte-level BPE
-tokenizer trained on the text in :mod:`.corpus`, wrapped in ``PreTrainedTokenizerFast``, and
+may be a 7B base). A name is loaded at a pinned revision, a commit of the hub
+(steps/spec/pinning.py: refused without one unless unpinned loads are allowed); a folder or ``.tar``
+is pinned by the digest of its bytes. The default one is made here, with no download: a byte-level
+BPE tokenizer trained on the text in :mod:`.corpus`, wrapped in ``PreTrainedTokenizerFast``, and
 a randomly initialised two-layer Llama (hidden size 128, head dim 64; weights drawn with
 standard deviation 0.1, so that a frozen random base's logits can still become sharp
 through an adapter), saved with
@@ -38,16 +38,16 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import datasets
-from ..environment import (
+from ..base.environment import (
     MLCP_CACHE_DIR,
     MLCP_DATA_ROOT,
     MLCP_LLM_BASE_MODEL,
     MLCP_LLM_BASE_REVISION,
 )
-from ..errors import BadInput, MlcpError
-from ..lineage import DataRead
-from ..stage import say
+from ..base.errors import BadInput, MlcpError
+from ..records import datasets
+from ..records.lineage import DataRead
+from ..stages.stage import say
 
 SPLITS = ("train", "val", "eval")
 SIZES = {"train": 1200, "val": 99, "eval": 60}
@@ -181,7 +181,7 @@ def parse(read: DataRead) -> InstructionSet:
 
 def read(uri: str) -> tuple[DataRead, InstructionSet]:
     """Read and check an instruction file from ``s3://`` or a local path."""
-    from .. import lineage
+    from ..records import lineage
 
     data = lineage.read(uri)
     return data, parse(data)
@@ -193,7 +193,7 @@ COLUMNS = {"id": "string", "split": "string", "prompt": "string", "response": "s
 def log(read: DataRead, instructions: InstructionSet, context: str) -> str:
     """Record the instruction set as an input of the active run (``context``: training,
     evaluation); returns its digest."""
-    from .. import lineage
+    from ..records import lineage
 
     return lineage.log(
         read, name="instructions", num_rows=instructions.rows(), columns=COLUMNS, context=context
@@ -360,8 +360,9 @@ def materialize(
     into the cache), a local folder, or a model name from the Hugging Face cache at
     ``revision`` (a commit; without one BadInput, before anything is fetched, unless
     ``allow_unpinned``). For a folder or ``.tar``, a ``revision`` is the digest its bytes must
-    have (steps/pinning.py)."""
-    from .. import lineage, pinning
+    have (steps/spec/pinning.py)."""
+    from ..records import lineage
+    from ..spec import pinning
 
     ref = (ref or "").strip()
     revision = (revision or "").strip() or None
@@ -451,7 +452,7 @@ def publish(
     """Build the instruction set (``variant``, split with ``seed``) and publish it as a
     version of ``llm/instructions`` under ``prefix`` (default: ``$MLCP_DATA_ROOT``), made the
     newest; and (``base``) the base model with ``base_seed``, at ``<prefix>/llm/base/...``."""
-    from .. import lineage
+    from ..records import lineage
 
     root = datasets.data_root(prefix)
     version = datasets.version_name(variant, seed)

@@ -8,10 +8,10 @@ placed or loaded. The adapter is placed in a folder the server reads
 (``$MLCP_VLLM_ADAPTER_DIR/<model>/<version>``, default ``<stack home>/vllm/adapters``; in
 the cluster a shared volume), loaded into the slot with the runtime LoRA API (in place: the
 slot never stops answering), checked (vLLM must report the slot at that folder) and
-smoke-tested with a completion, which is an MLflow trace of the deploy run (steps/traces.py).
-That happens on every replica (``$MLCP_VLLM_REPLICAS``), and once all of them serve it the
-slot is recorded in the adapter volume's manifest, which a (re)started vLLM loads (the
-launcher, steps/serving/vllm_launch.py). On any failure the slots are pointed back at what
+smoke-tested with a completion, which is an MLflow trace of the deploy run
+(steps/registry/traces.py). That happens on every replica (``$MLCP_VLLM_REPLICAS``), and once all of
+them serve it the slot is recorded in the adapter volume's manifest, which a (re)started vLLM loads
+(the launcher, steps/serving/vllm_launch.py). On any failure the slots are pointed back at what
 they served, and no alias moves.
 """
 
@@ -26,8 +26,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import runner, settings, traces
-from ..contract import (
+from ..base import settings
+from ..base.environment import MLCP_VLLM_ADAPTER_DIR, MLCP_VLLM_SERVER_ADAPTER_DIR
+from ..base.errors import BadInput, MlcpError
+from ..registry import traces
+from ..serving import vllm
+from ..spec.contract import (
     CANDIDATE,
     MODEL_TAG,
     SLOT_TAG,
@@ -36,11 +40,9 @@ from ..contract import (
     VERSION_TAG,
     show_version,
 )
-from ..declare import Config, Stage, alias_option, option
-from ..environment import MLCP_VLLM_ADAPTER_DIR, MLCP_VLLM_SERVER_ADAPTER_DIR
-from ..errors import BadInput, MlcpError
-from ..serving import vllm
-from ..stage import Reporter
+from ..spec.declare import Config, Stage, alias_option, option
+from ..stages import runner
+from ..stages.stage import Reporter
 from . import (
     ADAPTER_PATH_TAG,
     ADAPTER_URI_TAG,
@@ -103,7 +105,7 @@ def download(source_uri: str, dest: Path, client=None) -> Path:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         if client is not None:
-            from ..rest import download as fetch
+            from ..base.rest import download as fetch
 
             path = fetch(client, source_uri, dest)
         else:

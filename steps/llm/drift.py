@@ -11,15 +11,15 @@ The LLM pipeline's drift statistics, over every sample of each set (all splits):
 - ``prompt-length-psi``: the population stability index of that length over the
   reference's deciles; drift when it is above ``--max-length-psi``.
 
-The step itself is the core's :mod:`steps.drift`.
+The step itself is the core's :mod:`steps.stages.drift`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import drift
-from ..declare import Stage, option
+from ..spec.declare import Stage, option
+from ..stages import drift
 from . import PIPELINE, data
 
 

@@ -12,14 +12,14 @@ sha256. Logged: the rates of each grade for the adapter, the champion and the ba
 per-sample table with the answers and grades side by side, and four gates:
 ``correct-rate`` (a minimum), ``correct-rate-vs-champion`` (non-inferiority: the lower end
 of the paired 95% interval of the correct-rate difference, challenger minus champion, must
-be >= -margin; McNemar's exact p-value recorded beside it; see steps/paired.py),
+be >= -margin; McNemar's exact p-value recorded beside it; see steps/decisions/paired.py),
 ``refusal-rate`` (a maximum) and ``gain-over-base`` (the adapter's score minus the base's,
 a minimum; score = correct + partial / 2). With no champion (the first version) only the
 absolute gates apply, and the champion gate's decision says so.
 
 Every completion (challenger, champion, base) and every judgement is an MLflow trace linked to
-the run (steps/traces.py): the completions through the ``openai`` client, traced by MLflow's
-autologging under a span of their own; the reference judge as a span of its own, the openai
+the run (steps/registry/traces.py): the completions through the ``openai`` client, traced by
+MLflow's autologging under a span of their own; the reference judge as a span of its own, the openai
 judge's call under it. Each carries the sample id, the slot, the version it served, the judge
 prompt's sha256 and the grade as tags, and each answer its grade as an assessment, so
 ``mlcp traces MODEL@ALIAS --grade wrong`` (or the MLflow UI) finds every answer graded wrong.
@@ -29,8 +29,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import gates, paired, runner, traces
-from ..contract import (
+from ..decisions import gates, paired
+from ..registry import traces
+from ..serving import vllm
+from ..spec.contract import (
     ANSWER_CALL,
     EVALUATED,
     GRADE_TAG,
@@ -43,9 +45,9 @@ from ..contract import (
     STAGED,
     VERSION_TAG,
 )
-from ..declare import Config, Stage, alias_option, option
-from ..serving import vllm
-from ..stage import Reporter
+from ..spec.declare import Config, Stage, alias_option, option
+from ..stages import runner
+from ..stages.stage import Reporter
 from . import PIPELINE, PROMPT_TEMPLATE_TAG
 from . import data as llmdata
 from . import judge as judges
@@ -184,7 +186,7 @@ class Evaluate(runner.Evaluator):
     def measure(self, t):
         import mlflow
 
-        from .. import prompts
+        from ..records import prompts
 
         cfg, version, champion, server = t.cfg, t.version, t.champion, t.server
         judge, samples, base = t.extra["judge"], t.extra["samples"], t.extra["base"]
@@ -215,7 +217,7 @@ class Evaluate(runner.Evaluator):
                 *(f"{side}{column}" for side in sides for column in ("answer", "grade")),
             )
         }
-        # every answer and every judgement is a trace of this run (steps/traces.py)
+        # every answer and every judgement is a trace of this run (steps/registry/traces.py)
         traces.autolog()
         served_version = {"": version, "champion_": champion.version, "base_": NO_VERSION}
         graded: list[tuple[str, str]] = []  # (the answer's trace, its grade)

@@ -1,7 +1,7 @@
 """The judge that grades an answer: ``correct``, ``partial``, ``wrong`` or ``refusal``.
 
 Its instructions (:data:`INSTRUCTIONS`) are a prompt, versioned through
-:func:`steps.prompts.use` on every evaluation run (artifact, sha256 tag, prompt registry),
+:func:`steps.records.prompts.use` on every evaluation run (artifact, sha256 tag, prompt registry),
 so a grade can always be traced to the exact rubric that produced it. Two back ends:
 
 - ``reference`` (the default): deterministic, compares the answer with the reference answer
@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import re
 
-from .. import secrets
-from ..environment import MLCP_JUDGE_MODEL, MLCP_JUDGE_URL
-from ..errors import BadInput, MlcpError
+from ..base import secrets
+from ..base.environment import MLCP_JUDGE_MODEL, MLCP_JUDGE_URL
+from ..base.errors import BadInput, MlcpError
 from ..serving import openai_client
 
 GRADES = ("correct", "partial", "wrong", "refusal")

@@ -1,7 +1,7 @@
 """A bounded, headless locust run of streaming completions, in its own process:
 ``python -m steps.llm.loadgen``.
 
-Like :mod:`steps.v2load` (locust patches the standard library with gevent, so it runs
+Like :mod:`steps.decisions.v2load` (locust patches the standard library with gevent, so it runs
 apart from the step). Each ``--model`` (a vLLM slot; one, or two for an A/B run: the
 challenger and the champion) gets ``--users`` users of its own, all in the same locust run:
 the slots' requests interleave on the same server for the same ``--duration`` seconds, and
@@ -12,7 +12,7 @@ at the end of the stream); every streamed piece is counted in the second (since 
 it arrived, per slot. No request is traced (tracing would add to the latency it measures).
 It prints progress every second and writes its statistics as JSON to ``--out``: per slot,
 the summary figures, the raw per-request times and the per-second token counts (what
-steps/paired.py resamples).
+steps/decisions/paired.py resamples).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import math
 import sys
 import time
 
-from .. import loadgen
+from ..decisions import loadgen
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -8,7 +8,7 @@ it): each slot gets ``--users`` users of its own, the same prompts in the same o
 the same seconds, their requests interleaved on the same server. Logged per slot: time to
 first token (p50/p95), end-to-end latency (p50/p95), tokens per second, success rate, the
 raw statistics and a latency-distribution picture; and the challenger/champion ratios with
-bootstrap 95% intervals (steps/paired.py): of the TTFT p95 (over the raw per-request
+bootstrap 95% intervals (steps/decisions/paired.py): of the TTFT p95 (over the raw per-request
 times) and of the throughput (over the tokens each slot received in the same seconds).
 
 Gates: ``ttft-p95`` and ``e2e-p95`` (maxima), ``tokens-per-second`` and ``success-rate``
@@ -28,12 +28,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import gates, paired, runner
-from ..contract import BENCHMARKED, EVALUATED
-from ..declare import Config, Stage, alias_option, option
-from ..errors import MlcpError
+from ..base.errors import MlcpError
+from ..decisions import gates, paired
 from ..serving import vllm
-from ..stage import Reporter
+from ..spec.contract import BENCHMARKED, EVALUATED
+from ..spec.declare import Config, Stage, alias_option, option
+from ..stages import runner
+from ..stages.stage import Reporter
 from . import PIPELINE, PROMPT_TEMPLATE_TAG
 from . import data as llmdata
 from .deploy import served_paths, unchanged

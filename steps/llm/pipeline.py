@@ -1,14 +1,14 @@
 """The LLM pipeline declared: its stages in chain order, its data publisher, its default model
 and how its chain summary reads. Registered as an entry point of ``mlcp.pipelines``
-(pyproject.toml), found through ``steps/pipelines.py``; nothing in the core imports it."""
+(pyproject.toml), found through ``steps/spec/pipelines.py``; nothing in the core imports it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import rollout
-from ..datasets import BASE_VARIANT
-from ..declare import DataConfig, Pipeline, option
+from ..records.datasets import BASE_VARIANT
+from ..spec.declare import DataConfig, Pipeline, option
+from ..stages import rollout
 from . import PIPELINE, data, deploy, drift, evaluate, perftest, reproduce, train
 
 

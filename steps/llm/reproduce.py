@@ -5,17 +5,18 @@ The base model is loaded at the revision the version recorded (``mlcp.revision.b
 the hub commit of a name, even one first loaded unpinned, or the digest of a folder or
 ``.tar``), never unpinned: a name whose version recorded no revision is refused (exit 2).
 
-Given a ``steps.reproduce.Request`` (the core resolves the version and checks the code);
+Given a ``steps.stages.reproduce.Request`` (the core resolves the version and checks the code);
 returns what the core compares and records: the final eval loss and perplexity and the last
 epoch's training loss, and the version registered when asked.
 """
 
 from __future__ import annotations
 
-from .. import determinism, lineage, tracking
-from ..declare import csv
-from ..reproduce import recorded_params
-from ..stage import Reporter
+from ..records import lineage, tracking
+from ..spec import determinism
+from ..spec.declare import csv
+from ..stages.reproduce import recorded_params
+from ..stages.stage import Reporter
 from . import BASE_MODEL_DIGEST_TAG, BASE_REVISION_TAG, PIPELINE, train
 from . import data as llmdata
 

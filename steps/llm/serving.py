@@ -1,7 +1,7 @@
 """The llm pipeline's serving back end: vLLM with runtime LoRA adapters (``mlcp.serving=vllm``).
 
 Registered as the entry point ``vllm`` in the group ``mlcp.serving`` (pyproject.toml); the
-core finds it through :mod:`steps.backends` and never imports this module.
+core finds it through :mod:`steps.registry.backends` and never imports this module.
 :meth:`VLLMBackend.load_live` places the version's adapter on the adapter volume (after the
 same base-fit check as ``mlcp llm deploy``), points the adapter slot (``<model>-live`` unless
 told otherwise) at it in place on every replica, and records it in the manifest that each
@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..backends import Served, Volume
-from ..contract import live_slot, show_version
-from ..errors import BadInput, MlcpError
-from ..stage import say
+from ..base.errors import BadInput, MlcpError
+from ..registry.backends import Served, Volume
+from ..spec.contract import live_slot, show_version
+from ..stages.stage import say
 from . import ADAPTER_PATH_TAG, PROMPT_TEMPLATE_TAG, SMOKE_PROMPT_TAG
 
 # The ReadWriteMany claim the steps share with the vLLM server: a step places adapters on it
@@ -33,15 +33,16 @@ class VLLMBackend:
 
     name = "vllm"
     volumes: tuple[Volume, ...] = (ADAPTER_VOLUME,)
-    # The router reads the model from the OpenAI JSON body and rewrites it (steps/router.py)
+    # The router reads the model from the OpenAI JSON body and rewrites it
+    # (steps/registry/router.py)
     router_protocol = "openai"
 
     def router_upstreams(self) -> list[str]:
         """Where the router sends a slot's requests: each entry of the replicas variable as
         it is written (a headless Service's name, which Envoy resolves to every pod), else
         the one vLLM URL."""
-        from .. import settings
-        from ..environment import MLCP_VLLM_REPLICAS
+        from ..base import settings
+        from ..base.environment import MLCP_VLLM_REPLICAS
         from ..serving import vllm
 
         listed = MLCP_VLLM_REPLICAS.raw

@@ -29,27 +29,20 @@ Light at import time: standard library and the declarations only; each module na
 imports its heavy libraries inside its functions.
 """
 
-from steps import (
-    contract,
-    datasets,
-    describe,
-    drift,
-    lineage,
-    paired,
-    perf,
-    provenance,
-    runner,
-    tracking,
-)
-from steps.backends import Served, ServingBackend, StackService, Volume, each_address
-from steps.declare import Config, DataConfig, Pipeline, Stage, alias_option, option
-from steps.errors import BadInput, MlcpError
-from steps.gates import Gate, champion_check
-from steps.lineage import DataRead
-from steps.reproduce import Request, recorded_params
-from steps.rest import download
+from steps.base.errors import BadInput, MlcpError
+from steps.base.rest import download
+from steps.decisions import paired
+from steps.decisions.gates import Gate, champion_check
+from steps.records import datasets, lineage, provenance, tracking
+from steps.records.lineage import DataRead
+from steps.registry import describe
+from steps.registry.backends import Served, ServingBackend, StackService, Volume, each_address
 from steps.serving import envs
-from steps.stage import (
+from steps.spec import contract
+from steps.spec.declare import Config, DataConfig, Pipeline, Stage, alias_option, option
+from steps.stages import drift, perf, runner
+from steps.stages.reproduce import Request, recorded_params
+from steps.stages.stage import (
     Champion,
     Reporter,
     champion_slot_fix,

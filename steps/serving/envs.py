@@ -1,7 +1,7 @@
 """Serving environments built beside the project's own: tritonserver's and vLLM's.
 
 Each runs from its own virtual environment under ``.mlcp/envs/`` (as it would from its own
-image), built once by ``steps.stack`` (Triton) or ``steps.serving.vllm`` (vLLM). What both
+image), built once by ``steps.local.stack`` (Triton) or ``steps.serving.vllm`` (vLLM). What both
 builds share lives here: the Python to build with, one logged build step with progress, and
 the process environment of a program run from such a venv. Standard library only.
 """
@@ -19,8 +19,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ..environment import MLCP_ENV_CACHE
-from ..errors import MlcpError
+from ..base.environment import MLCP_ENV_CACHE
+from ..base.errors import MlcpError
 
 # A folder shared by stack folders: each serving environment is built there once per set of
 # requirements, and a stack folder's ``envs/<name>`` links to it. Unset, each stack folder

@@ -3,12 +3,12 @@ external judge), and its errors mapped onto the exit-code convention.
 
 ``openai`` is imported inside the functions: a command that only loads adapters (promote,
 rollback) never pays for it. Every call made through a client from here is traced by MLflow
-when its openai autologging is on (steps/traces.py).
+when its openai autologging is on (steps/registry/traces.py).
 """
 
 from __future__ import annotations
 
-from ..errors import BadInput, MlcpError
+from ..base.errors import BadInput, MlcpError
 
 
 def make(url: str, api_key: str | None, timeout: float):

@@ -48,15 +48,15 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import s3, settings
-from ..backends import Served
-from ..environment import (
+from ..base import s3, settings
+from ..base.environment import (
     MLCP_TRITON_CONTROL_KEY,
     MLCP_TRITON_GRPC_URL,
     MLCP_TRITON_REPLICAS,
     MLCP_TRITON_REPOSITORY,
 )
-from ..errors import BadInput, MlcpError
+from ..base.errors import BadInput, MlcpError
+from ..registry.backends import Served
 
 if TYPE_CHECKING:
     import numpy as np
@@ -92,8 +92,8 @@ def restricted_args(key: str) -> list[str]:
 
 def control_key() -> str | None:
     """The model-control key: ``$MLCP_TRITON_CONTROL_KEY``, else the file
-    ``$MLCP_TRITON_CONTROL_KEY_FILE`` names (steps/secrets.py)."""
-    from .. import secrets
+    ``$MLCP_TRITON_CONTROL_KEY_FILE`` names (steps/base/secrets.py)."""
+    from ..base import secrets
 
     return secrets.read(CONTROL_KEY_ENV)
 
@@ -107,7 +107,7 @@ def _control_headers(grpc: bool) -> dict[str, str] | None:
 
 def url_option():
     """The ``--triton-url`` option every stage that talks to Triton declares."""
-    from ..declare import option
+    from ..spec.declare import option
 
     return option(None, help="Triton HTTP URL (empty: $MLCP_TRITON_URL)")
 
@@ -188,7 +188,7 @@ def write_entry(
 ) -> str:
     """Write the version's folder ``<repository>/<slot>/<version>/`` (``model.onnx``, plus
     ``model.py`` for the python backend, and the version's own ``config.pbtxt``, pinned to it)
-    to a local folder or an ``s3://bucket/prefix`` (the client of :mod:`steps.s3`). Returns
+    to a local folder or an ``s3://bucket/prefix`` (the client of :mod:`steps.base.s3`). Returns
     the version's folder (a path, or an ``s3://`` URI).
 
     The slot's ``config.pbtxt`` (what the server loads at start) is written only for a new
@@ -541,7 +541,7 @@ class Triton:
         """The error for a model-control call the server refused for want of the key."""
         if "is restricted" not in message:
             return None
-        from .. import secrets
+        from ..base import secrets
 
         if not control_key():
             why = f"{secrets.source(CONTROL_KEY_ENV)} is not set"

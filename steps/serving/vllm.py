@@ -45,17 +45,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import backends, settings
-from ..contract import BASE_MODEL_TAG, BASE_REVISION_TAG, HIDDEN_SIZE_TAG
-from ..environment import (
+from ..base import settings
+from ..base.environment import (
     MLCP_VLLM_API_KEY,
     MLCP_VLLM_BASE_HIDDEN_SIZE,
     MLCP_VLLM_BASE_REVISION,
     MLCP_VLLM_REPLICAS,
     MLCP_VLLM_URL,
 )
-from ..errors import BadInput, MlcpError
-from ..stage import say
+from ..base.errors import BadInput, MlcpError
+from ..registry import backends
+from ..spec.contract import BASE_MODEL_TAG, BASE_REVISION_TAG, HIDDEN_SIZE_TAG
+from ..stages.stage import say
 from . import envs, openai_client, vllm_launch
 
 LIVE_TIMEOUT = 3.0
@@ -68,7 +69,7 @@ URL_VAR = MLCP_VLLM_URL.name
 REPLICAS_VAR = MLCP_VLLM_REPLICAS.name
 API_KEY_VAR = MLCP_VLLM_API_KEY.name
 # The commit of the served base when vLLM serves a model hub name (its --revision): the only
-# revision the steps read that base's config.json at (steps/pinning.py)
+# revision the steps read that base's config.json at (steps/spec/pinning.py)
 BASE_REVISION_VAR = MLCP_VLLM_BASE_REVISION.name
 LAUNCHER = Path(vllm_launch.__file__)
 SLOT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
@@ -96,7 +97,7 @@ CHAT_TEMPLATE = (
 
 def url_option():
     """The ``--vllm-url`` option every stage that talks to vLLM declares."""
-    from ..declare import option
+    from ..spec.declare import option
 
     return option(None, help="vLLM URL (empty: $MLCP_VLLM_URL)")
 
@@ -287,7 +288,7 @@ class VLLM:
 
 
 def api_key() -> str | None:
-    from .. import secrets
+    from ..base import secrets
 
     return secrets.read(API_KEY_VAR)
 
@@ -439,7 +440,7 @@ def served_hidden_size(base: BaseInfo) -> int | None:
 
 def served_revision() -> str | None:
     """The pinned commit of a served hub base (``$MLCP_VLLM_BASE_REVISION``), else None."""
-    from .. import pinning
+    from ..spec import pinning
 
     value = MLCP_VLLM_BASE_REVISION.raw
     return value if pinning.is_commit(value) else None

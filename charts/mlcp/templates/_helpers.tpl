@@ -197,7 +197,7 @@ does not forward. */ -}}
 {{- else }}true{{ end }}
 {{- end }}
 
-{{/* Secrets as files (steps/secrets.py): every pod of the chart mounts the Secrets it needs as read-only files here and is given only their paths; no Secret reaches a container through its environment. */}}
+{{/* Secrets as files (steps/base/secrets.py): every pod of the chart mounts the Secrets it needs as read-only files here and is given only their paths; no Secret reaches a container through its environment. */}}
 {{- define "mlcp.secretsMount" -}}/var/run/secrets/mlcp{{- end }}
 {{/* The Secret the generated templates mount (workflows/common.py SECRET), rewritten to credentials.existingSecret. */}}
 {{- define "mlcp.generatedSecret" -}}mlcp-credentials{{- end }}
@@ -392,7 +392,7 @@ positive whole number. Empty ({}) when workflows are off or nothing holds a sema
 {{- toJson $maps }}
 {{- end }}
 
-{{/* MLflow's default permission under its basic-auth app (steps/mlflow_auth.py DEFAULT_PERMISSION): a user sees only what a role grants. */}}
+{{/* MLflow's default permission under its basic-auth app (steps/local/mlflow_auth.py DEFAULT_PERMISSION): a user sees only what a role grants. */}}
 {{- define "mlcp.mlflowDefaultPermission" -}}NO_PERMISSIONS{{- end }}
 
 {{/* The labels of the workflow pods (spec.podMetadata, added when networkPolicy.enabled): what the NetworkPolicies admit to the servers. */}}

@@ -3,7 +3,7 @@ staged slot and the champion's live slot side by side, writes ``evaluated``.
 
 Both versions answer the same rows on the path traffic takes. Gates: ``accuracy`` (a
 minimum) and ``accuracy-vs-champion`` (the lower end of the paired 95% interval of the
-accuracy difference, challenger minus champion, must be >= -margin: steps/paired.py).
+accuracy difference, challenger minus champion, must be >= -margin: steps/decisions/paired.py).
 With no champion (the first version) only the absolute gate applies. The sequence (resolve,
 check the slots, read, record, judge, move the alias) is the runner's (``mlcp.runner``).
 """

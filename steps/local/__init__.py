@@ -1,0 +1,3 @@
+"""The local stack (`mlcp stack`): the services a machine runs as the cluster would, and
+MLflow's users.
+"""

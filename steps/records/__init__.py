@@ -1,0 +1,3 @@
+"""What MLflow records of a run: tracking, provenance, data lineage and the versioned data
+sets, prompts.
+"""
