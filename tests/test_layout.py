@@ -281,6 +281,21 @@ def test_a_registered_object_that_is_no_back_end_is_refused_clearly(monkeypatch)
         backend.for_model("m", {SERVING_TAG: "triton"})
 
 
+def test_the_stacks_vllm_serves_the_base_its_back_end_names(monkeypatch, tmp_path):
+    from steps.base.errors import MlcpError
+    from steps.local import stack
+    from steps.registry import backends
+
+    # given the back end registered as vllm (the llm pipeline's): it names the base the
+    # stack's vLLM serves, so the stack never imports the pipeline
+    assert callable(backends.known()["vllm"].stack_base)
+    # when no installed package registers a vllm back end (entry points faked: none)
+    monkeypatch.setattr(backends, "entry_points", lambda group: [])
+    # then starting the stack's vLLM says what is missing
+    with pytest.raises(MlcpError, match="registered as 'vllm'.*no installed package"):
+        stack._vllm_base(tmp_path)
+
+
 def test_the_core_and_the_back_ends_import_no_heavy_library():
     # given a fresh interpreter / when the core and every back end are imported
     code = (
