@@ -176,7 +176,9 @@ def test_check_and_sync_of_one_back_end_leave_the_other_back_ends_models_alone(
     sync = mlcp("serving", "sync", "--serving", "triton", "--json", timeout=300)
     assert other not in json.loads(sync.out)["repaired"], sync.err[-2000:]
     # an unknown back end is bad input, naming the known ones
+    from steps.registry import backends
+
     bad = mlcp("serving", "sync", "--serving", "nope")
-    assert bad.code == 2 and "unknown serving back end(s) nope; choose from triton, vllm" in (
-        bad.err
-    )
+    known = ", ".join(sorted(backends.known()))  # every installed one (a plugin's too)
+    assert {"triton", "vllm"} <= set(backends.known())
+    assert bad.code == 2 and f"unknown serving back end(s) nope; choose from {known}" in bad.err
