@@ -484,6 +484,8 @@ def test_a_challenger_with_four_times_the_compute_is_refused_on_latency(
     ours, theirs = stats["targets"]["challenger"], stats["targets"]["champion"]
     assert len(ours["per_second"]) == len(theirs["per_second"]) >= 3
     assert len(ours["latencies_ms"]) == ours["requests"] - ours["failures"] > 0
+    # each slot was warmed before the clock started, and those requests are not counted
+    assert stats["warmup"] == {label: {"requests": 2, "failed": 0} for label in stats["targets"]}
     assert run.data.metrics["p95_ratio"] == pytest.approx(p95.data.metrics["estimate"])
     assert run.data.metrics["p95_ms"] > run.data.metrics["champion_p95_ms"]
 

@@ -62,7 +62,10 @@ def aliases(client, model: str) -> dict[str, str]:
 def test_the_chain_puts_versions_live_on_mlserver_and_rollback_switches_it_back(mlserver, client):
     model = unique("wine")
     live = f"{model}-live"
-    fast = ["--duration", "3", "--perf-test-args", "--users 1 --min-rps 1"]
+    # Short and lenient absolute perf gates: on a shared two-core runner beside vLLM, MLServer's
+    # p95 over a 3 s run has reached 1.5 s; what this test checks is the chain on MLServer
+    # and the flip, and the latency gates' refusals are tested on Triton (test_cv_pipeline).
+    fast = ["--duration", "3", "--perf-test-args", "--users 1 --min-rps 1 --max-p95-ms 10000"]
     # when the chain runs on a new model
     first = run_mlcp("tabular", "chain", "--model-name", model, *fast, timeout=300)
     # then v1 is live and MLServer's live slot serves it

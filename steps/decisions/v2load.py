@@ -6,10 +6,14 @@ own rather than inside a step that already holds MLflow and HTTP clients. Each `
 JSON body; one, or two for an A/B run: the challenger and the champion) gets ``--users``
 users of its own, all in the same locust run: the slots' requests interleave on the same
 server for the same ``--duration`` seconds (both bounded), each user POSTing its slot's
-body with no pause. Every answered request's latency is kept, and counted in the second
-(since the start) it completed, per slot. It prints progress every second and writes its
-statistics as JSON to ``--out``: per slot, the summary figures, the raw per-request
-latencies and the per-second request counts (what steps/decisions/paired.py resamples).
+body with no pause. Before the clock starts, each slot gets ``--warmup`` requests that are
+not counted (a server's first answers for a freshly loaded model pay for lazy set-up: MLServer
+builds its runtime's first batch, Triton warms its backend), so that one cold request does
+not decide a p95 drawn from a short run. Every answered request's latency is kept, and
+counted in the second (since the start) it completed, per slot. It prints progress every
+second and writes its statistics as JSON to ``--out``: per slot, the summary figures, the raw
+per-request latencies and the per-second request counts (what steps/decisions/paired.py
+resamples), and the warm-up's counts.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import time
 from . import loadgen
 
 MAX_TARGETS = 2
+MAX_WARMUP = 50
 
 
 def summarize(latencies: list[float], failures: int, per_second: list[int], seconds: float):
@@ -41,8 +46,42 @@ def summarize(latencies: list[float], failures: int, per_second: list[int], seco
     }
 
 
+def warm_up(url: str, targets, count: int) -> dict[str, dict]:
+    """POST each target's body ``count`` times before the measured run, one after another;
+    per label, how many were sent and how many failed (a failing slot fails the measured
+    run too, where it is counted: here it is only said)."""
+    import urllib.error
+    import urllib.request
+
+    warmed: dict[str, dict] = {}
+    for label, path, body_path in targets:
+        body = open(body_path, "rb").read()
+        failed = 0
+        for _ in range(count):
+            request = urllib.request.Request(
+                url.rstrip("/") + path,
+                data=body,
+                headers={"Content-Type": "application/json"},
+                method="POST",
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=60) as answer:
+                    answer.read()
+            except (urllib.error.URLError, OSError) as exc:
+                failed += 1
+                print(f"[loadgen] warm-up of {label} failed: {exc}", file=sys.stderr)
+        warmed[label] = {"requests": count, "failed": failed}
+    return warmed
+
+
 def main(argv=None) -> int:
     parser = loadgen.parser(users=4, duration=10.0)
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=2,
+        help="uncounted requests per slot before the measured run (default 2; 0 for none)",
+    )
     parser.add_argument(
         "--target",
         action="append",
@@ -58,9 +97,13 @@ def main(argv=None) -> int:
     labels = [label for label, _, _ in args.target]
     if len(labels) > MAX_TARGETS or len(set(labels)) != len(labels):
         return loadgen.refuse(f"give 1..{MAX_TARGETS} --target, each with its own label")
+    if not 0 <= args.warmup <= MAX_WARMUP:
+        return loadgen.refuse(f"--warmup must be 0..{MAX_WARMUP}")
 
     import itertools
     from collections import Counter
+
+    warmed = warm_up(args.url, args.target, args.warmup)
 
     from locust import FastHttpUser, constant, task
 
@@ -119,6 +162,7 @@ def main(argv=None) -> int:
     result = {
         "seconds": elapsed,
         "users": args.users,
+        "warmup": warmed,
         "targets": {
             label: {
                 **summarize(
