@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ..records import lineage, tracking
 from ..spec import determinism
+from ..stages import runner
 from ..stages.reproduce import recorded_params
 from ..stages.stage import Reporter
 from . import PIPELINE, train
@@ -67,7 +68,7 @@ def reproduce(request) -> dict:
     import mlflow
 
     cfg = recorded_config(request)
-    device = train.resolve_device(cfg.device)
+    device = determinism.resolve_device(cfg.device)
     threads = determinism.recorded_threads(request.params)
     determinism.enable(device, threads)
     read, images = cvdata.read(request.data_uri)
@@ -80,6 +81,7 @@ def reproduce(request) -> dict:
     with report.stage_run(cfg.model_name, data.name, **run_args) as run:
         mlflow.set_tags(dict(request.run_tags))
         cvdata.log(read, images, "training")
+        runner.log_provenance(cfg)
         model, measured = train.fit(cfg, data, device, report)
         x_test = cvdata.preprocess(images.images[SPLIT], cfg.image_size)
         recorded_uri = f"models:/{request.model}/{request.version}"

@@ -13,19 +13,20 @@ from typing import Any
 
 from ..base.errors import BadInput
 from ..decisions import gates
-from ..records import provenance, tracking
+from ..records import tracking
 from ..records.lineage import DataRead
-from ..registry import describe
 from ..spec import determinism
-from ..spec.contract import CANDIDATE, GPU_TAG, PIPELINE_TAG, TRAIN_RUN_TAG, VERSION_TAG
+from ..spec.contract import CANDIDATE, GPU_TAG
 from ..spec.declare import Config, Stage, alias_option, option
-from ..spec.determinism import device_option, resolve_device
+from ..spec.determinism import device_option
+from ..stages import runner
 from ..stages.stage import Reporter
 from . import IMAGE_SIZE_TAG, NUM_CLASSES_TAG, PIPELINE
 from . import data as cvdata
 
 MIN_VAL_ACCURACY = "min-val-accuracy"
 GATES = (MIN_VAL_ACCURACY,)
+RECIPE = "resnet18"  # the first word of a training run's name
 
 
 @dataclass(kw_only=True)
@@ -130,10 +131,14 @@ class Prepared:
     params: dict
 
 
+def hyper(cfg: TrainConfig) -> dict:
+    """The hyperparameters a training run's name shows."""
+    return {"lr": cfg.lr, "bs": cfg.batch_size, "e": cfg.epochs, "s": cfg.image_size}
+
+
 def prepare(cfg: TrainConfig, read: DataRead, images, device: str, threads: int) -> Prepared:
     """The model's inputs and the run's name and params, from the config and the data read
     (one place: a reproduction records what the training recorded)."""
-    hyper = {"lr": cfg.lr, "bs": cfg.batch_size, "e": cfg.epochs, "s": cfg.image_size}
     return Prepared(
         read=read,
         images=images,
@@ -141,7 +146,7 @@ def prepare(cfg: TrainConfig, read: DataRead, images, device: str, threads: int)
         y_train=images.labels["train"],
         x_val=cvdata.preprocess(images.images["val"], cfg.image_size),
         y_val=images.labels["val"],
-        name=tracking.run_name("resnet18", hyper, read.digest),
+        name=tracking.run_name(RECIPE, hyper(cfg), read.digest),
         params={
             "epochs": cfg.epochs,
             "lr": cfg.lr,
@@ -160,7 +165,8 @@ def prepare(cfg: TrainConfig, read: DataRead, images, device: str, threads: int)
 def fit(cfg: TrainConfig, data: Prepared, device: str, say=None) -> tuple[Any, dict[str, float]]:
     """Train ResNet-18 in the active run (metrics per epoch) and measure it: the model (on
     the CPU, in eval mode) and its final ``val_accuracy`` and ``train_loss``. Registers
-    nothing: :func:`register` does, when asked."""
+    nothing, and leaves the seed's and the environment's records to its caller (the runner,
+    or a reproduction)."""
     import mlflow
     import numpy as np
     import torch
@@ -168,8 +174,6 @@ def fit(cfg: TrainConfig, data: Prepared, device: str, say=None) -> tuple[Any, d
     say = say or report
     x_train, y_train, x_val, y_val = data.x_train, data.y_train, data.x_val, data.y_val
     torch.manual_seed(cfg.seed)
-    provenance.note_seed("seed", cfg.seed)
-    provenance.log_environment()  # every distribution; the seed, CUDA and GPU tags
     rng = np.random.default_rng(cfg.seed)  # the data order
     model = place(build_model(len(data.images.classes), cfg.weights), device)
     if device == "cuda":
@@ -203,11 +207,9 @@ def fit(cfg: TrainConfig, data: Prepared, device: str, say=None) -> tuple[Any, d
     return model, {"val_accuracy": val_acc, "train_loss": train_loss}
 
 
-def register(
-    client, cfg: TrainConfig, model, data: Prepared, run_id: str, tags: dict | None = None
-) -> str:
-    """Log ``model`` in the active run (signature, input example) and register it as a new
-    version of ``cfg.model_name``, tagged with what its readers need (and ``tags``)."""
+def log_model(model, data: Prepared):
+    """Log ``model`` in the active run with its signature and an input example; what
+    ``mlflow.pytorch.log_model`` returned."""
     import mlflow
     import torch
     from mlflow.models import infer_signature
@@ -215,65 +217,63 @@ def register(
     example = data.x_val[:2]
     with torch.no_grad():
         signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
-    info = mlflow.pytorch.log_model(
+    return mlflow.pytorch.log_model(
         model,
         name="model",
         signature=signature,
         input_example=example,
         serialization_format="pickle",
     )
-    # its tags, its promotion policy (every gate of the pipeline) and its description
-    describe.register_model(client, cfg.model_name, PIPELINE)
-    # the model exists now: a new version of it, as mlflow.register_model would create it
-    # (without its "Registered model ... already exists" line on every first training)
-    created = client.create_model_version(
-        cfg.model_name, source=info.model_uri, model_id=info.model_id
-    )
-    version = str(created.version)
-    mlflow.set_tag(VERSION_TAG, version)
-    for key, value in {
-        PIPELINE_TAG: PIPELINE,
-        IMAGE_SIZE_TAG: str(cfg.image_size),
-        NUM_CLASSES_TAG: str(len(data.images.classes)),
-        **data.read.tags,
-        TRAIN_RUN_TAG: run_id,
-        **(tags or {}),
-    }.items():
-        client.set_model_version_tag(cfg.model_name, version, key, value)
-    return version
 
 
-def train(cfg: TrainConfig) -> dict:
-    uri = cfg.data or cvdata.default_uri()
-    if not uri:
-        raise BadInput("no --data given and MLCP_DATA_ROOT is not set (run `mlcp stack up`)")
-    device = resolve_device(cfg.device)
-    determinism.enable(device)
-    read, images = cvdata.read(uri)
-    data = prepare(cfg, read, images, device, determinism.CPU_THREADS)
-    client = tracking.client()
-    run_args = {"params": data.params, "system_metrics": True}
-    with report.stage_run(cfg.model_name, data.name, **run_args) as run:
-        cvdata.log(read, images, "training")
-        model, measured = fit(cfg, data, device)
+def version_tags(cfg: TrainConfig, data: Prepared) -> dict[str, str]:
+    """What a version's readers need besides the runner's tags: the input size and classes."""
+    return {IMAGE_SIZE_TAG: str(cfg.image_size), NUM_CLASSES_TAG: str(len(data.images.classes))}
+
+
+def register(
+    client, cfg: TrainConfig, model, data: Prepared, run_id: str, tags: dict | None = None
+) -> str:
+    """Log ``model`` in the active run and register it as a new version of
+    ``cfg.model_name`` (a reproduction's; a training's is the runner's)."""
+    info = log_model(model, data)
+    extra = {**version_tags(cfg, data), **(tags or {})}
+    return runner.register(client, cfg.model_name, PIPELINE, info, data.read, run_id, extra)
+
+
+class Train(runner.Trainer):
+    """ResNet-18 on the runner: the data made ready (``prepare``), then ``fit``."""
+
+    report = report
+    data = cvdata
+    system_metrics = True
+
+    def prepare(self, t):
+        determinism.enable(t.device)
+        t.extra["prepared"] = prepare(t.cfg, t.read, t.data, t.device, determinism.CPU_THREADS)
+
+    def named_after(self, t):
+        return RECIPE
+
+    def run_name(self, t):
+        return hyper(t.cfg)
+
+    def params(self, t):
+        return t.extra["prepared"].params
+
+    def fit(self, t):
+        data = t.extra["prepared"]
+        model, measured = fit(t.cfg, data, t.device)
         val_acc = measured["val_accuracy"]
-        version = register(client, cfg, model, data, run.info.run_id)
-        report.describe_trained(client, cfg.model_name, version, read, "val_accuracy", val_acc)
-        gate = gates.Gate(MIN_VAL_ACCURACY, "val_accuracy", ">=", cfg.min_val_accuracy)
-        report.judge([(gate, val_acc)], model=cfg.model_name, version=version)
-    report.advance(
-        cfg.model_name,
-        cfg.output_alias,
-        version,
-        reason=f"training gate passed (val_accuracy {val_acc:.4f})",
-        client=client,
-    )
-    return {
-        "version": version,
-        "val_accuracy": val_acc,
-        "data_digest": read.digest,
-        "run_id": run.info.run_id,
-    }
+        gate = gates.Gate(MIN_VAL_ACCURACY, "val_accuracy", ">=", t.cfg.min_val_accuracy)
+        return runner.Trained(
+            model_info=log_model(model, data),
+            metric="val_accuracy",
+            value=val_acc,
+            checks=[(gate, val_acc)],
+            tags=version_tags(t.cfg, data),
+            result={"val_accuracy": val_acc},
+        )
 
 
 STAGE = Stage(
@@ -281,7 +281,7 @@ STAGE = Stage(
     "train",
     "train ResNet-18; writes candidate on a pass",
     TrainConfig,
-    train,
+    Train(),
     GATES,
     title="CV: train ResNet-18 (writes candidate)",
     description=(

@@ -15,6 +15,7 @@ from __future__ import annotations
 from ..records import lineage, tracking
 from ..spec import determinism
 from ..spec.declare import csv
+from ..stages import runner
 from ..stages.reproduce import recorded_params
 from ..stages.stage import Reporter
 from . import BASE_MODEL_DIGEST_TAG, BASE_REVISION_TAG, PIPELINE, train
@@ -51,7 +52,7 @@ def reproduce(request) -> dict:
     import mlflow
 
     cfg = recorded_config(request)
-    device = train.resolve_device(cfg.device)
+    device = determinism.resolve_device(cfg.device)
     threads = determinism.recorded_threads(request.params)
     read, instructions = llmdata.read(request.data_uri)
     lineage.check_unchanged(read, request.data_digest, "the instruction set")
@@ -64,9 +65,10 @@ def reproduce(request) -> dict:
     client = tracking.client()
     run_args = {"params": data.params, "system_metrics": True}
     with report.stage_run(cfg.model_name, data.name, **run_args) as run:
-        mlflow.set_tags({**request.run_tags, **train.revision_tags(cfg, base)})
-        lineage.log(base.read, name=base.name, num_rows=1, context="base-model")
+        mlflow.set_tags(dict(request.run_tags))
+        train.log_base(cfg, base)
         llmdata.log(read, instructions, "training")
+        runner.log_provenance(cfg)
         model, measured = train.fit(cfg, data, device, report)
         version = None
         if request.register:

@@ -19,13 +19,13 @@ from typing import Any
 
 from ..base.errors import BadInput
 from ..decisions import gates
-from ..records import provenance, tracking
+from ..records import tracking
 from ..records.lineage import DataRead
-from ..registry import describe
 from ..spec import determinism, pinning
-from ..spec.contract import CANDIDATE, GPU_TAG, PIPELINE_TAG, TRAIN_RUN_TAG, VERSION_TAG
+from ..spec.contract import CANDIDATE, GPU_TAG
 from ..spec.declare import Config, Stage, alias_option, option
-from ..spec.determinism import device_option, resolve_device
+from ..spec.determinism import device_option
+from ..stages import runner
 from ..stages.stage import Reporter
 from . import (
     ADAPTER_URI_TAG,
@@ -173,6 +173,16 @@ class Prepared:
     params: dict
 
 
+def hyper(cfg: TrainConfig) -> dict:
+    """The hyperparameters a training run's name shows."""
+    return {"r": cfg.rank, "lr": cfg.lr, "bs": cfg.batch_size, "e": cfg.epochs}
+
+
+def recipe(base: llmdata.BaseModel) -> str:
+    """The first word of a training run's name: the adapter's kind and its base."""
+    return f"lora-{base.name}"
+
+
 def prepare(
     cfg: TrainConfig, read: DataRead, instructions, base, device: str, threads: int
 ) -> Prepared:
@@ -190,7 +200,6 @@ def prepare(
     template = llmdata.PROMPT_TEMPLATE
     train_set = encode(tokenizer, instructions.samples["train"], template, cfg.max_length)
     val_set = encode(tokenizer, instructions.samples["val"], template, cfg.max_length)
-    hyper = {"r": cfg.rank, "lr": cfg.lr, "bs": cfg.batch_size, "e": cfg.epochs}
     params = {
         "base_model": base.name,
         "base_model_ref": base.ref,
@@ -220,7 +229,7 @@ def prepare(
         template=template,
         train_set=train_set,
         val_set=val_set,
-        name=tracking.run_name(f"lora-{base.name}", hyper, read.digest),
+        name=tracking.run_name(recipe(base), hyper(cfg), read.digest),
         params=params,
     )
 
@@ -229,7 +238,8 @@ def fit(cfg: TrainConfig, data: Prepared, device: str, say=None) -> tuple[Any, d
     """Train the adapter in the active run (the loss curves, eval loss and perplexity) and
     measure it: the model and its measures (``final_eval_loss``, ``final_eval_perplexity``,
     ``epoch_train_loss``, ``initial_eval_loss``, ``trainable_parameters``). Registers
-    nothing: :func:`register` does, when asked."""
+    nothing, and leaves the seed's and the environment's records to its caller (the runner,
+    or a reproduction)."""
     import mlflow
     import torch
     from peft import LoraConfig, get_peft_model
@@ -238,8 +248,6 @@ def fit(cfg: TrainConfig, data: Prepared, device: str, say=None) -> tuple[Any, d
     say = say or report
     base, train_set, val_set, pad_id = data.base, data.train_set, data.val_set, data.pad_id
     torch.manual_seed(cfg.seed)  # the adapter's initialisation and its dropout
-    provenance.note_seed("seed", cfg.seed)
-    provenance.log_environment()  # every distribution; the seed, CUDA and GPU tags
     model = AutoModelForCausalLM.from_pretrained(base.folder, dtype=torch.float32)
     try:
         model = get_peft_model(
@@ -346,15 +354,14 @@ def load_base(cfg: TrainConfig, base_ref: str) -> llmdata.BaseModel:
     return llmdata.materialize(base_ref, revision, allow_unpinned=cfg.allow_unpinned)
 
 
-def register(client, cfg: TrainConfig, model, data: Prepared, run, tags: dict | None = None) -> str:
-    """Log the adapter folder as the active run's ``adapter`` artifact and register it as a
-    new version of ``cfg.model_name``, tagged with what it needs from a base (and ``tags``)."""
+def log_adapter(model, data: Prepared) -> str:
+    """Log the adapter folder as the active run's ``adapter`` artifact (naming its base by
+    the name the server serves it under); the folder's URI, which the version is made from."""
     import tempfile
     from pathlib import Path
 
     import mlflow
 
-    base = data.base
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "adapter"
         model.cpu().save_pretrained(folder)  # CPU tensors: any reader can load them
@@ -362,11 +369,17 @@ def register(client, cfg: TrainConfig, model, data: Prepared, run, tags: dict | 
         # local folder it was trained from
         config_path = folder / "adapter_config.json"
         adapter_config = json.loads(config_path.read_text())
-        adapter_config["base_model_name_or_path"] = base.name
+        adapter_config["base_model_name_or_path"] = data.base.name
         config_path.write_text(json.dumps(adapter_config, indent=2) + "\n")
         mlflow.log_artifacts(str(folder), "adapter")
-    version_tags = {
-        PIPELINE_TAG: PIPELINE,
+    return f"{mlflow.get_artifact_uri()}/adapter"
+
+
+def version_tags(cfg: TrainConfig, data: Prepared, run_id: str) -> dict[str, str]:
+    """What a version's readers need from its base and its adapter, besides the runner's
+    tags (its pipeline, the data read, the training run)."""
+    base = data.base
+    return {
         BASE_MODEL_TAG: base.name,
         BASE_MODEL_REF_TAG: base.ref,
         BASE_MODEL_DIGEST_TAG: base.read.digest,
@@ -375,90 +388,88 @@ def register(client, cfg: TrainConfig, model, data: Prepared, run, tags: dict | 
         "mlcp.lora_alpha": f"{cfg.alpha:g}",
         "mlcp.target_modules": ",".join(cfg.target_modules),
         PROMPT_TEMPLATE_TAG: data.template,
-        ADAPTER_URI_TAG: f"runs:/{run.info.run_id}/adapter",
-        **data.read.tags,
+        ADAPTER_URI_TAG: f"runs:/{run_id}/adapter",
         **revision_tags(cfg, base),
-        TRAIN_RUN_TAG: run.info.run_id,
-        **(tags or {}),
     }
-    # its tags, its promotion policy (every gate of the pipeline) and its description
-    describe.register_model(client, cfg.model_name, PIPELINE)
-    version = str(
-        client.create_model_version(
-            cfg.model_name,
-            f"{run.info.artifact_uri}/adapter",
-            run_id=run.info.run_id,
-            tags=version_tags,
-        ).version
-    )
-    mlflow.set_tag(VERSION_TAG, version)
-    return version
 
 
-def train(cfg: TrainConfig) -> dict:
+def register(client, cfg: TrainConfig, model, data: Prepared, run, tags: dict | None = None) -> str:
+    """Log the adapter in the active run and register it as a new version of
+    ``cfg.model_name`` (a reproduction's; a training's is the runner's)."""
+    run_id = run.info.run_id
+    source = log_adapter(model, data)
+    extra = {**version_tags(cfg, data, run_id), **(tags or {})}
+    return runner.register(client, cfg.model_name, PIPELINE, source, data.read, run_id, extra)
+
+
+def log_base(cfg: TrainConfig, base: llmdata.BaseModel) -> None:
+    """In the active run: the base model's revision tags and its lineage (an input)."""
     import mlflow
 
     from ..records import lineage
 
-    uri = cfg.data or llmdata.default_uri()
-    if not uri:
-        raise BadInput("no --data given and MLCP_DATA_ROOT is not set (run `mlcp stack up`)")
-    base_ref = cfg.base_model or llmdata.default_base()
-    if not base_ref:
-        raise BadInput(
-            "no --base-model given and neither MLCP_LLM_BASE_MODEL nor MLCP_DATA_ROOT is set"
-        )
-    device = resolve_device(cfg.device)  # before any work: a missing GPU is found at once
-    read, instructions = llmdata.read(uri)
-    client = tracking.client()
-    try:  # the model's pipeline is part of its contract: refuse another pipeline's model
-        existing = client.get_registered_model(cfg.model_name)
-    except Exception:
-        existing = None
-    if existing is not None and existing.tags.get(PIPELINE_TAG, PIPELINE) != PIPELINE:
-        raise BadInput(
-            f"registered model {cfg.model_name!r} belongs to the "
-            f"{existing.tags[PIPELINE_TAG]!r} pipeline, not {PIPELINE!r}"
-        )
-    base = load_base(cfg, base_ref)
-    determinism.enable(device)
-    data = prepare(cfg, read, instructions, base, device, determinism.CPU_THREADS)
-    run_args = {"params": data.params, "system_metrics": True}
-    with report.stage_run(cfg.model_name, data.name, **run_args) as run:
-        mlflow.set_tags(revision_tags(cfg, base))
-        lineage.log(base.read, name=base.name, num_rows=1, context="base-model")
-        llmdata.log(read, instructions, "training")
-        model, measured = fit(cfg, data, device)
+    mlflow.set_tags(revision_tags(cfg, base))
+    lineage.log(base.read, name=base.name, num_rows=1, context="base-model")
+
+
+class Train(runner.Trainer):
+    """A LoRA adapter on the runner: the base loaded and the samples encoded (``prepare``),
+    then ``fit``."""
+
+    report = report
+    data = llmdata
+    system_metrics = True
+
+    def prepare(self, t):
+        cfg = t.cfg
+        base_ref = cfg.base_model or llmdata.default_base()
+        if not base_ref:
+            raise BadInput(
+                "no --base-model given and neither MLCP_LLM_BASE_MODEL nor MLCP_DATA_ROOT is set"
+            )
+        base = load_base(cfg, base_ref)
+        determinism.enable(t.device)
+        t.extra["prepared"] = prepare(cfg, t.read, t.data, base, t.device, determinism.CPU_THREADS)
+
+    def named_after(self, t):
+        return recipe(t.extra["prepared"].base)
+
+    def run_name(self, t):
+        return hyper(t.cfg)
+
+    def params(self, t):
+        return t.extra["prepared"].params
+
+    def fit(self, t):
+        import mlflow
+
+        cfg, data = t.cfg, t.extra["prepared"]
+        log_base(cfg, data.base)
+        model, measured = fit(cfg, data, t.device)
         eval_loss, perplexity = measured["final_eval_loss"], measured["final_eval_perplexity"]
-        initial = measured["initial_eval_loss"]
-        version = register(client, cfg, model, data, run)
-        report.describe_trained(
-            client, cfg.model_name, version, read, "eval_perplexity", perplexity
-        )
+        initial = math.exp(measured["initial_eval_loss"])
+        run_id = mlflow.active_run().info.run_id
         gate = gates.Gate(MAX_EVAL_PERPLEXITY, "eval_perplexity", "<=", cfg.max_eval_perplexity)
-        evidence = {
-            "initial_eval_perplexity": math.exp(initial),
-            "eval_loss": eval_loss,
-            "val_samples": len(data.val_set),
-        }
-        report.judge([(gate, perplexity)], model=cfg.model_name, version=version, evidence=evidence)
-    report.advance(
-        cfg.model_name,
-        cfg.output_alias,
-        version,
-        reason=f"training gate passed (eval perplexity {perplexity:.4f})",
-        client=client,
-    )
-    return {
-        "version": version,
-        "eval_loss": eval_loss,
-        "eval_perplexity": perplexity,
-        "initial_eval_perplexity": math.exp(initial),
-        "base_model": base.name,
-        "base_revision": base.revision,
-        "data_digest": read.digest,
-        "run_id": run.info.run_id,
-    }
+        return runner.Trained(
+            model_info=log_adapter(model, data),
+            metric="eval_perplexity",
+            value=perplexity,
+            checks=[(gate, perplexity)],
+            evidence={
+                "initial_eval_perplexity": initial,
+                "eval_loss": eval_loss,
+                "val_samples": len(data.val_set),
+            },
+            tags=version_tags(cfg, data, run_id),
+            reason=f"training gate passed (eval perplexity {perplexity:.4f})",
+            result={
+                "eval_loss": eval_loss,
+                "eval_perplexity": perplexity,
+                "initial_eval_perplexity": initial,
+                "base_model": data.base.name,
+                "base_revision": data.base.revision,
+            },
+        )
 
 
 STAGE = Stage(
@@ -466,7 +477,7 @@ STAGE = Stage(
     "train",
     "train a LoRA adapter; writes candidate on a pass",
     TrainConfig,
-    train,
+    Train(),
     GATES,
     title="LLM: train a LoRA adapter (writes candidate)",
     description=(

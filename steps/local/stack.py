@@ -320,6 +320,10 @@ def _triton_command(port: int, home: Path, extra: dict) -> list[str]:
         f"--metrics-port={extra['metrics_port']}",
         "--exit-timeout-secs=5",
         "--log-verbose=0",
+        # Its python back end talks to each model's stub through shared memory named with
+        # this prefix: one per server, as Triton asks of several servers on one machine (the
+        # tests run four), so that no two ever open the same region
+        f"--backend-config=python,shm-region-prefix-name=mlcp{port}",
     ]
 
 
@@ -1256,8 +1260,9 @@ def _router_command(port: int, home: Path) -> tuple[list[str], dict, dict]:
         str(folder / "bootstrap.json"),
         "--log-level",
         "warn",
-        "--base-id",
-        str(port),  # its shared memory is keyed by this: two stacks' routers never meet
+        # A restart here is a new process, never Envoy's hot restart, so it keeps no shared
+        # memory: with it, each start left an envoy_shared_memory_* file in /dev/shm
+        "--disable-hot-restart",
     ]
     env = envs.venv_process_env(_router_venv(home))
     return command, env, {**ports, "config_dir": str(config)}

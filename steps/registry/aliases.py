@@ -34,6 +34,16 @@ def parse_ref(text: str) -> Ref:
     return Ref(model, check_alias_name(alias))
 
 
+def find_model(client, name: str):
+    """Registered model ``name``, or None when it does not exist (yet)."""
+    try:
+        return client.get_registered_model(name)
+    except Exception as exc:
+        if not _is_missing(exc):
+            raise
+        return None
+
+
 def _is_missing(exc: Exception) -> bool:
     """A refused request (either client's) saying the thing asked for does not exist."""
     return error_code(exc) in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")

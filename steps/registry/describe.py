@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..base.errors import RecordFailed
+from ..base.errors import BadInput, RecordFailed
 from ..base.rest import error_code
 from ..decisions.gates import Decision
 from ..spec.contract import (
@@ -58,6 +58,17 @@ def model_description(pipeline: Pipeline, model: str) -> str:
             f"-p target-alias={LIVE}`.",
         )
     )
+
+
+def check_owner(registered, pipeline_name: str) -> None:
+    """BadInput when registered model ``registered`` (None: not registered yet) belongs to
+    another pipeline than ``pipeline_name``: a model's pipeline is part of its contract (its
+    serving back end, its gates), so a stage never writes a version of another's model."""
+    owner = registered.tags.get(PIPELINE_TAG) if registered is not None else None
+    if owner and owner != pipeline_name:
+        raise BadInput(
+            f"model {registered.name!r} belongs to the {owner!r} pipeline, not {pipeline_name!r}"
+        )
 
 
 def register_model(client, model: str, pipeline_name: str) -> None:

@@ -36,7 +36,7 @@ from ..base import outputs
 from ..base.errors import BadInput, RecordFailed
 from ..decisions import gates
 from ..records import datasets, lineage, tracking
-from ..registry import aliases, moves
+from ..registry import aliases, describe, moves
 from ..spec.contract import (
     DATA_DIGEST_TAG,
     DATA_SOURCE_TAG,
@@ -44,7 +44,6 @@ from ..spec.contract import (
     GATE_TAG,
     KIND_TAG,
     LIVE,
-    PIPELINE_TAG,
     TAG_PREFIX,
     VERDICT_TAG,
     show_version,
@@ -238,9 +237,7 @@ def numeric(
 
 def _live(client, model: str, pipeline: str) -> tuple[str, dict[str, str]]:
     registered = aliases.get_model(client, model)
-    owner = registered.tags.get(PIPELINE_TAG)
-    if owner and owner != pipeline:
-        raise BadInput(f"model {model!r} belongs to the {owner!r} pipeline, not {pipeline!r}")
+    describe.check_owner(registered, pipeline)
     current = {a: str(v) for a, v in registered.aliases.items()}
     if LIVE not in current:
         raise BadInput(

@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..base.errors import MlcpError
+from ..base.errors import BadInput, MlcpError
 from ..decisions import gates, paired
 from ..records import tracking
 from ..spec.contract import live_slot, staged_slot
@@ -71,6 +71,7 @@ class Target:
     champion_slot: str | None = None
     read: Any = None  # the data read (a DataRead), None for a stage that reads none
     data: Any = None  # and what the pipeline's reader parsed from it
+    device: str = "cpu"  # a training's resolved ``cfg.device`` (``spec.determinism``)
     extra: dict = field(default_factory=dict)  # what a stage's hooks pass each other
 
 
@@ -158,7 +159,7 @@ class Trained(Measured):
     ``metric`` and ``value`` (the start of the version's description); ``tags`` go on the
     version beside the data's and the pipeline's."""
 
-    model_info: Any = None
+    model_info: Any = None  # or the URI of an artifact folder the run logged (e.g. an adapter)
     metric: str = ""
     value: float = float("nan")
     tags: Mapping[str, str] = field(default_factory=dict)
@@ -176,9 +177,20 @@ class Trainer(Stage):
         return train(self, cfg)
 
     def data_uri(self, t: Target) -> str:
+        """``--data``; else the newest published version of :attr:`dataset`; else, with no
+        data set named, the data module's ``default_uri()`` (a fixed place under the data
+        root)."""
         from ..records import datasets
 
-        return getattr(t.cfg, "data", None) or datasets.newest(self.dataset)["uri"]
+        given = getattr(t.cfg, "data", None)
+        if given:
+            return given
+        if self.dataset:
+            return datasets.newest(self.dataset)["uri"]
+        found = self.data.default_uri()
+        if not found:
+            raise BadInput("no --data given and MLCP_DATA_ROOT is not set (run `mlcp stack up`)")
+        return found
 
     def params(self, t: Target) -> dict:
         return {}
@@ -188,16 +200,22 @@ class Trainer(Stage):
 
 
 def register(client, model: str, pipeline: str, info, read, run_id: str, tags=None) -> str:
-    """Register the model the active run logged (``info``) as a new version of ``model``
-    (created for ``pipeline`` if new), tagged with its pipeline, the data it read, the run
-    that trained it and ``tags``; the run is tagged with the version. Returns the version."""
+    """Register the model the active run logged as a new version of ``model`` (created for
+    ``pipeline`` if new), tagged with its pipeline, the data it read, the run that trained it
+    and ``tags``; the run is tagged with the version. ``info`` is what
+    ``mlflow.<flavour>.log_model`` returned, or the URI of an artifact folder of run
+    ``run_id`` (a model that is not an MLflow flavour, such as an adapter folder). Returns the
+    version."""
     import mlflow
 
     from ..registry import describe
     from ..spec.contract import PIPELINE_TAG, TRAIN_RUN_TAG, VERSION_TAG
 
     describe.register_model(client, model, pipeline)
-    created = client.create_model_version(model, source=info.model_uri, model_id=info.model_id)
+    if isinstance(info, str):
+        created = client.create_model_version(model, info, run_id=run_id)
+    else:
+        created = client.create_model_version(model, source=info.model_uri, model_id=info.model_id)
     version = str(created.version)
     mlflow.set_tag(VERSION_TAG, version)
     for key, value in {
@@ -210,26 +228,43 @@ def register(client, model: str, pipeline: str, info, read, run_id: str, tags=No
     return version
 
 
-def train(stage: Trainer, cfg) -> dict:
-    """Run a training stage: read the data, open the run, log the
-    data, the seed and the environment, ``fit``, register the version, describe it, judge
-    the gates on it, point ``cfg.output_alias`` at it."""
-    import mlflow
-
+def log_provenance(cfg) -> None:
+    """In the active run: the seed ``cfg.seed`` (when the config has one) and the
+    environment (every distribution; CUDA and the GPU), as a training records them and a
+    reproduction records them again."""
     from ..records import provenance
 
+    if hasattr(cfg, "seed"):
+        provenance.note_seed("seed", cfg.seed)
+    provenance.log_environment()
+
+
+def train(stage: Trainer, cfg) -> dict:
+    """Run a training stage: resolve the device asked for (``cfg.device``, when the config
+    has one), refuse a model of another pipeline, read the data, ``prepare``,
+    open the run, log the data, the seed and the environment, ``fit``, register the version,
+    describe it, judge the gates on it, point ``cfg.output_alias`` at it."""
+    import mlflow
+
+    from ..registry import aliases, describe
+
     t = Target(cfg, model=cfg.model_name)
+    if hasattr(cfg, "device"):  # a device asked for and not there: bad input before any work
+        from ..spec.determinism import resolve_device
+
+        t.device = resolve_device(cfg.device)
+    uri = stage.data_uri(t)  # where it reads: said before anything is asked of a server
     t.server = stage.connect(t)
     t.client = tracking.client()
-    t.read, t.data = stage.data.read(stage.data_uri(t))
+    describe.check_owner(aliases.find_model(t.client, t.model), stage.report.pipeline)
+    t.read, t.data = stage.data.read(uri)
+    stage.prepare(t)
     name = tracking.run_name(stage.named_after(t), stage.run_name(t), t.read.digest)
     report = stage.report
     params, sampled = stage.params(t), stage.system_metrics
     with report.stage_run(t.model, name, params=params, system_metrics=sampled) as run:
         stage.data.log(t.read, t.data, stage.context)
-        if hasattr(cfg, "seed"):
-            provenance.note_seed("seed", cfg.seed)
-        provenance.log_environment()
+        log_provenance(cfg)
         found = stage.fit(t)
         if found.metrics:
             mlflow.log_metrics(dict(found.metrics))

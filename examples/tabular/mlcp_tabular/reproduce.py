@@ -32,6 +32,7 @@ def reproduce(request) -> dict:
     with report.stage_run(cfg.model_name, name, params=train.params(cfg)) as run:
         mlflow.set_tags(dict(request.run_tags))
         tabdata.log(read, table, "training")
+        runner.log_provenance(cfg)
         model, val_acc = train.fit(cfg, table)
         mlflow.log_metric("val_accuracy", val_acc)
         x, _ = table.part("test")
