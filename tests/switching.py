@@ -274,15 +274,48 @@ class RouterLoad:
 # The router draws each request's side at random, so the challenger's fraction of a step is
 # binomial: at weight p over n requests its standard deviation is sqrt(p(1-p)/n). A check
 # of +-POINTS is sound when POINTS is at least SPREAD standard deviations: a correct router
-# then fails it with probability under 0.001 (3.3 sd, two-sided).
+# then fails it with probability under 0.001 (3.3 sd, two-sided). A step that saw fewer
+# requests than that is checked at SPREAD standard deviations instead (:func:`tolerance`).
 POINTS = 0.03
 SPREAD = 3.3
+
+
+# --max-p95-ratio for the rollouts whose tests judge the split, the promotion or the flip, not
+# latency (the refusal tests do, at the default 1.5). On a 2-core machine shared with vLLM, a
+# slot that gets 5% of the requests wakes for each one, the slot that gets 100% queues them,
+# and the champion's sample is from the step before: p95 ratios of 1.7 and 6.5 were seen,
+# a few milliseconds apart.
+UNJUDGED_P95_RATIO = "50"
+MIN_REQUESTS = 200  # fewer, and the bound below is too wide to tell a weight from another
 
 
 def requests_needed(weight: int) -> int:
     """How many requests a step at ``weight`` percent needs for the +-POINTS check."""
     p = weight / 100
     return math.ceil(p * (1 - p) * (SPREAD / POINTS) ** 2)
+
+
+def tolerance(weight: int, count: int) -> float:
+    """How far a step's observed share may lie from ``weight`` percent over ``count``
+    requests: POINTS, or SPREAD standard deviations when the step saw fewer requests than
+    :func:`requests_needed` (a loaded machine answers fewer in the same seconds). Either way
+    a correct router fails it with probability under 0.001; with MIN_REQUESTS or more it is
+    at most 11.7 points at 50% and 5.1 points at 5%, so a router that ignores the weight
+    still fails it."""
+    p = weight / 100
+    return max(POINTS, SPREAD * math.sqrt(p * (1 - p) / max(count, 1)))
+
+
+def check_split(weight: int, count: int, fraction: float) -> None:
+    """Assert that a step at ``weight`` percent sent ``fraction`` of its ``count`` requests to
+    the challenger, within :func:`tolerance`."""
+    bound = tolerance(weight, count)
+    print(
+        f"weight {weight}%: {fraction:.1%} of {count} requests to the challenger "
+        f"(allowed +-{bound:.1%}; +-{POINTS:.0%} takes {requests_needed(weight)})"
+    )
+    assert count >= MIN_REQUESTS, (weight, count)
+    assert abs(fraction - weight / 100) <= bound, (weight, count, fraction, bound)
 
 
 def step_splits(client, model: str, walled, challenger: str) -> list[tuple[int, int, float]]:

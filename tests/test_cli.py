@@ -179,6 +179,18 @@ def test_training_on_a_gpu_that_is_not_there_is_bad_input_before_any_work(tmp_pa
     assert unknown.code == 2 and "unknown --device value 'tpu'" in unknown.err
 
 
+def test_a_training_with_no_data_anywhere_is_bad_input_before_any_server_is_asked(tmp_path):
+    # no --data and no data root: each built-in training (on the stage runner) says what is
+    # missing before it asks the tracking server anything (the one named here does not exist)
+    env = {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9", "MLCP_HOME": str(tmp_path)}
+    env["MLCP_DATA_ROOT"] = ""
+    for pipeline in ("cv", "llm"):
+        result = run_mlcp(pipeline, "train", "--model-name", "m", env=env)
+        assert result.code == 2, result.err
+        assert "no --data given and MLCP_DATA_ROOT is not set" in result.err
+        assert "127.0.0.1:9" not in result.err
+
+
 def test_a_core_command_parses_without_importing_a_pipeline():
     # given the command line of a rollback (the path that must stay fast)
     probe = (

@@ -522,3 +522,24 @@ def test_champion_alias_errors_are_clear_and_move_nothing(mlcp, models, client, 
         client.set_registered_model_alias(model, "live", live)
         client.delete_registered_model_alias(model, "champion")
     assert models.aliases(model) == aliases and moves.history(client, model) == history
+
+
+def test_a_training_refuses_another_pipelines_model_before_it_reads_anything(
+    mlcp, models, client, champion
+):
+    model = champion["model"]
+    aliases, history = models.aliases(model), moves.history(client, model)
+    versions = len(client.search_model_versions(f"name='{model}'"))
+    tags = dict(client.get_registered_model(model).tags)
+    # when another pipeline's training (the runner's, which every pipeline's train is on)
+    # is pointed at the CV model
+    for pipeline in ("llm", "tabular"):
+        # (a --data that does not exist: the refusal comes before anything is read)
+        wrong = mlcp(pipeline, "train", "--model-name", model, "--data", "s3://nowhere/none")
+        # then it is bad input, said plainly
+        assert wrong.code == 2, wrong.err[-2000:]
+        assert f"model {model!r} belongs to the 'cv' pipeline, not {pipeline!r}" in wrong.err
+    # and nothing was written: no version, no alias, no tag changed (its serving tag too)
+    assert len(client.search_model_versions(f"name='{model}'")) == versions
+    assert models.aliases(model) == aliases and moves.history(client, model) == history
+    assert dict(client.get_registered_model(model).tags) == tags

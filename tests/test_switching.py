@@ -185,10 +185,11 @@ def test_the_router_splits_an_openai_model_by_slot_on_vllm(vllm_model, client, v
 
 
 # ---------------------------------------------------------------- a rollout on vLLM, live traffic
-# The rollout below holds 5% then 100%: at 5% the +-3 points check needs 600 requests
-# (switching.requests_needed); at 100% every request goes to the challenger. A step at 25% or
-# 50% would need 2,269 / 3,025 requests: minutes of vLLM on two cores, for nothing the 5% step
-# does not show (the CV rollout test checks those weights).
+# The rollout below holds 5% then 100%: at 5% the +-3 points check needs 575 requests
+# (switching.requests_needed; fewer widen it, switching.tolerance); at 100% every request
+# goes to the challenger. A step at 25% or 50% would need 2,269 / 3,025 requests: minutes of
+# vLLM on two cores, for nothing the 5% step does not show (the CV rollout test checks those
+# weights).
 SPLIT_STEPS = "5,100"
 
 
@@ -370,7 +371,10 @@ def test_an_llm_rollout_splits_as_weighted_and_promotes(vllm_model, client, vllm
         # when the rollout holds 5%, then 100%
         result = run_mlcp(
             "llm", "rollout", "--model-name", name, "--steps", SPLIT_STEPS,
-            "--step-duration", "3", "--min-requests", "10", "--reason", "test", timeout=180,
+            "--step-duration", "3", "--min-requests", "10", "--reason", "test",
+            # latency is not what this test judges (the refusal test below does)
+            "--max-p95-ratio", switching.UNJUDGED_P95_RATIO,
+            timeout=180,
         )  # fmt: skip
     # then every step passed, v2 is live, v1 warm in the previous slot, and no request failed
     assert result.code == 0, result.err[-3000:]
@@ -389,6 +393,4 @@ def test_an_llm_rollout_splits_as_weighted_and_promotes(vllm_model, client, vllm
     assert [w for w, _, _ in splits] == [5, 100], splits
     assert set(v for _, v in load.walled) <= {staged_slot(name), live_slot(name)}
     for weight, count, fraction in splits:
-        print(f"weight {weight}%: {fraction:.1%} of {count} requests to the challenger")
-        assert count >= switching.requests_needed(weight), (weight, count)
-        assert abs(fraction - weight / 100) <= switching.POINTS, (weight, count, fraction)
+        switching.check_split(weight, count, fraction)
