@@ -442,15 +442,18 @@ def test_a_weaker_challenger_is_refused_side_by_side_and_a_retrain_passes(
     assert found["throughput-vs-champion"].data.metrics["ci_high"] >= 0.67
 
 
-def test_a_challenger_with_four_times_the_compute_is_refused_on_latency(
+def test_a_challenger_with_sixteen_times_the_compute_is_refused_on_latency(
     mlcp, models, client, champion
 ):
     import mlflow
 
     model = champion["model"]
     live = models.aliases(model)["live"]
-    # given the same ResNet-18 at 64 px (the champion: 32 px), deployed beside it
-    heavy = trained(mlcp, model, "--epochs", "1", "--image-size", "64", "--min-val-accuracy", "0")
+    # given the same ResNet-18 at 128 px (the champion: 32 px), deployed beside it. At 64 px
+    # (four times the compute) the p95 ratio was 1.95 [1.85, 2.04] alone, but its interval
+    # reached the 1.5 margin beside the other worker's load: the fixed cost of a request
+    # dilutes the compute's ratio, and a shared CPU dilutes it more. At 128 px: 3.31 alone
+    heavy = trained(mlcp, model, "--epochs", "1", "--image-size", "128", "--min-val-accuracy", "0")
     aliases, history = models.aliases(model), moves.history(client, model)
     # when one locust run loads both slots with the same users, seconds and images
     perf = mlcp(

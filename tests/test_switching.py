@@ -104,6 +104,43 @@ def vllm_model(stack_env, llm_data, vllm_server):
     return name, answers
 
 
+def test_a_triton_switch_refused_by_its_smoke_test_restores_every_replica_and_the_pin(
+    triton_model, client
+):
+    from steps.base.environment import MLCP_TRITON_REPOSITORY
+    from steps.base.errors import MlcpError
+    from steps.cv.serving import TRITON
+    from steps.serving import triton
+
+    # given v1 serving on every replica of the live slot, and v2's entry written beside it
+    name, slot = triton_model, f"{triton_model}-live"
+    TRITON.load_live(client, name, "2")
+    TRITON.load_live(client, name, "1")
+    repository = MLCP_TRITON_REPOSITORY.get()
+    fleet = triton.Fleet()
+    assert len(fleet.members) == 2  # the session stack's two replicas
+    assert [s.version for s in fleet.served(slot)] == ["1", "1"]
+    asked = []
+
+    def smoke(server):
+        asked.append(server.url)
+        raise MlcpError("smoke test refused")
+
+    # when the back end switches the slot to v2 and the smoke test refuses it
+    with pytest.raises(MlcpError, match="smoke test refused"):
+        TRITON.switch(name, slot, "2", smoke)
+    # then the back end itself put every replica back on v1, and the pin still names v1
+    assert asked == [fleet.urls[0]]
+    assert [s.version for s in triton.Fleet().served(slot)] == ["1", "1"]
+    assert triton.pinned(repository, slot) == "1"
+    # and a switch whose smoke test passes moves every replica and the pin (then back)
+    TRITON.switch(name, slot, "2", lambda server: None)
+    assert [s.version for s in triton.Fleet().served(slot)] == ["2", "2"]
+    assert triton.pinned(repository, slot) == "2"
+    TRITON.switch(name, slot, "1")
+    assert triton.pinned(repository, slot) == "1"
+
+
 def test_vllm_switches_under_load_fail_no_request(vllm_model, client, vllm_server):
     from steps.serving import vllm
 
@@ -139,6 +176,36 @@ def test_vllm_switches_under_load_fail_no_request(vllm_model, client, vllm_serve
 
 
 @pytest.mark.usefixtures("router_stack")
+def test_a_vllm_switch_refused_by_its_smoke_test_points_the_slot_back(vllm_model, client):
+    from steps.base.errors import MlcpError
+    from steps.llm import deploy
+    from steps.llm.serving import VLLM
+    from steps.serving import vllm
+    from steps.spec.contract import live_slot
+
+    # given the live slot serving one version (whichever the tests before left live)
+    name, _ = vllm_model
+    slot = live_slot(name)
+    root = deploy.adapter_root()
+    before = [s.version for s in VLLM.served(name, slot)]
+    assert len(set(before)) == 1 and before[0] in ("1", "2"), before
+    other = "2" if before[0] == "1" else "1"
+    recorded = vllm.recorded_slots(root)[slot]
+    asked = []
+
+    def smoke(server):
+        asked.append(server.url)
+        raise MlcpError("smoke test refused")
+
+    # when the back end switches it to the other version and the smoke test refuses it
+    with pytest.raises(MlcpError, match="smoke test refused"):
+        VLLM.switch(name, slot, other, smoke)
+    # then the slot was pointed back at what it served, and the manifest (what a restarted
+    # server loads) was not touched
+    assert asked and [s.version for s in VLLM.served(name, slot)] == before
+    assert vllm.recorded_slots(root)[slot] == recorded
+
+
 def test_the_router_splits_an_openai_model_by_slot_on_vllm(vllm_model, client, vllm_server):
     """The router reads the model from the OpenAI request's body and rewrites it into the
     slot its weight drew: clients name the model, vLLM answers from either adapter."""
