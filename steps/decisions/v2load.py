@@ -47,15 +47,14 @@ def summarize(latencies: list[float], failures: int, per_second: list[int], seco
 
 
 def warm_up(url: str, targets, count: int) -> dict[str, dict]:
-    """POST each target's body ``count`` times before the measured run, one after another;
-    per label, how many were sent and how many failed (a failing slot fails the measured
-    run too, where it is counted: here it is only said)."""
+    """POST each target's body (``targets``: label, path, body bytes) ``count`` times before
+    the measured run, one after another; per label, how many were sent and how many failed
+    (a failing slot fails the measured run too, where it is counted: here it is only said)."""
     import urllib.error
     import urllib.request
 
     warmed: dict[str, dict] = {}
-    for label, path, body_path in targets:
-        body = open(body_path, "rb").read()
+    for label, path, body in targets:
         failed = 0
         for _ in range(count):
             request = urllib.request.Request(
@@ -103,11 +102,10 @@ def main(argv=None) -> int:
     import itertools
     from collections import Counter
 
-    warmed = warm_up(args.url, args.target, args.warmup)
-
     from locust import FastHttpUser, constant, task
 
     targets = [(label, path, open(body, "rb").read()) for label, path, body in args.target]
+    warmed = warm_up(args.url, targets, args.warmup)
     assigned = itertools.count()
     latencies: dict[str, list[float]] = {label: [] for label in labels}
     failures: Counter = Counter()

@@ -187,7 +187,8 @@ class Trainer(Stage):
             return given
         if self.dataset:
             return datasets.newest(self.dataset)["uri"]
-        found = self.data.default_uri()
+        default = getattr(self.data, "default_uri", None)  # a plugin may have neither
+        found = default() if default is not None else ""
         if not found:
             raise BadInput("no --data given and MLCP_DATA_ROOT is not set (run `mlcp stack up`)")
         return found
