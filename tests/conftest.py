@@ -53,9 +53,24 @@ def stack_env(tmp_path_factory):
     try:
         yield {**values, "home": home}
     finally:
+        dead = _dead_services(home)
         stack.down(home)
         os.environ.clear()
         os.environ.update(saved)
+    # a session server that died while the tests ran fails the run with its log's last lines:
+    # the tests that failed on it say only "not reachable"
+    assert not dead, "\n\n".join(dead)
+
+
+def _dead_services(home: Path) -> list[str]:
+    from steps.local import stack
+
+    return [
+        f"the session's {row['service']} ({row['url']}) is {row['state']}; last lines of its "
+        f"log:\n{stack._tail(home / 'logs' / (row['service'] + '.log'), 40)}"
+        for row in stack.status(home)
+        if row["state"] == "dead"
+    ]
 
 
 @pytest.fixture(scope="session")

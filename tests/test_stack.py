@@ -405,3 +405,34 @@ def test_mlflow_runs_without_a_job_runner(stack_env):
     # then the server and its workers run, and no huey consumer (MLflow's job runner) does
     assert any("mlflow" in cmd and "server" in cmd for cmd in members), members
     assert not [cmd for cmd in members if "huey" in cmd], members
+
+
+def test_a_pid_given_out_again_is_not_signalled_as_the_service(tmp_path):
+    """A recorded service whose process exited and whose pid the kernel gave to another
+    process (its own group leader, as every stack server is): stopping, restarting or
+    `down` must leave that stranger alone, and `status` calls the service dead.
+
+    The kernel's reuse is not forced here: a real process stands in for the stranger, and
+    the record carries another start time, which is what a reused pid looks like."""
+    stranger = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        ticks = stack._start_ticks(stranger.pid)
+        assert ticks and ticks > 1
+        gone = stack.Service("s3", stack.free_port(), stranger.pid, ticks - 1)
+        assert stack._reused(gone) and not stack._running(gone)
+        # when the stack stops the recorded service (as `up` does before a restart)
+        stack._kill(gone, grace=1)
+        assert stranger.poll() is None, "the stranger on the reused pid was signalled"
+        # when `down` and `status` read a record that names the pid
+        home = tmp_path / "home"
+        home.mkdir()
+        stack._save_state(home, {"s3": gone})
+        assert {r["service"]: r["state"] for r in stack.status(home)}["s3"] == "dead"
+        assert stack.down(home) == [] and stranger.poll() is None
+        # and the same record with the right start time does stop it
+        stack._kill(stack.Service("s3", gone.port, stranger.pid, ticks), grace=5)
+        assert stranger.wait(timeout=10) == -signal.SIGTERM
+    finally:
+        if stranger.poll() is None:
+            stranger.kill()
+            stranger.wait()

@@ -136,6 +136,9 @@ class Service:
     name: str
     port: int
     pid: int = 0
+    # the process's start time (clock ticks after boot, /proc/<pid>/stat): a pid recorded here
+    # names this process only while that matches, since the kernel hands freed pids out again
+    started: int = 0
     # triton: grpc_port, metrics_port, repository; vllm: base, served_name, adapter_dir
     extra: dict = field(default_factory=dict)
 
@@ -200,6 +203,30 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started (field 22 of /proc/<pid>/stat), or None if none runs."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(") ")[2].split()
+    except OSError:
+        return None
+    return int(fields[19])  # field 22; the list starts at field 3, the state
+
+
+def _reused(service: Service) -> bool:
+    """Whether the pid recorded for ``service`` now names another process: its own exited
+    and the kernel gave the number out again. Signalling it (or its group) would hit a
+    stranger, on a test machine another stack's server."""
+    if not service.started or service.pid <= 0:
+        return False  # recorded before start times were kept: no way to tell
+    ticks = _start_ticks(service.pid)
+    return ticks is not None and ticks != service.started
+
+
+def _running(service: Service) -> bool:
+    """The recorded process itself still runs (not a zombie, not a stranger on its pid)."""
+    return _alive(service.pid) and not _reused(service)
+
+
 def _http_ok(url: str, timeout: float = 2.0) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
@@ -246,14 +273,14 @@ def default_ports() -> dict[str, int]:
 def healthy(service: Service) -> bool:
     if service.name == "router":  # Envoy's /ready, through its read-only statistics listener
         stats = f"http://{HOST}:{service.extra.get('stats_port', 0)}/ready"
-        return _alive(service.pid) and _http_ok(stats)
+        return _running(service) and _http_ok(stats)
     if service.name == "postgres":
-        return _alive(service.pid) and _pg_ready(service.port)
+        return _running(service) and _pg_ready(service.port)
     if service.name == "s3":
-        return _alive(service.pid) and _s3_answers(service.url + HEALTH["s3"])
+        return _running(service) and _s3_answers(service.url + HEALTH["s3"])
     kind = service.name.partition("-")[0]  # triton-2: a second Triton replica
     path = HEALTH[kind] if kind in HEALTH else plugins()[service.name].health
-    if not (_alive(service.pid) and _http_ok(service.url + path)):
+    if not (_running(service) and _http_ok(service.url + path)):
         return False
     ready = service.extra.get("ready_file")  # vllm: its launcher loaded the manifest's slots
     return not ready or Path(ready).is_file()
@@ -397,7 +424,7 @@ def _start(
             start_new_session=True,
             **run_as,
         )
-    service = Service(name, port, process.pid, extra)
+    service = Service(name, port, process.pid, _start_ticks(process.pid) or 0, extra)
     started = time.monotonic()
     announced = 0.0
     while True:
@@ -420,6 +447,10 @@ def _start(
 
 
 def _kill(service: Service, grace: float = 10.0) -> None:
+    if _reused(service):
+        # its pid now names another process. The kernel gives out no pid that still names a
+        # process group, so the old group has no member left: there is nothing of ours to stop
+        return
     if not _alive(service.pid):
         # a leader that died alone (a crash, a SIGKILL) can leave its children in its process
         # group, still holding its port: they go too, or the restart finds the port taken
@@ -1187,7 +1218,7 @@ def down(home: Path | None = None) -> list[str]:
         return stopped
     with _locked(home):
         for name, service in _load_state(home).items():
-            if _alive(service.pid):
+            if _running(service):
                 _kill(service)
                 stopped.append(name)
                 _log(f"stopped {name} (pid {service.pid})")
@@ -1217,7 +1248,7 @@ def status(home: Path | None = None) -> list[dict]:
         rows.append(
             {
                 "service": name,
-                "state": "running" if ok else ("unhealthy" if _alive(service.pid) else "dead"),
+                "state": "running" if ok else ("unhealthy" if _running(service) else "dead"),
                 "url": service.url,
                 "pid": service.pid,
             }
