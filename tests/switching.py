@@ -269,6 +269,24 @@ class RouterLoad:
     def failed(self) -> list[str]:
         return [a for a in self.answers if a.startswith("failed")]
 
+    def rate(self, seconds: float = 2.0) -> float:
+        """Answers per second over the next ``seconds``, as this machine serves them now."""
+        before, started = len(self.answers), time.monotonic()
+        time.sleep(seconds)
+        return max(len(self.answers) - before, 1) / (time.monotonic() - started)
+
+
+def step_seconds(per_second: float, share: float, min_requests: int, least: float) -> int:
+    """A rollout step long enough that its smaller side expects 2.5 times ``min_requests`` at
+    the measured ``per_second`` (all requests): a fixed step on a loaded machine sees too few
+    requests to be judged, and the rollout then rightly fails its traffic gate. At least
+    ``least`` seconds, at most STEP_CAP_S."""
+    needed = 2.5 * min_requests / min(share, 1 - share) / per_second
+    return math.ceil(min(STEP_CAP_S, max(least, needed)))
+
+
+STEP_CAP_S = 60.0
+
 
 # ------------------------------------------------------- the split a rollout's clients saw
 # The router draws each request's side at random, so the challenger's fraction of a step is

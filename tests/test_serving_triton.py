@@ -309,3 +309,32 @@ def test_the_replicas_variable_is_checked_and_a_name_stands_for_its_addresses(mo
         monkeypatch.setenv(triton.REPLICAS_ENV, bad)
         with pytest.raises(BadInput, match=triton.REPLICAS_ENV):
             triton.Fleet()
+
+
+def test_a_stack_up_of_other_services_leaves_a_busy_replica_alone(replicated):
+    """`stack up --services s3` (as the router or vLLM fixtures start their service on a
+    stack that runs Triton) must not stop and restart a Triton replica whose health check
+    does not answer: a replica busy loading a model looks exactly like that, and the restart
+    would cut the load off ("Stream removed"). The replica is frozen here (SIGSTOP), so its
+    health check times out while its process lives."""
+    import os
+    import signal
+
+    home = replicated["home"]
+    second = replica_services(home)["triton-2"]
+    os.kill(second.pid, signal.SIGSTOP)
+    try:
+        assert not stack.healthy(second)
+        values = stack.up(home, services=["s3"], ports={"s3": stack.free_port()}, sync=False)
+        # then the replica is the same process, still named among the replicas
+        assert replica_services(home)["triton-2"].pid == second.pid
+        assert values[triton.REPLICAS_ENV] == replicated[triton.REPLICAS_ENV]
+    finally:
+        os.kill(second.pid, signal.SIGCONT)
+    deadline = time.monotonic() + START_S
+    while not stack.healthy(second):
+        assert time.monotonic() < deadline, "the replica did not answer again"
+        time.sleep(0.2)
+    # and asking for replicas without Triton among the services is bad input
+    with pytest.raises(BadInput, match="--triton-replicas needs the triton service"):
+        stack.up(home, services=["s3"], triton_replicas=2)

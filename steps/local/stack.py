@@ -1126,6 +1126,8 @@ def up(
             f"--triton-replicas must be a whole number from 1 to {MAX_TRITON_REPLICAS}, "
             f"got {triton_replicas!r}"
         )
+    if triton_replicas is not None and "triton" not in chosen:
+        raise BadInput("--triton-replicas needs the triton service among --services")
     wanted = dict(default_ports(), **(ports or {}))
     with _locked(home):
         state = _load_state(home)
@@ -1164,9 +1166,14 @@ def up(
             _save_state(home, state)
             if name == "postgres":
                 _pg_ensure_database(running[name].port)
-        if "triton" in running:
+        if "triton" in running and "triton" in chosen:
             count = triton_replicas or max(map(_replica_index, state), default=1) or 1
             _triton_replicas(home, state, running, count, timeout, triton)
+        elif "triton" in running:
+            # not asked to manage Triton (`--services router`): its replicas stay as they are,
+            # named in the env as recorded; one that is busy (a health check timed out while
+            # it loads a model) is never stopped and restarted from here
+            running.update((n, s) for n, s in state.items() if _replica_index(n) > 1)
         if "s3" in running:
             _ensure_bucket(running["s3"].url, bucket)
         values = env_for(running, bucket)
