@@ -67,7 +67,7 @@ def _dead_services(home: Path) -> list[str]:
 
     return [
         f"the session's {row['service']} ({row['url']}) is {row['state']}; last lines of its "
-        f"log:\n{stack._tail(home / 'logs' / (row['service'] + '.log'), 40)}"
+        f"log:\n{stack._tail(stack.service_log(home, row['service']), 40)}"
         for row in stack.status(home)
         if row["state"] == "dead"
     ]

@@ -152,6 +152,11 @@ def _log(message: str) -> None:
     print(f"[stack] {message}", file=sys.stderr, flush=True)
 
 
+def service_log(home: Path, name: str) -> Path:
+    """Where the stack writes the output of ``name`` (a service, or one of its builds)."""
+    return home / "logs" / f"{name}.log"
+
+
 def _state_path(home: Path) -> Path:
     return home / "stack.json"
 
@@ -378,7 +383,7 @@ def _start(
     name: str, port: int, home: Path, timeout: float, triton: TritonEnv | None = None
 ) -> Service:
     _refuse_taken(name, port)
-    log_path = home / "logs" / f"{name}.log"
+    log_path = service_log(home, name)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     extra: dict = {}
     run_as: dict = {}  # postgres as root: the user it runs as (it refuses root)
@@ -665,7 +670,7 @@ def _pg_init(bindir: Path, home: Path, run_as: dict) -> None:
     data.parent.chmod(0o700)
     if data.exists():  # an initdb that died half-way
         shutil.rmtree(data)
-    log_path = home / "logs" / "postgres-initdb.log"
+    log_path = service_log(home, "postgres-initdb")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     _log(f"initdb {data} with {bindir / 'initdb'}")
     with open(log_path, "ab") as log:
@@ -997,7 +1002,7 @@ def _build_triton_env(venv: Path, home: Path, timeout: float) -> None:
     if marker.get("requirements") == list(TRITON_REQUIREMENTS) and python.exists():
         _log(f"triton environment {venv} already installed ({', '.join(TRITON_REQUIREMENTS)})")
     else:
-        log_path = home / "logs" / "triton-env.log"
+        log_path = service_log(home, "triton-env")
         log_path.parent.mkdir(parents=True, exist_ok=True)
         base = envs.python_for(TRITON_PYTHON, "triton")
         _log(f"building the triton environment at {venv} (log: {log_path})")
@@ -1331,7 +1336,7 @@ def _build_router_env(venv: Path, home: Path, timeout: float) -> None:
     marker = _read_json(venv / TRITON_ENV_MARKER)
     if marker.get("requirements") == list(ROUTER_REQUIREMENTS):
         return
-    log_path = home / "logs" / "router-env.log"
+    log_path = service_log(home, "router-env")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     _log(f"building the router environment at {venv} (log: {log_path})")
     if venv.is_symlink():
